@@ -1,0 +1,1 @@
+//! mxguard: protects a domain's inbound mail in transit.
