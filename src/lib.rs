@@ -1,1 +1,3 @@
 //! mxguard: protects a domain's inbound mail in transit.
+
+pub mod store;
