@@ -1,3 +1,16 @@
-//! mxguard: protects a domain's inbound mail in transit.
+//! mxguard protects a mail domain's inbound mail in transit, from one config file.
+//!
+//! Architecture, in short:
+//! - [`config`]: the TOML file, validated (every problem with file and dotted key).
+//! - [`policy`]: MTA-STS policies (RFC 8461), pure: validation, rendering, id, TXT record.
+//! - [`store`]: the state directory; the only module that writes files (atomic, 0600 keys).
+//! - [`tls`]: the swappable certificate resolver and the local CA.
+//! - [`http`]: the HTTPS policy listener and the plain HTTP challenge listener.
+//! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod policy;
 pub mod store;
+pub mod tls;

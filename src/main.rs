@@ -1,1 +1,148 @@
-fn main() {}
+//! The `mxguard` command line: parses arguments, sets up logging, calls into [`mxguard::app`]
+//! and maps errors to exit codes (0 ok, 1 runtime failure, 2 usage or configuration error).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mxguard::config::ConfigError;
+
+#[derive(Parser)]
+#[command(
+    name = "mxguard",
+    version,
+    about = "MTA-STS, DANE, DNSSEC and TLS-RPT for a mail domain, from one config file"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at startup; the size of the `init` variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum Command {
+    /// Write a config, a policy and a zone skeleton for a domain (adds the domain to an
+    /// existing config).
+    Init {
+        #[arg(long)]
+        domain: String,
+        /// An MX host of the domain (repeat for several).
+        #[arg(long, required = true)]
+        mx: Vec<String>,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:443")]
+        https: SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:80")]
+        http: SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:53")]
+        dns: SocketAddr,
+        /// letsencrypt, letsencrypt-staging, local, or a directory URL.
+        #[arg(long, default_value = "letsencrypt")]
+        acme_directory: String,
+        /// PEM roots to trust for the ACME directory's own TLS.
+        #[arg(long)]
+        acme_ca_file: Option<PathBuf>,
+        #[arg(long)]
+        email: Option<String>,
+        /// A TLS-RPT report URI (mailto: or https:), repeatable.
+        #[arg(long)]
+        rua: Vec<String>,
+        #[arg(long, default_value = "testing")]
+        mode: mxguard::policy::Mode,
+        /// Overwrite existing policy and zone files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Load and validate the configuration and everything it names; exit 2 on any problem.
+    CheckConfig {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the rendered MTA-STS policy and the DNS records announcing it.
+    Policy {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this domain.
+        domain: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Init {
+            domain,
+            mx,
+            dir,
+            https,
+            http,
+            dns,
+            acme_directory,
+            acme_ca_file,
+            email,
+            rua,
+            mode,
+            force,
+        } => mxguard::app::init(&mxguard::app::InitOptions {
+            dir,
+            domain,
+            mx,
+            https,
+            http,
+            dns,
+            acme_directory,
+            acme_ca_file,
+            email,
+            rua,
+            mode,
+            force,
+        })
+        .map(|paths| {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+        }),
+        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(mxguard::app::run(&config))),
+        Command::CheckConfig { config } => {
+            mxguard::app::check_config(&config).map_err(anyhow::Error::from)
+        }
+        Command::Policy { config, domain } => {
+            mxguard::app::print_policy(&config, domain.as_deref())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<ConfigError>() {
+            Some(ce) => {
+                for p in &ce.problems {
+                    eprintln!("error: {p}");
+                }
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

@@ -1,0 +1,415 @@
+//! The daemon and the CLI commands: loads the configuration, owns the state directory, starts
+//! the listeners, reloads on SIGHUP and shuts down on SIGTERM/SIGINT.
+//!
+//! This is the only place that decides *when* served content changes: a reload builds the
+//! complete new snapshot first, swaps the HTTPS policies, and only then publishes the ids
+//! that announce them. Errors here are `anyhow` with context; [`ConfigError`]s pass through
+//! so `main` can exit with status 2.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError, LoadedPolicies};
+use crate::http::{self, Served};
+use crate::policy::Published;
+use crate::store::StateDir;
+use crate::tls::{self, CertResolver, LocalCa};
+
+/// How long in-flight requests may finish after SIGTERM.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// Loads config and policies, printing warnings; every problem becomes one `ConfigError`.
+pub fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+    let config = Config::load(path)?;
+    let loaded = config.load_policies()?;
+    Ok((config, loaded))
+}
+
+/// `mxguard check-config`: prints every problem (or `ok`), warnings included.
+pub fn check_config(path: &Path) -> Result<(), ConfigError> {
+    let (config, loaded) = load(path)?;
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} domain{})",
+        config.file.display(),
+        config.domains.len(),
+        if config.domains.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// `mxguard policy`: the rendered policy and its `_mta-sts` TXT record.
+pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
+    let (config, loaded) = load(path)?;
+    let wanted = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(w) = &wanted
+        && !loaded.policies.contains_key(w)
+    {
+        anyhow::bail!(
+            "domain {w} is not configured in {} (configured: {})",
+            config.file.display(),
+            loaded
+                .policies
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for d in &config.domains {
+        if wanted.as_ref().is_some_and(|w| w != &d.name) {
+            continue;
+        }
+        let p = &loaded.policies[&d.name];
+        println!("; https://{}/.well-known/mta-sts.txt", d.mta_sts_host());
+        print!("{}", p.text.replace("\r\n", "\n"));
+        println!("; DNS");
+        println!("_mta-sts.{}. IN TXT \"{}\"", d.name, p.txt_record());
+        if let Some(rua) = d.tls_rpt_record() {
+            println!("_smtp._tls.{}. IN TXT \"{rua}\"", d.name);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// The running daemon's view of what it publishes.
+struct Daemon {
+    config: Config,
+    policies: HashMap<String, Published>,
+    served: Arc<Served>,
+    resolver: Arc<CertResolver>,
+    local_ca: LocalCa,
+}
+
+impl Daemon {
+    /// Makes `loaded` live: certificates for new hosts first, then the policy texts, then
+    /// (once served) the ids that announce them.
+    fn apply(&mut self, config: Config, loaded: LoadedPolicies) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let hosts: Vec<String> = config.domains.iter().map(|d| d.mta_sts_host()).collect();
+        for host in &hosts {
+            if self.resolver.get(host).is_none() {
+                let ck = self
+                    .local_ca
+                    .issue(host, now)
+                    .with_context(|| format!("issuing local certificate for {host}"))?;
+                self.resolver.set(host, ck);
+                tracing::info!(
+                    host = %host,
+                    "issued certificate from the local CA (not publicly trusted)"
+                );
+            }
+        }
+        // 1. Serve the new policy texts.
+        let texts: HashMap<String, Arc<str>> = config
+            .domains
+            .iter()
+            .map(|d| {
+                (
+                    d.mta_sts_host(),
+                    Arc::<str>::from(loaded.policies[&d.name].text.as_str()),
+                )
+            })
+            .collect();
+        self.served.policies.store(Arc::new(texts));
+        self.resolver.retain(&hosts);
+        // 2. Announce them: the ids below are published only after the texts are served.
+        for d in &config.domains {
+            let new = &loaded.policies[&d.name];
+            match self.policies.get(&d.name) {
+                Some(old) if old.id == new.id => {}
+                Some(old) => tracing::info!(
+                    domain = %d.name, old_id = %old.id, id = %new.id,
+                    "policy changed; new id published"
+                ),
+                None => tracing::info!(domain = %d.name, id = %new.id, "policy published"),
+            }
+        }
+        self.policies = loaded.policies.into_iter().collect();
+        self.config = config;
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        let path = self.config.file.clone();
+        match load(&path) {
+            Ok((config, loaded)) => {
+                if config.listen.https != self.config.listen.https
+                    || config.listen.http != self.config.listen.http
+                    || config.listen.dns != self.config.listen.dns
+                    || config.state_dir != self.config.state_dir
+                {
+                    tracing::warn!("listen addresses and state_dir change only on restart");
+                }
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                match self.apply(config, loaded) {
+                    Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+                    Err(e) => tracing::error!(
+                        err = format!("{e:#}"),
+                        "reload failed; keeping the previous configuration"
+                    ),
+                }
+            }
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::error!(problem = %p, "reload refused; still serving the previous configuration");
+                }
+            }
+        }
+    }
+}
+
+async fn bind_tcp(config: &Config, key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        ConfigError {
+            problems: vec![config.problem(
+                key,
+                format!("cannot listen on {addr}: {e} (is another server using it? choose another address or port)"),
+            )],
+        }
+        .into()
+    })
+}
+
+/// Where the daemon actually listens (ports resolved), written to `<state_dir>/listening`.
+fn listening_note(https: SocketAddr, http: Option<SocketAddr>) -> String {
+    let mut s = format!("https={https}\n");
+    if let Some(h) = http {
+        s.push_str(&format!("http={h}\n"));
+    }
+    s
+}
+
+/// `mxguard run`: the daemon, until SIGTERM or SIGINT.
+pub async fn run(path: &Path) -> anyhow::Result<()> {
+    let (config, loaded) = load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let state = StateDir::open_locked(&config.state_dir)?;
+    let local_ca = LocalCa::load_or_create(&state).context("local CA")?;
+    tracing::info!(
+        ca = %state.path(tls::LOCAL_CA_CERT).display(),
+        "local CA ready; its certificates are not publicly trusted"
+    );
+
+    let https_listener = bind_tcp(&config, "listen.https", config.listen.https).await?;
+    let http_listener = match config.listen.http {
+        Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
+        None => None,
+    };
+    let https_addr = https_listener.local_addr()?;
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    crate::store::write_atomic(
+        &state.path("listening"),
+        listening_note(https_addr, http_addr).as_bytes(),
+        crate::store::PUBLIC_MODE,
+    )?;
+
+    let served = Arc::new(Served::default());
+    let resolver = Arc::new(CertResolver::default());
+    let mut daemon = Daemon {
+        config: config.clone(),
+        policies: HashMap::new(),
+        served: served.clone(),
+        resolver: resolver.clone(),
+        local_ca,
+    };
+    daemon.apply(config, loaded)?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
+    tracker.spawn(http::serve(
+        https_listener,
+        Some(acceptor),
+        http::https_router(served.clone()),
+        http::Limits::default(),
+        shutdown.clone(),
+        SHUTDOWN_DRAIN,
+    ));
+    if let Some(l) = http_listener {
+        tracker.spawn(http::serve(
+            l,
+            None,
+            http::http_router(served.clone()),
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ));
+    }
+    tracker.close();
+    tracing::info!(https = %https_addr, http = ?http_addr, "mxguard running");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => daemon.reload(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop in time");
+    }
+    drop(state);
+    Ok(())
+}
+
+/// Options of `mxguard init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub domain: String,
+    pub mx: Vec<String>,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub dns: SocketAddr,
+    pub acme_directory: String,
+    pub acme_ca_file: Option<PathBuf>,
+    pub email: Option<String>,
+    pub rua: Vec<String>,
+    pub mode: crate::policy::Mode,
+    pub force: bool,
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| toml_str(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// `mxguard init`: writes a config (or adds a domain to it), a policy and a zone skeleton.
+/// Returns the paths written.
+pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let domain = crate::policy::normalize_hostname(&o.domain)
+        .map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
+    let mut mx = Vec::new();
+    for m in &o.mx {
+        mx.push(crate::policy::normalize_hostname(m).map_err(|e| anyhow::anyhow!("--mx: {e}"))?);
+    }
+    for r in &o.rua {
+        crate::config::validate_rua(r).map_err(|e| anyhow::anyhow!("--rua: {e}"))?;
+    }
+    let config_path = o.dir.join("mxguard.toml");
+    let policy_rel = format!("policies/{domain}.toml");
+    let zone_rel = format!("zones/{domain}.zone");
+    let policy_path = o.dir.join(&policy_rel);
+    let zone_path = o.dir.join(&zone_rel);
+
+    let existing = match std::fs::read_to_string(&config_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| config_path.display().to_string()),
+    };
+    if let Some(text) = &existing {
+        let c = Config::parse(&config_path, text)?;
+        if c.domains.iter().any(|d| d.name == domain) {
+            anyhow::bail!(
+                "{}: domain {domain} is already configured; edit its [[domain]] table instead",
+                config_path.display()
+            );
+        }
+    }
+    for p in [&policy_path, &zone_path] {
+        if p.exists() && !o.force {
+            anyhow::bail!(
+                "{} already exists; pass --force to overwrite it",
+                p.display()
+            );
+        }
+    }
+
+    let domain_table = format!(
+        "\n[[domain]]\nname = {}\nmx = {}\npolicy = {}\nzone = {}\ntls_rpt = {}\n",
+        toml_str(&domain),
+        toml_list(&mx),
+        toml_str(&policy_rel),
+        toml_str(&zone_rel),
+        toml_list(&o.rua),
+    );
+    let config_text = match &existing {
+        Some(text) => format!(
+            "{}{domain_table}",
+            text.trim_end_matches('\n').to_string() + "\n"
+        ),
+        None => {
+            let mut s = String::from(
+                "# mxguard configuration; see README.md for every key.\nstate_dir = \"state\"\n\n[listen]\n",
+            );
+            s.push_str(&format!("https = {}\n", toml_str(&o.https.to_string())));
+            s.push_str(&format!("http = {}\n", toml_str(&o.http.to_string())));
+            s.push_str(&format!(
+                "dns = {}\n\n[acme]\n",
+                toml_str(&o.dns.to_string())
+            ));
+            s.push_str(&format!("directory = {}\n", toml_str(&o.acme_directory)));
+            if let Some(ca) = &o.acme_ca_file {
+                s.push_str(&format!(
+                    "ca_file = {}\n",
+                    toml_str(&ca.display().to_string())
+                ));
+            }
+            if let Some(e) = &o.email {
+                s.push_str(&format!("email = {}\n", toml_str(e)));
+            }
+            s.push_str(&domain_table);
+            s
+        }
+    };
+    // Validate what we are about to write, so init never leaves a broken config.
+    Config::parse(&config_path, &config_text)?;
+
+    let policy_text = format!(
+        "# MTA-STS policy source for {domain} (RFC 8461).\n# mode: testing (report only), enforce, or none (withdraw).\nmode = {}\n# seconds senders cache the policy (1..=31557600)\nmax_age = 604800\n# MX patterns; defaults to the domain's MX hosts from the config when absent.\n# mx = {}\n",
+        toml_str(o.mode.as_str()),
+        toml_list(&mx),
+    );
+    let mut zone_text = format!(
+        "; zone of {domain}; mxguard adds _mta-sts, _smtp._tls, TLSA and DNSSEC records itself.\n$ORIGIN {domain}.\n$TTL 3600\n@\tIN\tSOA\tns1.{domain}. hostmaster.{domain}. 1 7200 3600 1209600 3600\n@\tIN\tNS\tns1.{domain}.\n"
+    );
+    for (i, m) in mx.iter().enumerate() {
+        zone_text.push_str(&format!("@\tIN\tMX\t{} {m}.\n", 10 * (i + 1)));
+    }
+    zone_text.push_str(
+        "; replace these documentation addresses (RFC 5737) with your servers' addresses\n",
+    );
+    zone_text.push_str("ns1\tIN\tA\t192.0.2.53\nmta-sts\tIN\tA\t192.0.2.80\n");
+    for m in &mx {
+        if let Some(label) = m.strip_suffix(&format!(".{domain}")) {
+            zone_text.push_str(&format!("{label}\tIN\tA\t192.0.2.25\n"));
+        }
+    }
+
+    crate::store::ensure_dir(&o.dir.join("policies"))?;
+    crate::store::ensure_dir(&o.dir.join("zones"))?;
+    let public = crate::store::PUBLIC_MODE;
+    crate::store::write_atomic(&policy_path, policy_text.as_bytes(), public)?;
+    crate::store::write_atomic(&zone_path, zone_text.as_bytes(), public)?;
+    crate::store::write_atomic(&config_path, config_text.as_bytes(), public)?;
+    Ok(vec![config_path, policy_path, zone_path])
+}

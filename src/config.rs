@@ -1,0 +1,594 @@
+//! The configuration file: what the user typed (`Raw*`, strict serde with
+//! `deny_unknown_fields`), validated without I/O into a [`Config`], then resolved (policy files
+//! read and checked) into per-domain policies.
+//!
+//! Every problem names the config file, the dotted key (`domain[1].mx[0]`) and, for syntax
+//! errors, the line and column; the validator reports all problems at once. This module does
+//! not open sockets or touch the state directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::{self, PolicySource, Published};
+
+/// One problem in the configuration (or a file it names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// Line and column (1-based) where known.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key, e.g. `domain[1].mx[0]`; empty for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((l, c)) = self.position {
+            write!(f, ":{l}:{c}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All problems found in a configuration; displayed one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the user typed.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where keys, certificates, serials and reports live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub acme: RawAcme,
+    #[serde(default)]
+    pub domain: Vec<RawDomain>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/mxguard")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// HTTPS listener serving the MTA-STS policies.
+    #[serde(default = "default_https")]
+    pub https: SocketAddr,
+    /// Plain HTTP listener: ACME http-01 challenges only, never the policy.
+    #[serde(default = "default_http")]
+    pub http: Option<SocketAddr>,
+    /// Authoritative DNS (UDP and TCP).
+    #[serde(default = "default_dns")]
+    pub dns: Option<SocketAddr>,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            https: default_https(),
+            http: default_http(),
+            dns: default_dns(),
+        }
+    }
+}
+
+fn default_https() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+fn default_http() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 80)))
+}
+fn default_dns() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 53)))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// `letsencrypt`, `letsencrypt-staging`, `local` (mxguard's own CA) or a directory URL.
+    #[serde(default = "default_directory")]
+    pub directory: String,
+    /// Extra PEM roots to trust for the directory's own TLS (test CAs such as Pebble).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Contact address for the ACME account.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+impl Default for RawAcme {
+    fn default() -> Self {
+        RawAcme {
+            directory: default_directory(),
+            ca_file: None,
+            email: None,
+        }
+    }
+}
+
+fn default_directory() -> String {
+    "letsencrypt".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    /// The mail domain, e.g. `example.com`.
+    pub name: String,
+    /// The domain's MX hosts.
+    pub mx: Vec<String>,
+    /// Policy source file; default `policies/<name>.toml` beside the config file.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Zone file; default `zones/<name>.zone` beside the config file.
+    #[serde(default)]
+    pub zone: Option<PathBuf>,
+    /// TLS-RPT report URIs (`mailto:` or `https:`) for `_smtp._tls.<name>`; none: no record.
+    #[serde(default)]
+    pub tls_rpt: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated.
+
+/// The ACME directory to obtain certificates from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcmeDirectory {
+    /// mxguard's own CA in the state directory: not publicly trusted, for demos and tests.
+    Local,
+    Url(String),
+}
+
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone)]
+pub struct Acme {
+    pub directory: AcmeDirectory,
+    pub ca_file: Option<PathBuf>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// Lowercase, no trailing dot.
+    pub name: String,
+    /// Lowercase, no trailing dot.
+    pub mx: Vec<String>,
+    pub policy_file: PathBuf,
+    pub zone_file: PathBuf,
+    pub tls_rpt: Vec<String>,
+}
+
+impl Domain {
+    /// The HTTPS host senders fetch the policy from.
+    pub fn mta_sts_host(&self) -> String {
+        format!("mta-sts.{}", self.name)
+    }
+
+    /// The `_smtp._tls` TXT data, if report URIs are configured.
+    pub fn tls_rpt_record(&self) -> Option<String> {
+        (!self.tls_rpt.is_empty()).then(|| format!("v=TLSRPTv1; rua={}", self.tls_rpt.join(",")))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub dns: Option<SocketAddr>,
+}
+
+/// A validated configuration; paths are absolute or relative to the working directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: Listen,
+    pub acme: Acme,
+    pub domains: Vec<Domain>,
+}
+
+impl Config {
+    /// Reads and validates a config file (no policy files yet: see [`Config::load_policies`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                file: path.to_path_buf(),
+                position: None,
+                key: String::new(),
+                message: format!("cannot read config file: {e}"),
+            }],
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` locates relative paths and names errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw = parse_raw(path, text)?;
+        validate(path, raw)
+    }
+
+    /// Problem about this config file at a dotted key.
+    pub fn problem(&self, key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            file: self.file.clone(),
+            position: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads, parses and validates every domain's policy source, returning the published
+    /// policies by domain plus warnings, or every problem found.
+    pub fn load_policies(&self) -> Result<LoadedPolicies, ConfigError> {
+        let mut problems = Vec::new();
+        let mut policies = BTreeMap::new();
+        let mut warnings = Vec::new();
+        for (i, d) in self.domains.iter().enumerate() {
+            let key = format!("domain[{i}].policy");
+            let text = match std::fs::read_to_string(&d.policy_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(self.problem(
+                        &key,
+                        format!(
+                            "cannot read policy file {}: {e} (create it, e.g. with `mxguard init`, or fix the path)",
+                            d.policy_file.display()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let src: PolicySource = match parse_toml(&d.policy_file, &text) {
+                Ok(s) => s,
+                Err(mut e) => {
+                    problems.append(&mut e.problems);
+                    continue;
+                }
+            };
+            match policy::validate(&src, &d.mx) {
+                Ok(v) => {
+                    for w in v.warnings {
+                        warnings.push(Problem {
+                            file: d.policy_file.clone(),
+                            position: None,
+                            key: w.key,
+                            message: w.message,
+                        });
+                    }
+                    policies.insert(d.name.clone(), Published::new(&v.policy));
+                }
+                Err(ps) => problems.extend(ps.into_iter().map(|p| Problem {
+                    file: d.policy_file.clone(),
+                    position: None,
+                    key: p.key,
+                    message: p.message,
+                })),
+            }
+        }
+        if problems.is_empty() {
+            Ok(LoadedPolicies { policies, warnings })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Policies of every domain, ready to serve and announce.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicies {
+    pub policies: BTreeMap<String, Published>,
+    pub warnings: Vec<Problem>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, col)
+}
+
+/// Deserializes TOML text into `T`, naming file, line, column and dotted key on error.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let syntax = |e: toml::de::Error, key: String| Problem {
+        file: path.to_path_buf(),
+        position: e.span().map(|s| line_col(text, s.start)),
+        key,
+        message: e.message().trim().to_string(),
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| ConfigError {
+        problems: vec![syntax(e, String::new())],
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        ConfigError {
+            problems: vec![syntax(e.into_inner(), key)],
+        }
+    })
+}
+
+fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    parse_toml(path, text)
+}
+
+fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            file: path.to_path_buf(),
+            position: None,
+            key,
+            message,
+        })
+    };
+
+    let directory = match raw.acme.directory.as_str() {
+        "local" => AcmeDirectory::Local,
+        "letsencrypt" => AcmeDirectory::Url(LETSENCRYPT.into()),
+        "letsencrypt-staging" => AcmeDirectory::Url(LETSENCRYPT_STAGING.into()),
+        url if url.starts_with("https://") => AcmeDirectory::Url(url.into()),
+        other => {
+            problem(
+                "acme.directory".into(),
+                format!(
+                    "{other:?} is not a directory: use letsencrypt, letsencrypt-staging, local or an https:// URL"
+                ),
+            );
+            AcmeDirectory::Local
+        }
+    };
+    if let Some(email) = &raw.acme.email
+        && (!email.contains('@') || email.contains(char::is_whitespace))
+    {
+        problem(
+            "acme.email".into(),
+            format!("{email:?} is not an email address"),
+        );
+    }
+
+    if raw.domain.is_empty() {
+        problem(
+            "domain".into(),
+            "no [[domain]] configured: add one (e.g. `mxguard init --domain example.com --mx mx1.example.com`)".into(),
+        );
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut domains = Vec::new();
+    for (i, d) in raw.domain.iter().enumerate() {
+        let name = match policy::normalize_hostname(&d.name) {
+            Ok(n) => n,
+            Err(e) => {
+                problem(format!("domain[{i}].name"), e);
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(name.clone(), i) {
+            problem(
+                format!("domain[{i}].name"),
+                format!(
+                    "duplicate domain {name}: already configured as domain[{first}]; remove one"
+                ),
+            );
+        }
+        if d.mx.is_empty() {
+            problem(
+                format!("domain[{i}].mx"),
+                "no MX hosts: list the domain's MX hosts, e.g. mx = [\"mx1.example.com\"]".into(),
+            );
+        }
+        let mut mx = Vec::new();
+        for (j, host) in d.mx.iter().enumerate() {
+            match policy::normalize_hostname(host) {
+                Ok(h) => mx.push(h),
+                Err(e) => problem(format!("domain[{i}].mx[{j}]"), e),
+            }
+        }
+        for (j, uri) in d.tls_rpt.iter().enumerate() {
+            if let Err(e) = validate_rua(uri) {
+                problem(format!("domain[{i}].tls_rpt[{j}]"), e);
+            }
+        }
+        let policy_file = resolve(
+            d.policy
+                .as_deref()
+                .unwrap_or(&PathBuf::from(format!("policies/{name}.toml"))),
+        );
+        let zone_file = resolve(
+            d.zone
+                .as_deref()
+                .unwrap_or(&PathBuf::from(format!("zones/{name}.zone"))),
+        );
+        domains.push(Domain {
+            name,
+            mx,
+            policy_file,
+            zone_file,
+            tls_rpt: d.tls_rpt.clone(),
+        });
+    }
+
+    let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
+    if let Some(a) = raw.listen.http {
+        addrs.push(("listen.http", a));
+    }
+    for (i, (ka, a)) in addrs.iter().enumerate() {
+        for (kb, b) in &addrs[i + 1..] {
+            if a == b && a.port() != 0 {
+                problem(
+                    kb.to_string(),
+                    format!(
+                        "{b} is also used by {ka}: give each TCP listener its own address or port"
+                    ),
+                );
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Config {
+        file: path.to_path_buf(),
+        state_dir: resolve(&raw.state_dir),
+        listen: Listen {
+            https: raw.listen.https,
+            http: raw.listen.http,
+            dns: raw.listen.dns,
+        },
+        acme: Acme {
+            directory,
+            ca_file: raw.acme.ca_file.as_deref().map(resolve),
+            email: raw.acme.email,
+        },
+        domains,
+    })
+}
+
+/// A TLS-RPT `rua` URI (RFC 8460 §3): `mailto:` with an address or `https:` with a host.
+pub fn validate_rua(uri: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{uri:?} is not a TLS-RPT report URI: {why}"));
+    if uri.contains([',', ';', ' ', '"']) {
+        return bad("it must not contain commas, semicolons, spaces or quotes");
+    }
+    if let Some(addr) = uri.strip_prefix("mailto:") {
+        match addr.split_once('@') {
+            Some((l, d)) if !l.is_empty() && policy::normalize_hostname(d).is_ok() => Ok(()),
+            _ => bad("expected mailto:user@example.com"),
+        }
+    } else if let Some(rest) = uri.strip_prefix("https://") {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        if policy::normalize_hostname(host).is_ok() {
+            Ok(())
+        } else {
+            bad("expected https://host/path")
+        }
+    } else {
+        bad("use mailto: or https:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/mxguard/mxguard.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+state_dir = "state"
+[listen]
+https = "127.0.0.1:8443"
+http = "127.0.0.1:8080"
+dns = "127.0.0.1:8053"
+[acme]
+directory = "local"
+[[domain]]
+name = "Example.COM."
+mx = ["mx1.example.com"]
+tls_rpt = ["mailto:tlsrpt@example.com", "https://mta-sts.example.com/tlsrpt"]
+"#;
+
+    #[test]
+    fn good_config_resolves_paths_relative_to_config_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/mxguard/state"));
+        assert_eq!(c.domains[0].name, "example.com");
+        assert_eq!(
+            c.domains[0].policy_file,
+            Path::new("/etc/mxguard/policies/example.com.toml")
+        );
+        assert_eq!(
+            c.domains[0].tls_rpt_record().unwrap(),
+            "v=TLSRPTv1; rua=mailto:tlsrpt@example.com,https://mta-sts.example.com/tlsrpt"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_column() {
+        let e = parse("[listen]\nhttps = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("/etc/mxguard/mxguard.toml:3:1: listen"),
+            "{s}"
+        );
+        assert!(s.contains("unknown field `bogus`"), "{s}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let e = parse(
+            "[acme]\ndirectory = \"ftp://x\"\n[[domain]]\nname = \"a.example\"\nmx = [\"bad host\"]\ntls_rpt = [\"http://x\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["acme.directory", "domain[0].mx[0]", "domain[0].tls_rpt[0]"]
+        );
+    }
+
+    #[test]
+    fn rua_validation() {
+        assert!(validate_rua("mailto:a@example.com").is_ok());
+        assert!(validate_rua("https://r.example.com/x").is_ok());
+        assert!(validate_rua("mailto:example.com").is_err());
+        assert!(validate_rua("https://a.example.com,mailto:b@example.com").is_err());
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

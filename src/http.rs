@@ -1,0 +1,298 @@
+//! The HTTP side: the HTTPS listener serving `/.well-known/mta-sts.txt` for every configured
+//! `mta-sts.<domain>` (chosen by SNI and Host), and the plain HTTP listener that answers ACME
+//! http-01 challenges and nothing else.
+//!
+//! Servers only read [`Served`] snapshots that the daemon swaps whole; this module never
+//! decides what is published.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// What the HTTP listeners serve, swapped whole by the daemon.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Policy text by HTTPS host (`mta-sts.<domain>`, lowercase).
+    pub policies: ArcSwap<HashMap<String, Arc<str>>>,
+    /// ACME http-01 key authorizations by token.
+    pub challenges: ArcSwap<HashMap<String, Arc<str>>>,
+}
+
+/// Timeouts and limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// HTTP/1 request headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection (including keep-alive) lives at most this long.
+    pub connection_lifetime: Duration,
+    /// Concurrent connections; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(300),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The SNI name of the TLS connection a request came in on.
+#[derive(Debug, Clone)]
+struct Sni(Option<String>);
+
+/// Routes of the HTTPS listener.
+pub fn https_router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/.well-known/mta-sts.txt", get(policy))
+        .fallback(not_found)
+        .with_state(served)
+}
+
+/// Routes of the plain HTTP listener: challenges only, never the policy.
+pub fn http_router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(challenge))
+        .fallback(not_found)
+        .with_state(served)
+}
+
+async fn not_found() -> Response {
+    text_response(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn text_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// The request's host: `:authority` (h2) or the Host header, lowercase, without port.
+fn request_host(req_uri: &axum::http::Uri, headers: &HeaderMap) -> Option<String> {
+    let raw = req_uri.host().map(str::to_string).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
+    })?;
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+async fn policy(State(served): State<Arc<Served>>, req: Request<Body>) -> Response {
+    let host = request_host(req.uri(), req.headers());
+    let sni = req.extensions().get::<Sni>().and_then(|s| s.0.clone());
+    let Some(host) = host else {
+        return not_found().await;
+    };
+    // The certificate was chosen by SNI: serve only the policy of that same host.
+    if sni.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(host.as_str()) {
+        return not_found().await;
+    }
+    let policies = served.policies.load();
+    match policies.get(&host) {
+        Some(text) => {
+            let mut resp = text_response(StatusCode::OK, text.to_string());
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        None => not_found().await,
+    }
+}
+
+async fn challenge(State(served): State<Arc<Served>>, Path(token): Path<String>) -> Response {
+    match served.challenges.load().get(&token) {
+        Some(ka) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )],
+            ka.to_string(),
+        )
+            .into_response(),
+        None => not_found().await,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
+/// finish for up to `drain` before returning. With `tls`, every connection is TLS (h2 or
+/// HTTP/1.1 by ALPN); without, plain HTTP/1.1 and h2c.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(err = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                Some(acceptor) => {
+                    let tls_stream = match tokio::time::timeout(
+                        limits.handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, err = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let sni = Sni(tls_stream.get_ref().1.server_name().map(str::to_string));
+                    let svc = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(sni.clone());
+                        req
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls_stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    run_connection(watcher.watch(conn), peer, limits).await;
+                }
+                None => {
+                    let svc = router.map_request(|req: Request<hyper::body::Incoming>| req);
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    run_connection(watcher.watch(conn), peer, limits).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after drain deadline; closing them");
+    }
+}
+
+async fn run_connection<F, E>(conn: F, peer: SocketAddr, limits: Limits)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(limits.connection_lifetime, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, err = %e, "connection ended with error"),
+        Err(_) => tracing::debug!(%peer, "connection lifetime reached"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served() -> Arc<Served> {
+        let s = Served::default();
+        let mut m = HashMap::new();
+        m.insert(
+            "mta-sts.example.com".to_string(),
+            Arc::<str>::from("version: STSv1\r\n"),
+        );
+        s.policies.store(Arc::new(m));
+        Arc::new(s)
+    }
+
+    async fn get_policy(host: &str, sni: Option<&str>) -> StatusCode {
+        let mut req = Request::builder()
+            .uri("/.well-known/mta-sts.txt")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(Sni(sni.map(String::from)));
+        https_router(served()).oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn policy_needs_matching_sni_and_host() {
+        assert_eq!(
+            get_policy("mta-sts.example.com:443", Some("mta-sts.example.com")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get_policy("mta-sts.example.com", Some("mta-sts.other.example")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get_policy("mta-sts.unknown.example", Some("mta-sts.unknown.example")).await,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_never_serves_policy() {
+        let req = Request::builder()
+            .uri("/.well-known/mta-sts.txt")
+            .header(header::HOST, "mta-sts.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let resp = http_router(served()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,271 @@
+//! TLS for the HTTPS listener: a certificate resolver whose entries are swapped at runtime
+//! (chosen by SNI), the rustls server configuration, and the local issuer (mxguard's own CA
+//! in the state directory, for demos, tests and until ACME has issued).
+//!
+//! This module does not decide when certificates change; it holds what it is given.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::store::{self, StateDir, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Rcgen {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{what}: {source}")]
+    Rustls {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Certificates by host name, swapped whole at runtime; the HTTPS listener's rustls resolver.
+#[derive(Default)]
+pub struct CertResolver {
+    certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let certs = self.certs.load();
+        let mut names: Vec<_> = certs.keys().collect();
+        names.sort();
+        f.debug_struct("CertResolver")
+            .field("hosts", &names)
+            .finish()
+    }
+}
+
+impl CertResolver {
+    /// Installs (or replaces) the certificate for `host`; used from the next handshake on.
+    pub fn set(&self, host: &str, key: Arc<CertifiedKey>) {
+        let host = host.to_ascii_lowercase();
+        self.certs.rcu(|old| {
+            let mut m = HashMap::clone(old);
+            m.insert(host.clone(), key.clone());
+            m
+        });
+    }
+
+    /// Removes hosts not in `keep`.
+    pub fn retain(&self, keep: &[String]) {
+        self.certs.rcu(|old| {
+            let mut m = HashMap::clone(old);
+            m.retain(|h, _| keep.contains(h));
+            m
+        });
+    }
+
+    pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.certs.load().get(&host.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn hosts(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.certs.load().keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8461 senders always send SNI; without it there is no host to choose.
+        let name = hello.server_name()?;
+        self.get(name)
+    }
+}
+
+/// The rustls configuration of the HTTPS listener (h2 and HTTP/1.1).
+pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring provider supports the default protocol versions")
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Builds a rustls `CertifiedKey` from a DER chain (leaf first) and a PKCS#8 key.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: &[u8],
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Rustls {
+            what: "loading certificate key".into(),
+            source: e,
+        })?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// mxguard's own certificate authority, kept in `<state_dir>/local-ca/`. Its certificates are
+/// not publicly trusted: senders will not accept them; they serve demos, tests and the time
+/// before the first ACME certificate.
+pub struct LocalCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCa").finish_non_exhaustive()
+    }
+}
+
+/// Relative paths of the local CA in the state directory.
+pub const LOCAL_CA_CERT: &str = "local-ca/ca.pem";
+pub const LOCAL_CA_KEY: &str = "local-ca/ca.key";
+
+/// Lifetime of certificates the local CA issues.
+pub const LOCAL_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
+fn rcgen_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> TlsError {
+    let what = what.into();
+    move |source| TlsError::Rcgen { what, source }
+}
+
+impl LocalCa {
+    /// Loads the CA from the state directory, creating it on first use (key 0600).
+    pub fn load_or_create(state: &StateDir) -> Result<LocalCa, TlsError> {
+        let cert_path = state.path(LOCAL_CA_CERT);
+        let key_path = state.path(LOCAL_CA_KEY);
+        if let (Some(cert), Some(key)) = (
+            store::read_optional(&cert_path)?,
+            store::read_optional(&key_path)?,
+        ) {
+            let key_pem = String::from_utf8_lossy(&key);
+            let cert_pem = String::from_utf8_lossy(&cert).into_owned();
+            let key = KeyPair::from_pem(&key_pem)
+                .map_err(rcgen_err(format!("{}", key_path.display())))?;
+            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+                .map_err(rcgen_err(format!("{}", cert_path.display())))?;
+            return Ok(LocalCa { issuer, cert_pem });
+        }
+        store::ensure_dir(&state.path("local-ca"))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(rcgen_err("generating local CA key"))?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("local CA"))?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "mxguard");
+        dn.push(
+            DnType::CommonName,
+            "mxguard local CA (not publicly trusted)",
+        );
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(3650);
+        let cert = params
+            .self_signed(&key)
+            .map_err(rcgen_err("self-signing local CA"))?;
+        store::write_atomic(
+            &key_path,
+            key.serialize_pem().as_bytes(),
+            store::SECRET_MODE,
+        )?;
+        store::write_atomic(&cert_path, cert.pem().as_bytes(), store::PUBLIC_MODE)?;
+        let issuer = Issuer::new(params, key);
+        Ok(LocalCa {
+            issuer,
+            cert_pem: cert.pem(),
+        })
+    }
+
+    /// The CA certificate (PEM) that clients must trust to accept local certificates.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a certificate for `host` with a fresh P-256 key, valid from an hour before `now`.
+    pub fn issue(&self, host: &str, now: SystemTime) -> Result<Arc<CertifiedKey>, TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(rcgen_err(format!("generating key for {host}")))?;
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(rcgen_err(host))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::from(now);
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::try_from(LOCAL_CERT_LIFETIME).unwrap_or_default();
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(rcgen_err(format!("issuing certificate for {host}")))?;
+        let ca_der = rustls_pemfile_first_cert(&self.cert_pem);
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(ca_der);
+        certified_key(chain, key.serialized_der())
+    }
+}
+
+fn rustls_pemfile_first_cert(pem: &str) -> Option<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .and_then(|r| r.ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ca_persists_and_issues_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_locked(dir.path()).unwrap();
+        let ca = LocalCa::load_or_create(&state).unwrap();
+        let pem1 = ca.cert_pem().to_string();
+        let ck = ca.issue("mta-sts.example.com", SystemTime::now()).unwrap();
+        assert_eq!(ck.cert.len(), 2, "leaf + CA");
+        let again = LocalCa::load_or_create(&state).unwrap();
+        assert_eq!(again.cert_pem(), pem1, "CA reused after restart");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(state.path(LOCAL_CA_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn resolver_swaps_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_locked(dir.path()).unwrap();
+        let ca = LocalCa::load_or_create(&state).unwrap();
+        let r = CertResolver::default();
+        let a = ca.issue("mta-sts.a.example", SystemTime::now()).unwrap();
+        r.set("MTA-STS.A.example", a.clone());
+        assert!(Arc::ptr_eq(&r.get("mta-sts.a.example").unwrap(), &a));
+        r.retain(&[]);
+        assert!(r.get("mta-sts.a.example").is_none());
+    }
+}
