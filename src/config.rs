@@ -294,7 +294,12 @@ impl Config {
                     file: d.policy_file.clone(),
                     position: None,
                     key: p.key,
-                    message: p.message,
+                    message: format!(
+                        "{} (policy of domain[{i}] {} in {})",
+                        p.message,
+                        d.name,
+                        self.file.display()
+                    ),
                 })),
             }
         }

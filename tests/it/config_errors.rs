@@ -1,0 +1,172 @@
+//! Bad configurations: each gives one line naming the file, the key and the problem, and
+//! exit status 2.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use crate::harness::{DomainSpec, Project, mxguard};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bad-config")
+        .join(name)
+}
+
+/// Runs `check-config` on a fixture; asserts exit 2 and exactly one error line, returned.
+fn check(name: &str) -> String {
+    let path = fixture(name);
+    let out = mxguard(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{name}: one line expected, got {err}");
+    lines[0].to_string()
+}
+
+fn assert_parts(line: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(line.contains(p), "{line:?} lacks {p:?}");
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let l = check("unknown-key.toml");
+    assert_parts(
+        &l,
+        &["unknown-key.toml:12:1: domain[0].mx_hosts: unknown field `mx_hosts`"],
+    );
+}
+
+#[test]
+fn bad_mode_names_policy_file_and_key() {
+    let l = check("bad-mode.toml");
+    assert_parts(
+        &l,
+        &["policies/bad-mode.toml:1:8: mode: unknown variant `strict`"],
+    );
+}
+
+#[test]
+fn max_age_zero_is_rejected() {
+    let l = check("max-age-zero.toml");
+    assert_parts(
+        &l,
+        &[
+            "policies/max-age-zero.toml: max_age: 0 is out of range",
+            "domain[0]",
+            "max-age-zero.toml)",
+        ],
+    );
+}
+
+#[test]
+fn two_wildcard_mx_is_rejected() {
+    let l = check("two-wildcards.toml");
+    assert_parts(
+        &l,
+        &["policies/two-wildcards.toml: mx[0]:", "only one wildcard"],
+    );
+}
+
+#[test]
+fn mx_not_covered_by_policy_is_rejected() {
+    let l = check("mx-not-covered.toml");
+    assert_parts(
+        &l,
+        &[
+            "policies/good.toml: mx: MX host backup.example.org is not matched",
+            "mx-not-covered.toml",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_domain_is_rejected() {
+    let l = check("duplicate-domain.toml");
+    assert_parts(
+        &l,
+        &[
+            "duplicate-domain.toml: domain[1].name: duplicate domain example.com",
+            "domain[0]",
+        ],
+    );
+}
+
+#[test]
+fn missing_policy_file_names_config_key_and_path() {
+    let l = check("missing-policy-file.toml");
+    assert_parts(
+        &l,
+        &[
+            "missing-policy-file.toml: domain[0].policy: cannot read policy file",
+            "does-not-exist.toml",
+        ],
+    );
+}
+
+#[test]
+fn bad_acme_directory_is_rejected() {
+    let l = check("bad-acme-directory.toml");
+    assert_parts(
+        &l,
+        &[
+            "bad-acme-directory.toml: acme.directory:",
+            "http://acme.example/dir",
+        ],
+    );
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let l = check("syntax-error.toml");
+    assert_parts(&l, &["syntax-error.toml:9:20: invalid basic string"]);
+}
+
+#[test]
+fn bad_mx_hostname_names_index() {
+    let l = check("bad-mx-host.toml");
+    assert_parts(
+        &l,
+        &["bad-mx-host.toml: domain[0].mx[1]:", "mx_2.example.com"],
+    );
+}
+
+#[test]
+fn bad_listen_address_names_key_and_position() {
+    let l = check("bad-listen-address.toml");
+    assert_parts(&l, &["bad-listen-address.toml:3:9: listen.https:"]);
+}
+
+#[test]
+fn port_already_in_use_names_listen_key() {
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &["mx1.example.com"],
+        policy: "mode = \"enforce\"\nmax_age = 86400\n",
+    }]);
+    let _taken = TcpListener::bind(("127.0.0.1", p.https)).unwrap();
+    let out = mxguard(&["run", "-c", &p.config_str()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert_parts(
+        line,
+        &[
+            "mxguard.toml: listen.https: cannot listen on",
+            &format!("127.0.0.1:{}", p.https),
+            "in use",
+        ],
+    );
+}
+
+#[test]
+fn good_config_checks_ok() {
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/demo.toml");
+    let out = mxguard(&["check-config", "-c", demo.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 domains)"));
+}

@@ -1,0 +1,258 @@
+//! Starts the real daemon in a temporary directory and waits for conditions with deadlines.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mxguard");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the binary with arguments, returning its output.
+pub fn mxguard(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run mxguard")
+}
+
+/// A demo project in a temp dir: config, policies/, zones/.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub https: u16,
+    pub http: u16,
+    pub dns: u16,
+}
+
+/// One test domain: name, MX hosts, policy source text.
+pub struct DomainSpec<'a> {
+    pub name: &'a str,
+    pub mx: &'a [&'a str],
+    pub policy: &'a str,
+}
+
+impl Project {
+    pub fn new(domains: &[DomainSpec<'_>]) -> Project {
+        Project::with_extra(domains, "")
+    }
+
+    /// `extra` is appended to the top-level part of the config (before `[listen]`).
+    pub fn with_extra(domains: &[DomainSpec<'_>], extra: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let (https, http, dns) = (free_port(), free_port(), free_port());
+        fs::create_dir_all(dir.path().join("policies")).unwrap();
+        fs::create_dir_all(dir.path().join("zones")).unwrap();
+        let mut cfg = format!(
+            "state_dir = \"state\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\ndns = \"127.0.0.1:{dns}\"\n\n[acme]\ndirectory = \"local\"\n"
+        );
+        for d in domains {
+            let mx: Vec<String> = d.mx.iter().map(|m| format!("\"{m}\"")).collect();
+            cfg.push_str(&format!(
+                "\n[[domain]]\nname = \"{}\"\nmx = [{}]\ntls_rpt = [\"mailto:tlsrpt@{}\"]\n",
+                d.name,
+                mx.join(", "),
+                d.name
+            ));
+            fs::write(
+                dir.path().join(format!("policies/{}.toml", d.name)),
+                d.policy,
+            )
+            .unwrap();
+            let mut zone = format!(
+                "$ORIGIN {n}.\n$TTL 300\n@ IN SOA ns1.{n}. hostmaster.{n}. 1 7200 3600 1209600 300\n@ IN NS ns1.{n}.\nns1 IN A 127.0.0.1\nmta-sts IN A 127.0.0.1\n",
+                n = d.name
+            );
+            for (i, m) in d.mx.iter().enumerate() {
+                zone.push_str(&format!("@ IN MX {} {m}.\n", 10 + i));
+                if let Some(l) = m.strip_suffix(&format!(".{}", d.name)) {
+                    zone.push_str(&format!("{l} IN A 127.0.0.1\n"));
+                }
+            }
+            fs::write(dir.path().join(format!("zones/{}.zone", d.name)), zone).unwrap();
+        }
+        fs::write(dir.path().join("mxguard.toml"), cfg).unwrap();
+        Project {
+            dir,
+            https,
+            http,
+            dns,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("mxguard.toml")
+    }
+
+    pub fn config_str(&self) -> String {
+        self.config().to_string_lossy().into_owned()
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::start(self)
+    }
+}
+
+/// The running daemon; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+    pub ca: PathBuf,
+    pub https: u16,
+    pub http: u16,
+    pub dns: u16,
+}
+
+impl Daemon {
+    pub fn start(p: &Project) -> Daemon {
+        let log = p.path(&format!("daemon-{}.log", free_port()));
+        let child = Command::new(BIN)
+            .args(["run", "-c", &p.config_str()])
+            .env("RUST_LOG", "info,mxguard=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child,
+            log,
+            ca: p.path("state/local-ca/ca.pem"),
+            https: p.https,
+            http: p.http,
+            dns: p.dns,
+        };
+        d.wait_running();
+        d
+    }
+
+    fn wait_running(&mut self) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.https).parse().unwrap();
+        wait_for("daemon to listen", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited with {status}:\n{}", self.log_text());
+            }
+            (self.log_text().contains("mxguard running")
+                && std::net::TcpStream::connect(addr).is_ok())
+            .then_some(())
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize) {
+        wait_for(
+            &format!("log line {needle:?} x{count}"),
+            Duration::from_secs(15),
+            || (self.log_text().matches(needle).count() >= count).then_some(()),
+        );
+    }
+
+    /// Sends SIGHUP and waits until the daemon has handled it (one more `reloaded` or
+    /// `reload refused` line).
+    pub fn reload(&self) {
+        let before = self.reload_events();
+        self.signal("HUP");
+        wait_for("reload to be handled", Duration::from_secs(15), || {
+            (self.reload_events() > before).then_some(())
+        });
+    }
+
+    fn reload_events(&self) -> usize {
+        let t = self.log_text();
+        t.matches("reloaded").count() + t.matches("reload refused").count()
+    }
+
+    /// curl over HTTPS trusting the local CA, `host` resolved to loopback.
+    pub fn curl(&self, host: &str, extra: &[&str]) -> Curl {
+        curl(
+            &self.ca,
+            host,
+            self.https,
+            "/.well-known/mta-sts.txt",
+            extra,
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Result of a curl call.
+#[derive(Debug)]
+pub struct Curl {
+    pub exit: i32,
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+    pub stderr: String,
+}
+
+pub fn curl(ca: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> Curl {
+    let dir = tempfile::tempdir().unwrap();
+    let hdr = dir.path().join("h");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg("-D")
+        .arg(&hdr)
+        .args(["-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    Curl {
+        exit: out.status.code().unwrap_or(-1),
+        status: code.trim().parse().unwrap_or(0),
+        headers: fs::read_to_string(&hdr).unwrap_or_default(),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `mxguard` binary on loopback ports, talked to with real
+//! clients (curl, openssl, dig, unbound, knotd, pebble) as a user would.
+
+mod config_errors;
+mod harness;
+mod init;
+mod mta_sts;
+mod store_crash;

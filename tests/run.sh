@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs mxguard's whole test suite on a fresh machine that has only the Rust toolchain:
+# installs the Debian peers the tests talk to (when missing), then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package providing it
+declare -A peers=(
+  [curl]=curl
+  [openssl]=openssl
+  [dig]=bind9-dnsutils
+  [delv]=bind9-dnsutils
+  [dnssec-verify]=bind9-utils
+  [ldns-verify-zone]=ldnsutils
+  [unbound]=unbound
+  [knotd]=knot
+  [pebble]=pebble
+  [swaks]=swaks
+  [wrk]=wrk
+  [dnsperf]=dnsperf
+  [nginx]=nginx-light
+)
+missing=()
+for cmd in "${!peers[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    missing+=("${peers[$cmd]}")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "installing test peers: $pkgs"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -q --no-install-recommends $pkgs
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+cargo test --all-targets --locked -- --test-threads="${MXGUARD_TEST_THREADS:-4}"
