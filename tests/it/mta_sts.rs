@@ -91,6 +91,10 @@ fn unknown_host_gets_no_policy() {
     // No certificate for an unconfigured name: the handshake fails, no policy is sent.
     let r = d.curl("mta-sts.unknown.example", &[]);
     assert_ne!(r.exit, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("SSL") || r.stderr.contains("TLS"),
+        "{r:?}"
+    );
     assert!(!r.body.contains("STSv1"));
     // The right SNI but another domain's Host header: 404, not the other policy.
     let r = d.curl(
