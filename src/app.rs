@@ -17,7 +17,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, LoadedPolicies};
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::acme::{AcmeSettings, Challenge, Responder};
+use crate::certs::{Backend, CertSpec, Manager};
+use crate::config::{AcmeDirectory, Config, ConfigError, LoadedPolicies};
 use crate::http::{self, Served};
 use crate::policy::Published;
 use crate::store::StateDir;
@@ -83,13 +88,98 @@ pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Answers ACME challenges from the daemon's own listeners.
+struct DaemonResponder {
+    served: Arc<Served>,
+    resolver: Arc<CertResolver>,
+}
+
+impl Responder for DaemonResponder {
+    async fn publish(&self, ch: &Challenge) -> Result<(), String> {
+        match ch {
+            Challenge::Http01 {
+                token,
+                key_authorization,
+                ..
+            } => {
+                let (token, ka) = (token.clone(), Arc::<str>::from(key_authorization.as_str()));
+                self.served.challenges.rcu(|old| {
+                    let mut m = HashMap::clone(old);
+                    m.insert(token.clone(), ka.clone());
+                    m
+                });
+                Ok(())
+            }
+            Challenge::TlsAlpn01 { host, digest } => {
+                let ck = crate::acme::tls_alpn_certificate(host, digest)?;
+                self.resolver.set_alpn_challenge(host, Some(ck));
+                Ok(())
+            }
+            Challenge::Dns01 { host, .. } => Err(format!(
+                "dns-01 for {host} needs mxguard's own DNS zone, which this build does not serve yet; use http-01 or tls-alpn-01"
+            )),
+        }
+    }
+
+    async fn withdraw(&self, ch: &Challenge) {
+        match ch {
+            Challenge::Http01 { token, .. } => {
+                self.served.challenges.rcu(|old| {
+                    let mut m = HashMap::clone(old);
+                    m.remove(token);
+                    m
+                });
+            }
+            Challenge::TlsAlpn01 { host, .. } => self.resolver.set_alpn_challenge(host, None),
+            Challenge::Dns01 { .. } => {}
+        }
+    }
+}
+
+/// `mxguard certs`: the stored state of every certificate.
+pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let reports = crate::certs::report(&config.state_dir, &config.cert_specs(), SystemTime::now());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    for r in &reports {
+        println!("{}", r.name);
+        println!("  sans:         {}", r.sans.join(", "));
+        println!("  challenge:    {}", r.challenge);
+        println!("  key:          {}", r.key);
+        println!(
+            "  issuer:       {}",
+            r.issuer.as_deref().unwrap_or("not issued yet")
+        );
+        println!("  not after:    {}", r.not_after.as_deref().unwrap_or("-"));
+        println!(
+            "  next renewal: {}",
+            r.next_renewal.as_deref().unwrap_or("as soon as possible")
+        );
+        if let Some(e) = &r.last_error {
+            println!("  last error:   {e}");
+        }
+        if let Some(e) = &r.deploy_error {
+            println!("  deploy error: {e}");
+        }
+        if r.near_expiry {
+            println!("  WARNING: near expiry and not renewed");
+        }
+    }
+    Ok(())
+}
+
 /// The running daemon's view of what it publishes.
 struct Daemon {
     config: Config,
     policies: HashMap<String, Published>,
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
-    local_ca: LocalCa,
+    local_ca: Arc<LocalCa>,
+    cert_specs: Arc<ArcSwap<Vec<CertSpec>>>,
+    cert_wake: Arc<Notify>,
 }
 
 impl Daemon {
@@ -137,6 +227,11 @@ impl Daemon {
             }
         }
         self.policies = loaded.policies.into_iter().collect();
+        let specs = config.cert_specs();
+        if **self.cert_specs.load() != specs {
+            self.cert_specs.store(Arc::new(specs));
+            self.cert_wake.notify_one();
+        }
         self.config = config;
         Ok(())
     }
@@ -199,8 +294,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let state = StateDir::open_locked(&config.state_dir)?;
-    let local_ca = LocalCa::load_or_create(&state).context("local CA")?;
+    let state = Arc::new(StateDir::open_locked(&config.state_dir)?);
+    let local_ca = Arc::new(LocalCa::load_or_create(&state).context("local CA")?);
     tracing::info!(
         ca = %state.path(tls::LOCAL_CA_CERT).display(),
         "local CA ready; its certificates are not publicly trusted"
@@ -221,17 +316,43 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 
     let served = Arc::new(Served::default());
     let resolver = Arc::new(CertResolver::default());
+    let cert_specs = Arc::new(ArcSwap::from_pointee(Vec::new()));
+    let cert_wake = Arc::new(Notify::new());
+    let backend = match &config.acme.directory {
+        AcmeDirectory::Local => Backend::Local(local_ca.clone()),
+        AcmeDirectory::Url(url) => Backend::acme(AcmeSettings {
+            directory: url.clone(),
+            ca_file: config.acme.ca_file.clone(),
+            email: config.acme.email.clone(),
+            eab: config.acme.eab.clone(),
+        }),
+    };
     let mut daemon = Daemon {
         config: config.clone(),
         policies: HashMap::new(),
         served: served.clone(),
         resolver: resolver.clone(),
         local_ca,
+        cert_specs: cert_specs.clone(),
+        cert_wake: cert_wake.clone(),
     };
     daemon.apply(config, loaded)?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let manager = Manager {
+        state: state.clone(),
+        backend,
+        resolver: resolver.clone(),
+        responder: DaemonResponder {
+            served: served.clone(),
+            resolver: resolver.clone(),
+        },
+        specs: cert_specs,
+        wake: cert_wake,
+        backoff: daemon.config.acme.backoff,
+    };
+    tracker.spawn(manager.run(shutdown.clone()));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
     tracker.spawn(http::serve(
         https_listener,

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::acme::ChallengeKind;
+use crate::certs::{CertSpec, Deploy, Role};
 use crate::policy::{self, PolicySource, Published};
 
 /// One problem in the configuration (or a file it names).
@@ -73,6 +75,46 @@ pub struct RawConfig {
     pub acme: RawAcme,
     #[serde(default)]
     pub domain: Vec<RawDomain>,
+    /// MX hosts whose certificates mxguard obtains and deploys to the MTA.
+    #[serde(default)]
+    pub mx: Vec<RawMx>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMx {
+    /// The MX host name (must be an MX of a configured domain).
+    pub host: String,
+    /// Challenge for this certificate; default `acme.challenge`.
+    #[serde(default)]
+    pub challenge: Option<ChallengeKind>,
+    /// Where the full chain (PEM) is written for the MTA.
+    pub cert_file: PathBuf,
+    /// Where the private key (PEM) is written for the MTA.
+    pub key_file: PathBuf,
+    /// `user[:group]` owning both files; default: the daemon's user.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default = "default_cert_mode")]
+    pub cert_mode: String,
+    #[serde(default = "default_key_mode")]
+    pub key_mode: String,
+    /// Command run after the files are replaced, e.g. ["systemctl", "reload", "postfix"].
+    #[serde(default)]
+    pub reload: Vec<String>,
+    /// Seconds the reload command may take.
+    #[serde(default = "default_reload_timeout")]
+    pub reload_timeout: u64,
+}
+
+fn default_cert_mode() -> String {
+    "0644".into()
+}
+fn default_key_mode() -> String {
+    "0600".into()
+}
+fn default_reload_timeout() -> u64 {
+    30
 }
 
 fn default_state_dir() -> PathBuf {
@@ -125,6 +167,32 @@ pub struct RawAcme {
     /// Contact address for the ACME account.
     #[serde(default)]
     pub email: Option<String>,
+    /// Default challenge: `dns-01` (in mxguard's own zone), `http-01` or `tls-alpn-01`.
+    #[serde(default = "default_challenge")]
+    pub challenge: ChallengeKind,
+    /// External account binding key id (CAs that require EAB).
+    #[serde(default)]
+    pub eab_kid: Option<String>,
+    /// File holding the base64url EAB HMAC key.
+    #[serde(default)]
+    pub eab_hmac_key_file: Option<PathBuf>,
+    /// Seconds before the first retry of a failed order or deployment (doubles per attempt).
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: u64,
+    /// Longest retry delay in seconds.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: u64,
+}
+
+fn default_retry_initial() -> u64 {
+    crate::renewal::BACKOFF_BASE.as_secs()
+}
+fn default_retry_max() -> u64 {
+    crate::renewal::BACKOFF_CAP.as_secs()
+}
+
+fn default_challenge() -> ChallengeKind {
+    ChallengeKind::Dns01
 }
 
 impl Default for RawAcme {
@@ -133,6 +201,11 @@ impl Default for RawAcme {
             directory: default_directory(),
             ca_file: None,
             email: None,
+            challenge: default_challenge(),
+            eab_kid: None,
+            eab_hmac_key_file: None,
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
         }
     }
 }
@@ -157,6 +230,9 @@ pub struct RawDomain {
     /// TLS-RPT report URIs (`mailto:` or `https:`) for `_smtp._tls.<name>`; none: no record.
     #[serde(default)]
     pub tls_rpt: Vec<String>,
+    /// Challenge for the `mta-sts.<name>` certificate; default `acme.challenge`.
+    #[serde(default)]
+    pub challenge: Option<ChallengeKind>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,6 +254,18 @@ pub struct Acme {
     pub directory: AcmeDirectory,
     pub ca_file: Option<PathBuf>,
     pub email: Option<String>,
+    pub challenge: ChallengeKind,
+    /// External account binding: key id and HMAC key file.
+    pub eab: Option<(String, PathBuf)>,
+    pub backoff: crate::renewal::Backoff,
+}
+
+/// An MX host whose certificate mxguard keeps and deploys.
+#[derive(Debug, Clone)]
+pub struct MxCert {
+    pub host: String,
+    pub challenge: ChallengeKind,
+    pub deploy: Deploy,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +277,7 @@ pub struct Domain {
     pub policy_file: PathBuf,
     pub zone_file: PathBuf,
     pub tls_rpt: Vec<String>,
+    pub challenge: ChallengeKind,
 }
 
 impl Domain {
@@ -218,6 +307,7 @@ pub struct Config {
     pub listen: Listen,
     pub acme: Acme,
     pub domains: Vec<Domain>,
+    pub mx: Vec<MxCert>,
 }
 
 impl Config {
@@ -248,6 +338,29 @@ impl Config {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// The certificates mxguard keeps: `mta-sts.<domain>` for each domain, then each `[[mx]]`.
+    pub fn cert_specs(&self) -> Vec<CertSpec> {
+        let mut v: Vec<CertSpec> = self
+            .domains
+            .iter()
+            .map(|d| CertSpec {
+                name: d.mta_sts_host(),
+                sans: vec![d.mta_sts_host()],
+                challenge: d.challenge,
+                role: Role::Https {
+                    host: d.mta_sts_host(),
+                },
+            })
+            .collect();
+        v.extend(self.mx.iter().map(|m| CertSpec {
+            name: m.host.clone(),
+            sans: vec![m.host.clone()],
+            challenge: m.challenge,
+            role: Role::Mx(m.deploy.clone()),
+        }));
+        v
     }
 
     /// Reads, parses and validates every domain's policy source, returning the published
@@ -459,8 +572,105 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             policy_file,
             zone_file,
             tls_rpt: d.tls_rpt.clone(),
+            challenge: d.challenge.unwrap_or(raw.acme.challenge),
         });
     }
+
+    let mut mx_certs = Vec::new();
+    let mut seen_mx: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in raw.mx.iter().enumerate() {
+        let host = match policy::normalize_hostname(&m.host) {
+            Ok(h) => h,
+            Err(e) => {
+                problem(format!("mx[{i}].host"), e);
+                continue;
+            }
+        };
+        if !domains.iter().any(|d| d.mx.contains(&host)) {
+            problem(
+                format!("mx[{i}].host"),
+                format!(
+                    "{host} is not an MX host of any configured domain: add it to a domain's mx list"
+                ),
+            );
+        }
+        if let Some(first) = seen_mx.insert(host.clone(), i) {
+            problem(
+                format!("mx[{i}].host"),
+                format!("{host} is already configured as mx[{first}]"),
+            );
+        }
+        let mut mode = |key: &str, v: &str| match u32::from_str_radix(v, 8) {
+            Ok(m) if m <= 0o777 => m,
+            _ => {
+                problem(
+                    format!("mx[{i}].{key}"),
+                    format!("{v:?} is not a file mode: use octal such as \"0640\""),
+                );
+                0o600
+            }
+        };
+        let cert_mode = mode("cert_mode", &m.cert_mode);
+        let key_mode = mode("key_mode", &m.key_mode);
+        if key_mode & 0o007 != 0 {
+            problem(
+                format!("mx[{i}].key_mode"),
+                format!(
+                    "{} makes the private key readable by everyone: use 0600 or 0640",
+                    m.key_mode
+                ),
+            );
+        }
+        let owner = match &m.owner {
+            Some(o) => match crate::certs::resolve_owner(o) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    problem(format!("mx[{i}].owner"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if m.reload_timeout == 0 {
+            problem(
+                format!("mx[{i}].reload_timeout"),
+                "must be at least 1 second".into(),
+            );
+        }
+        mx_certs.push(MxCert {
+            host,
+            challenge: m.challenge.unwrap_or(raw.acme.challenge),
+            deploy: Deploy {
+                cert_file: resolve(&m.cert_file),
+                key_file: resolve(&m.key_file),
+                owner,
+                cert_mode,
+                key_mode,
+                reload: m.reload.clone(),
+                reload_timeout: std::time::Duration::from_secs(m.reload_timeout),
+            },
+        });
+    }
+    if raw.acme.retry_initial == 0 || raw.acme.retry_initial > raw.acme.retry_max {
+        problem(
+            "acme.retry_initial".into(),
+            format!(
+                "{} must be at least 1 and at most acme.retry_max ({})",
+                raw.acme.retry_initial, raw.acme.retry_max
+            ),
+        );
+    }
+    let eab = match (&raw.acme.eab_kid, &raw.acme.eab_hmac_key_file) {
+        (Some(k), Some(f)) => Some((k.clone(), resolve(f))),
+        (None, None) => None,
+        _ => {
+            problem(
+                "acme.eab_kid".into(),
+                "external account binding needs both eab_kid and eab_hmac_key_file".into(),
+            );
+            None
+        }
+    };
 
     let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
     if let Some(a) = raw.listen.http {
@@ -494,8 +704,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             directory,
             ca_file: raw.acme.ca_file.as_deref().map(resolve),
             email: raw.acme.email,
+            challenge: raw.acme.challenge,
+            eab,
+            backoff: crate::renewal::Backoff {
+                base: std::time::Duration::from_secs(raw.acme.retry_initial),
+                cap: std::time::Duration::from_secs(raw.acme.retry_max),
+            },
         },
         domains,
+        mx: mx_certs,
     })
 }
 

@@ -203,6 +203,10 @@ pub async fn serve(
                             return;
                         }
                     };
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                        // tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
+                        return;
+                    }
                     let sni = Sni(tls_stream.get_ref().1.server_name().map(str::to_string));
                     let svc = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(sni.clone());

@@ -8,9 +8,12 @@
 //! - [`http`]: the HTTPS policy listener and the plain HTTP challenge listener.
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
+pub mod acme;
 pub mod app;
+pub mod certs;
 pub mod config;
 pub mod http;
 pub mod policy;
+pub mod renewal;
 pub mod store;
 pub mod tls;

@@ -66,6 +66,14 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Every certificate mxguard keeps: key, SANs, not-after, next renewal, last error.
+    Certs {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the rendered MTA-STS policy and the DNS records announcing it.
     Policy {
         #[arg(short, long)]
@@ -77,6 +85,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every rustls user (HTTPS listener, ACME client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -126,6 +136,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             mxguard::app::check_config(&config).map_err(anyhow::Error::from)
         }
+        Command::Certs { config, json } => mxguard::app::print_certs(&config, json),
         Command::Policy { config, domain } => {
             mxguard::app::print_policy(&config, domain.as_deref())
         }

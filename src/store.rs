@@ -47,6 +47,17 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The data goes to a temporary file beside `path` which is fsynced and renamed over `path`;
 /// the directory is fsynced afterwards so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    write_atomic_owned(path, contents, mode, None)
+}
+
+/// [`write_atomic`], also giving the file to `owner` (uid, gid) before it is renamed into
+/// place, so the target never exists with the wrong owner.
+pub fn write_atomic_owned(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StoreError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -68,6 +79,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Store
             .open(&tmp)?;
         // The umask may have narrowed the mode; set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
         f.write_all(contents)?;
         f.sync_all()?;
         drop(f);

@@ -42,7 +42,13 @@ pub enum TlsError {
 #[derive(Default)]
 pub struct CertResolver {
     certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// tls-alpn-01 challenge certificates (RFC 8737), presented only to clients that offer
+    /// ALPN `acme-tls/1`.
+    alpn_challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of tls-alpn-01 validation.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,6 +85,19 @@ impl CertResolver {
         self.certs.load().get(&host.to_ascii_lowercase()).cloned()
     }
 
+    /// Presents `key` to tls-alpn-01 validators for `host` (None: stop).
+    pub fn set_alpn_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
+        let host = host.to_ascii_lowercase();
+        self.alpn_challenges.rcu(|old| {
+            let mut m = HashMap::clone(old);
+            match &key {
+                Some(k) => m.insert(host.clone(), k.clone()),
+                None => m.remove(&host),
+            };
+            m
+        });
+    }
+
     pub fn hosts(&self) -> Vec<String> {
         let mut v: Vec<_> = self.certs.load().keys().cloned().collect();
         v.sort();
@@ -89,8 +108,14 @@ impl CertResolver {
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // RFC 8461 senders always send SNI; without it there is no host to choose.
-        let name = hello.server_name()?;
-        self.get(name)
+        let name = hello.server_name()?.to_ascii_lowercase();
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            return self.alpn_challenges.load().get(&name).cloned();
+        }
+        self.get(&name)
     }
 }
 
@@ -103,7 +128,8 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     .expect("ring provider supports the default protocol versions")
     .with_no_client_auth()
     .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 last: only validators that offer nothing else negotiate it.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Arc::new(cfg)
 }
 
@@ -210,28 +236,36 @@ impl LocalCa {
     pub fn issue(&self, host: &str, now: SystemTime) -> Result<Arc<CertifiedKey>, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(rcgen_err(format!("generating key for {host}")))?;
-        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(rcgen_err(host))?;
+        let pem = self.issue_pem(&[host.to_string()], &key, now)?;
+        let chain = rustls_pemfile::certs(&mut pem.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        certified_key(chain, key.serialized_der())
+    }
+}
+
+impl LocalCa {
+    /// Issues a certificate for `sans` with the given key; returns the PEM chain (leaf, CA).
+    pub fn issue_pem(
+        &self,
+        sans: &[String],
+        key: &KeyPair,
+        now: SystemTime,
+    ) -> Result<String, TlsError> {
+        let first = sans.first().cloned().unwrap_or_default();
+        let mut params = CertificateParams::new(sans.to_vec()).map_err(rcgen_err(&first))?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, host);
+        dn.push(DnType::CommonName, first.as_str());
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::from(now);
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::try_from(LOCAL_CERT_LIFETIME).unwrap_or_default();
         let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(rcgen_err(format!("issuing certificate for {host}")))?;
-        let ca_der = rustls_pemfile_first_cert(&self.cert_pem);
-        let mut chain = vec![cert.der().clone()];
-        chain.extend(ca_der);
-        certified_key(chain, key.serialized_der())
+            .signed_by(key, &self.issuer)
+            .map_err(rcgen_err(format!("issuing certificate for {first}")))?;
+        Ok(format!("{}{}", cert.pem(), self.cert_pem))
     }
-}
-
-fn rustls_pemfile_first_cert(pem: &str) -> Option<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
-        .next()
-        .and_then(|r| r.ok())
 }
 
 #[cfg(test)]

@@ -1,0 +1,674 @@
+//! The certificate manager: keeps every certificate mxguard owns (`mta-sts.<domain>` for the
+//! HTTPS listener, MX hosts for the MTA) issued, renewed, installed and deployed.
+//!
+//! Per certificate the state directory holds `certs/<name>/key.pem` (0600, generated once
+//! and reused by renewals so a TLSA `3 1 1` stays valid), `chain.pem` and `state.json`
+//! (schedule, attempts, last error, deployment outcome). State is persisted before and after
+//! every step, so a restart resumes the schedule instead of re-ordering.
+//!
+//! It decides *when* a certificate is renewed (ARI or the one-third rule, backoff on failure);
+//! it does not change keys (the TLSA rollover does) and does not serve anything itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::acme::{self, ChallengeKind, Responder};
+use crate::renewal::{self, FailureClass};
+use crate::store::{self, StateDir};
+use crate::tls::{CertResolver, LocalCa};
+
+/// Where a certificate goes once issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Served by the HTTPS listener for this host.
+    Https { host: String },
+    /// Written for the MTA, then its reload command is run.
+    Mx(Deploy),
+}
+
+/// MX deployment: files, ownership, reload command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deploy {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub owner: Option<(u32, u32)>,
+    pub cert_mode: u32,
+    pub key_mode: u32,
+    pub reload: Vec<String>,
+    pub reload_timeout: Duration,
+}
+
+/// One certificate mxguard keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// Directory name under `certs/` (the first SAN).
+    pub name: String,
+    pub sans: Vec<String>,
+    pub challenge: ChallengeKind,
+    pub role: Role,
+}
+
+/// Persisted per-certificate state (`certs/<name>/state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CertState {
+    /// Who issued the current chain: `acme:<directory>` or `local`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub not_before: Option<u64>,
+    #[serde(default)]
+    pub not_after: Option<u64>,
+    /// Next renewal or retry (unix seconds).
+    #[serde(default)]
+    pub next_attempt: Option<u64>,
+    /// Consecutive failures.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_class: Option<FailureClass>,
+    #[serde(default)]
+    pub last_success: Option<u64>,
+    /// SHA-256 (hex) of the chain last deployed successfully (MX role).
+    #[serde(default)]
+    pub deployed: Option<String>,
+    #[serde(default)]
+    pub deploy_error: Option<String>,
+    /// Next deployment retry (unix seconds) after a failed reload command.
+    #[serde(default)]
+    pub next_deploy: Option<u64>,
+    #[serde(default)]
+    pub deploy_attempts: u32,
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// Who issues certificates.
+pub enum Backend {
+    Local(Arc<LocalCa>),
+    /// An ACME CA; the account is logged in (or created) on first use.
+    Acme {
+        settings: acme::AcmeSettings,
+        client: tokio::sync::OnceCell<acme::Client>,
+    },
+}
+
+impl Backend {
+    pub fn acme(settings: acme::AcmeSettings) -> Backend {
+        Backend::Acme {
+            settings,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Backend::Local(_) => "local".into(),
+            Backend::Acme { settings, .. } => format!("acme:{}", settings.directory),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{path}: {message}")]
+    Bad { path: PathBuf, message: String },
+}
+
+/// The key of a certificate, generated on first use (ECDSA P-256) and kept 0600.
+pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair, CertError> {
+    let path = acme::cert_path(state.root(), name, "key.pem");
+    if let Some(pem) = store::read_optional(&path)? {
+        let text = String::from_utf8_lossy(&pem);
+        return rcgen::KeyPair::from_pem(&text).map_err(|e| CertError::Bad {
+            path,
+            message: format!("unreadable key: {e}"),
+        });
+    }
+    store::ensure_dir(&state.root().join("certs").join(name))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
+        CertError::Bad {
+            path: path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    store::write_atomic(&path, key.serialize_pem().as_bytes(), store::SECRET_MODE)?;
+    Ok(key)
+}
+
+/// Parses a PEM chain into DER certificates (leaf first).
+pub fn parse_chain(pem: &str) -> Vec<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Validity of a DER certificate.
+pub fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((
+        from_unix(v.not_before.timestamp().max(0) as u64),
+        from_unix(v.not_after.timestamp().max(0) as u64),
+    ))
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate: what TLSA selector 1 hashes.
+pub fn spki_of_cert(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_state(state: &StateDir, name: &str) -> CertState {
+    let path = acme::cert_path(state.root(), name, "state.json");
+    match store::read_optional(&path) {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(cert = name, err = %e, "unreadable certificate state; starting afresh");
+            CertState::default()
+        }),
+        _ => CertState::default(),
+    }
+}
+
+fn write_state(state: &StateDir, name: &str, s: &CertState) -> Result<(), CertError> {
+    let path = acme::cert_path(state.root(), name, "state.json");
+    store::ensure_dir(&state.root().join("certs").join(name))?;
+    let json = serde_json::to_vec_pretty(s).map_err(|e| CertError::Bad {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    store::write_atomic(&path, &json, store::PUBLIC_MODE)?;
+    Ok(())
+}
+
+/// A summary of one certificate, for `mxguard certs` and `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertReport {
+    pub name: String,
+    pub sans: Vec<String>,
+    pub challenge: &'static str,
+    pub key: String,
+    pub issuer: Option<String>,
+    pub not_after: Option<String>,
+    pub next_renewal: Option<String>,
+    pub last_error: Option<String>,
+    pub deploy_error: Option<String>,
+    pub near_expiry: bool,
+}
+
+fn rfc3339(t: u64) -> String {
+    time::OffsetDateTime::from(from_unix(t))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Reads the stored state of every certificate in `specs` (no lock needed).
+pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<CertReport> {
+    specs
+        .iter()
+        .map(|spec| {
+            let st: CertState =
+                std::fs::read(acme::cert_path(state_root, &spec.name, "state.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+            let key = std::fs::read_to_string(acme::cert_path(state_root, &spec.name, "key.pem"))
+                .ok()
+                .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
+                .map(|k| {
+                    format!(
+                        "ECDSA P-256, SPKI sha256 {}",
+                        sha256_hex(&rcgen::PublicKeyData::subject_public_key_info(&k))
+                    )
+                })
+                .unwrap_or_else(|| "none yet".into());
+            let near = match (st.not_before, st.not_after) {
+                (Some(a), Some(b)) => renewal::near_expiry(from_unix(a), from_unix(b), now),
+                _ => false,
+            };
+            CertReport {
+                name: spec.name.clone(),
+                sans: spec.sans.clone(),
+                challenge: spec.challenge.as_str(),
+                key,
+                issuer: st.issuer.clone(),
+                not_after: st.not_after.map(rfc3339),
+                next_renewal: st.next_attempt.map(rfc3339),
+                last_error: st.last_error.clone(),
+                deploy_error: st.deploy_error.clone(),
+                near_expiry: near,
+            }
+        })
+        .collect()
+}
+
+/// Owner of deployed files: `user[:group]`, names or numeric ids.
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        if let Ok(id) = name.parse::<u32>() {
+            return Some((id, id));
+        }
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == name).then(|| {
+                let a = f[2].parse().ok()?;
+                let b = f[3].parse().ok()?;
+                Some((a, b))
+            })?
+        })
+    };
+    let (uid, primary_gid) =
+        lookup("/etc/passwd", user).ok_or_else(|| format!("unknown user {user:?}"))?;
+    let gid = match group {
+        Some(g) => lookup("/etc/group", g)
+            .map(|(gid, _)| gid)
+            .ok_or_else(|| format!("unknown group {g:?}"))?,
+        None => primary_gid,
+    };
+    Ok((uid, gid))
+}
+
+/// Writes chain and key for the MTA (atomically, with modes and owner), then runs the reload
+/// command with a timeout. On a failed command the new files stay (they are complete and
+/// valid); the command is retried later.
+pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+    for (path, data, mode) in [
+        (&d.cert_file, chain_pem.as_bytes(), d.cert_mode),
+        (&d.key_file, key_pem.as_bytes(), d.key_mode),
+    ] {
+        if let Some(parent) = path.parent() {
+            store::ensure_dir(parent).map_err(|e| e.to_string())?;
+        }
+        store::write_atomic_owned(path, data, mode, d.owner).map_err(|e| e.to_string())?;
+    }
+    let Some((prog, args)) = d.reload.split_first() else {
+        return Ok(());
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(d.reload_timeout, cmd.output())
+        .await
+        .map_err(|_| {
+            format!(
+                "reload command {:?} timed out after {:?}",
+                d.reload, d.reload_timeout
+            )
+        })?
+        .map_err(|e| format!("reload command {:?}: {e}", d.reload))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "reload command {:?} failed ({}): {}",
+            d.reload,
+            out.status,
+            stderr.trim().chars().take(500).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// The manager task's shared handles.
+pub struct Manager<R: Responder> {
+    pub state: Arc<StateDir>,
+    pub backend: Backend,
+    pub resolver: Arc<CertResolver>,
+    pub responder: R,
+    /// Certificates to keep; replaced on reload (then `wake` is notified).
+    pub specs: Arc<arc_swap::ArcSwap<Vec<CertSpec>>>,
+    pub wake: Arc<Notify>,
+    /// Retry delays after failed orders and failed deployments.
+    pub backoff: renewal::Backoff,
+}
+
+impl<R: Responder> Manager<R> {
+    /// Installs stored chains (HTTPS role) so the listener serves them from the start.
+    pub fn install_stored(&self) {
+        for spec in self.specs.load().iter() {
+            if let Role::Https { host } = &spec.role
+                && let Some((chain, key)) = self.stored_chain(spec)
+            {
+                match crate::tls::certified_key(chain, key.serialized_der()) {
+                    Ok(ck) => self.resolver.set(host, ck),
+                    Err(e) => {
+                        tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
+                    }
+                }
+            }
+        }
+    }
+
+    fn stored_chain(
+        &self,
+        spec: &CertSpec,
+    ) -> Option<(Vec<CertificateDer<'static>>, rcgen::KeyPair)> {
+        let pem =
+            std::fs::read_to_string(acme::cert_path(self.state.root(), &spec.name, "chain.pem"))
+                .ok()?;
+        let chain = parse_chain(&pem);
+        let key = load_or_create_key(&self.state, &spec.name).ok()?;
+        // Only a chain whose leaf matches our key is usable.
+        let leaf_spki = spki_of_cert(chain.first()?)?;
+        (leaf_spki == rcgen::PublicKeyData::subject_public_key_info(&key)).then_some((chain, key))
+    }
+
+    /// When `spec` next needs work, from its persisted state.
+    fn due(&self, spec: &CertSpec, st: &CertState) -> SystemTime {
+        let issuer_changed = st.issuer.as_deref() != Some(self.backend.label().as_str());
+        if issuer_changed || self.stored_chain(spec).is_none() {
+            // Never issued by this backend: now, unless a retry is scheduled.
+            return st.next_attempt.map_or(UNIX_EPOCH, from_unix);
+        }
+        let mut due = st.next_attempt.map_or(UNIX_EPOCH, from_unix);
+        if let (Role::Mx(_), Some(n)) = (&spec.role, st.next_deploy) {
+            due = due.min(from_unix(n));
+        }
+        due
+    }
+
+    /// Runs until `shutdown`: sleeps until the earliest due certificate (or a wake-up), then
+    /// works on every due one.
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.install_stored();
+        loop {
+            let now = SystemTime::now();
+            let specs = self.specs.load_full();
+            let mut next = now + Duration::from_secs(3600);
+            for spec in specs.iter() {
+                let st = read_state(&self.state, &spec.name);
+                let due = self.due(spec, &st);
+                if due <= now {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    self.work(spec, st).await;
+                    // Re-read: `work` persisted the new schedule.
+                    let st = read_state(&self.state, &spec.name);
+                    next = next.min(self.due(spec, &st).max(now + Duration::from_secs(1)));
+                } else {
+                    next = next.min(due);
+                }
+            }
+            let sleep = next
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_millis(100));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn work(&self, spec: &CertSpec, mut st: CertState) {
+        let now = SystemTime::now();
+        let needs_issue = st.issuer.as_deref() != Some(self.backend.label().as_str())
+            || self.stored_chain(spec).is_none()
+            || st.next_attempt.is_none_or(|t| from_unix(t) <= now);
+        if needs_issue {
+            match self.issue(spec, &mut st).await {
+                Ok(()) => {}
+                Err(e) => {
+                    st.attempts += 1;
+                    st.last_error = Some(e.message.clone());
+                    st.last_error_class = Some(e.class);
+                    let retry =
+                        renewal::retry_time(now, st.attempts, e.class, e.retry_after, self.backoff);
+                    st.next_attempt = Some(unix(retry));
+                    let near = match (st.not_before, st.not_after) {
+                        (Some(a), Some(b)) => renewal::near_expiry(from_unix(a), from_unix(b), now),
+                        _ => true,
+                    };
+                    if near || e.class == FailureClass::Permanent {
+                        tracing::error!(cert = %spec.name, err = %e.message, attempts = st.attempts, retry_in_s = retry.duration_since(now).map_or(0, |d| d.as_secs()), "certificate could not be obtained");
+                    } else {
+                        tracing::warn!(cert = %spec.name, err = %e.message, attempts = st.attempts, "certificate renewal failed; will retry");
+                    }
+                    if let Err(e) = write_state(&self.state, &spec.name, &st) {
+                        tracing::error!(cert = %spec.name, err = %e, "cannot persist certificate state");
+                    }
+                    return;
+                }
+            }
+        }
+        if let Role::Mx(d) = &spec.role {
+            self.deploy_mx(spec, d, &mut st).await;
+        }
+        if let Err(e) = write_state(&self.state, &spec.name, &st) {
+            tracing::error!(cert = %spec.name, err = %e, "cannot persist certificate state");
+        }
+    }
+
+    async fn issue(&self, spec: &CertSpec, st: &mut CertState) -> Result<(), acme::AcmeError> {
+        let io = |e: CertError| acme::AcmeError {
+            class: FailureClass::Transient,
+            message: e.to_string(),
+            retry_after: None,
+        };
+        let key = load_or_create_key(&self.state, &spec.name).map_err(io)?;
+        let previous = self.stored_chain(spec).map(|(c, _)| c[0].to_vec());
+        tracing::info!(cert = %spec.name, issuer = %self.backend.label(), challenge = spec.challenge.as_str(), "ordering certificate");
+        let chain_pem = match &self.backend {
+            Backend::Local(ca) => {
+                ca.issue_pem(&spec.sans, &key, SystemTime::now())
+                    .map_err(|e| {
+                        io(CertError::Bad {
+                            path: self.state.path(crate::tls::LOCAL_CA_CERT),
+                            message: e.to_string(),
+                        })
+                    })?
+            }
+            Backend::Acme { settings, client } => {
+                let client = client
+                    .get_or_try_init(|| acme::Client::login(&self.state, settings))
+                    .await?;
+                let csr = acme::csr(&spec.sans, &key).map_err(|m| acme::AcmeError {
+                    class: FailureClass::Permanent,
+                    message: m,
+                    retry_after: None,
+                })?;
+                let ari = match &previous {
+                    Some(der) => client.renewal_window(der).await.ok().flatten(),
+                    None => None,
+                };
+                let replaces = if ari.is_some() {
+                    previous.as_deref()
+                } else {
+                    None
+                };
+                client
+                    .order(&spec.sans, &csr, spec.challenge, &self.responder, replaces)
+                    .await?
+            }
+        };
+        let chain = parse_chain(&chain_pem);
+        let leaf = chain.first().ok_or_else(|| acme::AcmeError {
+            class: FailureClass::Transient,
+            message: "CA returned no certificate".into(),
+            retry_after: None,
+        })?;
+        if spki_of_cert(leaf).as_deref()
+            != Some(rcgen::PublicKeyData::subject_public_key_info(&key).as_slice())
+        {
+            return Err(acme::AcmeError {
+                class: FailureClass::Transient,
+                message: "issued certificate does not carry our key".into(),
+                retry_after: None,
+            });
+        }
+        let (nb, na) = validity(leaf).ok_or_else(|| acme::AcmeError {
+            class: FailureClass::Transient,
+            message: "issued certificate is unparseable".into(),
+            retry_after: None,
+        })?;
+        store::write_atomic(
+            &acme::cert_path(self.state.root(), &spec.name, "chain.pem"),
+            chain_pem.as_bytes(),
+            store::PUBLIC_MODE,
+        )
+        .map_err(|e| io(e.into()))?;
+        if let Role::Https { host } = &spec.role {
+            let ck =
+                crate::tls::certified_key(chain.clone(), key.serialized_der()).map_err(|e| {
+                    io(CertError::Bad {
+                        path: PathBuf::from(&spec.name),
+                        message: e.to_string(),
+                    })
+                })?;
+            self.resolver.set(host, ck);
+        }
+        let now = SystemTime::now();
+        let jitter: f64 = rand::random();
+        let next = match &self.backend {
+            Backend::Acme { client, .. } => match client.get() {
+                Some(c) => match c.renewal_window(leaf).await {
+                    Ok(Some((a, b))) => renewal::ari_time(a, b, now, jitter),
+                    _ => renewal::one_third_rule(nb, na, jitter),
+                },
+                None => renewal::one_third_rule(nb, na, jitter),
+            },
+            Backend::Local(_) => renewal::one_third_rule(nb, na, jitter),
+        };
+        st.issuer = Some(self.backend.label());
+        st.not_before = Some(unix(nb));
+        st.not_after = Some(unix(na));
+        st.next_attempt = Some(unix(next));
+        st.attempts = 0;
+        st.last_error = None;
+        st.last_error_class = None;
+        st.last_success = Some(unix(now));
+        st.deployed = None; // a new chain must be deployed
+        tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate issued");
+        Ok(())
+    }
+
+    async fn deploy_mx(&self, spec: &CertSpec, d: &Deploy, st: &mut CertState) {
+        let Some((chain, key)) = self.stored_chain(spec) else {
+            return;
+        };
+        let Ok(chain_pem) =
+            std::fs::read_to_string(acme::cert_path(self.state.root(), &spec.name, "chain.pem"))
+        else {
+            return;
+        };
+        debug_assert!(!chain.is_empty());
+        let digest = sha256_hex(chain_pem.as_bytes());
+        if st.deployed.as_deref() == Some(digest.as_str()) && st.deploy_error.is_none() {
+            return;
+        }
+        let now = SystemTime::now();
+        if let Some(n) = st.next_deploy
+            && from_unix(n) > now
+        {
+            return;
+        }
+        match deploy(d, &chain_pem, &key.serialize_pem()).await {
+            Ok(()) => {
+                tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed and MTA reloaded");
+                st.deployed = Some(digest);
+                st.deploy_error = None;
+                st.next_deploy = None;
+                st.deploy_attempts = 0;
+            }
+            Err(e) => {
+                st.deploy_attempts += 1;
+                let retry = renewal::retry_time(
+                    now,
+                    st.deploy_attempts,
+                    FailureClass::Transient,
+                    None,
+                    self.backoff,
+                );
+                tracing::error!(cert = %spec.name, err = %e, attempts = st.deploy_attempts, "deployment failed; will retry");
+                st.deploy_error = Some(e);
+                st.next_deploy = Some(unix(retry));
+            }
+        }
+    }
+}
+
+/// Certificates by name, for lookups.
+pub fn by_name(specs: &[CertSpec]) -> BTreeMap<String, CertSpec> {
+    specs.iter().map(|s| (s.name.clone(), s.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_numeric_and_root() {
+        assert_eq!(resolve_owner("0:0").unwrap(), (0, 0));
+        assert_eq!(resolve_owner("root").unwrap(), (0, 0));
+        assert!(resolve_owner("no-such-user-mxguard").is_err());
+    }
+
+    #[tokio::test]
+    async fn deploy_replaces_files_with_modes_and_reports_failing_reload() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("reloaded");
+        let d = Deploy {
+            cert_file: dir.path().join("tls/mx.crt"),
+            key_file: dir.path().join("tls/mx.key"),
+            owner: None,
+            cert_mode: 0o644,
+            key_mode: 0o600,
+            reload: vec!["touch".into(), marker.to_string_lossy().into_owned()],
+            reload_timeout: Duration::from_secs(10),
+        };
+        deploy(&d, "CHAIN", "KEY").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&d.cert_file).unwrap(), "CHAIN");
+        assert_eq!(
+            std::fs::metadata(&d.key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(marker.exists());
+        let failing = Deploy {
+            reload: vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()],
+            ..d.clone()
+        };
+        let err = deploy(&failing, "CHAIN2", "KEY2").await.unwrap_err();
+        assert!(
+            err.contains("exit status: 3") && err.contains("nope"),
+            "{err}"
+        );
+        let slow = Deploy {
+            reload: vec!["sleep".into(), "5".into()],
+            reload_timeout: Duration::from_millis(200),
+            ..d
+        };
+        let err = deploy(&slow, "C", "K").await.unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+}
