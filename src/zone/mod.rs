@@ -1,0 +1,57 @@
+//! The authoritative zone: parsing, validation, managed records, serial, keys and DNSSEC signing.
+//!
+//! Owns everything that decides *what* the signed zone contains: the static zone file merged with
+//! the records mxguard manages (MTA-STS, TLS-RPT, TLSA, ...), the SOA serial (RFC 1982, persisted),
+//! the combined signing key (CSK) and the signature window. The result is an immutable
+//! [`SignedZone`] that servers read and never modify; a change is a complete new zone.
+//!
+//! Pure parts (no clock, no sockets): [`parse`], [`serial`] arithmetic and planning, [`sign`]
+//! (apart from the randomness ECDSA needs) and the lookup logic in [`signed`]. Effectful parts are
+//! small and explicit: [`keys::load_or_generate`] and [`serial::load_state`] /
+//! [`serial::save_state`], which write only through `crate::store`.
+//!
+//! Must not touch: sockets, configuration files, the CLI or HTTP.
+
+mod encoding;
+mod error;
+pub mod keys;
+pub mod parse;
+pub mod serial;
+pub mod settings;
+pub mod sign;
+pub mod signed;
+
+pub use error::{Location, ZoneError};
+pub use keys::{RegistrarRecords, ZoneKey};
+pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
+pub use serial::SigningState;
+pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
+pub use sign::{build_signed_zone, content_hash};
+pub use signed::{Answer, SignedZone, Zones};
+
+use std::path::Path;
+
+/// Loads the previous signing state, builds and signs the zone, and persists the new state
+/// *before* returning the zone, so a restart never reuses a serial that was served.
+///
+/// `now_unix` is the current time in seconds since the epoch (passed in by the caller).
+pub fn build_and_persist(
+    state_file: &Path,
+    data: &ZoneData,
+    key: &ZoneKey,
+    now_unix: u64,
+    settings: &DnssecSettings,
+) -> Result<(SignedZone, SigningState), ZoneError> {
+    let previous = serial::load_state(state_file)?;
+    let (zone, state) = build_signed_zone(data, key, previous.as_ref(), now_unix, settings)?;
+    if previous.as_ref() != Some(&state) {
+        serial::save_state(state_file, &state)?;
+        tracing::info!(
+            zone = %data.origin(),
+            serial = state.serial,
+            expiration = state.expiration,
+            "zone signing state persisted"
+        );
+    }
+    Ok((zone, state))
+}
