@@ -55,3 +55,8 @@ pub fn build_and_persist(
     }
     Ok((zone, state))
 }
+
+/// Decodes standard base64 (for TSIG secrets read by `crate::dns`).
+pub(crate) fn encoding_base64_decode(text: &str) -> Option<Vec<u8>> {
+    encoding::base64_decode(text)
+}

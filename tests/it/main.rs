@@ -1,0 +1,3 @@
+//! Integration tests: one binary, real servers on loopback, real clients and peers.
+
+mod dns;
