@@ -483,3 +483,193 @@ impl RequestHandler for Authority {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{DnssecSettings, ZoneData, ZoneKey, build_signed_zone, keys};
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    use hickory_server::net::runtime::TokioTime;
+    use hickory_server::zone_handler::MessageResponse;
+    use proptest::prelude::*;
+    use std::path::Path;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    /// A ResponseHandler that keeps the encoded responses.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    #[async_trait::async_trait]
+    impl ResponseHandler for Capture {
+        async fn send_response<'a>(
+            &mut self,
+            response: MessageResponse<
+                '_,
+                'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+            >,
+        ) -> Result<ResponseInfo, NetError> {
+            let mut buf = Vec::new();
+            let mut enc = BinEncoder::new(&mut buf);
+            let info = response.destructive_emit(&mut enc)?;
+            self.0
+                .lock()
+                .map_err(|_| NetError::from("poisoned"))?
+                .push(buf);
+            Ok(info)
+        }
+    }
+
+    const ZONE: &str = "$ORIGIN example.com.
+$TTL 3600
+@   IN SOA ns1 hostmaster ( 1 3600 600 1209600 300 )
+    IN NS  ns1
+    IN MX  10 mx1
+ns1 IN A   192.0.2.1
+mx1 IN A   192.0.2.25
+www IN CNAME mx1
+_25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+";
+
+    fn signer() -> TSigner {
+        TSigner::new(
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii("xfr-key.").unwrap(),
+            300,
+        )
+        .unwrap()
+    }
+
+    fn authority() -> &'static Authority {
+        static A: OnceLock<Authority> = OnceLock::new();
+        A.get_or_init(|| {
+            let origin = Name::from_ascii("example.com.").unwrap();
+            let data = ZoneData::parse(ZONE, Path::new("fuzz.zone"), &origin).unwrap();
+            let alg = crate::zone::DnssecAlgorithm::EcdsaP256Sha256;
+            let der = keys::generate_pkcs8(alg).unwrap();
+            let key = ZoneKey::from_pkcs8(&origin, alg, &der, Path::new("mem")).unwrap();
+            let settings = DnssecSettings {
+                nsec3: true,
+                ..DnssecSettings::default()
+            };
+            let (zone, _) = build_signed_zone(&data, &key, None, unix_now(), &settings).unwrap();
+            let zones = Arc::new(ArcSwap::from_pointee(Zones::new().with(zone)));
+            let mut sec = Secondary::new("s", "127.0.0.1:53".parse().unwrap());
+            sec.tsig = Some(signer());
+            Authority::new(zones, TransferPolicy::new(&[sec]))
+        })
+    }
+
+    /// Valid queries to mutate: several types, with and without EDNS/DO, one TSIG-signed AXFR.
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (name, rtype) in [
+            ("example.com.", RecordType::SOA),
+            ("www.example.com.", RecordType::A),
+            ("nope.example.com.", RecordType::TXT),
+            ("_tcp.mx1.example.com.", RecordType::TLSA),
+            ("example.com.", RecordType::ANY),
+            ("example.com.", RecordType::AXFR),
+            ("example.org.", RecordType::A),
+        ] {
+            for dnssec in [false, true] {
+                let mut m = Message::query();
+                m.metadata.id = 4242;
+                m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+                if dnssec {
+                    let mut e = Edns::new();
+                    e.set_dnssec_ok(true);
+                    e.set_max_payload(1232);
+                    m.set_edns(e);
+                }
+                if rtype == RecordType::AXFR && dnssec {
+                    m.finalize(&signer(), unix_now()).unwrap();
+                }
+                out.push(m.to_vec().unwrap());
+            }
+        }
+        out
+    }
+
+    fn handle(bytes: Vec<u8>, tcp: bool) -> Result<Vec<Vec<u8>>, String> {
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        let Ok(request) = Request::from_bytes(bytes, "127.0.0.1:5353".parse().unwrap(), protocol)
+        else {
+            return Ok(Vec::new()); // the server answers undecodable packets itself (FORMERR)
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let capture = Capture::default();
+        let done = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                authority().handle_request::<_, TokioTime>(&request, capture.clone()),
+            )
+            .await
+        });
+        if done.is_err() {
+            return Err("no answer within 2 s".into());
+        }
+        let sent = capture.0.lock().map_err(|e| e.to_string())?.clone();
+        if sent.is_empty() {
+            return Err("no response sent".into());
+        }
+        for r in &sent {
+            let m = Message::from_vec(r).map_err(|e| format!("unparsable response: {e}"))?;
+            if m.metadata.id != request.metadata.id {
+                return Err("response id differs".into());
+            }
+            if !tcp && r.len() > 1232 {
+                return Err(format!("udp response of {} bytes", r.len()));
+            }
+        }
+        Ok(sent)
+    }
+
+    #[test]
+    fn seeds_are_answered() {
+        for s in seeds() {
+            let r = handle(s.clone(), true).unwrap();
+            assert!(!r.is_empty());
+        }
+    }
+
+    proptest! {
+        // PROPTEST_CASES=20000 for a longer run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn random_packets_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700), tcp in any::<bool>()) {
+            handle(bytes, tcp).map_err(TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn mutated_queries_never_panic(
+            seed in 0usize..14,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<usize>()),
+            tcp in any::<bool>(),
+        ) {
+            let mut bytes = seeds()[seed % 14].clone();
+            for (i, v) in flips {
+                let len = bytes.len();
+                bytes[i % len] ^= v;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % (bytes.len() + 1));
+            }
+            handle(bytes, tcp).map_err(TestCaseError::fail)?;
+        }
+    }
+}

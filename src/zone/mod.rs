@@ -60,3 +60,49 @@ pub fn build_and_persist(
 pub(crate) fn encoding_base64_decode(text: &str) -> Option<Vec<u8>> {
     encoding::base64_decode(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+
+    const ZONE: &str = "$ORIGIN example.com.
+@ 3600 IN SOA ns1 hostmaster 1 3600 600 1209600 300
+@ 3600 IN NS ns1
+ns1 3600 IN A 192.0.2.1
+";
+
+    #[test]
+    fn serial_survives_restarts_and_changes_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("example.com.signing.json");
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let settings = DnssecSettings::default();
+        let t0 = 1_750_000_000;
+        let data = ZoneData::parse(ZONE, Path::new("z"), &origin).unwrap();
+        let key =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let (z1, s1) = build_and_persist(&state_file, &data, &key, t0, &settings).unwrap();
+        // "Restart": same key file, same content, later time: same serial, same window.
+        let key =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let (z2, s2) = build_and_persist(&state_file, &data, &key, t0 + 600, &settings).unwrap();
+        assert_eq!((z1.serial(), &s1), (z2.serial(), &s2));
+        // Changed content: a strictly greater serial, persisted.
+        let changed = ZoneData::parse(
+            &format!("{ZONE}www 3600 IN A 192.0.2.2\n"),
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap();
+        let (z3, _) = build_and_persist(&state_file, &changed, &key, t0 + 600, &settings).unwrap();
+        assert!(serial::serial_gt(z3.serial(), z2.serial()));
+        assert_eq!(
+            serial::load_state(&state_file).unwrap().unwrap().serial,
+            z3.serial()
+        );
+        // A clock that went backwards still yields a greater serial.
+        let (z4, _) = build_and_persist(&state_file, &data, &key, t0 - 86400, &settings).unwrap();
+        assert!(serial::serial_gt(z4.serial(), z3.serial()));
+    }
+}
