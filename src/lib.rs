@@ -6,14 +6,22 @@
 //! - [`store`]: the state directory; the only module that writes files (atomic, 0600 keys).
 //! - [`tls`]: the swappable certificate resolver and the local CA.
 //! - [`http`]: the HTTPS policy listener and the plain HTTP challenge listener.
+//! - [`zone`]: the authoritative zone — zone file + managed records, RFC 1982 serial, CSK,
+//!   NSEC/NSEC3 signing, lookup logic (pure where possible).
+//! - [`dns`]: the authoritative DNS server over an atomically swapped zone set, AXFR/TSIG,
+//!   NOTIFY to secondaries.
+//! - [`acme`], [`renewal`], [`certs`]: ACME orders, the renewal schedule, the certificate
+//!   manager (issue, renew, install, deploy to the MTA).
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
 pub mod acme;
 pub mod app;
 pub mod certs;
 pub mod config;
+pub mod dns;
 pub mod http;
 pub mod policy;
 pub mod renewal;
 pub mod store;
 pub mod tls;
+pub mod zone;

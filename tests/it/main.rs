@@ -2,6 +2,7 @@
 //! clients (curl, openssl, dig, unbound, knotd, pebble) as a user would.
 
 mod config_errors;
+mod dns;
 mod harness;
 mod init;
 mod mta_sts;

@@ -1,0 +1,160 @@
+//! The authoritative DNS server: queries, zone transfers and NOTIFY for the signed zones.
+//!
+//! Owns the sockets it is given, the wire protocol (EDNS0, truncation, TCP), the transfer policy
+//! (secondaries by source address and/or TSIG), NOTIFY to secondaries and SOA queries to them.
+//! It only *reads* zones: the current [`Zones`] sit in an `ArcSwap`, each request takes one
+//! snapshot, and the daemon replaces the whole set atomically ([`DnsServer::publish`]). Answers
+//! come from the pure lookup in `crate::zone::signed`. Must not build, sign or persist zones,
+//! and must not touch configuration, CLI or HTTP code.
+
+mod handler;
+pub mod notify;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+pub use handler::{Authority, TransferPolicy};
+pub use notify::{query_soa_serial, send_notify};
+pub use settings::{Secondary, SecondarySettings};
+
+use crate::zone::Zones;
+
+/// How long an idle TCP connection is kept open.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses buffered per TCP connection (a multi-message AXFR uses several).
+const TCP_RESPONSE_BUFFER: usize = 64;
+/// How long shutdown waits for in-flight work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// An error of the DNS server or its client functions.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("{path}: cannot read TSIG secret: {reason}")]
+    Secret { path: PathBuf, reason: String },
+    #[error("{key}: {reason}")]
+    Settings { key: String, reason: String },
+    #[error("dns server {server}: {reason}")]
+    Query { server: SocketAddr, reason: String },
+    #[error("dns server {server}: no answer within {timeout:?}")]
+    Timeout {
+        server: SocketAddr,
+        timeout: Duration,
+    },
+    #[error("dns server stopped: {reason}")]
+    Server { reason: String },
+}
+
+/// Sockets the server answers on, bound by the caller (port 0 is fine in tests).
+#[derive(Debug, Default)]
+pub struct DnsSockets {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+impl DnsSockets {
+    /// Binds UDP and TCP on each address.
+    pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<DnsSockets> {
+        let mut s = DnsSockets::default();
+        for a in addrs {
+            s.udp.push(UdpSocket::bind(a).await?);
+            s.tcp.push(TcpListener::bind(a).await?);
+        }
+        Ok(s)
+    }
+}
+
+/// The server's view of the zones plus a wake-up for the NOTIFY task.
+#[derive(Clone)]
+pub struct DnsServer {
+    zones: Arc<ArcSwap<Zones>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl DnsServer {
+    pub fn new(zones: Arc<ArcSwap<Zones>>) -> Self {
+        DnsServer {
+            zones,
+            changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The shared zone set (the daemon may also `store` into it directly; NOTIFY then follows
+    /// within [`notify::POLL_INTERVAL`]).
+    pub fn zones(&self) -> &Arc<ArcSwap<Zones>> {
+        &self.zones
+    }
+
+    /// Atomically replaces the served zones and wakes the NOTIFY task at once.
+    pub fn publish(&self, zones: Zones) {
+        self.zones.store(Arc::new(zones));
+        self.changed.notify_one();
+    }
+
+    /// Serves until `shutdown` is cancelled, sending NOTIFY to `secondaries` on serial changes.
+    pub async fn run(
+        &self,
+        sockets: DnsSockets,
+        secondaries: Vec<Secondary>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DnsError> {
+        let policy = TransferPolicy::new(&secondaries);
+        let authority = Authority::new(self.zones.clone(), policy);
+        let mut server = Server::new(authority);
+        for s in sockets.udp {
+            tracing::info!(addr = ?s.local_addr().ok(), "dns listening on udp");
+            server.register_socket(s);
+        }
+        for l in sockets.tcp {
+            tracing::info!(addr = ?l.local_addr().ok(), "dns listening on tcp");
+            server.register_listener(l, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        }
+        let notifier = tokio::spawn(notify::run_notifier(
+            self.zones.clone(),
+            self.changed.clone(),
+            secondaries,
+            shutdown.clone(),
+        ));
+        let server_token = server.shutdown_token().clone();
+        let result = tokio::select! {
+            r = server.block_until_done() => r.map_err(|e| DnsError::Server { reason: e.to_string() }),
+            _ = shutdown.cancelled() => {
+                server_token.cancel();
+                match tokio::time::timeout(SHUTDOWN_GRACE, server.block_until_done()).await {
+                    Ok(r) => r.map_err(|e| DnsError::Server { reason: e.to_string() }),
+                    Err(_) => {
+                        tracing::warn!("dns server did not stop within the grace period");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        shutdown.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, notifier)
+            .await
+            .is_err()
+        {
+            tracing::warn!("notify task did not stop within the grace period");
+        }
+        result
+    }
+}
+
+/// Serves `zones` on `sockets` until `shutdown` is cancelled; see [`DnsServer::run`].
+pub async fn serve(
+    sockets: DnsSockets,
+    zones: Arc<ArcSwap<Zones>>,
+    secondaries: Vec<Secondary>,
+    shutdown: CancellationToken,
+) -> Result<(), DnsError> {
+    DnsServer::new(zones)
+        .run(sockets, secondaries, shutdown)
+        .await
+}

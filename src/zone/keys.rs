@@ -1,0 +1,274 @@
+//! The zone's combined signing key (CSK): generation, storage and the records derived from it.
+//!
+//! Owns the key file (PKCS#8 DER, mode 0600, written only through `crate::store`) and the DNSKEY,
+//! DS, CDS and CDNSKEY records that follow from it. One key per zone and algorithm; flags 257
+//! (zone key + secure entry point) because it signs every RRset. Algorithm rollovers are not
+//! done here: changing the algorithm creates a new key whose DS the registrar must receive.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::dnssec::crypto::{EcdsaSigningKey, Ed25519SigningKey};
+use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSKEY, DS};
+use hickory_proto::dnssec::{DigestType, PublicKey, SigningKey};
+use hickory_proto::rr::Name;
+
+use super::encoding::{base64_encode, hex_upper};
+use super::error::ZoneError;
+use super::settings::DnssecAlgorithm;
+use crate::store::{SECRET_MODE, ensure_dir, read_optional, write_atomic};
+
+/// DNSKEY flags of a CSK: Zone Key (256) + Secure Entry Point (1).
+pub const CSK_FLAGS: u16 = 257;
+
+/// A loaded signing key with its public records.
+pub struct ZoneKey {
+    origin: Name,
+    algorithm: DnssecAlgorithm,
+    signer: Box<dyn SigningKey>,
+    dnskey: DNSKEY,
+    key_tag: u16,
+    path: PathBuf,
+}
+
+impl fmt::Debug for ZoneKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZoneKey")
+            .field("origin", &self.origin.to_string())
+            .field("algorithm", &self.algorithm)
+            .field("key_tag", &self.key_tag)
+            .field("path", &self.path)
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What the domain owner gives the registrar (or parent zone) to enable DNSSEC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarRecords {
+    /// `example.com. IN DS <tag> <alg> 2 <SHA-256 hex>`
+    pub ds: String,
+    /// `example.com. IN DNSKEY 257 3 <alg> <base64>`
+    pub dnskey: String,
+    pub key_tag: u16,
+    pub algorithm: u8,
+    pub digest_type: u8,
+    pub digest_hex: String,
+}
+
+/// Path of the key file for `origin` and `algorithm` inside `key_dir`.
+pub fn key_path(key_dir: &Path, origin: &Name, algorithm: DnssecAlgorithm) -> PathBuf {
+    let zone = origin.to_lowercase().to_ascii();
+    let zone = zone.trim_end_matches('.');
+    key_dir.join(format!("{zone}.{}.csk.pk8", algorithm.as_str()))
+}
+
+/// Loads the key of `origin` from `key_dir`, generating and storing it (0600) on first use.
+pub fn load_or_generate(
+    key_dir: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<ZoneKey, ZoneError> {
+    let path = key_path(key_dir, origin, algorithm);
+    if let Some(der) = read_optional(&path)? {
+        return ZoneKey::from_pkcs8(origin, algorithm, &der, &path);
+    }
+    ensure_dir(key_dir)?;
+    let der = generate_pkcs8(algorithm).map_err(|reason| ZoneError::Key {
+        path: path.clone(),
+        reason,
+    })?;
+    write_atomic(&path, &der, SECRET_MODE)?;
+    let key = ZoneKey::from_pkcs8(origin, algorithm, &der, &path)?;
+    tracing::info!(
+        zone = %origin,
+        key_tag = key.key_tag(),
+        path = %path.display(),
+        "generated new dnssec signing key; give the registrar its DS record"
+    );
+    Ok(key)
+}
+
+/// Generates a new PKCS#8 (v2 for Ed25519) private key.
+pub fn generate_pkcs8(algorithm: DnssecAlgorithm) -> Result<Vec<u8>, String> {
+    let der = match algorithm {
+        DnssecAlgorithm::EcdsaP256Sha256 => {
+            EcdsaSigningKey::generate_pkcs8(algorithm.to_hickory()).map_err(|e| e.to_string())?
+        }
+        DnssecAlgorithm::Ed25519 => {
+            Ed25519SigningKey::generate_pkcs8().map_err(|e| e.to_string())?
+        }
+    };
+    Ok(der.secret_pkcs8_der().to_vec())
+}
+
+impl ZoneKey {
+    /// Builds a key from PKCS#8 DER; `path` only names the source in errors.
+    pub fn from_pkcs8(
+        origin: &Name,
+        algorithm: DnssecAlgorithm,
+        der: &[u8],
+        path: &Path,
+    ) -> Result<ZoneKey, ZoneError> {
+        let err = |reason: String| ZoneError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let signer: Box<dyn SigningKey> = match algorithm {
+            DnssecAlgorithm::EcdsaP256Sha256 => {
+                let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    der,
+                    &ring::rand::SystemRandom::new(),
+                )
+                .map_err(|e| err(format!("not a PKCS#8 ECDSA P-256 key: {e}")))?;
+                Box::new(EcdsaSigningKey::from_ecdsa(pair, algorithm.to_hickory()))
+            }
+            DnssecAlgorithm::Ed25519 => {
+                let pair = ring::signature::Ed25519KeyPair::from_pkcs8(der)
+                    .map_err(|e| err(format!("not a PKCS#8 v2 Ed25519 key: {e}")))?;
+                Box::new(Ed25519SigningKey::from_ed25519(pair))
+            }
+        };
+        let public = signer.to_public_key().map_err(|e| err(e.to_string()))?;
+        let dnskey = DNSKEY::with_flags(CSK_FLAGS, public);
+        let key_tag = dnskey.calculate_key_tag().map_err(|e| err(e.to_string()))?;
+        let mut origin = origin.to_lowercase();
+        origin.set_fqdn(true);
+        Ok(ZoneKey {
+            origin,
+            algorithm,
+            signer,
+            dnskey,
+            key_tag,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    pub fn algorithm(&self) -> DnssecAlgorithm {
+        self.algorithm
+    }
+
+    pub fn key_tag(&self) -> u16 {
+        self.key_tag
+    }
+
+    pub fn dnskey(&self) -> &DNSKEY {
+        &self.dnskey
+    }
+
+    /// The key file this key was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn signer(&self) -> &dyn SigningKey {
+        self.signer.as_ref()
+    }
+
+    /// The SHA-256 DS record of this key.
+    pub fn ds(&self) -> Result<DS, ZoneError> {
+        let digest = self
+            .dnskey
+            .to_digest(&self.origin, DigestType::SHA256)
+            .map_err(|e| ZoneError::Key {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(DS::new(
+            self.key_tag,
+            self.algorithm.to_hickory(),
+            DigestType::SHA256,
+            digest.as_ref().to_vec(),
+        ))
+    }
+
+    /// CDS (RFC 7344) matching [`ZoneKey::ds`].
+    pub fn cds(&self) -> Result<CDS, ZoneError> {
+        let ds = self.ds()?;
+        Ok(CDS::new(
+            ds.key_tag(),
+            Some(ds.algorithm()),
+            ds.digest_type(),
+            ds.digest().to_vec(),
+        ))
+    }
+
+    /// CDNSKEY (RFC 7344) matching the DNSKEY.
+    pub fn cdnskey(&self) -> CDNSKEY {
+        CDNSKEY::with_flags(
+            self.dnskey.flags(),
+            Some(self.algorithm.to_hickory()),
+            self.dnskey.public_key().public_bytes().to_vec(),
+        )
+    }
+
+    /// The DS and DNSKEY in presentation format, for the registrar.
+    pub fn registrar_records(&self) -> Result<RegistrarRecords, ZoneError> {
+        let ds = self.ds()?;
+        let algorithm = u8::from(self.algorithm.to_hickory());
+        let digest_type = u8::from(DigestType::SHA256);
+        let digest_hex = hex_upper(ds.digest());
+        Ok(RegistrarRecords {
+            ds: format!(
+                "{} IN DS {} {algorithm} {digest_type} {digest_hex}",
+                self.origin, self.key_tag
+            ),
+            dnskey: format!(
+                "{} IN DNSKEY {} 3 {algorithm} {}",
+                self.origin,
+                CSK_FLAGS,
+                base64_encode(self.dnskey.public_key().public_bytes())
+            ),
+            key_tag: self.key_tag,
+            algorithm,
+            digest_type,
+            digest_hex,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn key_is_generated_once_with_mode_0600_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Name::from_ascii("Example.COM.").unwrap();
+        for alg in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
+            let a = load_or_generate(dir.path(), &origin, alg).unwrap();
+            let path = key_path(dir.path(), &origin, alg);
+            assert!(path.ends_with(format!("example.com.{}.csk.pk8", alg.as_str())));
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let b = load_or_generate(dir.path(), &origin, alg).unwrap();
+            assert_eq!(a.dnskey(), b.dnskey());
+            assert_eq!(a.dnskey().flags(), 257);
+            let r = a.registrar_records().unwrap();
+            assert!(
+                r.ds.starts_with(&format!("example.com. IN DS {} ", a.key_tag())),
+                "{}",
+                r.ds
+            );
+            assert_eq!(r.digest_hex.len(), 64);
+            assert!(!format!("{a:?}").contains("pk8\", private_key: [")); // redacted
+        }
+    }
+
+    #[test]
+    fn garbage_key_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let path = key_path(dir.path(), &origin, DnssecAlgorithm::EcdsaP256Sha256);
+        std::fs::write(&path, b"garbage").unwrap();
+        let e =
+            load_or_generate(dir.path(), &origin, DnssecAlgorithm::EcdsaP256Sha256).unwrap_err();
+        assert!(e.to_string().contains("csk.pk8: invalid DNSSEC key"), "{e}");
+    }
+}

@@ -1,0 +1,108 @@
+//! The authoritative zone: parsing, validation, managed records, serial, keys and DNSSEC signing.
+//!
+//! Owns everything that decides *what* the signed zone contains: the static zone file merged with
+//! the records mxguard manages (MTA-STS, TLS-RPT, TLSA, ...), the SOA serial (RFC 1982, persisted),
+//! the combined signing key (CSK) and the signature window. The result is an immutable
+//! [`SignedZone`] that servers read and never modify; a change is a complete new zone.
+//!
+//! Pure parts (no clock, no sockets): [`parse`], [`serial`] arithmetic and planning, [`sign`]
+//! (apart from the randomness ECDSA needs) and the lookup logic in [`signed`]. Effectful parts are
+//! small and explicit: [`keys::load_or_generate`] and [`serial::load_state`] /
+//! [`serial::save_state`], which write only through `crate::store`.
+//!
+//! Must not touch: sockets, configuration files, the CLI or HTTP.
+
+mod encoding;
+mod error;
+pub mod keys;
+pub mod parse;
+pub mod serial;
+pub mod settings;
+pub mod sign;
+pub mod signed;
+
+pub use error::{Location, ZoneError};
+pub use keys::{RegistrarRecords, ZoneKey};
+pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
+pub use serial::SigningState;
+pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
+pub use sign::{build_signed_zone, content_hash};
+pub use signed::{Answer, SignedZone, Zones};
+
+use std::path::Path;
+
+/// Loads the previous signing state, builds and signs the zone, and persists the new state
+/// *before* returning the zone, so a restart never reuses a serial that was served.
+///
+/// `now_unix` is the current time in seconds since the epoch (passed in by the caller).
+pub fn build_and_persist(
+    state_file: &Path,
+    data: &ZoneData,
+    key: &ZoneKey,
+    now_unix: u64,
+    settings: &DnssecSettings,
+) -> Result<(SignedZone, SigningState), ZoneError> {
+    let previous = serial::load_state(state_file)?;
+    let (zone, state) = build_signed_zone(data, key, previous.as_ref(), now_unix, settings)?;
+    if previous.as_ref() != Some(&state) {
+        serial::save_state(state_file, &state)?;
+        tracing::info!(
+            zone = %data.origin(),
+            serial = state.serial,
+            expiration = state.expiration,
+            "zone signing state persisted"
+        );
+    }
+    Ok((zone, state))
+}
+
+/// Decodes standard base64 (for TSIG secrets read by `crate::dns`).
+pub(crate) fn encoding_base64_decode(text: &str) -> Option<Vec<u8>> {
+    encoding::base64_decode(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+
+    const ZONE: &str = "$ORIGIN example.com.
+@ 3600 IN SOA ns1 hostmaster 1 3600 600 1209600 300
+@ 3600 IN NS ns1
+ns1 3600 IN A 192.0.2.1
+";
+
+    #[test]
+    fn serial_survives_restarts_and_changes_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("example.com.signing.json");
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let settings = DnssecSettings::default();
+        let t0 = 1_750_000_000;
+        let data = ZoneData::parse(ZONE, Path::new("z"), &origin).unwrap();
+        let key =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let (z1, s1) = build_and_persist(&state_file, &data, &key, t0, &settings).unwrap();
+        // "Restart": same key file, same content, later time: same serial, same window.
+        let key =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let (z2, s2) = build_and_persist(&state_file, &data, &key, t0 + 600, &settings).unwrap();
+        assert_eq!((z1.serial(), &s1), (z2.serial(), &s2));
+        // Changed content: a strictly greater serial, persisted.
+        let changed = ZoneData::parse(
+            &format!("{ZONE}www 3600 IN A 192.0.2.2\n"),
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap();
+        let (z3, _) = build_and_persist(&state_file, &changed, &key, t0 + 600, &settings).unwrap();
+        assert!(serial::serial_gt(z3.serial(), z2.serial()));
+        assert_eq!(
+            serial::load_state(&state_file).unwrap().unwrap().serial,
+            z3.serial()
+        );
+        // A clock that went backwards still yields a greater serial.
+        let (z4, _) = build_and_persist(&state_file, &data, &key, t0 - 86400, &settings).unwrap();
+        assert!(serial::serial_gt(z4.serial(), z3.serial()));
+    }
+}

@@ -1,0 +1,540 @@
+//! Builds a complete signed zone from unsigned [`ZoneData`], a [`ZoneKey`] and a signing plan.
+//!
+//! Owns the DNSSEC records mxguard adds (DNSKEY, CDS, CDNSKEY, NSEC or NSEC3 + NSEC3PARAM) and
+//! every RRSIG. Signs RRsets itself over their canonical form (RFC 4034 3.1.8.1, 6) instead of
+//! using hickory's signer, so that inception can be backdated, the serial is ours, and a fresh
+//! zone is built every time (no in-place re-signing). Pure apart from the randomness of ECDSA.
+//! Must not read the clock, touch files or serve.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hickory_proto::dnssec::rdata::sig::SigInput;
+use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, NSEC3, NSEC3PARAM, RRSIG};
+use hickory_proto::dnssec::{Nsec3HashAlgorithm, TBS};
+use hickory_proto::rr::{Name, RData, Record, RecordType, SerialNumber};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use super::encoding::base32hex;
+use super::error::ZoneError;
+use super::keys::ZoneKey;
+use super::parse::ZoneData;
+use super::serial::{SigningState, plan};
+use super::settings::DnssecSettings;
+use super::signed::{Nsec3Chain, SignedRrSet, SignedZone};
+
+/// RFC 9276: no extra iterations, empty salt.
+const NSEC3_ITERATIONS: u16 = 0;
+
+type Unsigned = BTreeMap<Name, BTreeMap<RecordType, (u32, Vec<RData>)>>;
+
+/// Lowercase wire form of a name (canonical owner form).
+fn name_wire(name: &Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+}
+
+/// Canonical RDATA bytes (names uncompressed, lowercased where RFC 4034 6.2 says so).
+fn rdata_canonical(data: &RData) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_canonical_form(true);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    data.emit(&mut enc).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// The sorted, de-duplicated canonical RDATAs of an RRset.
+fn canonical_rdatas(data: &[RData]) -> Result<Vec<Vec<u8>>, String> {
+    let mut all = data
+        .iter()
+        .map(rdata_canonical)
+        .collect::<Result<Vec<_>, _>>()?;
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// Hex SHA-256 over the unsigned content (SOA serial zeroed), the key and denial settings; a
+/// change of any of them means the served zone changes and needs a new serial.
+pub fn content_hash(data: &ZoneData, key: &ZoneKey, settings: &DnssecSettings) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = Vec::new();
+    name_wire(data.origin(), &mut buf);
+    for (name, sets) in data.rrsets() {
+        for (rtype, set) in sets {
+            name_wire(name, &mut buf);
+            buf.extend(u16::from(*rtype).to_be_bytes());
+            buf.extend(set.ttl.to_be_bytes());
+            let mut rdatas = set.data.clone();
+            for rd in &mut rdatas {
+                if let RData::SOA(soa) = rd {
+                    soa.serial = 0;
+                }
+            }
+            // Encoding failures cannot happen for parsed data; hash their text instead.
+            match canonical_rdatas(&rdatas) {
+                Ok(all) => {
+                    for b in all {
+                        buf.extend((b.len() as u32).to_be_bytes());
+                        buf.extend(b);
+                    }
+                }
+                Err(e) => buf.extend(e.as_bytes()),
+            }
+        }
+    }
+    ctx.update(&buf);
+    if let Ok(b) = rdata_canonical(&RData::from(key.dnskey().clone())) {
+        ctx.update(&b);
+    }
+    ctx.update(&[u8::from(settings.nsec3)]);
+    ctx.update(&settings.dnskey_ttl.to_be_bytes());
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Plans the serial/window from `previous` and `now_unix`, then builds and signs the zone.
+pub fn build_signed_zone(
+    data: &ZoneData,
+    key: &ZoneKey,
+    previous: Option<&SigningState>,
+    now_unix: u64,
+    settings: &DnssecSettings,
+) -> Result<(SignedZone, SigningState), ZoneError> {
+    let hash = content_hash(data, key, settings);
+    let state = plan(previous, &hash, now_unix, settings);
+    let zone = sign_zone(data, key, &state, settings)?;
+    Ok((zone, state))
+}
+
+struct Signer<'a> {
+    key: &'a ZoneKey,
+    origin: &'a Name,
+    state: &'a SigningState,
+}
+
+impl Signer<'_> {
+    fn err(&self, name: &Name, rtype: RecordType, reason: impl ToString) -> ZoneError {
+        ZoneError::Sign {
+            origin: self.origin.to_string(),
+            name: name.to_string(),
+            rtype: rtype.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn sign(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        ttl: u32,
+        rdatas: &[RData],
+    ) -> Result<SignedRrSet, ZoneError> {
+        let input = SigInput {
+            type_covered: rtype,
+            algorithm: self.key.algorithm().to_hickory(),
+            num_labels: name.num_labels(),
+            original_ttl: ttl,
+            sig_expiration: SerialNumber::new(self.state.expiration),
+            sig_inception: SerialNumber::new(self.state.inception),
+            key_tag: self.key.key_tag(),
+            signer_name: self.origin.clone(),
+        };
+        let mut tbs = Vec::new();
+        {
+            let mut enc = BinEncoder::new(&mut tbs);
+            enc.set_canonical_form(true);
+            enc.set_name_encoding(NameEncoding::UncompressedLowercase);
+            input.emit(&mut enc).map_err(|e| self.err(name, rtype, e))?;
+        }
+        let mut owner = Vec::new();
+        name_wire(name, &mut owner);
+        for rd in canonical_rdatas(rdatas).map_err(|e| self.err(name, rtype, e))? {
+            tbs.extend(&owner);
+            tbs.extend(u16::from(rtype).to_be_bytes());
+            tbs.extend(1u16.to_be_bytes()); // class IN
+            tbs.extend(ttl.to_be_bytes());
+            let len = u16::try_from(rd.len()).map_err(|e| self.err(name, rtype, e))?;
+            tbs.extend(len.to_be_bytes());
+            tbs.extend(rd);
+        }
+        let sig = self
+            .key
+            .signer()
+            .sign(&TBS::from(&tbs[..]))
+            .map_err(|e| self.err(name, rtype, e))?;
+        let rrsig = RRSIG::from_sig(input, sig);
+        let records = rdatas
+            .iter()
+            .map(|rd| Record::from_rdata(name.clone(), ttl, rd.clone()))
+            .collect();
+        Ok(SignedRrSet {
+            records,
+            rrsigs: vec![Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::DNSSEC(DNSSECRData::RRSIG(rrsig)),
+            )],
+        })
+    }
+}
+
+/// Signs `data` with `key` using the serial and window in `state`: a complete new zone.
+pub fn sign_zone(
+    data: &ZoneData,
+    key: &ZoneKey,
+    state: &SigningState,
+    settings: &DnssecSettings,
+) -> Result<SignedZone, ZoneError> {
+    let origin = data.origin().clone();
+    let signer = Signer {
+        key,
+        origin: &origin,
+        state,
+    };
+    let (soa_ttl, soa_min) = data
+        .soa()
+        .map(|(ttl, soa)| (ttl, soa.minimum))
+        .ok_or_else(|| signer.err(&origin, RecordType::SOA, "no SOA at the apex"))?;
+    let denial_ttl = soa_ttl.min(soa_min); // RFC 9077
+
+    let mut unsigned: Unsigned = BTreeMap::new();
+    for (name, sets) in data.rrsets() {
+        let node = unsigned.entry(name.clone()).or_default();
+        for (rtype, set) in sets {
+            let mut rdatas = set.data.clone();
+            for rd in &mut rdatas {
+                if let RData::SOA(soa) = rd {
+                    soa.serial = state.serial;
+                }
+            }
+            node.insert(*rtype, (set.ttl, rdatas));
+        }
+    }
+    let apex = unsigned.entry(origin.clone()).or_default();
+    let kttl = settings.dnskey_ttl;
+    apex.insert(
+        RecordType::DNSKEY,
+        (kttl, vec![RData::from(key.dnskey().clone())]),
+    );
+    apex.insert(RecordType::CDS, (kttl, vec![RData::from(key.cds()?)]));
+    apex.insert(
+        RecordType::CDNSKEY,
+        (kttl, vec![RData::from(key.cdnskey())]),
+    );
+    if settings.nsec3 {
+        let param = NSEC3PARAM::new(
+            Nsec3HashAlgorithm::SHA1,
+            false,
+            NSEC3_ITERATIONS,
+            Vec::new(),
+        );
+        apex.insert(
+            RecordType::NSEC3PARAM,
+            (0, vec![RData::DNSSEC(DNSSECRData::NSEC3PARAM(param))]),
+        );
+    }
+
+    // Empty non-terminals: ancestors of owners that own no data themselves.
+    let mut ents = BTreeSet::new();
+    for name in unsigned.keys() {
+        let mut n = name.base_name();
+        while n.num_labels() > origin.num_labels() {
+            if !unsigned.contains_key(&n) {
+                ents.insert(n.clone());
+            }
+            n = n.base_name();
+        }
+    }
+
+    let mut nodes = BTreeMap::new();
+    let mut nsec3 = None;
+    if settings.nsec3 {
+        let mut chain = Nsec3Chain {
+            salt: Vec::new(),
+            iterations: NSEC3_ITERATIONS,
+            by_hash: BTreeMap::new(),
+        };
+        let mut hashed: BTreeMap<Vec<u8>, Vec<RecordType>> = BTreeMap::new();
+        for name in unsigned.keys().chain(ents.iter()) {
+            let h = Nsec3HashAlgorithm::SHA1
+                .hash(&[], name, NSEC3_ITERATIONS)
+                .map_err(|e| signer.err(name, RecordType::NSEC3, e))?;
+            let mut types: Vec<RecordType> = unsigned
+                .get(name)
+                .map(|s| s.keys().copied().collect())
+                .unwrap_or_default();
+            if !types.is_empty() {
+                types.push(RecordType::RRSIG);
+            }
+            if hashed.insert(h.as_ref().to_vec(), types).is_some() {
+                return Err(signer.err(name, RecordType::NSEC3, "NSEC3 hash collision"));
+            }
+        }
+        let hashes: Vec<&Vec<u8>> = hashed.keys().collect();
+        for (i, (h, types)) in hashed.iter().enumerate() {
+            let next = hashes[(i + 1) % hashes.len()].clone();
+            let owner = Name::from_ascii(base32hex(h))
+                .and_then(|n| n.append_domain(&origin))
+                .map_err(|e| signer.err(&origin, RecordType::NSEC3, e))?;
+            let rd = NSEC3::new(
+                Nsec3HashAlgorithm::SHA1,
+                false,
+                NSEC3_ITERATIONS,
+                Vec::new(),
+                next,
+                types.iter().copied(),
+            );
+            let set = signer.sign(
+                &owner,
+                RecordType::NSEC3,
+                denial_ttl,
+                &[RData::DNSSEC(DNSSECRData::NSEC3(rd))],
+            )?;
+            chain.by_hash.insert(h.clone(), set);
+        }
+        nsec3 = Some(chain);
+    } else {
+        let names: Vec<Name> = unsigned.keys().cloned().collect();
+        for (i, name) in names.iter().enumerate() {
+            let next = names[(i + 1) % names.len()].clone();
+            let types: Vec<RecordType> = unsigned[name].keys().copied().collect();
+            let rd = NSEC::new_cover_self(next, types);
+            if let Some(node) = unsigned.get_mut(name) {
+                node.insert(
+                    RecordType::NSEC,
+                    (denial_ttl, vec![RData::DNSSEC(DNSSECRData::NSEC(rd))]),
+                );
+            }
+        }
+    }
+
+    for (name, sets) in &unsigned {
+        let mut node = BTreeMap::new();
+        for (rtype, (ttl, rdatas)) in sets {
+            node.insert(*rtype, signer.sign(name, *rtype, *ttl, rdatas)?);
+        }
+        nodes.insert(name.clone(), node);
+    }
+
+    Ok(SignedZone {
+        origin: origin.clone(),
+        nodes,
+        ents,
+        nsec3,
+        state: state.clone(),
+        ds: key.ds()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::keys::generate_pkcs8;
+    use crate::zone::parse::ManagedRecords;
+    use crate::zone::settings::DnssecAlgorithm;
+    use hickory_proto::dnssec::PublicKey;
+    use hickory_proto::dnssec::rdata::DNSKEY;
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::DNSClass;
+    use hickory_proto::rr::rdata::TXT;
+    use std::path::Path;
+
+    const T0: u64 = 1_750_000_000;
+    const ZONE: &str = "$ORIGIN example.com.
+$TTL 3600
+@   IN SOA ns1 hostmaster ( 1 7200 3600 1209600 300 )
+    IN NS  ns1
+    IN MX  10 MX1
+ns1 IN A   192.0.2.1
+mx1 IN A   192.0.2.25
+_25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+";
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn data() -> ZoneData {
+        let z = ZoneData::parse(ZONE, Path::new("example.com.zone"), &n("example.com.")).unwrap();
+        let mut m = ManagedRecords::new();
+        m.push(
+            n("_mta-sts.example.com."),
+            300,
+            RData::TXT(TXT::new(vec!["v=STSv1; id=1".into()])),
+            "domain[0].policy",
+        );
+        z.with_managed(&m).unwrap()
+    }
+
+    fn key(alg: DnssecAlgorithm) -> ZoneKey {
+        let der = generate_pkcs8(alg).unwrap();
+        ZoneKey::from_pkcs8(&n("example.com."), alg, &der, Path::new("mem")).unwrap()
+    }
+
+    fn settings(nsec3: bool) -> DnssecSettings {
+        DnssecSettings {
+            nsec3,
+            ..DnssecSettings::default()
+        }
+    }
+
+    /// Verifies every RRSIG with hickory's own TBS builder, an implementation independent of ours.
+    fn verify_all(zone: &SignedZone, dnskey: &DNSKEY) -> usize {
+        let mut sets: Vec<&SignedRrSet> = zone.nodes.values().flat_map(|s| s.values()).collect();
+        if let Some(c) = &zone.nsec3 {
+            sets.extend(c.by_hash.values());
+        }
+        for set in &sets {
+            let rec = &set.rrsigs[0];
+            let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &rec.data else {
+                panic!("not an rrsig")
+            };
+            let tbs =
+                TBS::from_input(&rec.name, DNSClass::IN, sig.input(), set.records.iter()).unwrap();
+            dnskey
+                .public_key()
+                .verify(tbs.as_ref(), sig.sig())
+                .unwrap_or_else(|e| panic!("{} {:?}: {e}", rec.name, sig.input().type_covered));
+        }
+        sets.len()
+    }
+
+    #[test]
+    fn nsec_and_nsec3_zones_verify_and_match_their_ds() {
+        for alg in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
+            for nsec3 in [false, true] {
+                let k = key(alg);
+                let (zone, state) =
+                    build_signed_zone(&data(), &k, None, T0, &settings(nsec3)).unwrap();
+                assert_eq!(zone.serial(), T0 as u32);
+                assert_eq!(state.inception, (T0 - 3600) as u32);
+                let apex = n("example.com.");
+                let dnskey_set = zone.rrset(&apex, RecordType::DNSKEY).unwrap();
+                let RData::DNSSEC(DNSSECRData::DNSKEY(dnskey)) = &dnskey_set.records[0].data else {
+                    panic!()
+                };
+                assert_eq!(dnskey.flags(), 257);
+                // DS given to the registrar matches the served DNSKEY; CDS/CDNSKEY match too.
+                assert!(zone.ds().covers(&apex, dnskey).unwrap());
+                let reg = k.registrar_records().unwrap();
+                assert!(
+                    reg.ds
+                        .contains(&super::super::encoding::hex_upper(zone.ds().digest()))
+                );
+                let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records[0].data;
+                assert_eq!(cds, &RData::from(k.cds().unwrap()));
+                assert!(zone.rrset(&apex, RecordType::CDNSKEY).is_some());
+                assert_eq!(zone.uses_nsec3(), nsec3);
+                assert_eq!(zone.rrset(&apex, RecordType::NSEC3PARAM).is_some(), nsec3);
+                assert_eq!(zone.rrset(&apex, RecordType::NSEC).is_some(), !nsec3);
+                let n_sets = verify_all(&zone, dnskey);
+                assert!(n_sets > 10, "{n_sets}");
+            }
+        }
+    }
+
+    #[test]
+    fn soa_serial_is_ours_and_unchanged_content_keeps_it() {
+        let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+        let (z1, s1) = build_signed_zone(&data(), &k, None, T0, &settings(false)).unwrap();
+        let RData::SOA(soa) = &z1.soa().unwrap().records[0].data else {
+            panic!()
+        };
+        assert_eq!(soa.serial, T0 as u32);
+        let (z2, s2) =
+            build_signed_zone(&data(), &k, Some(&s1), T0 + 60, &settings(false)).unwrap();
+        assert_eq!(s1, s2);
+        assert_eq!(z2.serial(), z1.serial());
+        // Changing a managed record changes the serial.
+        let mut m = ManagedRecords::new();
+        m.push(
+            n("_mta-sts.example.com."),
+            300,
+            RData::TXT(TXT::new(vec!["v=STSv1; id=2".into()])),
+            "p",
+        );
+        let z = ZoneData::parse(ZONE, Path::new("z"), &n("example.com."))
+            .unwrap()
+            .with_managed(&m)
+            .unwrap();
+        let (_, s3) = build_signed_zone(&z, &k, Some(&s2), T0 + 60, &settings(false)).unwrap();
+        assert!(crate::zone::serial::serial_gt(s3.serial, s2.serial));
+    }
+
+    fn types_in(records: &[Record]) -> Vec<RecordType> {
+        records.iter().map(|r| r.record_type()).collect()
+    }
+
+    #[test]
+    fn lookups_answer_with_proofs() {
+        for nsec3 in [false, true] {
+            let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+            let (z, _) = build_signed_zone(&data(), &k, None, T0, &settings(nsec3)).unwrap();
+            let denial = if nsec3 {
+                RecordType::NSEC3
+            } else {
+                RecordType::NSEC
+            };
+
+            let a = z.lookup(&n("MX1.example.com."), RecordType::A, true);
+            assert_eq!(a.rcode, ResponseCode::NoError);
+            assert_eq!(types_in(&a.answers), [RecordType::A, RecordType::RRSIG]);
+            let a = z.lookup(&n("mx1.example.com."), RecordType::A, false);
+            assert_eq!(types_in(&a.answers), [RecordType::A]);
+
+            // NODATA at a name with data.
+            let a = z.lookup(&n("mx1.example.com."), RecordType::AAAA, true);
+            assert_eq!(a.rcode, ResponseCode::NoError);
+            assert!(a.answers.is_empty());
+            assert_eq!(
+                types_in(&a.authorities)[..2],
+                [RecordType::SOA, RecordType::RRSIG]
+            );
+            assert!(types_in(&a.authorities).contains(&denial));
+
+            // NODATA at an empty non-terminal.
+            let a = z.lookup(&n("_tcp.mx1.example.com."), RecordType::TXT, true);
+            assert_eq!(a.rcode, ResponseCode::NoError, "{nsec3}");
+            assert!(types_in(&a.authorities).contains(&denial));
+
+            // NXDOMAIN with closest-encloser / wildcard proofs.
+            let a = z.lookup(&n("nope.example.com."), RecordType::A, true);
+            assert_eq!(a.rcode, ResponseCode::NXDomain);
+            let proofs = types_in(&a.authorities)
+                .iter()
+                .filter(|t| **t == denial)
+                .count();
+            assert!((1..=3).contains(&proofs), "{proofs}");
+            let a = z.lookup(&n("nope.example.com."), RecordType::A, false);
+            assert_eq!(types_in(&a.authorities), [RecordType::SOA]);
+            assert_eq!(a.authorities[0].ttl, 300); // negative TTL = SOA minimum
+
+            let a = z.lookup(&n("example.org."), RecordType::A, true);
+            assert_eq!(a.rcode, ResponseCode::Refused);
+        }
+    }
+
+    #[test]
+    fn axfr_starts_and_ends_with_soa_and_has_signatures() {
+        let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+        let (z, _) = build_signed_zone(&data(), &k, None, T0, &settings(true)).unwrap();
+        let recs = z.axfr_records();
+        assert_eq!(recs.first().unwrap().record_type(), RecordType::SOA);
+        assert_eq!(recs.last().unwrap().record_type(), RecordType::SOA);
+        assert_eq!(
+            recs.iter()
+                .filter(|r| r.record_type() == RecordType::SOA)
+                .count(),
+            2
+        );
+        assert!(recs.iter().any(|r| r.record_type() == RecordType::NSEC3));
+        assert!(recs.iter().any(|r| r.record_type() == RecordType::RRSIG));
+    }
+}

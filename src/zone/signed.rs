@@ -1,0 +1,359 @@
+//! The immutable signed zone and the authoritative answer logic over it.
+//!
+//! Owns how a query is answered from one [`SignedZone`]: positive answers, CNAME chains inside the
+//! zone, NODATA and NXDOMAIN with NSEC or NSEC3 proofs (RFC 4035 3.1.3, RFC 5155 7.2), and the
+//! record order of a zone transfer. Pure: no sockets, no clock. Must not build or sign zones
+//! ([`super::sign`] does) and must not know about wire formats or transports (`crate::dns` does).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use hickory_proto::dnssec::Nsec3HashAlgorithm;
+use hickory_proto::dnssec::rdata::DS;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::serial::SigningState;
+
+/// Longest CNAME chain followed inside one zone.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// One RRset with its signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRrSet {
+    pub records: Vec<Record>,
+    pub rrsigs: Vec<Record>,
+}
+
+impl SignedRrSet {
+    fn append_to(&self, out: &mut Vec<Record>, dnssec_ok: bool) {
+        out.extend(self.records.iter().cloned());
+        if dnssec_ok {
+            out.extend(self.rrsigs.iter().cloned());
+        }
+    }
+}
+
+/// The NSEC3 chain of a zone: RFC 9276 parameters and the NSEC3 RRsets by raw owner hash.
+#[derive(Debug, Clone)]
+pub(crate) struct Nsec3Chain {
+    pub(crate) salt: Vec<u8>,
+    pub(crate) iterations: u16,
+    pub(crate) by_hash: BTreeMap<Vec<u8>, SignedRrSet>,
+}
+
+impl Nsec3Chain {
+    fn hash(&self, name: &Name) -> Option<Vec<u8>> {
+        Nsec3HashAlgorithm::SHA1
+            .hash(&self.salt, name, self.iterations)
+            .ok()
+            .map(|d| d.as_ref().to_vec())
+    }
+
+    fn matching(&self, name: &Name) -> Option<&SignedRrSet> {
+        self.by_hash.get(&self.hash(name)?)
+    }
+
+    fn covering(&self, name: &Name) -> Option<&SignedRrSet> {
+        let h = self.hash(name)?;
+        self.by_hash
+            .range::<Vec<u8>, _>((Bound::Unbounded, Bound::Excluded(&h)))
+            .next_back()
+            .or_else(|| self.by_hash.iter().next_back())
+            .map(|(_, set)| set)
+    }
+}
+
+/// A complete, signed zone. Built whole by [`super::build_signed_zone`], never edited.
+#[derive(Debug, Clone)]
+pub struct SignedZone {
+    pub(crate) origin: Name,
+    pub(crate) nodes: BTreeMap<Name, BTreeMap<RecordType, SignedRrSet>>,
+    pub(crate) ents: BTreeSet<Name>,
+    pub(crate) nsec3: Option<Nsec3Chain>,
+    pub(crate) state: SigningState,
+    pub(crate) ds: DS,
+}
+
+/// The sections of an authoritative answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn new(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+}
+
+impl SignedZone {
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.state.serial
+    }
+
+    /// The serial, content hash and signature window this zone was signed with.
+    pub fn signing_state(&self) -> &SigningState {
+        &self.state
+    }
+
+    /// The SHA-256 DS of the zone's key (what the parent must publish).
+    pub fn ds(&self) -> &DS {
+        &self.ds
+    }
+
+    /// Whether authenticated denial uses NSEC3.
+    pub fn uses_nsec3(&self) -> bool {
+        self.nsec3.is_some()
+    }
+
+    /// The RRset of `name` and `rtype`, if present.
+    pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<&SignedRrSet> {
+        self.nodes.get(&name.to_lowercase())?.get(&rtype)
+    }
+
+    /// The apex SOA RRset.
+    pub fn soa(&self) -> Option<&SignedRrSet> {
+        self.rrset(&self.origin, RecordType::SOA)
+    }
+
+    /// All records in zone transfer order: SOA, everything else (signatures, NSEC/NSEC3
+    /// included), SOA again (RFC 5936 2.2).
+    pub fn axfr_records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        let Some(soa) = self.soa() else {
+            return out;
+        };
+        out.extend(soa.records.iter().cloned());
+        out.extend(soa.rrsigs.iter().cloned());
+        for (name, sets) in &self.nodes {
+            for (rtype, set) in sets {
+                if *rtype == RecordType::SOA && name == &self.origin {
+                    continue;
+                }
+                set.append_to(&mut out, true);
+            }
+        }
+        if let Some(chain) = &self.nsec3 {
+            for set in chain.by_hash.values() {
+                set.append_to(&mut out, true);
+            }
+        }
+        out.extend(soa.records.iter().cloned());
+        out
+    }
+
+    fn exists(&self, name: &Name) -> bool {
+        self.nodes.contains_key(name) || self.ents.contains(name)
+    }
+
+    fn negative_soa(&self, answer: &mut Answer, dnssec_ok: bool) {
+        if let Some(soa) = self.soa() {
+            for r in &soa.records {
+                let mut r = r.clone();
+                if let RData::SOA(s) = &r.data {
+                    // RFC 2308 3: negative TTL is min(SOA TTL, SOA MINIMUM).
+                    r.ttl = r.ttl.min(s.minimum);
+                }
+                answer.authorities.push(r);
+            }
+            if dnssec_ok {
+                answer.authorities.extend(soa.rrsigs.iter().cloned());
+            }
+        }
+    }
+
+    fn push_unique(out: &mut Vec<Record>, set: &SignedRrSet) {
+        if set.records.iter().any(|r| out.contains(r)) {
+            return;
+        }
+        set.append_to(out, true);
+    }
+
+    /// NSEC covering a name that does not exist (its canonical predecessor).
+    fn nsec_covering(&self, name: &Name) -> Option<&SignedRrSet> {
+        self.nodes
+            .range::<Name, _>((Bound::Unbounded, Bound::Excluded(name)))
+            .next_back()
+            .or_else(|| self.nodes.iter().next_back())
+            .and_then(|(_, sets)| sets.get(&RecordType::NSEC))
+    }
+
+    fn nodata_proof(&self, name: &Name, out: &mut Vec<Record>) {
+        match &self.nsec3 {
+            Some(chain) => {
+                if let Some(set) = chain.matching(name) {
+                    Self::push_unique(out, set);
+                }
+            }
+            None => {
+                let set = match self.nodes.get(name) {
+                    Some(sets) => sets.get(&RecordType::NSEC),
+                    None => self.nsec_covering(name), // empty non-terminal
+                };
+                if let Some(set) = set {
+                    Self::push_unique(out, set);
+                }
+            }
+        }
+    }
+
+    fn nxdomain_proof(&self, name: &Name, out: &mut Vec<Record>) {
+        // Closest encloser: the longest existing ancestor (the apex always exists).
+        let mut ce = name.base_name();
+        while !self.exists(&ce) && ce.num_labels() > self.origin.num_labels() {
+            ce = ce.base_name();
+        }
+        let wildcard = ce.prepend_label("*").ok();
+        match &self.nsec3 {
+            Some(chain) => {
+                let next_closer = name.trim_to(usize::from(ce.num_labels()) + 1);
+                for set in [
+                    chain.matching(&ce),
+                    chain.covering(&next_closer),
+                    wildcard.as_ref().and_then(|w| chain.covering(w)),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    Self::push_unique(out, set);
+                }
+            }
+            None => {
+                for set in [
+                    self.nsec_covering(name),
+                    wildcard.as_ref().and_then(|w| self.nsec_covering(w)),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    Self::push_unique(out, set);
+                }
+            }
+        }
+    }
+
+    /// Answers `qname`/`qtype` authoritatively. `dnssec_ok` adds RRSIGs and denial proofs.
+    /// Names outside the zone get REFUSED.
+    pub fn lookup(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> Answer {
+        let mut name = qname.to_lowercase();
+        name.set_fqdn(true);
+        if !self.origin.zone_of(&name) {
+            return Answer::new(ResponseCode::Refused);
+        }
+        let mut answer = Answer::new(ResponseCode::NoError);
+        for _ in 0..MAX_CNAME_CHAIN {
+            let Some(sets) = self.nodes.get(&name) else {
+                if self.ents.contains(&name) {
+                    self.negative_soa(&mut answer, dnssec_ok);
+                    if dnssec_ok {
+                        self.nodata_proof(&name, &mut answer.authorities);
+                    }
+                } else {
+                    answer.rcode = ResponseCode::NXDomain;
+                    self.negative_soa(&mut answer, dnssec_ok);
+                    if dnssec_ok {
+                        self.nxdomain_proof(&name, &mut answer.authorities);
+                    }
+                }
+                return answer;
+            };
+            if qtype == RecordType::ANY {
+                for set in sets.values() {
+                    set.append_to(&mut answer.answers, dnssec_ok);
+                }
+                return answer;
+            }
+            if qtype == RecordType::RRSIG {
+                for set in sets.values() {
+                    answer.answers.extend(set.rrsigs.iter().cloned());
+                }
+                return answer;
+            }
+            if let Some(set) = sets.get(&qtype) {
+                set.append_to(&mut answer.answers, dnssec_ok);
+                return answer;
+            }
+            if let Some(cname) = sets.get(&RecordType::CNAME) {
+                cname.append_to(&mut answer.answers, dnssec_ok);
+                let target = cname.records.iter().find_map(|r| match &r.data {
+                    RData::CNAME(c) => Some(c.0.to_lowercase()),
+                    _ => None,
+                });
+                match target {
+                    Some(t) if self.origin.zone_of(&t) => {
+                        name = t;
+                        continue;
+                    }
+                    _ => return answer,
+                }
+            }
+            self.negative_soa(&mut answer, dnssec_ok);
+            if dnssec_ok {
+                self.nodata_proof(&name, &mut answer.authorities);
+            }
+            return answer;
+        }
+        answer
+    }
+}
+
+/// The set of zones a server answers for, swapped whole.
+#[derive(Debug, Clone, Default)]
+pub struct Zones {
+    zones: BTreeMap<Name, Arc<SignedZone>>,
+}
+
+impl Zones {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces the zone with the same origin.
+    pub fn insert(&mut self, zone: SignedZone) {
+        self.zones.insert(zone.origin.clone(), Arc::new(zone));
+    }
+
+    /// Builder-style [`Zones::insert`].
+    pub fn with(mut self, zone: SignedZone) -> Self {
+        self.insert(zone);
+        self
+    }
+
+    /// The zone with exactly this origin.
+    pub fn get(&self, origin: &Name) -> Option<&Arc<SignedZone>> {
+        let mut o = origin.to_lowercase();
+        o.set_fqdn(true);
+        self.zones.get(&o)
+    }
+
+    /// The most specific zone containing `qname`.
+    pub fn find(&self, qname: &Name) -> Option<&Arc<SignedZone>> {
+        let mut name = qname.to_lowercase();
+        name.set_fqdn(true);
+        (0..=name.num_labels())
+            .rev()
+            .find_map(|n| self.zones.get(&name.trim_to(usize::from(n))))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<SignedZone>> {
+        self.zones.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+}
