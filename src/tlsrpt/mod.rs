@@ -377,12 +377,12 @@ pub fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
     (0..=9999).contains(&utc.year()).then_some(utc)
 }
 
-fn ser_datetime<S: Serializer>(dt: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_datetime<S: Serializer>(dt: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
     let text = dt.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
     s.serialize_str(&text)
 }
 
-fn de_datetime<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+pub(crate) fn de_datetime<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
     struct V;
     impl Visitor<'_> for V {
         type Value = OffsetDateTime;
@@ -467,4 +467,4 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

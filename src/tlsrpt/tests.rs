@@ -19,6 +19,22 @@ pub(crate) mod fixtures {
         ("rfc8460.json", RFC8460),
         ("smtp_tls.json", SMTP_TLS),
     ];
+
+    /// A small valid report: one `sts` policy for `domain` with one failure detail when
+    /// `failed > 0`, ending on 2024-06-01.
+    pub fn synthetic(org: &str, report_id: &str, domain: &str, ok: u64, failed: u64) -> Vec<u8> {
+        let details = if failed > 0 {
+            format!(
+                r#","failure-details":[{{"result-type":"certificate-expired","sending-mta-ip":"192.0.2.1","receiving-mx-hostname":"mx.{domain}","failed-session-count":{failed}}}]"#
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"organization-name":"{org}","date-range":{{"start-datetime":"2024-05-31T00:00:00Z","end-datetime":"2024-06-01T00:00:00Z"}},"contact-info":"tlsrpt@{org}","report-id":"{report_id}","policies":[{{"policy":{{"policy-type":"sts","policy-domain":"{domain}","mx-host":["mx.{domain}"]}},"summary":{{"total-successful-session-count":{ok},"total-failure-session-count":{failed}}}{details}}}]}}"#
+        )
+        .into_bytes()
+    }
 }
 
 #[test]
