@@ -5,6 +5,8 @@
 //! its single writer thread; [`intake`] is the axum handler the HTTPS server mounts;
 //! [`alerts`] evaluates the alert condition after each stored report and POSTs to a webhook.
 
+pub mod alerts;
+pub mod intake;
 pub mod reports;
 pub mod store;
 pub mod tlsrpt;

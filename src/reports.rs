@@ -1010,4 +1010,4 @@ fn write_batch(store: &mut ReportStore, jobs: Vec<InsertJob>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -48,7 +48,7 @@ fn org(name: &str, reports: u64, ok: u64, failed: u64) -> OrgCount {
 ///   example.com from 209.85.222.201 and 209.85.208.176.
 /// - mail.ru.json: example.com, sts, 0 ok, 1 failed; details 1 + 1 sts-policy-fetch-error
 ///   without MX or IP (the details add up to 2, more than the total of 1).
-fn expected_groups() -> Vec<GroupSummary> {
+pub(crate) fn expected_groups() -> Vec<GroupSummary> {
     vec![
         GroupSummary {
             domain: Some("cardinalhealth.ca".into()),

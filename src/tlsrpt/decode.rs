@@ -129,6 +129,17 @@ fn encoding_is_gzip(content_encoding: Option<&str>) -> Result<bool, DecodeError>
     }
 }
 
+/// Checks the headers alone, so a wrong media type or coding is refused before the body is
+/// read. [`decode_body`] applies the same checks.
+pub fn check_headers(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+) -> Result<(), DecodeError> {
+    media_type(content_type)?;
+    encoding_is_gzip(content_encoding)?;
+    Ok(())
+}
+
 /// Decodes a TLS-RPT HTTP body into the report's JSON bytes.
 ///
 /// `max_compressed` bounds `body` itself; `max_decompressed` bounds the output of every gunzip

@@ -32,7 +32,7 @@ pub mod decode;
 pub mod metrics;
 pub mod summary;
 
-pub use decode::{DecodeError, RejectKind, decode_body};
+pub use decode::{DecodeError, RejectKind, check_headers, decode_body};
 
 /// The largest session count accepted: counts are stored as SQLite `INTEGER` (i64).
 pub const MAX_COUNT: u64 = i64::MAX as u64;
