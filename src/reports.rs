@@ -940,6 +940,28 @@ impl ReportsHandle {
     }
 }
 
+/// Deletes reports whose end date is more than `days` days old, now and then every `every`,
+/// until `cancel` fires. Failures are logged and retried at the next pass.
+pub async fn run_retention(
+    handle: ReportsHandle,
+    days: u32,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Err(e) = handle
+            .delete_older_than(days, OffsetDateTime::now_utc())
+            .await
+        {
+            tracing::warn!(err = %e, days, "tlsrpt retention pass failed");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// The writer thread: batches queued inserts into one transaction each.
 fn writer(mut store: ReportStore, mut rx: mpsc::Receiver<Job>) {
     let span = tracing::info_span!("tlsrpt-writer", path = %store.path.display());

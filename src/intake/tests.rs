@@ -423,20 +423,28 @@ fn a_thousand_concurrent_posts_are_all_stored() {
         .unwrap();
     rt.block_on(async {
         let app = app();
-        let n = 1000;
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let router = app.router.clone();
-            tasks.spawn(async move {
+        // MXGUARD_TLSRPT_CONCURRENT_N raises the count for benchmarking (release builds).
+        let n: u64 = std::env::var("MXGUARD_TLSRPT_CONCURRENT_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        // Bodies are built first so the timing covers the intake only. Half gzip, half JSON.
+        let bodies: Vec<(String, &str, Vec<u8>)> = (0..n)
+            .map(|i| {
                 let id = format!("concurrent-{i}");
                 let json = fixtures::synthetic("Many", &id, "many.example", 3, i % 2);
-                // Half gzip, half JSON.
-                let (ct, body) = if i % 2 == 0 {
-                    (GZIP, gz(&json))
+                if i % 2 == 0 {
+                    (id, GZIP, gz(&json))
                 } else {
-                    (JSON, json)
-                };
+                    (id, JSON, json)
+                }
+            })
+            .collect();
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (id, ct, body) in bodies {
+            let router = app.router.clone();
+            tasks.spawn(async move {
                 let req = axum::http::Request::post("/tlsrpt")
                     .header(header::CONTENT_TYPE, ct)
                     .body(Body::from(body))
@@ -487,4 +495,50 @@ fn a_thousand_concurrent_posts_are_all_stored() {
             (3 * n, n / 2)
         );
     });
+}
+
+/// A body that sends `first` and then never finishes.
+struct Stalled {
+    first: Option<Bytes>,
+}
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.first.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_408_after_the_read_timeout() {
+    let app = app_with(IntakeSettings {
+        read_timeout_secs: 1,
+        ..IntakeSettings::default()
+    });
+    let start = Instant::now();
+    let req = axum::http::Request::post("/tlsrpt")
+        .header(header::CONTENT_TYPE, JSON)
+        .body(Body::new(Stalled {
+            first: Some(Bytes::from_static(&fixtures::GOOGLE[..100])),
+        }))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert_eq!(app.count().await, 0);
+    let snap = app.intake.counters().snapshot();
+    assert!(
+        snap.rejected.contains(&(RejectReason::ReadTimeout, 1)),
+        "{snap:?}"
+    );
+    let (status, _) = app.post(JSON, fixtures::GOOGLE.to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED);
 }

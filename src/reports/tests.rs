@@ -334,6 +334,43 @@ fn handle_batches_concurrent_inserts_and_acks_after_commit() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
+#[tokio::test]
+async fn retention_task_deletes_old_reports_until_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = ReportsHandle::open(&dir.path().join(DB_FILE)).unwrap();
+    for (_, json) in fixtures::ALL {
+        handle.insert(new_report(json)).await.unwrap();
+    }
+    let old = fixtures::synthetic("Recent", "recent", "r.example", 1, 0);
+    let recent = String::from_utf8(old)
+        .unwrap()
+        .replace("2024-06-01T00:00:00Z", "2999-01-01T00:00:00Z");
+    handle.insert(new_report(recent.as_bytes())).await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run_retention(
+        handle.clone(),
+        30,
+        Duration::from_secs(3600),
+        cancel.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.read(|s| s.count()).await.unwrap() != 1 {
+        assert!(Instant::now() < deadline, "retention did not run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        handle
+            .read(|s| s.contains("Recent", "recent"))
+            .await
+            .unwrap()
+    );
+}
+
 const DURABILITY_ENV: &str = "MXGUARD_TLSRPT_DURABILITY_DB";
 const DURABILITY_CHILD: &str = "reports::tests::durability_child_role";
 
