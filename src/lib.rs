@@ -12,16 +12,23 @@
 //!   NOTIFY to secondaries.
 //! - [`acme`], [`renewal`], [`certs`]: ACME orders, the renewal schedule, the certificate
 //!   manager (issue, renew, install, deploy to the MTA).
+//! - [`tlsrpt`]: TLS-RPT (RFC 8460), pure: model, parser, body decoding, summary, alert
+//!   decision, metrics rendering; [`reports`]: the SQLite report store with its single writer
+//!   thread; [`intake`]: the HTTPS POST handler; [`alerts`]: the alert task and webhook.
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
 pub mod acme;
+pub mod alerts;
 pub mod app;
 pub mod certs;
 pub mod config;
 pub mod dns;
 pub mod http;
+pub mod intake;
 pub mod policy;
 pub mod renewal;
+pub mod reports;
 pub mod store;
 pub mod tls;
+pub mod tlsrpt;
 pub mod zone;

@@ -1,0 +1,371 @@
+//! The TLS-RPT HTTPS intake (RFC 8460 section 5.3): an axum router the HTTPS server mounts.
+//!
+//! Owns: [`Intake`] (the store handle, limits, counters, optional alerter), [`router`] (one
+//! `POST` route, default `/tlsrpt`) and [`Intake::ingest`], which the mail intake can reuse.
+//! Must not touch: listeners, TLS, config files, CLI; the SQL lives in `crate::reports`.
+//!
+//! A report is answered `201 Created` when newly stored and `200 OK` when it repeats a
+//! stored report (same organization-name and report-id), in both cases only after the
+//! transaction holding it has committed. Refusals: `400` (bad gzip or JSON, with a short
+//! reason naming the field), `408` (body not received within the read timeout), `413`
+//! (compressed or decompressed size over the limit), `415` (media type or coding),
+//! `503` (storage failed; `Retry-After` set). The body is read with a hard size limit;
+//! headers are checked first so a wrong type or a declared oversize body is refused unread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use crate::alerts::Alerter;
+use crate::reports::{NewReport, ReportsError, ReportsHandle, Stored};
+use crate::tlsrpt::metrics::{self, IntakeCounters, RejectReason};
+use crate::tlsrpt::{self, DecodeError, ParseError, RejectKind};
+
+/// Bodies at most this large are decoded on the async thread; larger ones (whose gunzip may
+/// take milliseconds) on the blocking pool.
+const INLINE_DECODE_MAX: usize = 4 * 1024;
+/// Longest reason text sent to a client.
+const MAX_CLIENT_REASON: usize = 200;
+
+fn default_path() -> String {
+    "/tlsrpt".to_string()
+}
+fn default_max_compressed() -> usize {
+    1024 * 1024
+}
+fn default_max_decompressed() -> usize {
+    16 * 1024 * 1024
+}
+fn default_read_timeout_secs() -> u64 {
+    30
+}
+
+/// Intake limits (a `[tlsrpt.http]`-style config section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    /// The path that accepts `POST` (RFC 8460 reports go to the URI in the TXT record).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_max_compressed")]
+    pub max_compressed: usize,
+    /// Largest report after gunzip, in bytes (default 16 MiB).
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed: usize,
+    /// Seconds allowed to receive the whole body (default 30).
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        IntakeSettings {
+            path: default_path(),
+            max_compressed: default_max_compressed(),
+            max_decompressed: default_max_decompressed(),
+            read_timeout_secs: default_read_timeout_secs(),
+        }
+    }
+}
+
+impl IntakeSettings {
+    /// Every problem, each prefixed with `prefix.` and the key.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.path.starts_with('/') || self.path.contains(['?', '#', '{', '}', '*']) {
+            problems.push(format!(
+                "{prefix}.path: {:?} must be a plain absolute path such as \"/tlsrpt\"",
+                self.path
+            ));
+        }
+        if self.max_compressed == 0 {
+            problems.push(format!("{prefix}.max_compressed: must be at least 1 byte"));
+        }
+        if self.max_decompressed < self.max_compressed {
+            problems.push(format!(
+                "{prefix}.max_decompressed: {} is below max_compressed {}",
+                self.max_decompressed, self.max_compressed
+            ));
+        }
+        if self.read_timeout_secs == 0 {
+            problems.push(format!("{prefix}.read_timeout_secs: must be at least 1"));
+        }
+        problems
+    }
+}
+
+/// Why a report was refused. Each variant knows its HTTP status and metrics label.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("invalid report: {0}")]
+    Parse(#[from] ParseError),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body not received within {after:?}")]
+    ReadTimeout { after: Duration },
+    #[error("reading the request body failed: {reason}")]
+    Read { reason: String },
+    #[error("storing the report failed: {0}")]
+    Storage(#[from] ReportsError),
+}
+
+impl IntakeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IntakeError::Decode(e) => match e.kind() {
+                RejectKind::Invalid => StatusCode::BAD_REQUEST,
+                RejectKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                RejectKind::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            },
+            IntakeError::Parse(_) | IntakeError::Read { .. } => StatusCode::BAD_REQUEST,
+            IntakeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IntakeError::ReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            IntakeError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            IntakeError::Decode(e) => match e.kind() {
+                RejectKind::Invalid => RejectReason::InvalidGzip,
+                RejectKind::TooLarge => RejectReason::TooLarge,
+                RejectKind::UnsupportedType => RejectReason::UnsupportedMediaType,
+            },
+            IntakeError::Parse(_) => RejectReason::InvalidReport,
+            IntakeError::BodyTooLarge { .. } => RejectReason::TooLarge,
+            IntakeError::ReadTimeout { .. } => RejectReason::ReadTimeout,
+            IntakeError::Read { .. } => RejectReason::ReadError,
+            IntakeError::Storage(_) => RejectReason::Storage,
+        }
+    }
+
+    /// The short text for the client (details, such as storage paths, stay in the log).
+    pub fn client_message(&self) -> String {
+        let text = match self {
+            IntakeError::Decode(e) => match e.kind() {
+                RejectKind::UnsupportedType => {
+                    "unsupported media type or encoding; send application/tlsrpt+gzip or application/tlsrpt+json".to_string()
+                }
+                RejectKind::TooLarge => "report too large".to_string(),
+                RejectKind::Invalid => format!("invalid body: {e}"),
+            },
+            IntakeError::Parse(e) => format!("invalid report: {e}"),
+            IntakeError::BodyTooLarge { .. } => "report too large".to_string(),
+            IntakeError::ReadTimeout { .. } => "request body timeout".to_string(),
+            IntakeError::Read { .. } => "could not read request body".to_string(),
+            IntakeError::Storage(_) => "storage unavailable, retry later".to_string(),
+        };
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        tlsrpt::truncate(&clean, MAX_CLIENT_REASON)
+    }
+}
+
+/// Everything the intake route needs; share it as `Arc<Intake>`.
+#[derive(Debug)]
+pub struct Intake {
+    store: ReportsHandle,
+    settings: IntakeSettings,
+    counters: IntakeCounters,
+    alerter: Option<Arc<Alerter>>,
+}
+
+impl Intake {
+    pub fn new(store: ReportsHandle, settings: IntakeSettings) -> Intake {
+        Intake {
+            store,
+            settings,
+            counters: IntakeCounters::default(),
+            alerter: None,
+        }
+    }
+
+    /// Notifies `alerter` of the domains of each newly stored report.
+    pub fn with_alerter(mut self, alerter: Arc<Alerter>) -> Intake {
+        self.alerter = Some(alerter);
+        self
+    }
+
+    pub fn settings(&self) -> &IntakeSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &ReportsHandle {
+        &self.store
+    }
+
+    pub fn counters(&self) -> &IntakeCounters {
+        &self.counters
+    }
+
+    /// Decodes, parses and stores one report body; returns after the commit. Counts the
+    /// outcome. Usable by any transport (HTTPS here, mail later).
+    pub async fn ingest(
+        &self,
+        body: Bytes,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Result<Stored, IntakeError> {
+        let result = self
+            .ingest_inner(body, content_type, content_encoding)
+            .await;
+        match &result {
+            Ok(stored) => self
+                .counters
+                .received(matches!(stored, Stored::Duplicate { .. })),
+            Err(e) => self.counters.rejected(e.reason()),
+        }
+        result
+    }
+
+    async fn ingest_inner(
+        &self,
+        body: Bytes,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Result<Stored, IntakeError> {
+        let (max_c, max_d) = (self.settings.max_compressed, self.settings.max_decompressed);
+        let received_at = OffsetDateTime::now_utc();
+        let prepare = move |body: &[u8], ct: Option<&str>, ce: Option<&str>| {
+            let json = tlsrpt::decode_body(body, ct, ce, max_c, max_d)?;
+            let report = tlsrpt::parse_report(&json)?;
+            Ok::<_, IntakeError>(NewReport::new(report, &json, received_at))
+        };
+        let new = if body.len() <= INLINE_DECODE_MAX {
+            prepare(&body, content_type, content_encoding)?
+        } else {
+            let (ct, ce) = (
+                content_type.map(str::to_string),
+                content_encoding.map(str::to_string),
+            );
+            tokio::task::spawn_blocking(move || prepare(&body, ct.as_deref(), ce.as_deref()))
+                .await
+                .map_err(|e| IntakeError::Read {
+                    reason: format!("decode task failed: {e}"),
+                })??
+        };
+        let domains = new.report.domains();
+        let (org, report_id) = (
+            new.report.organization_name.clone(),
+            new.report.report_id.clone(),
+        );
+        let stored = self.store.insert(new).await?;
+        match stored {
+            Stored::New { id } => {
+                tracing::info!(id, org = %org, report_id = %report_id, domains = ?domains, "tlsrpt report stored");
+                if let Some(alerter) = &self.alerter {
+                    alerter.notify(domains);
+                }
+            }
+            Stored::Duplicate { id } => {
+                tracing::info!(id, org = %org, report_id = %report_id, "tlsrpt report already stored");
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The Prometheus text for the TLS-RPT metrics (counters plus stored totals).
+    pub async fn render_metrics(&self) -> Result<String, ReportsError> {
+        let (sessions, last) = self
+            .store
+            .read(|s| Ok((s.session_totals()?, s.last_reports()?)))
+            .await?;
+        Ok(metrics::render(&self.counters.snapshot(), &sessions, &last))
+    }
+}
+
+/// The intake routes: `POST {settings.path}` with the body limit applied.
+pub fn router(intake: Arc<Intake>) -> Router {
+    let path = intake.settings.path.clone();
+    let limit = intake.settings.max_compressed;
+    Router::new()
+        .route(&path, post(post_report))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(intake)
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn post_report(State(intake): State<Arc<Intake>>, req: Request) -> Response {
+    let span = tracing::info_span!("tlsrpt_intake");
+    let result = receive(&intake, req).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match result {
+        Ok(Stored::New { .. }) => (StatusCode::CREATED, "report stored\n").into_response(),
+        Ok(Stored::Duplicate { .. }) => (StatusCode::OK, "report already stored\n").into_response(),
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), err = %e, "tlsrpt report not stored");
+            } else {
+                tracing::info!(status = status.as_u16(), reason = e.reason().label(), err = %e, "tlsrpt report refused");
+            }
+            let mut resp = (status, format!("{}\n", e.client_message())).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            resp
+        }
+    }
+}
+
+async fn receive(intake: &Intake, req: Request) -> Result<Stored, IntakeError> {
+    let headers = req.headers().clone();
+    let ct = header_str(&headers, header::CONTENT_TYPE);
+    let ce = header_str(&headers, header::CONTENT_ENCODING);
+    let limit = intake.settings.max_compressed;
+    // Refuse what the headers already condemn, without reading the body.
+    let early = tlsrpt::check_headers(ct, ce)
+        .map_err(IntakeError::from)
+        .and_then(|()| {
+            match header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) if n > limit as u64 => Err(IntakeError::BodyTooLarge { limit }),
+                _ => Ok(()),
+            }
+        });
+    if let Err(e) = early {
+        intake.counters.rejected(e.reason());
+        return Err(e);
+    }
+    let after = Duration::from_secs(intake.settings.read_timeout_secs);
+    let body = match tokio::time::timeout(after, Bytes::from_request(req, &())).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(rejection)) => {
+            let e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                IntakeError::BodyTooLarge { limit }
+            } else {
+                IntakeError::Read {
+                    reason: rejection.body_text(),
+                }
+            };
+            intake.counters.rejected(e.reason());
+            return Err(e);
+        }
+        Err(_) => {
+            let e = IntakeError::ReadTimeout { after };
+            intake.counters.rejected(e.reason());
+            return Err(e);
+        }
+    };
+    intake.ingest(body, ct, ce).await
+}
+
+#[cfg(test)]
+mod tests;
