@@ -7,3 +7,4 @@ mod harness;
 mod init;
 mod mta_sts;
 mod store_crash;
+mod zone_daemon;
