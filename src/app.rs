@@ -30,6 +30,13 @@ use crate::publish::{self, Inputs, ZonePublisher};
 use crate::store::StateDir;
 use crate::tls::{self, CertResolver, LocalCa};
 
+/// The TLS-RPT database in the state directory.
+pub const REPORTS_DB: &str = "reports.sqlite";
+/// How often firing alerts are re-evaluated (so they can resolve).
+const ALERT_RECHECK: Duration = Duration::from_secs(300);
+/// How often old reports are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
 /// How long in-flight requests may finish after SIGTERM.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -345,6 +352,71 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses `7d`, `24h`, `90m`, `3600s` or plain seconds.
+pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--since {text:?}: expected e.g. 7d, 24h, 90m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        _ => anyhow::bail!("--since {text:?}: unit must be s, m, h, d or w"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn open_reports(config: &Config) -> anyhow::Result<crate::reports::ReportStore> {
+    let db = config.state_dir.join(REPORTS_DB);
+    if !db.exists() {
+        anyhow::bail!(
+            "no report database at {} yet: start the daemon with [tlsrpt] enabled first",
+            db.display()
+        );
+    }
+    crate::reports::ReportStore::open_read_only(&db)
+        .with_context(|| format!("opening {}", db.display()))
+}
+
+/// `mxguard reports`: summary per domain and policy type.
+pub fn print_reports(
+    path: &Path,
+    domain: Option<&str>,
+    since: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let since = time::OffsetDateTime::now_utc() - parse_since(since)?;
+    let store = open_reports(&config)?;
+    let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    let summary = store.summary(domain.as_deref(), since)?;
+    if json {
+        println!("{}", crate::tlsrpt::summary::render_json(&summary));
+    } else {
+        print!("{}", crate::tlsrpt::summary::render_text(&summary));
+    }
+    Ok(())
+}
+
+/// `mxguard reports show ID`: one stored report with its raw JSON.
+pub fn print_report(path: &Path, id: i64) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let store = open_reports(&config)?;
+    match store.show(id)? {
+        Some(r) => {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("-- raw report as received --");
+            println!("{}", String::from_utf8_lossy(&r.raw_json));
+            Ok(())
+        }
+        None => anyhow::bail!("no report with id {id}"),
+    }
+}
+
 /// `mxguard certs`: the stored state of every certificate.
 pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -533,6 +605,25 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
         None => None,
     };
+    let admin_listener = match config.listen.admin {
+        Some(a) if config.tlsrpt.enabled => Some(bind_tcp(&config, "listen.admin", a).await?),
+        _ => None,
+    };
+    let intake = if config.tlsrpt.enabled {
+        let db = state.path(REPORTS_DB);
+        let handle = crate::reports::ReportsHandle::open(&db)
+            .with_context(|| format!("opening the report store {}", db.display()))?;
+        let alerter = Arc::new(
+            crate::alerts::Alerter::new(config.tlsrpt.alerts.clone(), handle.clone()).map_err(
+                |e| ConfigError {
+                    problems: vec![config.problem("tlsrpt.alerts", e.to_string())],
+                },
+            )?,
+        );
+        Some((handle, alerter))
+    } else {
+        None
+    };
     let dns_sockets = match config.listen.dns {
         Some(a) => Some(DnsSockets::bind(&[a]).await.map_err(|e| ConfigError {
             problems: vec![config.problem(
@@ -565,6 +656,24 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let intake = match intake {
+        Some((handle, alerter)) => {
+            let a = alerter.clone();
+            let tok = shutdown.clone();
+            tracker.spawn(async move { a.run(tok, ALERT_RECHECK).await });
+            tracker.spawn(crate::reports::run_retention(
+                handle.clone(),
+                config.tlsrpt.retention_days,
+                RETENTION_EVERY,
+                shutdown.clone(),
+            ));
+            Some(Arc::new(
+                crate::intake::Intake::new(handle, config.tlsrpt.intake.clone())
+                    .with_alerter(alerter),
+            ))
+        }
+        None => None,
+    };
 
     // MX keys exist before the zone is first built, so their TLSA records are published
     // before any certificate for them is ordered.
@@ -621,11 +730,25 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
     };
+    let mut https_router = http::https_router(served.clone());
+    if let Some(intake) = &intake {
+        https_router = https_router.merge(crate::intake::router(intake.clone()));
+    }
+    if let (Some(l), Some(intake)) = (admin_listener, &intake) {
+        tracker.spawn(http::serve(
+            l,
+            None,
+            http::admin_router(intake.clone()),
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ));
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
     tracker.spawn(http::serve(
         https_listener,
         Some(acceptor),
-        http::https_router(served.clone()),
+        https_router,
         http::Limits::default(),
         shutdown.clone(),
         SHUTDOWN_DRAIN,

@@ -93,6 +93,43 @@ pub struct RawConfig {
     /// TTLs and ports of the records mxguard manages.
     #[serde(default)]
     pub records: Records,
+    /// TLS-RPT intake, storage, alerts.
+    #[serde(default)]
+    pub tlsrpt: TlsRpt,
+}
+
+/// `[tlsrpt]`: receiving and keeping RFC 8460 reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRpt {
+    /// Accept reports by HTTPS POST on every `mta-sts.<domain>` host.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Days reports are kept (by the end of their date range).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub intake: crate::intake::IntakeSettings,
+    #[serde(default)]
+    pub alerts: crate::tlsrpt::alert::AlertSettings,
+}
+
+impl Default for TlsRpt {
+    fn default() -> Self {
+        TlsRpt {
+            enabled: true,
+            retention_days: default_retention_days(),
+            intake: Default::default(),
+            alerts: Default::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_retention_days() -> u32 {
+    400
 }
 
 /// TTLs and ports of managed records.
@@ -180,6 +217,9 @@ pub struct RawListen {
     /// Authoritative DNS (UDP and TCP).
     #[serde(default = "default_dns")]
     pub dns: Option<SocketAddr>,
+    /// Admin listener: Prometheus metrics at `/metrics` (plain HTTP; keep it on loopback).
+    #[serde(default = "default_admin")]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Default for RawListen {
@@ -188,8 +228,13 @@ impl Default for RawListen {
             https: default_https(),
             http: default_http(),
             dns: default_dns(),
+            admin: default_admin(),
         }
     }
+}
+
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9425)))
 }
 
 fn default_https() -> SocketAddr {
@@ -355,6 +400,7 @@ pub struct Listen {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// A validated configuration; paths are absolute or relative to the working directory.
@@ -369,6 +415,7 @@ pub struct Config {
     pub dnssec: DnssecSettings,
     pub secondaries: Vec<SecondarySettings>,
     pub records: Records,
+    pub tlsrpt: TlsRpt,
 }
 
 impl Config {
@@ -781,9 +828,24 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         None
     };
 
+    for p in raw.tlsrpt.intake.validate("tlsrpt.intake") {
+        problem(String::new(), p);
+    }
+    for p in raw.tlsrpt.alerts.validate("tlsrpt.alerts") {
+        problem(p.key.clone(), p.problem.clone());
+    }
+    if raw.tlsrpt.retention_days == 0 {
+        problem(
+            "tlsrpt.retention_days".into(),
+            "must be at least 1 day".into(),
+        );
+    }
     let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
     if let Some(a) = raw.listen.http {
         addrs.push(("listen.http", a));
+    }
+    if let Some(a) = raw.listen.admin {
+        addrs.push(("listen.admin", a));
     }
     for (i, (ka, a)) in addrs.iter().enumerate() {
         for (kb, b) in &addrs[i + 1..] {
@@ -808,6 +870,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             https: raw.listen.https,
             http: raw.listen.http,
             dns: raw.listen.dns,
+            admin: raw.listen.admin,
         },
         acme: Acme {
             directory,
@@ -833,6 +896,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             })
             .collect(),
         records: raw.records,
+        tlsrpt: raw.tlsrpt,
     })
 }
 

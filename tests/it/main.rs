@@ -7,4 +7,5 @@ mod harness;
 mod init;
 mod mta_sts;
 mod store_crash;
+mod tlsrpt_https;
 mod zone_daemon;
