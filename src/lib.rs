@@ -31,6 +31,7 @@ pub mod policy;
 pub mod publish;
 pub mod renewal;
 pub mod reports;
+pub mod rollover;
 pub mod store;
 pub mod tls;
 pub mod tlsa;
