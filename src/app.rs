@@ -56,15 +56,10 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
     // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
     // before any certificate for it is ordered.
     for m in &config.mx {
-        let path = crate::acme::cert_path(state_root, &m.host, "key.pem");
-        if let Some(spki) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
-            .map(|k| rcgen::PublicKeyData::subject_public_key_info(&k))
-        {
+        if let Some(digests) = crate::roll::tlsa_digests(state_root, &m.host, m.rollover) {
             inputs
                 .tlsa
-                .insert((m.host.clone(), config.records.tlsa_port), vec![spki]);
+                .insert((m.host.clone(), config.records.tlsa_port), digests);
         }
     }
     if let Some(issuer) = &config.acme.caa_issuer {
@@ -417,6 +412,97 @@ pub fn print_report(path: &Path, id: i64) -> anyhow::Result<()> {
     }
 }
 
+/// `mxguard tlsa`: per MX the published records, the roll state and its next deadline.
+pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let timing = config.roll_timing();
+    if config.mx.is_empty() {
+        println!("no [[mx]] configured: mxguard manages no MX keys");
+    }
+    for m in &config.mx {
+        let owner = format!("_{}._tcp.{}.", config.records.tlsa_port, m.host);
+        println!("{}", m.host);
+        match (m.rollover, crate::roll::load(&config.state_dir, &m.host)) {
+            (true, Some(s)) => {
+                println!("  {owner} IN TLSA 3 1 1 {}   ; current", s.current);
+                if !s.next.is_empty() && s.next != s.current {
+                    println!("  {owner} IN TLSA 3 1 1 {}   ; next", s.next);
+                }
+                let now = crate::certs::unix(SystemTime::now());
+                let phase = match &s.phase {
+                    crate::rollover::Phase::Propagating {
+                        serial,
+                        seen_everywhere_at,
+                    } => match seen_everywhere_at {
+                        None => format!(
+                            "propagating: waiting until every server serves serial {serial}"
+                        ),
+                        Some(at) => format!(
+                            "propagating: serial {serial} everywhere; stable in {} s",
+                            (at + timing.hold).saturating_sub(now)
+                        ),
+                    },
+                    crate::rollover::Phase::Stable => {
+                        if s.requested {
+                            "stable; roll requested".to_string()
+                        } else {
+                            format!(
+                                "stable; next roll in {} s (key age)",
+                                (s.current_since + timing.key_age).saturating_sub(now)
+                            )
+                        }
+                    }
+                    other => format!("rolling: {other:?}").to_lowercase(),
+                };
+                println!("  state: {phase}");
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e} (failures: {})", s.failures);
+                }
+            }
+            (true, None) => println!("  rollover not started yet (the daemon starts it)"),
+            (false, _) => {
+                for d in
+                    crate::roll::tlsa_digests(&config.state_dir, &m.host, false).unwrap_or_default()
+                {
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("  {owner} IN TLSA 3 1 1 {hex}   ; rollover off");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mxguard rotate`: asks the daemon to roll the key of one MX (or all).
+pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let wanted = mx.map(|m| m.trim_end_matches('.').to_ascii_lowercase());
+    let hosts: Vec<&crate::config::MxCert> = config
+        .mx
+        .iter()
+        .filter(|m| wanted.as_ref().is_none_or(|w| w == &m.host))
+        .collect();
+    if hosts.is_empty() {
+        anyhow::bail!(
+            "no [[mx]] {}in {}",
+            wanted.map(|w| format!("{w} ")).unwrap_or_default(),
+            config.file.display()
+        );
+    }
+    for m in hosts {
+        if !m.rollover {
+            anyhow::bail!("{}: rollover = false for this MX", m.host);
+        }
+        crate::roll::request_rotation(&config.state_dir, &m.host)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "roll of {} requested; the daemon starts it once the next key's record is public everywhere (see `mxguard tlsa`)",
+            m.host
+        );
+    }
+    Ok(())
+}
+
 /// `mxguard certs`: the stored state of every certificate.
 pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -516,7 +602,12 @@ impl Daemon {
                 .update(move |c, i| {
                     *c = cfg;
                     i.policies = inputs.policies;
-                    i.tlsa = inputs.tlsa;
+                    // TLSA sets belong to the rollover once it runs: only add MX hosts new
+                    // to the config and drop removed ones.
+                    i.tlsa.retain(|k, _| inputs.tlsa.contains_key(k));
+                    for (k, v) in inputs.tlsa {
+                        i.tlsa.entry(k).or_insert(v);
+                    }
                     i.caa_issue = inputs.caa_issue;
                 })
                 .await?;
@@ -729,6 +820,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         specs: cert_specs,
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
+        zones: daemon.zones.clone(),
+        roll_timing: daemon.config.roll_timing(),
+        roll_poll: daemon.config.rollover.poll,
+        tlsa_port: daemon.config.records.tlsa_port,
     };
     let mut https_router = http::https_router(served.clone());
     if let Some(intake) = &intake {

@@ -96,6 +96,66 @@ pub struct RawConfig {
     /// TLS-RPT intake, storage, alerts.
     #[serde(default)]
     pub tlsrpt: TlsRpt,
+    /// DANE key rollover timing.
+    #[serde(default)]
+    pub rollover: Rollover,
+}
+
+/// `[rollover]`: when MX keys roll (RFC 7671 §8.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollover {
+    /// Roll an MX key when it is this old (e.g. "90d").
+    #[serde(
+        default = "default_key_age",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub key_age: std::time::Duration,
+    /// Least time a new key's TLSA record is served everywhere before the key goes live;
+    /// the hold is max(2 × records.tlsa_ttl, min_hold).
+    #[serde(
+        default = "default_min_hold",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub min_hold: std::time::Duration,
+    /// How often the rollover checks secondaries and deadlines.
+    #[serde(
+        default = "default_roll_poll",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub poll: std::time::Duration,
+}
+
+impl Default for Rollover {
+    fn default() -> Self {
+        Rollover {
+            key_age: default_key_age(),
+            min_hold: default_min_hold(),
+            poll: default_roll_poll(),
+        }
+    }
+}
+
+fn default_key_age() -> std::time::Duration {
+    std::time::Duration::from_secs(90 * 86_400)
+}
+fn default_min_hold() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+fn default_roll_poll() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl Config {
+    /// The rollover timing: hold = max(2 × TLSA TTL, min_hold).
+    pub fn roll_timing(&self) -> crate::rollover::Timing {
+        crate::rollover::Timing {
+            hold: (2 * u64::from(self.records.tlsa_ttl)).max(self.rollover.min_hold.as_secs()),
+            key_age: self.rollover.key_age.as_secs(),
+            retry_initial: self.acme.backoff.base.as_secs(),
+            retry_max: self.acme.backoff.cap.as_secs(),
+        }
+    }
 }
 
 /// `[tlsrpt]`: receiving and keeping RFC 8460 reports.
@@ -189,6 +249,12 @@ pub struct RawMx {
     /// Seconds the reload command may take.
     #[serde(default = "default_reload_timeout")]
     pub reload_timeout: u64,
+    /// Where to connect (STARTTLS) to check which key the MX presents; default `<host>:25`.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// Roll this MX's key with TLSA pre-publication (needs listen.dns); default true.
+    #[serde(default = "default_true")]
+    pub rollover: bool,
 }
 
 fn default_cert_mode() -> String {
@@ -366,6 +432,9 @@ pub struct Acme {
 /// An MX host whose certificate mxguard keeps and deploys.
 #[derive(Debug, Clone)]
 pub struct MxCert {
+    /// STARTTLS address to check the presented key; `None`: `<host>:25`.
+    pub verify: Option<SocketAddr>,
+    pub rollover: bool,
     pub host: String,
     pub challenge: ChallengeKind,
     pub deploy: Deploy,
@@ -416,6 +485,7 @@ pub struct Config {
     pub secondaries: Vec<SecondarySettings>,
     pub records: Records,
     pub tlsrpt: TlsRpt,
+    pub rollover: Rollover,
 }
 
 impl Config {
@@ -466,7 +536,11 @@ impl Config {
             name: m.host.clone(),
             sans: vec![m.host.clone()],
             challenge: m.challenge,
-            role: Role::Mx(m.deploy.clone()),
+            role: Role::Mx(crate::certs::MxRole {
+                deploy: m.deploy.clone(),
+                verify: m.verify,
+                rollover: m.rollover,
+            }),
         }));
         v
     }
@@ -745,7 +819,28 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 "must be at least 1 second".into(),
             );
         }
+        let verify = match &m.verify {
+            Some(v) => match v.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problem(
+                        format!("mx[{i}].verify"),
+                        format!("{v:?} is not an address:port such as \"192.0.2.25:25\""),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if m.rollover && raw.listen.dns.is_none() {
+            problem(
+                format!("mx[{i}].rollover"),
+                "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
+            );
+        }
         mx_certs.push(MxCert {
+            verify,
+            rollover: m.rollover,
             host,
             challenge: m.challenge.unwrap_or(raw.acme.challenge),
             deploy: Deploy {
@@ -897,6 +992,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .collect(),
         records: raw.records,
         tlsrpt: raw.tlsrpt,
+        rollover: raw.rollover,
     })
 }
 

@@ -81,6 +81,17 @@ enum Command {
         #[command(subcommand)]
         action: Option<ReportsAction>,
     },
+    /// Per MX: current and next TLSA records, the roll state and its next deadline.
+    Tlsa {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start a key roll now for one MX (or every MX).
+    Rotate {
+        #[arg(short, long)]
+        config: PathBuf,
+        mx: Option<String>,
+    },
     /// Print the DS and DNSKEY records to give the registrar.
     Ds {
         #[arg(short, long)]
@@ -179,6 +190,8 @@ fn main() -> ExitCode {
             Some(ReportsAction::Show { id }) => mxguard::app::print_report(&config, id),
             None => mxguard::app::print_reports(&config, domain.as_deref(), &since, json),
         },
+        Command::Tlsa { config } => mxguard::app::print_tlsa(&config),
+        Command::Rotate { config, mx } => mxguard::app::rotate(&config, mx.as_deref()),
         Command::Ds { config, domain } => mxguard::app::print_ds(&config, domain.as_deref()),
         Command::Status { config } => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -151,9 +151,7 @@ pub fn possibly_deployed(s: &RollState) -> Vec<KeyId> {
 
 fn backoff(t: &Timing, failures: u32) -> u64 {
     let exp = failures.saturating_sub(1).min(20);
-    t.retry_initial
-        .saturating_mul(1u64 << exp)
-        .min(t.retry_max)
+    t.retry_initial.saturating_mul(1u64 << exp).min(t.retry_max)
 }
 
 /// The next action for a state at `now`.
@@ -309,7 +307,14 @@ mod tests {
                 }
                 Action::GenerateNext => {
                     next_key += 1;
-                    s = step(&s, &Event::NewNextKey { key: format!("k{next_key}") }, &T, now);
+                    s = step(
+                        &s,
+                        &Event::NewNextKey {
+                            key: format!("k{next_key}"),
+                        },
+                        &T,
+                        now,
+                    );
                     return (s, now);
                 }
             }
@@ -333,7 +338,13 @@ mod tests {
         let mut s = initial(k("a"), k("b"), 0);
         s = step(&s, &Event::Published { serial: 5 }, &T, 0);
         s = step(&s, &Event::Tick { all_serve: false }, &T, 1000);
-        assert!(matches!(s.phase, Phase::Propagating { seen_everywhere_at: None, .. }));
+        assert!(matches!(
+            s.phase,
+            Phase::Propagating {
+                seen_everywhere_at: None,
+                ..
+            }
+        ));
         s = step(&s, &Event::Tick { all_serve: true }, &T, 2000);
         s = step(&s, &Event::Tick { all_serve: true }, &T, 2000 + T.hold - 1);
         assert!(matches!(s.phase, Phase::Propagating { .. }));
@@ -359,8 +370,18 @@ mod tests {
         let s2 = step(&s, &Event::Observed { key: k("a") }, &T, 100);
         assert_eq!(s2.phase, Phase::Verifying);
         assert_eq!(published(&s2), vec![k("a"), k("b")]);
-        assert!(s2.last_error.as_deref().unwrap().contains("expected the new key"));
-        assert_eq!(action(&s2, &T, 100), Action::Wait { deadline: Some(110) });
+        assert!(
+            s2.last_error
+                .as_deref()
+                .unwrap()
+                .contains("expected the new key")
+        );
+        assert_eq!(
+            action(&s2, &T, 100),
+            Action::Wait {
+                deadline: Some(110)
+            }
+        );
     }
 
     #[derive(Debug, Clone)]
