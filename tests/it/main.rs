@@ -6,6 +6,7 @@ mod dns;
 mod harness;
 mod init;
 mod mta_sts;
+mod rollover;
 mod store_crash;
 mod tlsrpt_https;
 mod zone_daemon;
