@@ -15,6 +15,8 @@
 //! - [`tlsrpt`]: TLS-RPT (RFC 8460), pure: model, parser, body decoding, summary, alert
 //!   decision, metrics rendering; [`reports`]: the SQLite report store with its single writer
 //!   thread; [`intake`]: the HTTPS POST handler; [`alerts`]: the alert task and webhook.
+//! - [`mailreport`]: finding the report in a report mail (pure); [`smtp`]: the optional SMTP
+//!   listener for `rua=mailto:` reports; [`import`]: importing .eml, mbox and Maildir.
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
 pub mod acme;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod dns;
 pub mod http;
 pub mod intake;
+pub mod mailreport;
 pub mod policy;
 pub mod renewal;
 pub mod reports;
