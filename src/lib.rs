@@ -30,6 +30,7 @@ pub mod intake;
 pub mod mailreport;
 pub mod policy;
 pub mod renewal;
+pub mod smtp;
 pub mod reports;
 pub mod store;
 pub mod tls;
