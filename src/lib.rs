@@ -26,6 +26,7 @@ pub mod certs;
 pub mod config;
 pub mod dns;
 pub mod http;
+pub mod import;
 pub mod intake;
 pub mod mailreport;
 pub mod policy;
