@@ -347,11 +347,16 @@ async fn import_message(intake: &Intake, data: Vec<u8>) -> Outcome {
 }
 
 async fn store(intake: &Intake, body: Vec<u8>, content_type: &str) -> Outcome {
-    match intake.ingest(Bytes::from(body), Some(content_type), None).await {
+    match intake
+        .ingest(Bytes::from(body), Some(content_type), None)
+        .await
+    {
         Ok(Stored::New { id }) => Outcome::Imported { id },
         Ok(Stored::Duplicate { id }) => Outcome::Duplicate { id },
         Err(
-            e @ (IntakeError::Storage(_) | IntakeError::Read { .. } | IntakeError::ReadTimeout { .. }),
+            e @ (IntakeError::Storage(_)
+            | IntakeError::Read { .. }
+            | IntakeError::ReadTimeout { .. }),
         ) => Outcome::Failed {
             reason: e.to_string(),
         },
@@ -461,7 +466,10 @@ mod tests {
             b"Subject: one\n\nbody\nFrom here\n>From there\n".to_vec()
         );
         assert_eq!(messages[1], b"Subject: two\r\n\r\nx\r\n".to_vec());
-        assert_eq!(messages[2], b"Subject: three\n\nno trailing newline".to_vec());
+        assert_eq!(
+            messages[2],
+            b"Subject: three\n\nno trailing newline".to_vec()
+        );
         assert!(split_mbox(b"", 10).is_empty());
     }
 
@@ -481,11 +489,20 @@ mod tests {
         let p = Path::new;
         assert_eq!(kind_of(p("a.json"), b""), Kind::Report(TLSRPT_JSON));
         assert_eq!(kind_of(p("a.JSON.GZ"), b""), Kind::Report(TLSRPT_GZIP));
-        assert_eq!(kind_of(p("noext"), b"\x1f\x8b\x08"), Kind::Report(TLSRPT_GZIP));
-        assert_eq!(kind_of(p("noext"), b"  {\"a\":1}"), Kind::Report(TLSRPT_JSON));
+        assert_eq!(
+            kind_of(p("noext"), b"\x1f\x8b\x08"),
+            Kind::Report(TLSRPT_GZIP)
+        );
+        assert_eq!(
+            kind_of(p("noext"), b"  {\"a\":1}"),
+            Kind::Report(TLSRPT_JSON)
+        );
         assert_eq!(kind_of(p("box"), b"From x@y Mon"), Kind::Mbox);
         assert_eq!(kind_of(p("m.eml"), SAMPLE), Kind::Message);
-        assert_eq!(kind_of(p("1700000000.M1P2.host:2,S"), b"Return-Path: <>"), Kind::Message);
+        assert_eq!(
+            kind_of(p("1700000000.M1P2.host:2,S"), b"Return-Path: <>"),
+            Kind::Message
+        );
     }
 
     #[tokio::test]
@@ -497,18 +514,32 @@ mod tests {
         std::fs::create_dir(&files).unwrap();
         std::fs::write(files.join("a.eml"), SAMPLE).unwrap();
         std::fs::write(files.join("b.json"), RFC_JSON).unwrap();
-        std::fs::write(files.join("c.eml"), b"From: x@y\r\nSubject: hi\r\n\r\nhello\r\n").unwrap();
+        std::fs::write(
+            files.join("c.eml"),
+            b"From: x@y\r\nSubject: hi\r\n\r\nhello\r\n",
+        )
+        .unwrap();
         std::fs::write(files.join("d.json"), b"{\"not\": \"a report\"}").unwrap();
         let mut mbox = b"From someone Thu Jan  1 00:00:00 2024\n".to_vec();
         mbox.extend_from_slice(SAMPLE);
-        mbox.extend_from_slice(b"\nFrom other Thu Jan  1 00:00:00 2024\nSubject: plain\n\n>From the start\n");
+        mbox.extend_from_slice(
+            b"\nFrom other Thu Jan  1 00:00:00 2024\nSubject: plain\n\n>From the start\n",
+        );
         std::fs::write(dir.path().join("box.mbox"), &mbox).unwrap();
 
-        let paths = vec![files.clone(), dir.path().join("box.mbox"), dir.path().join("missing")];
+        let paths = vec![
+            files.clone(),
+            dir.path().join("box.mbox"),
+            dir.path().join("missing"),
+        ];
         let summary = import(&intake, &paths).await;
         let outcomes: Vec<&Outcome> = summary.items.iter().map(|i| &i.outcome).collect();
         assert_eq!(summary.items.len(), 7, "{}", summary.render());
-        assert!(matches!(outcomes[0], Outcome::Imported { .. }), "{}", summary.render());
+        assert!(
+            matches!(outcomes[0], Outcome::Imported { .. }),
+            "{}",
+            summary.render()
+        );
         assert!(matches!(outcomes[1], Outcome::Imported { .. }));
         assert_eq!(
             outcomes[2],
@@ -521,7 +552,9 @@ mod tests {
             "{}",
             summary.render()
         );
-        let Outcome::Imported { id } = outcomes[0] else { unreachable!() };
+        let Outcome::Imported { id } = outcomes[0] else {
+            unreachable!()
+        };
         assert_eq!(outcomes[4], &Outcome::Duplicate { id: *id });
         assert!(summary.items[4].source.ends_with("box.mbox message 1"));
         assert!(matches!(outcomes[5], Outcome::Skipped { .. }));

@@ -156,13 +156,15 @@ impl Search {
             _ => {
                 if media.starts_with("multipart/") {
                     // mail-parser falls back to text when the boundary is missing or unused.
-                    return Err(match part.content_type().and_then(|c| c.attribute("boundary")) {
-                        None => malformed(format!("{media} without a boundary parameter")),
-                        Some(b) => malformed(format!(
-                            "{media} boundary {:?} never occurs in the body",
-                            crate::tlsrpt::truncate(b, 80)
-                        )),
-                    });
+                    return Err(
+                        match part.content_type().and_then(|c| c.attribute("boundary")) {
+                            None => malformed(format!("{media} without a boundary parameter")),
+                            Some(b) => malformed(format!(
+                                "{media} boundary {:?} never occurs in the body",
+                                crate::tlsrpt::truncate(b, 80)
+                            )),
+                        },
+                    );
                 }
                 let filename = part
                     .attachment_name()
@@ -179,7 +181,8 @@ impl Search {
                             .as_deref()
                             .map(|f| format!(" ({f:?})"))
                             .unwrap_or_default(),
-                        part.content_transfer_encoding().unwrap_or("transfer encoding")
+                        part.content_transfer_encoding()
+                            .unwrap_or("transfer encoding")
                     )));
                 }
                 if self.best.as_ref().is_none_or(|b| b.rank < rank) {
@@ -463,7 +466,8 @@ mod tests {
         );
         let e = find_report(&bad_b64).unwrap_err();
         assert!(
-            e.to_string().starts_with("malformed MIME: report part application/tlsrpt+gzip"),
+            e.to_string()
+                .starts_with("malformed MIME: report part application/tlsrpt+gzip"),
             "{e}"
         );
         for garbage in [&b""[..], b"\r\n\r\n", b"\x00\xff\xfe"] {
@@ -487,13 +491,40 @@ mod tests {
 
     #[test]
     fn report_address_behind_mx_cases() {
-        let mx = vec!["mx1.example.org.".to_string(), "MX2.Example.org".to_string()];
-        assert!(report_address_behind_mx("mailto:tlsrpt@example.org", &mx, "example.org"));
-        assert!(report_address_behind_mx("tlsrpt@EXAMPLE.ORG.", &mx, "example.org."));
-        assert!(report_address_behind_mx("MAILTO:r@mx2.example.org?subject=x", &mx, "example.org"));
-        assert!(!report_address_behind_mx("mailto:tlsrpt@reports.example.net", &mx, "example.org"));
-        assert!(!report_address_behind_mx("mailto:tlsrpt@sub.example.org", &mx, "example.org"));
-        assert!(!report_address_behind_mx("https://example.org/tlsrpt", &mx, "example.org"));
+        let mx = vec![
+            "mx1.example.org.".to_string(),
+            "MX2.Example.org".to_string(),
+        ];
+        assert!(report_address_behind_mx(
+            "mailto:tlsrpt@example.org",
+            &mx,
+            "example.org"
+        ));
+        assert!(report_address_behind_mx(
+            "tlsrpt@EXAMPLE.ORG.",
+            &mx,
+            "example.org."
+        ));
+        assert!(report_address_behind_mx(
+            "MAILTO:r@mx2.example.org?subject=x",
+            &mx,
+            "example.org"
+        ));
+        assert!(!report_address_behind_mx(
+            "mailto:tlsrpt@reports.example.net",
+            &mx,
+            "example.org"
+        ));
+        assert!(!report_address_behind_mx(
+            "mailto:tlsrpt@sub.example.org",
+            &mx,
+            "example.org"
+        ));
+        assert!(!report_address_behind_mx(
+            "https://example.org/tlsrpt",
+            &mx,
+            "example.org"
+        ));
         assert!(!report_address_behind_mx("", &mx, "example.org"));
         assert_eq!(
             report_address_domain("mailto:a@B.example!10m").as_deref(),

@@ -258,9 +258,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                             })?;
                         size = Some(n);
                     }
-                    "BODY" if ["7BIT", "8BITMIME"]
-                        .iter()
-                        .any(|b| b.eq_ignore_ascii_case(value)) => {}
+                    "BODY"
+                        if ["7BIT", "8BITMIME"]
+                            .iter()
+                            .any(|b| b.eq_ignore_ascii_case(value)) => {}
                     // Accepted silently: the address only has to match a configured one.
                     "SMTPUTF8" if value.is_empty() => {}
                     _ => {
@@ -782,7 +783,11 @@ where
                     state.errors += 1;
                     conn.reply(503, "5.5.1 sender already given; send RSET first");
                 } else if let Some(size) = size.filter(|&s| s > ctx.max_message_bytes as u64) {
-                    tracing::info!(size, limit = ctx.max_message_bytes, "smtp message refused: declared size over the limit");
+                    tracing::info!(
+                        size,
+                        limit = ctx.max_message_bytes,
+                        "smtp message refused: declared size over the limit"
+                    );
                     conn.reply(
                         552,
                         &format!(
@@ -958,7 +963,10 @@ async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
                 MailReportError::NoReport { .. } => "no_report",
             };
             tracing::info!(size, reason = what, err = %e, "smtp message refused");
-            return (554, format!("5.6.0 {}", clean(&e.to_string(), MAX_REPLY_TEXT)));
+            return (
+                554,
+                format!("5.6.0 {}", clean(&e.to_string(), MAX_REPLY_TEXT)),
+            );
         }
     };
     tracing::debug!(
@@ -979,7 +987,10 @@ async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
             let (code, status) = intake_reply(&e);
             if code == 451 {
                 tracing::error!(err = %e, "smtp report not stored");
-                (451, format!("{status} storage unavailable, try again later"))
+                (
+                    451,
+                    format!("{status} storage unavailable, try again later"),
+                )
             } else {
                 tracing::info!(code, err = %e, "smtp report refused");
                 (
@@ -1107,13 +1118,21 @@ mod tests {
         let problems = bad.validate("tlsrpt.smtp");
         assert_eq!(problems.len(), 6, "{problems:#?}");
         assert!(problems[0].starts_with("tlsrpt.smtp.addresses[0]: \"mailto:x@example.org\""));
-        assert!(problems[1].starts_with("tlsrpt.smtp.addresses[2]: \"a@example.org.\" is listed twice"));
+        assert!(
+            problems[1].starts_with("tlsrpt.smtp.addresses[2]: \"a@example.org.\" is listed twice")
+        );
         assert!(problems[2].starts_with("tlsrpt.smtp.addresses[3]"));
         assert!(problems[3].starts_with("tlsrpt.smtp.max_message_bytes"));
         assert!(problems[4].starts_with("tlsrpt.smtp.max_connections"));
         assert!(problems[5].starts_with("tlsrpt.smtp.timeout_secs"));
         let empty = SmtpSettings::new("127.0.0.1:25".parse().unwrap(), vec![]);
-        assert_eq!(empty.validate("s"), vec!["s.addresses: list at least one report address, e.g. [\"tlsrpt@example.org\"]".to_string()]);
+        assert_eq!(
+            empty.validate("s"),
+            vec![
+                "s.addresses: list at least one report address, e.g. [\"tlsrpt@example.org\"]"
+                    .to_string()
+            ]
+        );
     }
 
     fn test_ctx(dir: &std::path::Path, shutdown: CancellationToken) -> Ctx {
@@ -1172,7 +1191,10 @@ mod tests {
             vec![220, 250, 250, 550, 250, 354, 554, 250, 252, 250, 221],
             "{out}"
         );
-        assert!(out.contains("no TLS-RPT report in message: found text/plain"), "{out}");
+        assert!(
+            out.contains("no TLS-RPT report in message: found text/plain"),
+            "{out}"
+        );
         assert!(out.contains("250-SIZE 4096"), "{out}");
         assert!(!out.contains("STARTTLS"), "{out}");
     }
@@ -1182,8 +1204,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = test_ctx(dir.path(), CancellationToken::new());
         let big = "x".repeat(100);
-        let mut input = String::from("MAIL FROM:<a@b>\r\nEHLO c\r\nRCPT TO:<tlsrpt@example.org>\r\nDATA\r\n");
-        input.push_str("MAIL FROM:<a@b> SIZE=5000\r\nMAIL FROM:<a@b> SIZE=10\r\nMAIL FROM:<a@b>\r\nDATA\r\n");
+        let mut input =
+            String::from("MAIL FROM:<a@b>\r\nEHLO c\r\nRCPT TO:<tlsrpt@example.org>\r\nDATA\r\n");
+        input.push_str(
+            "MAIL FROM:<a@b> SIZE=5000\r\nMAIL FROM:<a@b> SIZE=10\r\nMAIL FROM:<a@b>\r\nDATA\r\n",
+        );
         input.push_str("RCPT TO:<tlsrpt@example.org>\r\nDATA\r\n");
         for _ in 0..60 {
             input.push_str(&big);
@@ -1195,7 +1220,9 @@ mod tests {
         let out = converse(&ctx, input.as_bytes()).await;
         assert_eq!(
             codes(&out),
-            vec![220, 503, 250, 503, 503, 552, 250, 503, 554, 250, 354, 552, 502, 500, 221],
+            vec![
+                220, 503, 250, 503, 503, 552, 250, 503, 554, 250, 354, 552, 502, 500, 221
+            ],
             "{out}"
         );
     }
@@ -1223,7 +1250,13 @@ mod tests {
 
     #[test]
     fn parse_command_never_panics_on_samples() {
-        for line in [&b"MAIL FROM:<"[..], b"RCPT TO:<@", b"RCPT TO:<@:>", b"\xff\xfe", b"MAIL FROM:<>x"] {
+        for line in [
+            &b"MAIL FROM:<"[..],
+            b"RCPT TO:<@",
+            b"RCPT TO:<@:>",
+            b"\xff\xfe",
+            b"MAIL FROM:<>x",
+        ] {
             let _ = parse_command(line);
         }
     }

@@ -6,4 +6,5 @@ mod dns;
 mod harness;
 mod init;
 mod mta_sts;
+mod smtp;
 mod store_crash;
