@@ -452,6 +452,14 @@ mod tests {
 
     const SAMPLE: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com_smtp_tls_report.eml");
     const RFC_JSON: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/rfc8460.json");
+    const GOOGLE_JSON: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com.from-eml.json");
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
 
     #[test]
     fn mbox_split_and_unescape() {
@@ -514,6 +522,7 @@ mod tests {
         std::fs::create_dir(&files).unwrap();
         std::fs::write(files.join("a.eml"), SAMPLE).unwrap();
         std::fs::write(files.join("b.json"), RFC_JSON).unwrap();
+        std::fs::write(files.join("b2.json.gz"), gz(GOOGLE_JSON)).unwrap();
         std::fs::write(
             files.join("c.eml"),
             b"From: x@y\r\nSubject: hi\r\n\r\nhello\r\n",
@@ -534,39 +543,36 @@ mod tests {
         ];
         let summary = import(&intake, &paths).await;
         let outcomes: Vec<&Outcome> = summary.items.iter().map(|i| &i.outcome).collect();
-        assert_eq!(summary.items.len(), 7, "{}", summary.render());
-        assert!(
-            matches!(outcomes[0], Outcome::Imported { .. }),
-            "{}",
-            summary.render()
-        );
-        assert!(matches!(outcomes[1], Outcome::Imported { .. }));
+        let text = summary.render();
+        assert_eq!(summary.items.len(), 8, "{text}");
+        let Outcome::Imported { id } = outcomes[0] else {
+            panic!("{text}")
+        };
+        assert!(matches!(outcomes[1], Outcome::Imported { .. }), "{text}");
+        // The bare .json.gz is the sample mail's report again.
+        assert_eq!(outcomes[2], &Outcome::Duplicate { id: *id }, "{text}");
         assert_eq!(
-            outcomes[2],
+            outcomes[3],
             &Outcome::Skipped {
                 reason: "no TLS-RPT report in message: found text/plain".into()
             }
         );
         assert!(
-            matches!(outcomes[3], Outcome::Skipped { reason } if reason.starts_with("invalid report:")),
-            "{}",
-            summary.render()
+            matches!(outcomes[4], Outcome::Skipped { reason } if reason.starts_with("invalid report:")),
+            "{text}"
         );
-        let Outcome::Imported { id } = outcomes[0] else {
-            unreachable!()
-        };
-        assert_eq!(outcomes[4], &Outcome::Duplicate { id: *id });
-        assert!(summary.items[4].source.ends_with("box.mbox message 1"));
-        assert!(matches!(outcomes[5], Outcome::Skipped { .. }));
-        assert!(matches!(outcomes[6], Outcome::Failed { .. }));
-        let text = summary.render();
+        assert_eq!(outcomes[5], &Outcome::Duplicate { id: *id });
+        assert!(summary.items[5].source.ends_with("box.mbox message 1"));
+        assert!(matches!(outcomes[6], Outcome::Skipped { .. }), "{text}");
+        assert!(summary.items[6].source.ends_with("box.mbox message 2"));
+        assert!(matches!(outcomes[7], Outcome::Failed { .. }), "{text}");
         assert!(
-            text.ends_with("2 imported, 1 duplicate, 3 skipped, 1 failed\n"),
+            text.ends_with("2 imported, 2 duplicates, 3 skipped, 1 failed\n"),
             "{text}"
         );
 
         // Idempotent: a second run stores nothing new.
         let again = import(&intake, &paths[..2]).await;
-        assert_eq!((again.imported(), again.duplicates()), (0, 3));
+        assert_eq!((again.imported(), again.duplicates()), (0, 4));
     }
 }

@@ -1248,6 +1248,46 @@ mod tests {
         assert!(text.starts_with("421 4.3.0"), "{text}");
     }
 
+    #[tokio::test]
+    async fn an_idle_client_is_told_421_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = test_ctx(dir.path(), CancellationToken::new());
+        ctx.timeout = Duration::from_millis(200);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let talk = async {
+            client.write_all(b"EHLO c\r\n").await.unwrap();
+            let mut out = Vec::new();
+            // The session closes its end after the 421; read until then.
+            tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut out))
+                .await
+                .expect("session ends by the deadline")
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let (r, text) = tokio::join!(session(server, "t".into(), &ctx), talk);
+        assert!(matches!(r, Err(SmtpError::Timeout { .. })), "{r:?}");
+        assert!(
+            text.ends_with("421 4.4.2 idle too long, closing connection\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn intake_errors_map_to_smtp_replies() {
+        let storage =
+            IntakeError::Storage(crate::reports::ReportsError::WriterGone { path: "/x".into() });
+        assert_eq!(intake_reply(&storage), (451, "4.3.0"));
+        let gzip = IntakeError::Decode(crate::tlsrpt::DecodeError::Gzip {
+            reason: "truncated stream".into(),
+        });
+        assert_eq!(intake_reply(&gzip), (554, "5.6.0"));
+        let big =
+            IntakeError::Decode(crate::tlsrpt::DecodeError::DecompressedTooLarge { limit: 1 });
+        assert_eq!(intake_reply(&big), (552, "5.3.4"));
+        let parse = crate::tlsrpt::parse_report(b"{}").unwrap_err();
+        assert_eq!(intake_reply(&IntakeError::Parse(parse)), (554, "5.6.0"));
+    }
+
     #[test]
     fn parse_command_never_panics_on_samples() {
         for line in [

@@ -41,6 +41,10 @@ struct Server {
 
 impl Server {
     async fn start(max_message_bytes: usize, tls: bool) -> Server {
+        Server::start_with(max_message_bytes, tls, 100).await
+    }
+
+    async fn start_with(max_message_bytes: usize, tls: bool, max_connections: usize) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = ReportsHandle::open(&dir.path().join("tlsrpt.sqlite3")).unwrap();
         let intake = Arc::new(Intake::new(store, IntakeSettings::default()));
@@ -49,6 +53,7 @@ impl Server {
         let mut settings = SmtpSettings::new(addr, vec![RCPT.to_string()]);
         settings.max_message_bytes = max_message_bytes;
         settings.timeout_secs = 30;
+        settings.max_connections = max_connections;
         assert_eq!(settings.validate("smtp"), Vec::<String>::new());
         let shutdown = CancellationToken::new();
         let tls = tls.then(tls_config);
@@ -594,4 +599,38 @@ async fn maildir_of_100_messages_imports_each_distinct_report_once() {
         again.render()
     );
     assert_eq!(intake.store().read(|s| s.count()).await.unwrap(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_max_connections_are_told_421_and_a_freed_slot_is_reused() {
+    let server = Server::start_with(10 * 1024 * 1024, false, 2).await;
+    let mut first = Client::connect(server.addr).await;
+    let _second = Client::connect(server.addr).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut third = BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(DEADLINE, third.read_line(&mut line))
+        .await
+        .expect("refusal in time")
+        .unwrap();
+    assert!(line.starts_with("421 4.3.2 "), "{line}");
+    // A session that ends frees its slot; wait for that with a deadline.
+    assert_eq!(first.cmd("QUIT").await.0, 221);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        tokio::time::timeout(DEADLINE, r.read_line(&mut line))
+            .await
+            .expect("greeting in time")
+            .unwrap();
+        if line.starts_with("220 ") {
+            break;
+        }
+        assert!(line.starts_with("421 "), "{line}");
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+    server.stop().await;
 }
