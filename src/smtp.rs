@@ -830,7 +830,23 @@ where
                     conn.reply(554, "5.5.1 no valid recipients");
                 } else {
                     conn.reply(354, "end data with <CR><LF>.<CR><LF>");
-                    let (code, text) = match read_data(conn, ctx.max_message_bytes).await? {
+                    let data = match read_data(conn, ctx.max_message_bytes).await {
+                        Ok(data) => data,
+                        Err(ReadError::Timeout(after)) => {
+                            conn.reply(
+                                421,
+                                "4.4.2 message not received in time, closing connection",
+                            );
+                            let _ = conn.flush().await;
+                            return Err(ReadError::Timeout(after));
+                        }
+                        Err(ReadError::Eof) => {
+                            tracing::info!("smtp client closed the connection during DATA");
+                            return Ok(Next::Closed);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let (code, text) = match data {
                         Data::Message(message) => deliver(ctx, message).await,
                         Data::TooLarge { close } => {
                             tracing::info!(
