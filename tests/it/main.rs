@@ -1,12 +1,12 @@
 //! Integration tests: the real `mxguard` binary on loopback ports, talked to with real
 //! clients (curl, openssl, dig, unbound, knotd, pebble) as a user would.
-
 mod config_errors;
 mod dns;
 mod harness;
 mod init;
 mod mta_sts;
 mod rollover;
+mod smtp;
 mod store_crash;
 mod tlsrpt_https;
 mod zone_daemon;
