@@ -56,6 +56,26 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
     // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
     // before any certificate for it is ordered.
     for m in &config.mx {
+        if let Some(file) = &m.external {
+            let st = crate::roll::load_external(state_root, &m.host);
+            let mut keys = crate::roll::external_records(
+                &st,
+                &m.prepublish,
+                crate::certs::unix(SystemTime::now()),
+            );
+            if let Ok(k) = crate::roll::key_of_cert_file(file)
+                && !keys.contains(&k)
+            {
+                keys.push(k);
+            }
+            inputs.tlsa.insert(
+                (m.host.clone(), config.records.tlsa_port),
+                keys.iter()
+                    .filter_map(|k| crate::tlsa::hex_decode(k))
+                    .collect(),
+            );
+            continue;
+        }
         if let Some(digests) = crate::roll::tlsa_digests(state_root, &m.host, m.rollover) {
             inputs
                 .tlsa
@@ -443,6 +463,22 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
     for m in &config.mx {
         let owner = format!("_{}._tcp.{}.", config.records.tlsa_port, m.host);
         println!("{}", m.host);
+        if let Some(file) = &m.external {
+            let st = crate::roll::load_external(&config.state_dir, &m.host);
+            let now = crate::certs::unix(SystemTime::now());
+            for k in crate::roll::external_records(&st, &m.prepublish, now) {
+                let what = if st.live.as_ref() == Some(&k) {
+                    "live"
+                } else if m.prepublish.contains(&k) {
+                    "pre-published"
+                } else {
+                    "retiring"
+                };
+                println!("  {owner} IN TLSA 3 1 1 {k}   ; {what}");
+            }
+            println!("  external certificate: {}", file.display());
+            continue;
+        }
         match (m.rollover, crate::roll::load(&config.state_dir, &m.host)) {
             (true, Some(s)) => {
                 println!("  {owner} IN TLSA 3 1 1 {}   ; current", s.current);
@@ -511,8 +547,11 @@ pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
         );
     }
     for m in hosts {
-        if !m.rollover {
-            anyhow::bail!("{}: rollover = false for this MX", m.host);
+        if !m.rollover || m.external.is_some() {
+            anyhow::bail!(
+                "{}: mxguard does not roll this MX's key (rollover = false or external_cert)",
+                m.host
+            );
         }
         crate::roll::request_rotation(&config.state_dir, &m.host)
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -795,7 +834,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 
     // MX keys exist before the zone is first built, so their TLSA records are published
     // before any certificate for them is ordered.
-    for m in &config.mx {
+    for m in config.mx.iter().filter(|m| m.external.is_none()) {
         crate::certs::load_or_create_key(&state, &m.host)?;
     }
     let mut dns_task = None;

@@ -31,6 +31,12 @@ pub enum Role {
     Https { host: String },
     /// Written for the MTA, then its reload command is run.
     Mx(MxRole),
+    /// Kept by another tool in `file`; mxguard only publishes TLSA for its key (and for the
+    /// `prepublish` digests).
+    ExternalMx {
+        file: PathBuf,
+        prepublish: Vec<String>,
+    },
 }
 
 /// An MX certificate: deployment, live check, key rollover.
@@ -249,6 +255,29 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
     specs
         .iter()
         .map(|spec| {
+            if let Role::ExternalMx { file, .. } = &spec.role {
+                let leaf = std::fs::read_to_string(file)
+                    .ok()
+                    .and_then(|pem| parse_chain(&pem).into_iter().next());
+                let key = leaf
+                    .as_ref()
+                    .and_then(|c| spki_of_cert(c))
+                    .map(|spki| format!("SPKI sha256 {}", sha256_hex(&spki)))
+                    .unwrap_or_else(|| format!("unreadable ({})", file.display()));
+                let validity = leaf.as_ref().and_then(|c| validity(c));
+                return CertReport {
+                    name: spec.name.clone(),
+                    sans: spec.sans.clone(),
+                    challenge: "external",
+                    key,
+                    issuer: Some(format!("external: {}", file.display())),
+                    not_after: validity.map(|(_, na)| rfc3339(unix(na))),
+                    next_renewal: None,
+                    last_error: None,
+                    deploy_error: None,
+                    near_expiry: validity.is_some_and(|(nb, na)| renewal::near_expiry(nb, na, now)),
+                };
+            }
             let st: CertState =
                 std::fs::read(acme::cert_path(state_root, &spec.name, "state.json"))
                     .ok()
@@ -429,6 +458,10 @@ impl<R: Responder> Manager<R> {
             let specs = self.specs.load_full();
             let mut next = now + Duration::from_secs(3600);
             for spec in specs.iter() {
+                if let Role::ExternalMx { file, prepublish } = &spec.role {
+                    next = next.min(self.external_pass(&spec.name, file, prepublish).await);
+                    continue;
+                }
                 if let Role::Mx(mx) = &spec.role
                     && mx.rollover
                     && self.zones.is_some()

@@ -237,9 +237,19 @@ pub struct RawMx {
     #[serde(default)]
     pub challenge: Option<ChallengeKind>,
     /// Where the full chain (PEM) is written for the MTA.
-    pub cert_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
     /// Where the private key (PEM) is written for the MTA.
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// External-certificate mode: another tool (e.g. certbot --reuse-key) keeps this
+    /// certificate; mxguard watches it and publishes TLSA for its key instead of issuing.
+    #[serde(default)]
+    pub external_cert: Option<PathBuf>,
+    /// External mode: `3 1 1` digests (hex SHA-256 of the SPKI) of keys to pre-publish
+    /// before the other tool switches to them.
+    #[serde(default)]
+    pub prepublish: Vec<String>,
     /// `user[:group]` owning both files; default: the daemon's user.
     #[serde(default)]
     pub owner: Option<String>,
@@ -439,6 +449,10 @@ pub struct MxCert {
     /// STARTTLS address to check the presented key; `None`: `<host>:25`.
     pub verify: Option<SocketAddr>,
     pub rollover: bool,
+    /// External-certificate mode: the certificate file another tool keeps.
+    pub external: Option<PathBuf>,
+    /// External mode: digests to pre-publish.
+    pub prepublish: Vec<String>,
     pub host: String,
     pub challenge: ChallengeKind,
     pub deploy: Deploy,
@@ -540,11 +554,17 @@ impl Config {
             name: m.host.clone(),
             sans: vec![m.host.clone()],
             challenge: m.challenge,
-            role: Role::Mx(crate::certs::MxRole {
-                deploy: m.deploy.clone(),
-                verify: m.verify,
-                rollover: m.rollover,
-            }),
+            role: match &m.external {
+                Some(file) => Role::ExternalMx {
+                    file: file.clone(),
+                    prepublish: m.prepublish.clone(),
+                },
+                None => Role::Mx(crate::certs::MxRole {
+                    deploy: m.deploy.clone(),
+                    verify: m.verify,
+                    rollover: m.rollover,
+                }),
+            },
         }));
         v
     }
@@ -850,20 +870,62 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             },
             None => None,
         };
-        if m.rollover && raw.listen.dns.is_none() {
+        if (m.rollover || m.external_cert.is_some()) && raw.listen.dns.is_none() {
             problem(
                 format!("mx[{i}].rollover"),
                 "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
             );
         }
+        let external = m.external_cert.as_deref().map(resolve);
+        match (&external, &m.cert_file, &m.key_file) {
+            (Some(_), None, None) => {
+                if !m.reload.is_empty() {
+                    problem(
+                        format!("mx[{i}].reload"),
+                        "with external_cert the other tool reloads the MTA: remove reload".into(),
+                    );
+                }
+            }
+            (Some(_), _, _) => problem(
+                format!("mx[{i}].external_cert"),
+                "external_cert excludes cert_file and key_file: mxguard either keeps the certificate or watches it".into(),
+            ),
+            (None, Some(_), Some(_)) => {}
+            (None, _, _) => problem(
+                format!("mx[{i}]"),
+                "set cert_file and key_file (mxguard keeps the certificate) or external_cert (another tool does)".into(),
+            ),
+        }
+        if external.is_none() && !m.prepublish.is_empty() {
+            problem(
+                format!("mx[{i}].prepublish"),
+                "prepublish is for external_cert; mxguard pre-publishes its own keys".into(),
+            );
+        }
+        for (j, d) in m.prepublish.iter().enumerate() {
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problem(
+                    format!("mx[{i}].prepublish[{j}]"),
+                    format!(
+                        "{d:?} is not a SHA-256 hex digest (64 hex digits) of a SubjectPublicKeyInfo"
+                    ),
+                );
+            }
+        }
         mx_certs.push(MxCert {
             verify,
             rollover: m.rollover,
+            external,
+            prepublish: m
+                .prepublish
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             host,
             challenge: m.challenge.unwrap_or(raw.acme.challenge),
             deploy: Deploy {
-                cert_file: resolve(&m.cert_file),
-                key_file: resolve(&m.key_file),
+                cert_file: m.cert_file.as_deref().map(resolve).unwrap_or_default(),
+                key_file: m.key_file.as_deref().map(resolve).unwrap_or_default(),
                 owner,
                 cert_mode,
                 key_mode,

@@ -362,6 +362,122 @@ impl<R: Responder> Manager<R> {
     }
 }
 
+/// External-certificate mode state (`rollover/<host>.external.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExternalState {
+    /// The key of the certificate file as last seen.
+    pub live: Option<KeyId>,
+    /// Keys no longer live whose records stay until the deadline (unix seconds).
+    pub retiring: Vec<(KeyId, u64)>,
+}
+
+fn external_path(root: &Path, host: &str) -> PathBuf {
+    root.join("rollover").join(format!("{host}.external.json"))
+}
+
+pub fn load_external(root: &Path, host: &str) -> ExternalState {
+    std::fs::read(external_path(root, host))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The key of the first certificate in a PEM file.
+pub fn key_of_cert_file(file: &Path) -> Result<KeyId, String> {
+    let pem = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let leaf = crate::certs::parse_chain(&pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{}: no certificate in it", file.display()))?;
+    let spki = crate::certs::spki_of_cert(&leaf)
+        .ok_or_else(|| format!("{}: unparseable certificate", file.display()))?;
+    Ok(mxcheck::key_id(&spki))
+}
+
+/// The records of an external MX: its live key, the pre-published digests, and retiring
+/// keys until their deadline.
+pub fn external_records(s: &ExternalState, prepublish: &[String], now: u64) -> Vec<KeyId> {
+    let mut v: Vec<KeyId> = s.live.iter().cloned().collect();
+    for k in prepublish.iter().cloned().chain(
+        s.retiring
+            .iter()
+            .filter(|(_, d)| *d > now)
+            .map(|(k, _)| k.clone()),
+    ) {
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    v
+}
+
+impl<R: Responder> Manager<R> {
+    /// External-certificate mode: watch `file`, publish TLSA for its key (plus
+    /// `prepublish`), and warn loudly when a key appears that was not pre-published.
+    pub(crate) async fn external_pass(
+        &self,
+        host: &str,
+        file: &Path,
+        prepublish: &[String],
+    ) -> SystemTime {
+        let poll = self.roll_poll;
+        let now = unix(SystemTime::now());
+        let mut s = load_external(self.state.root(), host);
+        match key_of_cert_file(file) {
+            Ok(key) if s.live.as_ref() != Some(&key) => {
+                let known = external_records(&s, prepublish, now).contains(&key);
+                if s.live.is_none() {
+                    tracing::info!(mx = host, key = %key, file = %file.display(), "watching external certificate");
+                } else if known {
+                    tracing::info!(mx = host, key = %key, "external certificate switched to a pre-published key");
+                } else {
+                    tracing::error!(
+                        mx = host, key = %key, file = %file.display(),
+                        "external certificate has a key whose TLSA record was NOT pre-published: DANE senders fail until it propagates; add the next key to prepublish before renewing with a new key"
+                    );
+                }
+                if let Some(old) = s.live.replace(key) {
+                    s.retiring.push((old, now + self.roll_timing.hold));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(mx = host, err = %e, "cannot read external certificate"),
+        }
+        s.retiring.retain(|(_, d)| *d > now);
+        let json = serde_json::to_vec_pretty(&s).unwrap_or_default();
+        if load_external(self.state.root(), host) != s {
+            let saved = store::ensure_dir(&self.state.path("rollover")).and_then(|()| {
+                store::write_atomic(
+                    &external_path(self.state.root(), host),
+                    &json,
+                    store::PUBLIC_MODE,
+                )
+            });
+            if let Err(e) = saved {
+                tracing::error!(mx = host, err = %e, "cannot persist external certificate state");
+            }
+        }
+        let digests: Vec<Vec<u8>> = external_records(&s, prepublish, now)
+            .iter()
+            .filter_map(|k| crate::tlsa::hex_decode(k))
+            .collect();
+        if let Some(zones) = &self.zones {
+            let key = (host.to_string(), self.tlsa_port);
+            if let Err(e) = zones
+                .update(|_, i| {
+                    i.tlsa.insert(key, digests);
+                })
+                .await
+            {
+                tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
+            }
+        }
+        let next_retire = s.retiring.iter().map(|(_, d)| from_unix(*d)).min();
+        let wake = SystemTime::now() + poll;
+        next_retire.map_or(wake, |t| t.min(wake))
+    }
+}
+
 /// `mxguard rotate`: leaves a roll request for the daemon.
 pub fn request_rotation(root: &Path, host: &str) -> Result<(), String> {
     store::ensure_dir(&root.join("rollover")).map_err(|e| e.to_string())?;

@@ -486,3 +486,65 @@ fn a_stopped_secondary_holds_the_roll_before_the_switch() {
     });
     drop((mx, unbound, d));
 }
+
+#[test]
+fn external_certificate_mode_publishes_its_key_and_flags_an_unannounced_one() {
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"enforce\"\nmax_age = 604800\n",
+    }]);
+    // Another tool's certificates: one key now, a pre-announced next key, and a surprise.
+    let make = |name: &str| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![MX.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let path = p.path(name);
+        fs::write(&path, cert.pem()).unwrap();
+        mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key))
+    };
+    let live = make("live.pem");
+    let next = make("next.pem");
+    let surprise = make("surprise.pem");
+    let watched = p.path("certbot-fullchain.pem");
+    fs::copy(p.path("live.pem"), &watched).unwrap();
+    p.append_config(&format!(
+        "[records]\ntlsa_ttl = 1\n[rollover]\nmin_hold = \"2s\"\npoll = \"1s\"\n\n[[mx]]\nhost = \"{MX}\"\nexternal_cert = \"{}\"\nprepublish = [\"{next}\"]\n",
+        watched.display()
+    ));
+    let d = p.start();
+    wait_for("live and next published", Duration::from_secs(20), || {
+        let set = dig_tlsa(d.dns);
+        (set.contains(&live) && set.contains(&next)).then_some(())
+    });
+    // The other tool renews onto the pre-published key: no alarm, old key retires later.
+    fs::copy(p.path("next.pem"), &watched).unwrap();
+    wait_for("switch noticed", Duration::from_secs(20), || {
+        d.log_text()
+            .contains("switched to a pre-published key")
+            .then_some(())
+    });
+    wait_for(
+        "old key retired after the hold",
+        Duration::from_secs(20),
+        || (!dig_tlsa(d.dns).contains(&live)).then_some(()),
+    );
+    // A key nobody announced: published at once, and flagged loudly.
+    fs::copy(p.path("surprise.pem"), &watched).unwrap();
+    wait_for(
+        "surprise flagged and published",
+        Duration::from_secs(20),
+        || {
+            (d.log_text().contains("was NOT pre-published") && dig_tlsa(d.dns).contains(&surprise))
+                .then_some(())
+        },
+    );
+    let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("3 1 1 {surprise}   ; live")),
+        "{text}"
+    );
+}
