@@ -82,6 +82,27 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
                 .insert((m.host.clone(), config.records.tlsa_port), digests);
         }
     }
+    for d in config.domains.iter().filter(|d| d.tlsa_https) {
+        if let Some(digests) = crate::roll::tlsa_digests(state_root, &d.mta_sts_host(), false) {
+            inputs.tlsa.insert((d.mta_sts_host(), 443), digests);
+        }
+    }
+    for m in &config.mx {
+        let mut ta = Vec::new();
+        for f in &m.dane_ta {
+            match crate::roll::key_of_cert_file(f) {
+                Ok(k) => ta.extend(crate::tlsa::hex_decode(&k)),
+                Err(e) => {
+                    tracing::error!(mx = %m.host, err = %e, "DANE-TA issuer certificate unreadable")
+                }
+            }
+        }
+        if !ta.is_empty() {
+            inputs
+                .tlsa_ta
+                .insert((m.host.clone(), config.records.tlsa_port), ta);
+        }
+    }
     if let Some(issuer) = &config.acme.caa_issuer {
         let account = std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
             .ok()
@@ -669,6 +690,7 @@ impl Daemon {
                         i.tlsa.entry(k).or_insert(v);
                     }
                     i.caa_issue = inputs.caa_issue;
+                    i.tlsa_ta = inputs.tlsa_ta;
                 })
                 .await?;
             tracing::info!(?serials, "zones published");
@@ -836,6 +858,12 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     // before any certificate for them is ordered.
     for m in config.mx.iter().filter(|m| m.external.is_none()) {
         crate::certs::load_or_create_key(&state, &m.host)?;
+        if !m.dane_ta.is_empty() {
+            tracing::warn!(mx = %m.host, "DANE-TA (2 1 1) pins the CA's intermediates, which CAs rotate: list every current intermediate and keep the list up to date");
+        }
+    }
+    for d in config.domains.iter().filter(|d| d.tlsa_https) {
+        crate::certs::load_or_create_key(&state, &d.mta_sts_host())?;
     }
     let mut dns_task = None;
     let zones = match dns_sockets {

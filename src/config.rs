@@ -250,6 +250,10 @@ pub struct RawMx {
     /// before the other tool switches to them.
     #[serde(default)]
     pub prepublish: Vec<String>,
+    /// Opt-in DANE-TA: PEM files of the issuing CA's intermediates; `2 1 1` records are
+    /// published for each. CAs rotate intermediates: list all current ones.
+    #[serde(default)]
+    pub dane_ta: Vec<PathBuf>,
     /// `user[:group]` owning both files; default: the daemon's user.
     #[serde(default)]
     pub owner: Option<String>,
@@ -414,6 +418,9 @@ pub struct RawDomain {
     /// Challenge for the `mta-sts.<name>` certificate; default `acme.challenge`.
     #[serde(default)]
     pub challenge: Option<ChallengeKind>,
+    /// Also publish `_443._tcp.mta-sts.<name> TLSA 3 1 1` for the policy host's key.
+    #[serde(default)]
+    pub tlsa_https: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,6 +460,8 @@ pub struct MxCert {
     pub external: Option<PathBuf>,
     /// External mode: digests to pre-publish.
     pub prepublish: Vec<String>,
+    /// DANE-TA issuer certificates (`2 1 1`).
+    pub dane_ta: Vec<PathBuf>,
     pub host: String,
     pub challenge: ChallengeKind,
     pub deploy: Deploy,
@@ -468,6 +477,7 @@ pub struct Domain {
     pub zone_file: PathBuf,
     pub tls_rpt: Vec<String>,
     pub challenge: ChallengeKind,
+    pub tlsa_https: bool,
 }
 
 impl Domain {
@@ -793,6 +803,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             zone_file,
             tls_rpt: d.tls_rpt.clone(),
             challenge: d.challenge.unwrap_or(raw.acme.challenge),
+            tlsa_https: d.tlsa_https,
         });
     }
 
@@ -921,6 +932,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            dane_ta: m.dane_ta.iter().map(|f| resolve(f)).collect(),
             host,
             challenge: m.challenge.unwrap_or(raw.acme.challenge),
             deploy: Deploy {

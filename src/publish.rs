@@ -31,6 +31,8 @@ pub struct Inputs {
     /// TLSA RRsets by owner host and port: the SHA-256 of the SPKI (a `3 1 1` record) of
     /// every key to publish. Written only by the certificate manager's rollover.
     pub tlsa: BTreeMap<(String, u16), Vec<Vec<u8>>>,
+    /// DANE-TA `2 1 1` records by owner host and port: SHA-256 of issuer SPKIs.
+    pub tlsa_ta: BTreeMap<(String, u16), Vec<Vec<u8>>>,
     /// CAA `issue` values for every zone apex (e.g. `letsencrypt.org; accounturi=…`).
     pub caa_issue: Vec<String>,
 }
@@ -87,6 +89,20 @@ pub fn managed_records(
                 config.records.tlsa_ttl,
                 RData::TLSA(crate::tlsa::dane_ee_from_digest(digest.clone())),
                 format!("{cfg}: TLSA of MX {host}"),
+            );
+        }
+    }
+    for ((host, port), digests) in &inputs.tlsa_ta {
+        if !in_zone(host, &d.name) {
+            continue;
+        }
+        let owner = crate::tlsa::owner(host, *port)?;
+        for digest in digests {
+            m.push(
+                owner.clone(),
+                config.records.tlsa_ttl,
+                RData::TLSA(crate::tlsa::dane_ta_from_digest(digest.clone())),
+                format!("{cfg}: DANE-TA of MX {host}"),
             );
         }
     }

@@ -24,6 +24,11 @@ pub fn dane_ee_from_digest(digest: Vec<u8>) -> TLSA {
     TLSA::new(CertUsage::DaneEe, Selector::Spki, Matching::Sha256, digest)
 }
 
+/// `2 1 1` from a precomputed SHA-256 digest of an issuer's SPKI.
+pub fn dane_ta_from_digest(digest: Vec<u8>) -> TLSA {
+    TLSA::new(CertUsage::DaneTa, Selector::Spki, Matching::Sha256, digest)
+}
+
 /// Decodes a hex key id.
 pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
     data_encoding::HEXLOWER_PERMISSIVE
