@@ -100,10 +100,11 @@ pub fn from_unix(s: u64) -> SystemTime {
 /// Who issues certificates.
 pub enum Backend {
     Local(Arc<LocalCa>),
-    /// An ACME CA; the account is logged in (or created) on first use.
+    /// An ACME CA; the account is logged in (or created) on first use, and registered anew
+    /// when the CA no longer knows it.
     Acme {
         settings: acme::AcmeSettings,
-        client: tokio::sync::OnceCell<acme::Client>,
+        client: tokio::sync::Mutex<Option<Arc<acme::Client>>>,
     },
 }
 
@@ -111,7 +112,7 @@ impl Backend {
     pub fn acme(settings: acme::AcmeSettings) -> Backend {
         Backend::Acme {
             settings,
-            client: tokio::sync::OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -215,6 +216,8 @@ pub struct CertReport {
     pub issuer: Option<String>,
     pub not_after: Option<String>,
     pub next_renewal: Option<String>,
+    /// Consecutive failed attempts since the last success (`next_renewal` is then the retry).
+    pub attempts: u32,
     pub last_error: Option<String>,
     pub deploy_error: Option<String>,
     pub near_expiry: bool,
@@ -258,6 +261,7 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
                 issuer: st.issuer.clone(),
                 not_after: st.not_after.map(rfc3339),
                 next_renewal: st.next_attempt.map(rfc3339),
+                attempts: st.attempts,
                 last_error: st.last_error.clone(),
                 deploy_error: st.deploy_error.clone(),
                 near_expiry: near,
@@ -470,35 +474,27 @@ impl<R: Responder> Manager<R> {
     }
 
     async fn issue(&self, spec: &CertSpec, st: &mut CertState) -> Result<(), acme::AcmeError> {
-        let io = |e: CertError| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: e.to_string(),
-            retry_after: None,
-        };
+        let io = |e: CertError| acme::AcmeError::transient(e.to_string());
         let key = load_or_create_key(&self.state, &spec.name).map_err(io)?;
         let previous = self.stored_chain(spec).map(|(c, _)| c[0].to_vec());
         tracing::info!(cert = %spec.name, issuer = %self.backend.label(), challenge = spec.challenge.as_str(), "ordering certificate");
-        let chain_pem = match &self.backend {
+        let (chain_pem, acme_client) = match &self.backend {
             Backend::Local(ca) => {
-                ca.issue_pem(&spec.sans, &key, SystemTime::now())
+                let pem = ca
+                    .issue_pem(&spec.sans, &key, SystemTime::now())
                     .map_err(|e| {
                         io(CertError::Bad {
                             path: self.state.path(crate::tls::LOCAL_CA_CERT),
                             message: e.to_string(),
                         })
-                    })?
+                    })?;
+                (pem, None)
             }
             Backend::Acme { settings, client } => {
-                let client = client
-                    .get_or_try_init(|| acme::Client::login(&self.state, settings))
-                    .await?;
-                let csr = acme::csr(&spec.sans, &key).map_err(|m| acme::AcmeError {
-                    class: FailureClass::Permanent,
-                    message: m,
-                    retry_after: None,
-                })?;
+                let csr = acme::csr(&spec.sans, &key).map_err(acme::AcmeError::permanent)?;
+                let c = acme_login(&self.state, settings, client).await?;
                 let ari = match &previous {
-                    Some(der) => client.renewal_window(der).await.ok().flatten(),
+                    Some(der) => c.renewal_window(der).await.ok().flatten(),
                     None => None,
                 };
                 let replaces = if ari.is_some() {
@@ -506,31 +502,38 @@ impl<R: Responder> Manager<R> {
                 } else {
                     None
                 };
-                client
+                let ordered = c
                     .order(&spec.sans, &csr, spec.challenge, &self.responder, replaces)
-                    .await?
+                    .await;
+                let (c, chain_pem) = match ordered {
+                    Err(e) if e.account_does_not_exist() => {
+                        // The CA deleted the account or lost its data (a test CA restarted):
+                        // nothing but a new registration helps, and waiting makes it no better.
+                        let c = acme_register(&self.state, settings, client, &c).await?;
+                        // `replaces` names a certificate of the old account: order afresh.
+                        let pem = c
+                            .order(&spec.sans, &csr, spec.challenge, &self.responder, None)
+                            .await?;
+                        (c, pem)
+                    }
+                    other => (c, other?),
+                };
+                (chain_pem, Some(c))
             }
         };
         let chain = parse_chain(&chain_pem);
-        let leaf = chain.first().ok_or_else(|| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: "CA returned no certificate".into(),
-            retry_after: None,
-        })?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| acme::AcmeError::transient("CA returned no certificate"))?;
         if spki_of_cert(leaf).as_deref()
             != Some(rcgen::PublicKeyData::subject_public_key_info(&key).as_slice())
         {
-            return Err(acme::AcmeError {
-                class: FailureClass::Transient,
-                message: "issued certificate does not carry our key".into(),
-                retry_after: None,
-            });
+            return Err(acme::AcmeError::transient(
+                "issued certificate does not carry our key",
+            ));
         }
-        let (nb, na) = validity(leaf).ok_or_else(|| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: "issued certificate is unparseable".into(),
-            retry_after: None,
-        })?;
+        let (nb, na) = validity(leaf)
+            .ok_or_else(|| acme::AcmeError::transient("issued certificate is unparseable"))?;
         store::write_atomic(
             &acme::cert_path(self.state.root(), &spec.name, "chain.pem"),
             chain_pem.as_bytes(),
@@ -549,15 +552,12 @@ impl<R: Responder> Manager<R> {
         }
         let now = SystemTime::now();
         let jitter: f64 = rand::random();
-        let next = match &self.backend {
-            Backend::Acme { client, .. } => match client.get() {
-                Some(c) => match c.renewal_window(leaf).await {
-                    Ok(Some((a, b))) => renewal::ari_time(a, b, now, jitter),
-                    _ => renewal::one_third_rule(nb, na, jitter),
-                },
-                None => renewal::one_third_rule(nb, na, jitter),
+        let next = match &acme_client {
+            Some(c) => match c.renewal_window(leaf).await {
+                Ok(Some((a, b))) => renewal::ari_time(a, b, now, jitter),
+                _ => renewal::one_third_rule(nb, na, jitter),
             },
-            Backend::Local(_) => renewal::one_third_rule(nb, na, jitter),
+            None => renewal::one_third_rule(nb, na, jitter),
         };
         st.issuer = Some(self.backend.label());
         st.not_before = Some(unix(nb));
@@ -615,6 +615,46 @@ impl<R: Responder> Manager<R> {
             }
         }
     }
+}
+
+/// The logged-in ACME client, logging in (or registering) on first use.
+async fn acme_login(
+    state: &StateDir,
+    settings: &acme::AcmeSettings,
+    cell: &tokio::sync::Mutex<Option<Arc<acme::Client>>>,
+) -> Result<Arc<acme::Client>, acme::AcmeError> {
+    let mut guard = cell.lock().await;
+    if let Some(c) = guard.as_ref() {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(acme::Client::login(state, settings).await?);
+    *guard = Some(c.clone());
+    Ok(c)
+}
+
+/// Registers a new account in place of `gone`, which the CA no longer knows.
+async fn acme_register(
+    state: &StateDir,
+    settings: &acme::AcmeSettings,
+    cell: &tokio::sync::Mutex<Option<Arc<acme::Client>>>,
+    gone: &acme::Client,
+) -> Result<Arc<acme::Client>, acme::AcmeError> {
+    let mut guard = cell.lock().await;
+    *guard = None;
+    tracing::error!(
+        account = %gone.account_id(),
+        directory = %settings.directory,
+        "the CA no longer knows account {}; registering a new account",
+        gone.account_id()
+    );
+    let c = Arc::new(acme::Client::register(state, settings).await?);
+    tracing::warn!(
+        old_account = %gone.account_id(),
+        account = %c.account_id(),
+        "new ACME account registered and stored; update CAA accounturi parameters that name the old account"
+    );
+    *guard = Some(c.clone());
+    Ok(c)
 }
 
 /// Certificates by name, for lookups.
