@@ -23,8 +23,10 @@ use tokio::sync::Notify;
 use crate::acme::{AcmeSettings, Challenge, Responder};
 use crate::certs::{Backend, CertSpec, Manager};
 use crate::config::{AcmeDirectory, Config, ConfigError, LoadedPolicies};
+use crate::dns::{DnsServer, DnsSockets};
 use crate::http::{self, Served};
 use crate::policy::Published;
+use crate::publish::{self, Inputs, ZonePublisher};
 use crate::store::StateDir;
 use crate::tls::{self, CertResolver, LocalCa};
 
@@ -38,9 +40,74 @@ pub fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     Ok((config, loaded))
 }
 
+/// The managed-record inputs that come from config and policies (not challenges).
+fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> Inputs {
+    let mut inputs = Inputs {
+        policies: loaded.policies.clone(),
+        ..Inputs::default()
+    };
+    // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
+    // before any certificate for it is ordered.
+    for m in &config.mx {
+        let path = crate::acme::cert_path(state_root, &m.host, "key.pem");
+        if let Some(spki) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
+            .map(|k| rcgen::PublicKeyData::subject_public_key_info(&k))
+        {
+            inputs
+                .tlsa
+                .insert((m.host.clone(), config.records.tlsa_port), vec![spki]);
+        }
+    }
+    if let Some(issuer) = &config.acme.caa_issuer {
+        let account = std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string));
+        let methods = {
+            let mut m: Vec<&str> = config
+                .cert_specs()
+                .iter()
+                .map(|s| s.challenge.as_str())
+                .collect();
+            m.sort();
+            m.dedup();
+            m.join(",")
+        };
+        let mut v = format!("{issuer}; validationmethods={methods}");
+        if let Some(a) = account {
+            v.push_str(&format!("; accounturi={a}"));
+        }
+        inputs.caa_issue.push(v);
+    }
+    inputs
+}
+
+/// Loads config, policies and zones: everything `check-config` validates.
+pub fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+    let (config, loaded) = load(path)?;
+    let mut problems = Vec::new();
+    if let Err(e) =
+        publish::load_zone_data(&config, &base_inputs(&config, &loaded, &config.state_dir))
+    {
+        problems.extend(e.problems);
+    }
+    for (i, s) in config.secondaries.iter().enumerate() {
+        if let Err(e) = s.resolve() {
+            problems.push(config.problem(format!("secondary[{i}]"), e.to_string()));
+        }
+    }
+    if problems.is_empty() {
+        Ok((config, loaded))
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
 /// `mxguard check-config`: prints every problem (or `ok`), warnings included.
 pub fn check_config(path: &Path) -> Result<(), ConfigError> {
-    let (config, loaded) = load(path)?;
+    let (config, loaded) = load_all(path)?;
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
@@ -92,7 +159,11 @@ pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
 struct DaemonResponder {
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
+    zones: Option<Arc<ZonePublisher>>,
 }
+
+/// How long dns-01 waits for every secondary to serve a challenge.
+const DNS01_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Responder for DaemonResponder {
     async fn publish(&self, ch: &Challenge) -> Result<(), String> {
@@ -115,9 +186,25 @@ impl Responder for DaemonResponder {
                 self.resolver.set_alpn_challenge(host, Some(ck));
                 Ok(())
             }
-            Challenge::Dns01 { host, .. } => Err(format!(
-                "dns-01 for {host} needs mxguard's own DNS zone, which this build does not serve yet; use http-01 or tls-alpn-01"
-            )),
+            Challenge::Dns01 { host, value } => {
+                let Some(zones) = &self.zones else {
+                    return Err(format!(
+                        "dns-01 for {host} needs mxguard's DNS (listen.dns); use http-01 or tls-alpn-01"
+                    ));
+                };
+                let serials = zones
+                    .update(|_, i| {
+                        i.challenges
+                            .entry(host.clone())
+                            .or_default()
+                            .push(value.clone())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                zones
+                    .wait_for_secondaries(&serials, DNS01_PROPAGATION_TIMEOUT)
+                    .await
+            }
         }
     }
 
@@ -131,9 +218,131 @@ impl Responder for DaemonResponder {
                 });
             }
             Challenge::TlsAlpn01 { host, .. } => self.resolver.set_alpn_challenge(host, None),
-            Challenge::Dns01 { .. } => {}
+            Challenge::Dns01 { host, value } => {
+                if let Some(zones) = &self.zones {
+                    let r = zones
+                        .update(|_, i| {
+                            if let Some(v) = i.challenges.get_mut(host) {
+                                v.retain(|x| x != value);
+                                if v.is_empty() {
+                                    i.challenges.remove(host);
+                                }
+                            }
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::warn!(host = %host, err = %e, "could not withdraw dns-01 challenge");
+                    }
+                }
+            }
         }
     }
+}
+
+/// `mxguard ds`: the DS and DNSKEY records to give the registrar (the key is created if it
+/// does not exist yet, so the DS can be registered before the first start).
+pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let wanted = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(w) = &wanted
+        && !config.domains.iter().any(|d| &d.name == w)
+    {
+        anyhow::bail!("domain {w} is not configured in {}", config.file.display());
+    }
+    for d in &config.domains {
+        if wanted.as_ref().is_some_and(|w| w != &d.name) {
+            continue;
+        }
+        let key = publish::zone_key(&config.state_dir, &d.name, &config.dnssec)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let r = key
+            .registrar_records()
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        println!(
+            "; {} — key tag {}, algorithm {}",
+            d.name, r.key_tag, r.algorithm
+        );
+        println!("{}", r.ds);
+        println!("{}", r.dnskey);
+    }
+    Ok(())
+}
+
+/// `mxguard status`: per zone the serial served and each secondary's serial; certificates.
+pub async fn status(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let timeout = Duration::from_secs(2);
+    let own = config.listen.dns.map(|a| {
+        if a.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        } else {
+            a
+        }
+    });
+    let mut secondaries = Vec::new();
+    for s in &config.secondaries {
+        secondaries.push(s.resolve().map_err(|e| anyhow::anyhow!(e.to_string()))?);
+    }
+    let mut lagging = false;
+    for d in &config.domains {
+        let zone = publish::origin(&d.name).map_err(|e| anyhow::anyhow!(e))?;
+        println!("zone {}", d.name);
+        let served = match own {
+            Some(a) => match crate::dns::query_soa_serial(a, &zone, None, timeout).await {
+                Ok(s) => {
+                    println!("  served serial:  {s} (mxguard at {a})");
+                    Some(s)
+                }
+                Err(e) => {
+                    println!("  served serial:  unknown ({e})");
+                    None
+                }
+            },
+            None => {
+                println!("  served serial:  - (listen.dns not set)");
+                None
+            }
+        };
+        for s in &secondaries {
+            match crate::dns::query_soa_serial(s.address, &zone, s.tsig.as_ref(), timeout).await {
+                Ok(got) => {
+                    let state = match served {
+                        Some(x) if x == got => "in sync",
+                        Some(_) => {
+                            lagging = true;
+                            "behind"
+                        }
+                        None => "",
+                    };
+                    println!(
+                        "  secondary {} ({}): serial {got} {state}",
+                        s.name, s.address
+                    );
+                }
+                Err(e) => {
+                    lagging = true;
+                    println!("  secondary {} ({}): unreachable ({e})", s.name, s.address);
+                }
+            }
+        }
+    }
+    for r in crate::certs::report(&config.state_dir, &config.cert_specs(), SystemTime::now()) {
+        println!(
+            "certificate {}: {} until {}{}{}",
+            r.name,
+            r.issuer.as_deref().unwrap_or("not issued yet"),
+            r.not_after.as_deref().unwrap_or("-"),
+            r.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+            if r.near_expiry { "; NEAR EXPIRY" } else { "" }
+        );
+    }
+    if lagging {
+        anyhow::bail!("a secondary is behind or unreachable");
+    }
+    Ok(())
 }
 
 /// `mxguard certs`: the stored state of every certificate.
@@ -180,12 +389,14 @@ struct Daemon {
     local_ca: Arc<LocalCa>,
     cert_specs: Arc<ArcSwap<Vec<CertSpec>>>,
     cert_wake: Arc<Notify>,
+    zones: Option<Arc<ZonePublisher>>,
+    state: Arc<StateDir>,
 }
 
 impl Daemon {
     /// Makes `loaded` live: certificates for new hosts first, then the policy texts, then
     /// (once served) the ids that announce them.
-    fn apply(&mut self, config: Config, loaded: LoadedPolicies) -> anyhow::Result<()> {
+    async fn apply(&mut self, config: Config, loaded: LoadedPolicies) -> anyhow::Result<()> {
         let now = SystemTime::now();
         let hosts: Vec<String> = config.domains.iter().map(|d| d.mta_sts_host()).collect();
         for host in &hosts {
@@ -226,6 +437,19 @@ impl Daemon {
                 None => tracing::info!(domain = %d.name, id = %new.id, "policy published"),
             }
         }
+        if let Some(zones) = &self.zones {
+            let inputs = base_inputs(&config, &loaded, self.state.root());
+            let cfg = config.clone();
+            let serials = zones
+                .update(move |c, i| {
+                    *c = cfg;
+                    i.policies = inputs.policies;
+                    i.tlsa = inputs.tlsa;
+                    i.caa_issue = inputs.caa_issue;
+                })
+                .await?;
+            tracing::info!(?serials, "zones published");
+        }
         self.policies = loaded.policies.into_iter().collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
@@ -236,9 +460,9 @@ impl Daemon {
         Ok(())
     }
 
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         let path = self.config.file.clone();
-        match load(&path) {
+        match load_all(&path) {
             Ok((config, loaded)) => {
                 if config.listen.https != self.config.listen.https
                     || config.listen.http != self.config.listen.http
@@ -250,7 +474,7 @@ impl Daemon {
                 for w in &loaded.warnings {
                     tracing::warn!("{w}");
                 }
-                match self.apply(config, loaded) {
+                match self.apply(config, loaded).await {
                     Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
                     Err(e) => tracing::error!(
                         err = format!("{e:#}"),
@@ -280,17 +504,20 @@ async fn bind_tcp(config: &Config, key: &str, addr: SocketAddr) -> anyhow::Resul
 }
 
 /// Where the daemon actually listens (ports resolved), written to `<state_dir>/listening`.
-fn listening_note(https: SocketAddr, http: Option<SocketAddr>) -> String {
+fn listening_note(https: SocketAddr, http: Option<SocketAddr>, dns: Option<SocketAddr>) -> String {
     let mut s = format!("https={https}\n");
     if let Some(h) = http {
         s.push_str(&format!("http={h}\n"));
+    }
+    if let Some(d) = dns {
+        s.push_str(&format!("dns={d}\n"));
     }
     s
 }
 
 /// `mxguard run`: the daemon, until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
-    let (config, loaded) = load(path)?;
+    let (config, loaded) = load_all(path)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -306,11 +533,20 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
         None => None,
     };
+    let dns_sockets = match config.listen.dns {
+        Some(a) => Some(DnsSockets::bind(&[a]).await.map_err(|e| ConfigError {
+            problems: vec![config.problem(
+                "listen.dns",
+                format!("cannot listen on {a} (udp+tcp): {e} (is another DNS server using it? choose another address or port)"),
+            )],
+        })?),
+        None => None,
+    };
     let https_addr = https_listener.local_addr()?;
     let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     crate::store::write_atomic(
         &state.path("listening"),
-        listening_note(https_addr, http_addr).as_bytes(),
+        listening_note(https_addr, http_addr, config.listen.dns).as_bytes(),
         crate::store::PUBLIC_MODE,
     )?;
 
@@ -327,6 +563,39 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             eab: config.acme.eab.clone(),
         }),
     };
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // MX keys exist before the zone is first built, so their TLSA records are published
+    // before any certificate for them is ordered.
+    for m in &config.mx {
+        crate::certs::load_or_create_key(&state, &m.host)?;
+    }
+    let mut dns_task = None;
+    let zones = match dns_sockets {
+        Some(sockets) => {
+            let mut secondaries = Vec::new();
+            for (i, s) in config.secondaries.iter().enumerate() {
+                secondaries.push(s.resolve().map_err(|e| ConfigError {
+                    problems: vec![config.problem(format!("secondary[{i}]"), e.to_string())],
+                })?);
+            }
+            let server = Arc::new(DnsServer::new(Arc::new(ArcSwap::from_pointee(
+                crate::zone::Zones::new(),
+            ))));
+            let publisher = Arc::new(ZonePublisher::start(
+                state.clone(),
+                server.clone(),
+                secondaries.clone(),
+                config.clone(),
+                base_inputs(&config, &loaded, state.root()),
+            )?);
+            dns_task = Some((server, sockets, secondaries));
+            Some(publisher)
+        }
+        None => None,
+    };
+
     let mut daemon = Daemon {
         config: config.clone(),
         policies: HashMap::new(),
@@ -335,11 +604,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         local_ca,
         cert_specs: cert_specs.clone(),
         cert_wake: cert_wake.clone(),
+        zones: zones.clone(),
+        state: state.clone(),
     };
-    daemon.apply(config, loaded)?;
-
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    daemon.apply(config, loaded).await?;
     let manager = Manager {
         state: state.clone(),
         backend,
@@ -347,12 +615,12 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         responder: DaemonResponder {
             served: served.clone(),
             resolver: resolver.clone(),
+            zones,
         },
         specs: cert_specs,
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
     };
-    tracker.spawn(manager.run(shutdown.clone()));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
     tracker.spawn(http::serve(
         https_listener,
@@ -372,6 +640,18 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             SHUTDOWN_DRAIN,
         ));
     }
+    // DNS last: the ids it announces refer to policy texts the HTTPS listener already serves.
+    if let (Some((server, sockets, secondaries)), Some(publisher)) = (dns_task, &daemon.zones) {
+        let tok = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = server.run(sockets, secondaries, tok).await {
+                tracing::error!(err = %e, "dns server failed");
+            }
+        });
+        tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
+    }
+    // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.
+    tracker.spawn(manager.run(shutdown.clone()));
     tracker.close();
     tracing::info!(https = %https_addr, http = ?http_addr, "mxguard running");
 
@@ -381,7 +661,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => daemon.reload(),
+            _ = hup.recv() => daemon.reload().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

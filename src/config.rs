@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use crate::acme::ChallengeKind;
 use crate::certs::{CertSpec, Deploy, Role};
+use crate::dns::SecondarySettings;
 use crate::policy::{self, PolicySource, Published};
+use crate::zone::DnssecSettings;
 
 /// One problem in the configuration (or a file it names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,10 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An empty file: the message names its own location (e.g. zone errors).
+        if self.file.as_os_str().is_empty() {
+            return f.write_str(&self.message);
+        }
         write!(f, "{}", self.file.display())?;
         if let Some((l, c)) = self.position {
             write!(f, ":{l}:{c}")?;
@@ -78,6 +84,47 @@ pub struct RawConfig {
     /// MX hosts whose certificates mxguard obtains and deploys to the MTA.
     #[serde(default)]
     pub mx: Vec<RawMx>,
+    /// How the zones are signed.
+    #[serde(default)]
+    pub dnssec: DnssecSettings,
+    /// Secondary servers: NOTIFY targets allowed to transfer the zones.
+    #[serde(default)]
+    pub secondary: Vec<SecondarySettings>,
+    /// TTLs and ports of the records mxguard manages.
+    #[serde(default)]
+    pub records: Records,
+}
+
+/// TTLs and ports of managed records.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Records {
+    /// TTL of the `_mta-sts`, `_smtp._tls` and CAA records.
+    #[serde(default = "default_record_ttl")]
+    pub ttl: u32,
+    /// TTL of TLSA records (key rollovers wait at least twice this).
+    #[serde(default = "default_record_ttl")]
+    pub tlsa_ttl: u32,
+    /// SMTP port of the TLSA records (`_<port>._tcp.<mx>`).
+    #[serde(default = "default_tlsa_port")]
+    pub tlsa_port: u16,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records {
+            ttl: default_record_ttl(),
+            tlsa_ttl: default_record_ttl(),
+            tlsa_port: default_tlsa_port(),
+        }
+    }
+}
+
+fn default_record_ttl() -> u32 {
+    300
+}
+fn default_tlsa_port() -> u16 {
+    25
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +229,13 @@ pub struct RawAcme {
     /// Longest retry delay in seconds.
     #[serde(default = "default_retry_max")]
     pub retry_max: u64,
+    /// Publish `CAA 0 issue "<caa_issuer>; accounturi=…; validationmethods=…"` at every zone
+    /// apex (RFC 8659, RFC 8657).
+    #[serde(default)]
+    pub caa: bool,
+    /// The CA's CAA issuer domain; default from the directory (letsencrypt.org).
+    #[serde(default)]
+    pub caa_issuer: Option<String>,
 }
 
 fn default_retry_initial() -> u64 {
@@ -206,6 +260,8 @@ impl Default for RawAcme {
             eab_hmac_key_file: None,
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
+            caa: false,
+            caa_issuer: None,
         }
     }
 }
@@ -258,6 +314,8 @@ pub struct Acme {
     /// External account binding: key id and HMAC key file.
     pub eab: Option<(String, PathBuf)>,
     pub backoff: crate::renewal::Backoff,
+    /// CAA issuer domain, when CAA records are to be published.
+    pub caa_issuer: Option<String>,
 }
 
 /// An MX host whose certificate mxguard keeps and deploys.
@@ -308,6 +366,9 @@ pub struct Config {
     pub acme: Acme,
     pub domains: Vec<Domain>,
     pub mx: Vec<MxCert>,
+    pub dnssec: DnssecSettings,
+    pub secondaries: Vec<SecondarySettings>,
+    pub records: Records,
 }
 
 impl Config {
@@ -672,6 +733,54 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    for p in raw.dnssec.validate("dnssec") {
+        problem(p.key.clone(), p.message.clone());
+    }
+    for (i, sec) in raw.secondary.iter().enumerate() {
+        for p in sec.validate(&format!("secondary[{i}]")) {
+            problem(p.key.clone(), p.message.clone());
+        }
+        if let Some(f) = &sec.tsig_secret_file {
+            let f = resolve(f);
+            if !f.exists() {
+                problem(
+                    format!("secondary[{i}].tsig_secret_file"),
+                    format!(
+                        "{} does not exist: create it (e.g. with tsig-keygen) or fix the path",
+                        f.display()
+                    ),
+                );
+            }
+        }
+    }
+    if !raw.secondary.is_empty() && raw.listen.dns.is_none() {
+        problem(
+            "secondary".into(),
+            "secondaries need the DNS listener: set listen.dns".into(),
+        );
+    }
+    if raw.records.ttl == 0 || raw.records.tlsa_ttl == 0 {
+        problem("records".into(), "TTLs must be at least 1 second".into());
+    }
+    let caa_issuer = if raw.acme.caa {
+        match (&raw.acme.caa_issuer, &directory) {
+            (Some(i), _) => Some(i.clone()),
+            (None, AcmeDirectory::Url(u)) if u.contains("letsencrypt.org") => {
+                Some("letsencrypt.org".to_string())
+            }
+            _ => {
+                problem(
+                    "acme.caa_issuer".into(),
+                    "set the CA's CAA issuer domain (e.g. \"letsencrypt.org\") to publish CAA"
+                        .into(),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
     if let Some(a) = raw.listen.http {
         addrs.push(("listen.http", a));
@@ -710,9 +819,20 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 base: std::time::Duration::from_secs(raw.acme.retry_initial),
                 cap: std::time::Duration::from_secs(raw.acme.retry_max),
             },
+            caa_issuer,
         },
         domains,
         mx: mx_certs,
+        dnssec: raw.dnssec,
+        secondaries: raw
+            .secondary
+            .into_iter()
+            .map(|mut s| {
+                s.tsig_secret_file = s.tsig_secret_file.as_deref().map(resolve);
+                s
+            })
+            .collect(),
+        records: raw.records,
     })
 }
 

@@ -8,6 +8,8 @@
 //! - [`http`]: the HTTPS policy listener and the plain HTTP challenge listener.
 //! - [`zone`]: the authoritative zone — zone file + managed records, RFC 1982 serial, CSK,
 //!   NSEC/NSEC3 signing, lookup logic (pure where possible).
+//! - [`publish`]: the single writer of the served zones (managed records, signing, swap,
+//!   secondaries); [`tlsa`]: TLSA record data.
 //! - [`dns`]: the authoritative DNS server over an atomically swapped zone set, AXFR/TSIG,
 //!   NOTIFY to secondaries.
 //! - [`acme`], [`renewal`], [`certs`]: ACME orders, the renewal schedule, the certificate
@@ -26,9 +28,11 @@ pub mod dns;
 pub mod http;
 pub mod intake;
 pub mod policy;
+pub mod publish;
 pub mod renewal;
 pub mod reports;
 pub mod store;
 pub mod tls;
+pub mod tlsa;
 pub mod tlsrpt;
 pub mod zone;

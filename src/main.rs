@@ -66,6 +66,18 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print the DS and DNSKEY records to give the registrar.
+    Ds {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this domain.
+        domain: Option<String>,
+    },
+    /// Per zone the serial served and each secondary's serial; certificate summary.
+    Status {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Every certificate mxguard keeps: key, SANs, not-after, next renewal, last error.
     Certs {
         #[arg(short, long)]
@@ -90,7 +102,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -136,6 +148,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             mxguard::app::check_config(&config).map_err(anyhow::Error::from)
         }
+        Command::Ds { config, domain } => mxguard::app::print_ds(&config, domain.as_deref()),
+        Command::Status { config } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(mxguard::app::status(&config))),
         Command::Certs { config, json } => mxguard::app::print_certs(&config, json),
         Command::Policy { config, domain } => {
             mxguard::app::print_policy(&config, domain.as_deref())

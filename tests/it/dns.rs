@@ -32,7 +32,7 @@ mx1 IN A   192.0.2.25
 const TSIG_SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
 const WRONG_SECRET: &str = "d3JvbmdzZWNyZXR3cm9uZ3NlY3JldHdyb25nc2VjcmV0";
 
-fn tool(name: &str, package: &str) -> PathBuf {
+pub(crate) fn tool(name: &str, package: &str) -> PathBuf {
     for dir in [
         "/usr/bin",
         "/usr/sbin",
@@ -51,7 +51,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
     );
 }
 
-fn dig() -> PathBuf {
+pub(crate) fn dig() -> PathBuf {
     tool("dig", "bind9-dnsutils")
 }
 
@@ -67,7 +67,7 @@ fn now() -> u64 {
 }
 
 /// Runs a command, returning (success, stdout + stderr).
-fn run(cmd: &mut Command) -> (bool, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -226,7 +226,7 @@ impl Fixture {
         self.key.registrar_records().unwrap().ds
     }
 
-    fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(dig());
         cmd.arg("@127.0.0.1")
             .arg("-p")
@@ -247,7 +247,7 @@ impl Drop for Fixture {
 }
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -257,14 +257,14 @@ impl Drop for Proc {
 }
 
 /// A strict unbound validator for example.com only, stubbed to the fixture.
-struct Unbound {
-    port: u16,
+pub(crate) struct Unbound {
+    pub(crate) port: u16,
     _proc: Proc,
     _dir: tempfile::TempDir,
 }
 
 impl Unbound {
-    fn start(server_port: u16, ds_line: &str) -> Unbound {
+    pub(crate) fn start(server_port: u16, ds_line: &str) -> Unbound {
         let bin = tool("unbound", "unbound");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
@@ -323,7 +323,7 @@ remote-control:
         u
     }
 
-    fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(dig());
         cmd.arg("@127.0.0.1")
             .arg("-p")
@@ -334,14 +334,14 @@ remote-control:
     }
 }
 
-fn flags(out: &str) -> String {
+pub(crate) fn flags(out: &str) -> String {
     out.lines()
         .find(|l| l.starts_with(";; flags:"))
         .unwrap_or_else(|| panic!("no flags line in:\n{out}"))
         .to_string()
 }
 
-fn assert_validated(out: &str, status: &str) {
+pub(crate) fn assert_validated(out: &str, status: &str) {
     assert!(
         out.contains(&format!("status: {status}")),
         "expected {status}:\n{out}"
@@ -661,7 +661,6 @@ fn garbage_packets_do_not_stop_the_server() {
 
 #[test]
 fn knot_secondary_follows_notify_within_two_seconds() {
-    let knotd = tool("knotd", "knot");
     let kport = free_port();
     let mut fx = Fixture::start(
         true,
@@ -671,49 +670,7 @@ fn knot_secondary_follows_notify_within_two_seconds() {
         )],
         "",
     );
-    let kdir = tempfile::tempdir().unwrap();
-    let d = kdir.path().display().to_string();
-    let conf = format!(
-        r#"server:
-    listen: 127.0.0.1@{kport}
-    rundir: "{d}"
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}/db"
-remote:
-  - id: primary
-    address: 127.0.0.1@{port}
-acl:
-  - id: notify_from_primary
-    address: 127.0.0.1
-    action: notify
-template:
-  - id: default
-    storage: "{d}/zones"
-zone:
-  - domain: example.com.
-    master: primary
-    acl: notify_from_primary
-"#,
-        port = fx.port
-    );
-    let conf_path = kdir.path().join("knot.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let (ok, out) = run(Command::new(tool("knotc", "knot"))
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("conf-check"));
-    assert!(ok, "knotc conf-check: {out}");
-    let child = Command::new(knotd)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _knot = Proc(child);
+    let _knot = Knot::start(kport, fx.port, &["example.com."]);
     let knot_addr = SocketAddr::from(([127, 0, 0, 1], kport));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -772,4 +729,65 @@ zone:
         ))
         .unwrap();
     assert_eq!(ours, fx.state.serial);
+}
+
+/// A real knotd secondary on `port`, pulling `zone` from the primary on `primary_port`.
+pub(crate) struct Knot {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    pub(crate) fn start(kport: u16, primary_port: u16, zones: &[&str]) -> Knot {
+        let knotd = tool("knotd", "knot");
+        let kdir = tempfile::tempdir().unwrap();
+        let d = kdir.path().display().to_string();
+        let conf = format!(
+            r#"server:
+    listen: 127.0.0.1@{kport}
+    rundir: "{d}"
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}/db"
+remote:
+  - id: primary
+    address: 127.0.0.1@{port}
+acl:
+  - id: notify_from_primary
+    address: 127.0.0.1
+    action: notify
+template:
+  - id: default
+    storage: "{d}/zones"
+zone:
+{zone_list}"#,
+            port = primary_port,
+            zone_list = zones
+                .iter()
+                .map(|z| format!(
+                    "  - domain: {z}\n    master: primary\n    acl: notify_from_primary\n"
+                ))
+                .collect::<String>()
+        );
+        let conf_path = kdir.path().join("knot.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let (ok, out) = run(Command::new(tool("knotc", "knot"))
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("conf-check"));
+        assert!(ok, "knotc conf-check: {out}");
+        let child = Command::new(knotd)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Knot {
+            _proc: Proc(child),
+            _dir: kdir,
+        }
+    }
 }

@@ -43,7 +43,6 @@ pub struct Project {
     pub dir: tempfile::TempDir,
     pub https: u16,
     pub http: u16,
-    #[allow(dead_code)] // the DNS listener port, for the zone tests
     pub dns: u16,
 }
 
@@ -110,6 +109,14 @@ impl Project {
         self.path("mxguard.toml")
     }
 
+    /// Appends TOML (e.g. `[[mx]]` or `[[secondary]]` tables) to the config file.
+    pub fn append_config(&self, text: &str) {
+        let mut cfg = fs::read_to_string(self.config()).unwrap();
+        cfg.push('\n');
+        cfg.push_str(text);
+        fs::write(self.config(), cfg).unwrap();
+    }
+
     pub fn config_str(&self) -> String {
         self.config().to_string_lossy().into_owned()
     }
@@ -126,6 +133,7 @@ pub struct Daemon {
     pub ca: PathBuf,
     pub https: u16,
     pub http: u16,
+    pub dns: u16,
 }
 
 impl Daemon {
@@ -145,6 +153,7 @@ impl Daemon {
             ca: p.path("state/local-ca/ca.pem"),
             https: p.https,
             http: p.http,
+            dns: p.dns,
         };
         d.wait_running();
         d

@@ -9,3 +9,4 @@ mod init;
 mod mta_sts;
 mod pebble;
 mod store_crash;
+mod zone_daemon;

@@ -1,0 +1,237 @@
+//! The daemon's own signed zone, as validators, secondaries and the registrar see it.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::dns::{Knot, Unbound, assert_validated, dig, run};
+use crate::harness::{DomainSpec, Project, free_port, mxguard, wait_for};
+
+const POLICY: &str = "mode = \"enforce\"\nmax_age = 604800\n";
+
+fn project() -> Project {
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &["mx1.example.com"],
+        policy: POLICY,
+    }]);
+    let dir = p.path("mta");
+    p.append_config(&format!(
+        "[[mx]]\nhost = \"mx1.example.com\"\ncert_file = \"{d}/mx1.crt\"\nkey_file = \"{d}/mx1.key\"\n",
+        d = dir.display()
+    ));
+    p
+}
+
+fn ds_line(p: &Project) -> String {
+    let out = mxguard(&["ds", "-c", &p.config_str(), "example.com"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find(|l| l.contains(" IN DS "))
+        .unwrap_or_else(|| panic!("no DS in {text}"))
+        .to_string()
+}
+
+/// `dig @daemon` answer section lines (no DNSSEC).
+fn ask(port: u16, name: &str, rtype: &str) -> String {
+    let mut cmd = Command::new(dig());
+    cmd.args([
+        "@127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "+short",
+        "+norec",
+        name,
+        rtype,
+    ]);
+    run(&mut cmd).1
+}
+
+fn policy_id(p: &Project) -> String {
+    let out = mxguard(&["policy", "-c", &p.config_str(), "example.com"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("id=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn serial(port: u16) -> u32 {
+    ask(port, "example.com.", "SOA")
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no SOA from port {port}"))
+}
+
+#[test]
+fn unbound_validates_the_daemons_records_with_the_ds_it_prints() {
+    let p = project();
+    let ds = ds_line(&p); // before the first start: the key is created and kept
+    let d = p.start();
+    let u = Unbound::start(d.dns, &ds);
+    let txt = u.dig(&["_mta-sts.example.com.", "TXT"]);
+    assert_validated(&txt, "NOERROR");
+    assert!(
+        txt.contains(&format!("v=STSv1; id={}", policy_id(&p))),
+        "{txt}"
+    );
+    let rpt = u.dig(&["_smtp._tls.example.com.", "TXT"]);
+    assert_validated(&rpt, "NOERROR");
+    assert!(
+        rpt.contains("v=TLSRPTv1; rua=mailto:tlsrpt@example.com"),
+        "{rpt}"
+    );
+    // The MX key exists from the first start, so its TLSA record is published.
+    let tlsa = u.dig(&["_25._tcp.mx1.example.com.", "TLSA"]);
+    assert_validated(&tlsa, "NOERROR");
+    assert!(tlsa.contains("TLSA\t3 1 1 "), "{tlsa}");
+    assert_validated(&u.dig(&["example.com.", "MX"]), "NOERROR");
+    assert_validated(&u.dig(&["example.com.", "CDS"]), "NOERROR");
+    assert_validated(&u.dig(&["nothing-here.example.com.", "A"]), "NXDOMAIN");
+    let nodata = u.dig(&["mx1.example.com.", "TXT"]);
+    assert_validated(&nodata, "NOERROR");
+    assert!(nodata.contains("ANSWER: 0"), "{nodata}");
+    // The DS is stable across `mxguard ds` calls while the daemon runs.
+    assert_eq!(ds_line(&p), ds);
+}
+
+#[test]
+fn wrong_ds_gives_servfail() {
+    let p = project();
+    let d = p.start();
+    let ds = ds_line(&p);
+    // Flip the last digest character.
+    let mut wrong = ds.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'A' { 'B' } else { 'A' });
+    let u = Unbound::start(d.dns, &wrong);
+    let out = u.dig(&["_mta-sts.example.com.", "TXT"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+}
+
+#[test]
+fn policy_change_is_served_before_its_id_is_published() {
+    let p = project();
+    let d = p.start();
+    let old_id = policy_id(&p);
+    let s0 = serial(d.dns);
+    fs::write(
+        p.path("policies/example.com.toml"),
+        "mode = \"testing\"\nmax_age = 604800\n",
+    )
+    .unwrap();
+    let new_id = policy_id(&p);
+    assert_ne!(new_id, old_id);
+    d.signal("HUP");
+    // The moment DNS announces the new id, HTTPS must already serve the new text.
+    wait_for("new id in DNS", Duration::from_secs(15), || {
+        ask(d.dns, "_mta-sts.example.com.", "TXT")
+            .contains(&new_id)
+            .then_some(())
+    });
+    let r = d.curl("mta-sts.example.com", &[]);
+    assert!(r.body.contains("mode: testing\r\n"), "{r:?}");
+    assert!(zone_serial_gt(serial(d.dns), s0));
+}
+
+fn zone_serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
+}
+
+#[test]
+fn restart_keeps_keys_and_serial_only_grows() {
+    let p = project();
+    let ds = ds_line(&p);
+    let mut d = p.start();
+    let s0 = serial(d.dns);
+    d.signal("TERM");
+    wait_for("daemon exit", Duration::from_secs(15), || {
+        d.child.try_wait().unwrap()
+    });
+    drop(d);
+    let d = p.start();
+    assert_eq!(ds_line(&p), ds, "DNSSEC key changed across restart");
+    let s1 = serial(d.dns);
+    assert!(s1 == s0 || zone_serial_gt(s1, s0), "{s1} < {s0}");
+    drop(d);
+    // A content change across a restart gives a larger serial.
+    fs::write(
+        p.path("policies/example.com.toml"),
+        "mode = \"testing\"\nmax_age = 86400\n",
+    )
+    .unwrap();
+    let d = p.start();
+    let s2 = serial(d.dns);
+    assert!(zone_serial_gt(s2, s1), "{s2} not after {s1}");
+    assert_eq!(ds_line(&p), ds);
+}
+
+#[test]
+fn knot_secondary_follows_the_daemon_and_status_shows_it() {
+    let p = project();
+    let kport = free_port();
+    p.append_config(&format!(
+        "[[secondary]]\nname = \"knot\"\naddress = \"127.0.0.1:{kport}\"\n"
+    ));
+    let d = p.start();
+    let _knot = Knot::start(kport, d.dns, &["example.com."]);
+    let s0 = serial(d.dns);
+    wait_for("knot to load the zone", Duration::from_secs(15), || {
+        (ask(kport, "example.com.", "SOA").split_whitespace().nth(2) == Some(&s0.to_string()))
+            .then_some(())
+    });
+    let out = mxguard(&["status", "-c", &p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!(
+            "secondary knot (127.0.0.1:{kport}): serial {s0} in sync"
+        )),
+        "{text}"
+    );
+
+    // A policy change reaches knot by NOTIFY + transfer within 2 s of being served.
+    fs::write(
+        p.path("policies/example.com.toml"),
+        "mode = \"testing\"\nmax_age = 604800\n",
+    )
+    .unwrap();
+    let new_id = policy_id(&p);
+    d.signal("HUP");
+    wait_for("new id at mxguard", Duration::from_secs(15), || {
+        ask(d.dns, "_mta-sts.example.com.", "TXT")
+            .contains(&new_id)
+            .then_some(())
+    });
+    wait_for("new id at knot", Duration::from_secs(2), || {
+        ask(kport, "_mta-sts.example.com.", "TXT")
+            .contains(&new_id)
+            .then_some(())
+    });
+    // Answers from the secondary validate with the daemon's DS.
+    let u = Unbound::start(kport, &ds_line(&p));
+    assert_validated(&u.dig(&["_mta-sts.example.com.", "TXT"]), "NOERROR");
+}
+
+#[test]
+fn static_record_at_a_managed_name_is_a_config_error_naming_both_places() {
+    let p = project();
+    let zone = p.path("zones/example.com.zone");
+    let mut text = fs::read_to_string(&zone).unwrap();
+    text.push_str("_mta-sts IN TXT \"v=STSv1; id=handmade\"\n");
+    fs::write(&zone, text).unwrap();
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zones/example.com.zone:"), "{err}");
+    assert!(err.contains("_mta-sts.example.com."), "{err}");
+    assert!(
+        err.contains("mxguard.toml: domain[0] MTA-STS policy id"),
+        "{err}"
+    );
+}
