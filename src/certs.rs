@@ -75,9 +75,14 @@ pub struct CertState {
     pub last_error: Option<String>,
     #[serde(default)]
     pub last_error_class: Option<FailureClass>,
+    /// The issuer (see `issuer`) the failed attempts were made with: `next_attempt` is a retry
+    /// for that issuer only.
+    #[serde(default)]
+    pub failed_issuer: Option<String>,
     #[serde(default)]
     pub last_success: Option<u64>,
-    /// SHA-256 (hex) of the chain last deployed successfully (MX role).
+    /// Fingerprint of the last successful deployment (MX role): SHA-256 (hex) over the chain
+    /// and where and how it was written (see [`deployment_fingerprint`]).
     #[serde(default)]
     pub deployed: Option<String>,
     #[serde(default)]
@@ -388,16 +393,17 @@ impl<R: Responder> Manager<R> {
 
     /// When `spec` next needs work, from its persisted state.
     fn due(&self, spec: &CertSpec, st: &CertState) -> SystemTime {
-        let issuer_changed = st.issuer.as_deref() != Some(self.backend.label().as_str());
-        if issuer_changed || self.stored_chain(spec).is_none() {
-            // Never issued by this backend: now, unless a retry is scheduled.
-            return st.next_attempt.map_or(UNIX_EPOCH, from_unix);
-        }
-        let mut due = st.next_attempt.map_or(UNIX_EPOCH, from_unix);
-        if let (Role::Mx(_), Some(n)) = (&spec.role, st.next_deploy) {
-            due = due.min(from_unix(n));
-        }
-        due
+        due(
+            spec,
+            st,
+            &self.backend.label(),
+            self.stored_chain(spec).is_some(),
+            self.stored_chain_pem(spec).as_deref(),
+        )
+    }
+
+    fn stored_chain_pem(&self, spec: &CertSpec) -> Option<String> {
+        std::fs::read_to_string(acme::cert_path(self.state.root(), &spec.name, "chain.pem")).ok()
     }
 
     /// Runs until `shutdown`: sleeps until the earliest due certificate (or a wake-up), then
@@ -444,6 +450,7 @@ impl<R: Responder> Manager<R> {
                 Ok(()) => {}
                 Err(e) => {
                     st.attempts += 1;
+                    st.failed_issuer = Some(self.backend.label());
                     st.last_error = Some(e.message.clone());
                     st.last_error_class = Some(e.class);
                     let retry =
@@ -566,6 +573,7 @@ impl<R: Responder> Manager<R> {
         st.attempts = 0;
         st.last_error = None;
         st.last_error_class = None;
+        st.failed_issuer = None;
         st.last_success = Some(unix(now));
         st.deployed = None; // a new chain must be deployed
         tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate issued");
@@ -582,10 +590,10 @@ impl<R: Responder> Manager<R> {
             return;
         };
         debug_assert!(!chain.is_empty());
-        let digest = sha256_hex(chain_pem.as_bytes());
-        if st.deployed.as_deref() == Some(digest.as_str()) && st.deploy_error.is_none() {
+        if !needs_deploy(d, st, &chain_pem) {
             return;
         }
+        let digest = deployment_fingerprint(d, &chain_pem);
         let now = SystemTime::now();
         if let Some(n) = st.next_deploy
             && from_unix(n) > now
@@ -615,6 +623,58 @@ impl<R: Responder> Manager<R> {
             }
         }
     }
+}
+
+/// When `spec` next needs work: `label` is the current issuer, `have_chain` whether a chain
+/// matching the key is stored, `chain_pem` that chain (for the MX deployment check).
+fn due(
+    spec: &CertSpec,
+    st: &CertState,
+    label: &str,
+    have_chain: bool,
+    chain_pem: Option<&str>,
+) -> SystemTime {
+    let scheduled = st.next_attempt.map_or(UNIX_EPOCH, from_unix);
+    if st.issuer.as_deref() != Some(label) || !have_chain {
+        // Never issued by this issuer: now, unless a retry after a failure with this very
+        // issuer is scheduled. `next_attempt` may be the renewal time of another issuer's
+        // certificate (the CA was switched, e.g. from staging to production): not a reason
+        // to keep serving that certificate until then.
+        let retrying = st.attempts > 0 && st.failed_issuer.as_deref() == Some(label);
+        return if retrying { scheduled } else { UNIX_EPOCH };
+    }
+    let mut due = scheduled;
+    if let (Role::Mx(d), Some(chain_pem)) = (&spec.role, chain_pem) {
+        match st.next_deploy {
+            Some(n) => due = due.min(from_unix(n)),
+            None if needs_deploy(d, st, chain_pem) => due = UNIX_EPOCH,
+            None => {}
+        }
+    }
+    due
+}
+
+/// What a deployment wrote, as a hex SHA-256: the chain, the files' paths, modes, owner
+/// and the reload command. A change to any of them (a reload of the config) deploys again.
+pub fn deployment_fingerprint(d: &Deploy, chain_pem: &str) -> String {
+    let target = format!(
+        "{}\0{}\0{:o}\0{:o}\0{:?}\0{:?}\0",
+        d.cert_file.display(),
+        d.key_file.display(),
+        d.cert_mode,
+        d.key_mode,
+        d.owner,
+        d.reload
+    );
+    sha256_hex(&[target.as_bytes(), chain_pem.as_bytes()].concat())
+}
+
+/// True unless `chain_pem` was deployed to `d` successfully and both files still exist.
+fn needs_deploy(d: &Deploy, st: &CertState, chain_pem: &str) -> bool {
+    st.deployed.as_deref() != Some(deployment_fingerprint(d, chain_pem).as_str())
+        || st.deploy_error.is_some()
+        || !d.cert_file.exists()
+        || !d.key_file.exists()
 }
 
 /// The logged-in ACME client, logging in (or registering) on first use.
@@ -671,6 +731,130 @@ mod tests {
         assert_eq!(resolve_owner("0:0").unwrap(), (0, 0));
         assert_eq!(resolve_owner("root").unwrap(), (0, 0));
         assert!(resolve_owner("no-such-user-mxguard").is_err());
+    }
+
+    fn https_spec() -> CertSpec {
+        CertSpec {
+            name: "mta-sts.example.com".into(),
+            sans: vec!["mta-sts.example.com".into()],
+            challenge: ChallengeKind::Http01,
+            role: Role::Https {
+                host: "mta-sts.example.com".into(),
+            },
+        }
+    }
+
+    fn mx_spec(dir: &Path) -> CertSpec {
+        CertSpec {
+            name: "mx1.example.com".into(),
+            sans: vec!["mx1.example.com".into()],
+            challenge: ChallengeKind::Http01,
+            role: Role::Mx(Deploy {
+                cert_file: dir.join("mx1.crt"),
+                key_file: dir.join("mx1.key"),
+                owner: None,
+                cert_mode: 0o644,
+                key_mode: 0o600,
+                reload: vec![],
+                reload_timeout: Duration::from_secs(5),
+            }),
+        }
+    }
+
+    const STAGING: &str = "acme:https://acme-staging-v02.api.letsencrypt.org/directory";
+    const PRODUCTION: &str = "acme:https://acme-v02.api.letsencrypt.org/directory";
+
+    #[test]
+    fn switching_ca_orders_at_once_instead_of_waiting_for_the_old_renewal_time() {
+        let in_60_days = unix(SystemTime::now()) + 60 * 86_400;
+        let st = CertState {
+            issuer: Some(STAGING.into()),
+            next_attempt: Some(in_60_days),
+            ..CertState::default()
+        };
+        let spec = https_spec();
+        assert_eq!(due(&spec, &st, PRODUCTION, true, None), UNIX_EPOCH);
+        // Same issuer: the renewal time stands.
+        assert_eq!(due(&spec, &st, STAGING, true, None), from_unix(in_60_days));
+        // A retry after a failure with the new issuer is honoured...
+        let failed = CertState {
+            attempts: 2,
+            failed_issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(in_60_days),
+            ..st.clone()
+        };
+        assert_eq!(
+            due(&spec, &failed, PRODUCTION, true, None),
+            from_unix(in_60_days)
+        );
+        // ...but not one scheduled for another issuer (the user switched CA to fix it).
+        let failed_elsewhere = CertState {
+            failed_issuer: Some(STAGING.into()),
+            ..failed
+        };
+        assert_eq!(
+            due(&spec, &failed_elsewhere, PRODUCTION, true, None),
+            UNIX_EPOCH
+        );
+    }
+
+    #[test]
+    fn lost_chain_is_ordered_at_once_instead_of_at_the_renewal_time() {
+        let st = CertState {
+            issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(unix(SystemTime::now()) + 86_400),
+            ..CertState::default()
+        };
+        assert_eq!(due(&https_spec(), &st, PRODUCTION, false, None), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = mx_spec(dir.path());
+        let Role::Mx(d) = &spec.role else {
+            unreachable!()
+        };
+        std::fs::write(&d.cert_file, "CHAIN").unwrap();
+        std::fs::write(&d.key_file, "KEY").unwrap();
+        let renewal = unix(SystemTime::now()) + 86_400;
+        let st = CertState {
+            issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(renewal),
+            deployed: Some(deployment_fingerprint(d, "CHAIN")),
+            ..CertState::default()
+        };
+        assert_eq!(
+            due(&spec, &st, PRODUCTION, true, Some("CHAIN")),
+            from_unix(renewal)
+        );
+        // The config now names another file: deploy now.
+        let moved = Deploy {
+            cert_file: dir.path().join("new.crt"),
+            ..d.clone()
+        };
+        let moved_spec = CertSpec {
+            role: Role::Mx(moved),
+            ..spec.clone()
+        };
+        assert_eq!(
+            due(&moved_spec, &st, PRODUCTION, true, Some("CHAIN")),
+            UNIX_EPOCH
+        );
+        // The deployed file was deleted: deploy again.
+        std::fs::remove_file(&d.key_file).unwrap();
+        assert_eq!(due(&spec, &st, PRODUCTION, true, Some("CHAIN")), UNIX_EPOCH);
+        // A failed deployment waits for its retry time.
+        let retry = renewal - 3600;
+        let failed = CertState {
+            deploy_error: Some("reload failed".into()),
+            next_deploy: Some(retry),
+            ..st
+        };
+        assert_eq!(
+            due(&spec, &failed, PRODUCTION, true, Some("CHAIN")),
+            from_unix(retry)
+        );
     }
 
     #[tokio::test]

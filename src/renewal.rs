@@ -93,13 +93,15 @@ pub fn retry_time(
 }
 
 /// True when the certificate is close enough to expiry that failing to renew it is an
-/// emergency: less than a tenth of its lifetime (or under 3 days) remains.
+/// emergency: less than a tenth of its lifetime, or under 3 days, remains — but never before
+/// half the renewal window (the last third) has passed, so a short-lived certificate (6 days)
+/// is not an emergency the moment its renewal starts.
 pub fn near_expiry(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
     let lifetime = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::ZERO);
     let remaining = not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    remaining < (lifetime / 10).max(Duration::from_secs(3 * 86_400).min(lifetime / 3))
+    remaining < (lifetime / 10).max(Duration::from_secs(3 * 86_400).min(lifetime / 6))
 }
 
 #[cfg(test)]
@@ -226,6 +228,38 @@ mod tests {
             retry_time(now, 1, FailureClass::Transient, None, Backoff::default()),
             now + BACKOFF_BASE
         );
+    }
+
+    #[test]
+    fn short_lived_certificate_is_not_near_expiry_when_its_renewal_starts() {
+        // 160 hours (Let's Encrypt's short-lived profile): renewal at about 53 h before
+        // expiry. A failure an hour later is a warning, not an emergency.
+        let nb = t(0);
+        let na = nb + Duration::from_secs(160 * 3600);
+        let renew = one_third_rule(nb, na, 0.0);
+        assert!(!near_expiry(nb, na, renew + Duration::from_secs(3600)));
+        assert!(!near_expiry(nb, na, na - Duration::from_secs(27 * 3600)));
+        assert!(near_expiry(nb, na, na - Duration::from_secs(26 * 3600)));
+        // The test CA's 40-second certificates alike.
+        let na = nb + Duration::from_secs(40);
+        let renew = one_third_rule(nb, na, 0.5);
+        assert!(!near_expiry(nb, na, renew + Duration::from_secs(1)));
+        assert!(near_expiry(nb, na, na - Duration::from_secs(6)));
+    }
+
+    proptest! {
+        #[test]
+        fn renewal_time_is_never_near_expiry(
+            life_s in 3600u64..400 * 86_400, jitter in 0.0f64..1.0
+        ) {
+            let nb = t(0);
+            let na = nb + Duration::from_secs(life_s);
+            let renew = one_third_rule(nb, na, jitter);
+            // Even some time into the renewal window (a few failed attempts).
+            let later = renew + Duration::from_secs(life_s / 50);
+            prop_assert!(!near_expiry(nb, na, later));
+            prop_assert!(near_expiry(nb, na, na - Duration::from_secs(life_s / 11)));
+        }
     }
 
     #[test]

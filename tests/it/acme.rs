@@ -291,6 +291,57 @@ fn issuance_succeeds_despite_pebble_chaos() {
         "{log}"
     );
     assert!(!log.contains("Disabling random VA sleeps"), "{log}");
+    assert!(log.contains("seconds before validating"), "{log}");
+}
+
+#[test]
+fn external_account_binding_registers_with_the_configured_key() {
+    let p = project();
+    let dns = ChallDns::start();
+    let mut opts = PebbleOptions::for_project(&p, dns.addr);
+    // A 32-byte HMAC key, base64url as CAs hand it out.
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    opts.eab = Some(("kid-mxguard".into(), key.into()));
+    let pebble = Pebble::start(opts);
+    fs::write(p.path("eab.key"), format!("{key}\n")).unwrap();
+    fs::set_permissions(p.path("eab.key"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Without the binding the CA refuses the account: the user reads why.
+    use_pebble(&p, &pebble, "http-01", (1, 4), "");
+    let d = p.start();
+    let r = wait_for("the refused registration", Duration::from_secs(30), || {
+        let r = cert_report(&p, HOST);
+        r["last_error"].is_string().then_some(r)
+    });
+    let err = r["last_error"].as_str().unwrap();
+    assert!(err.contains("externalAccountRequired"), "{err}");
+    d.signal("TERM");
+    let mut d = d;
+    wait_for("daemon exit", Duration::from_secs(15), || {
+        d.child.try_wait().unwrap()
+    });
+    drop(d);
+
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    fs::write(
+        p.config(),
+        cfg.replace(
+            "retry_initial",
+            "eab_kid = \"kid-mxguard\"\neab_hmac_key_file = \"eab.key\"\nretry_initial",
+        ),
+    )
+    .unwrap();
+    let started = now();
+    let d = p.start();
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(60));
+    assert!(
+        pebble
+            .log_text()
+            .contains("Successful newAccount Binding with CA using kid \"kid-mxguard\""),
+        "{}",
+        pebble.log_text()
+    );
+    assert_policy_served(&d, &pebble.root_pem());
 }
 
 #[test]
@@ -488,7 +539,57 @@ fn mx_certificate_is_deployed_and_failing_reload_is_retried() {
     // Deployed once: a later pass does not run the command again.
     std::thread::sleep(Duration::from_secs(2)); // no condition to wait for: proving absence
     assert_eq!(fs::read_to_string(mta.path().join("runs")).unwrap(), runs);
+
+    // The MTA's certificate moves: after SIGHUP the chain is written there at once (not at
+    // the next renewal) and the MTA reloaded again.
+    let moved = tls.join("mx1-new.crt");
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    fs::write(
+        p.config(),
+        cfg.replace(
+            &format!("cert_file = \"{}\"", cert_file.display()),
+            &format!("cert_file = \"{}\"", moved.display()),
+        ),
+    )
+    .unwrap();
+    d.reload();
+    wait_for(
+        "the moved certificate to be deployed",
+        Duration::from_secs(20),
+        || {
+            let runs = fs::read_to_string(mta.path().join("runs")).unwrap();
+            (fs::read_to_string(&moved).ok()? == chain && runs.lines().count() == 4).then_some(())
+        },
+    );
+    assert_eq!(mode(&moved), 0o644);
+    assert!(cert_state(&p, MX)["deploy_error"].is_null());
+}
+
+#[test]
+fn switching_from_the_local_ca_to_acme_orders_at_once() {
+    let p = project();
+    let dns = ChallDns::start();
+    let pebble = Pebble::start(PebbleOptions::for_project(&p, dns.addr));
+    // First with mxguard's local CA: a 90-day certificate, renewal in two months.
+    let mut d = p.start();
+    let local = wait_for("the local certificate", Duration::from_secs(30), || {
+        let st = cert_state(&p, HOST);
+        (st["issuer"] == "local").then_some(st)
+    });
+    assert!(local["next_attempt"].as_u64().unwrap() > now() + 30 * 86_400);
+    d.signal("TERM");
+    wait_for("daemon exit", Duration::from_secs(15), || {
+        d.child.try_wait().unwrap()
+    });
     drop(d);
+    // Then with a real CA: ordered right after the restart, not in two months.
+    use_pebble(&p, &pebble, "http-01", (1, 4), "");
+    let started = now();
+    let d = p.start();
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(60));
+    let root = pebble.root_pem();
+    assert_chain_verifies(&root, &cert_dir(&p, HOST).join("chain.pem"));
+    assert_policy_served(&d, &root);
 }
 
 #[test]
@@ -551,4 +652,50 @@ fn restart_reuses_the_stored_account() {
     // The order was placed by the stored account.
     assert!(account_url.contains("/my-account/"), "{account_url}");
     assert_policy_served(&d, &pebble.root_pem());
+}
+
+#[test]
+fn dns01_certificates_are_issued_through_the_daemons_own_zone() {
+    let p = project();
+    // Pebble resolves every name (A and the _acme-challenge TXT) through the daemon's DNS.
+    let pebble = Pebble::start(PebbleOptions::for_project(
+        &p,
+        format!("127.0.0.1:{}", p.dns).parse().unwrap(),
+    ));
+    let mta = tempfile::tempdir().unwrap();
+    let mx = format!(
+        "[[mx]]\nhost = \"{MX}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        mta.path().join("mx1.crt").display(),
+        mta.path().join("mx1.key").display()
+    );
+    use_pebble(&p, &pebble, "dns-01", (1, 4), &mx);
+    let started = now();
+    let d = p.start();
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(90));
+    wait_issued(&p, &d, MX, started, Duration::from_secs(90));
+    let root = pebble.root_pem();
+    assert_chain_verifies(&root, &cert_dir(&p, HOST).join("chain.pem"));
+    assert_chain_verifies(&root, &mta.path().join("mx1.crt"));
+    assert_policy_served(&d, &root);
+    assert!(
+        !pebble.log_text().contains("Attempting to validate w/ HTTP"),
+        "{}",
+        pebble.log_text()
+    );
+    // The challenge records are withdrawn once the orders are done.
+    for name in [HOST, MX] {
+        let qname = format!("_acme-challenge.{name}.");
+        wait_for(
+            &format!("{qname} to be withdrawn"),
+            Duration::from_secs(10),
+            || {
+                let out = Command::new("dig")
+                    .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+short", "+norec"])
+                    .args([&qname, "TXT"])
+                    .output()
+                    .expect("dig is installed (bind9-dnsutils)");
+                (out.status.success() && out.stdout.is_empty()).then_some(())
+            },
+        );
+    }
 }

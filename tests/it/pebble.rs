@@ -41,6 +41,8 @@ pub struct PebbleOptions {
     pub validity: u64,
     /// Pebble's chaos: random validation delays (0–15 s) and 5% rejected nonces.
     pub chaos: bool,
+    /// Require external account binding with this key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
 }
 
 impl PebbleOptions {
@@ -52,6 +54,7 @@ impl PebbleOptions {
             tls_port: p.https,
             validity: 3600,
             chaos: false,
+            eab: None,
         }
     }
 }
@@ -102,7 +105,7 @@ impl Pebble {
                 self.api_port = free_port();
                 self.mgmt_port = free_port();
             }
-            let cfg = serde_json::json!({ "pebble": {
+            let mut cfg = serde_json::json!({ "pebble": {
                 "listenAddress": format!("127.0.0.1:{}", self.api_port),
                 "managementListenAddress": format!("127.0.0.1:{}", self.mgmt_port),
                 "certificate": self.dir.path().join("api.pem"),
@@ -113,6 +116,10 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": self.opts.validity,
             }});
+            if let Some((kid, key)) = &self.opts.eab {
+                cfg["pebble"]["externalAccountBindingRequired"] = true.into();
+                cfg["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+            }
             let cfg_path = self.dir.path().join("pebble.json");
             fs::write(&cfg_path, cfg.to_string()).unwrap();
             self.starts += 1;
