@@ -418,10 +418,16 @@ impl<R: Responder> Manager<R> {
                 let st = read_state(&self.state, &spec.name);
                 let due = self.due(spec, &st);
                 if due <= now {
-                    if shutdown.is_cancelled() {
-                        return;
+                    // An order can take minutes (validation, dns-01 propagation): shutdown
+                    // abandons it. Nothing is lost: state is written only after a step
+                    // completes, so the next start orders again.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            tracing::info!(cert = %spec.name, "certificate work abandoned at shutdown");
+                            return;
+                        }
+                        _ = self.work(spec, st) => {}
                     }
-                    self.work(spec, st).await;
                     // Re-read: `work` persisted the new schedule.
                     let st = read_state(&self.state, &spec.name);
                     next = next.min(self.due(spec, &st).max(now + Duration::from_secs(1)));
@@ -453,8 +459,15 @@ impl<R: Responder> Manager<R> {
                     st.failed_issuer = Some(self.backend.label());
                     st.last_error = Some(e.message.clone());
                     st.last_error_class = Some(e.class);
-                    let retry =
-                        renewal::retry_time(now, st.attempts, e.class, e.retry_after, self.backoff);
+                    // The certificate being served expires at `not_after`: retry before.
+                    let retry = renewal::retry_time_before_expiry(
+                        now,
+                        st.attempts,
+                        e.class,
+                        e.retry_after,
+                        self.backoff,
+                        st.not_after.map(from_unix),
+                    );
                     st.next_attempt = Some(unix(retry));
                     let near = match (st.not_before, st.not_after) {
                         (Some(a), Some(b)) => renewal::near_expiry(from_unix(a), from_unix(b), now),

@@ -92,6 +92,30 @@ pub fn retry_time(
     }
 }
 
+/// [`retry_time`] for a certificate that expires at `not_after` (None: none is served yet):
+/// the backoff (also the cap a permanent failure waits at once) never reaches past half the
+/// remaining lifetime, so a failure hours before expiry is retried before it, not after.
+/// Retries never come closer than `b.base`; a CA's Retry-After still wins.
+pub fn retry_time_before_expiry(
+    now: SystemTime,
+    attempt: u32,
+    class: FailureClass,
+    retry_after: Option<SystemTime>,
+    b: Backoff,
+    not_after: Option<SystemTime>,
+) -> SystemTime {
+    let mut delay = backoff(attempt, class, b);
+    if let Some(na) = not_after {
+        let remaining = na.duration_since(now).unwrap_or(Duration::ZERO);
+        delay = delay.min((remaining / 2).max(b.base));
+    }
+    let t = now + delay;
+    match retry_after {
+        Some(ra) if ra > t => ra.min(now + b.cap),
+        _ => t,
+    }
+}
+
 /// True when the certificate is close enough to expiry that failing to renew it is an
 /// emergency: less than a tenth of its lifetime, or under 3 days, remains — but never before
 /// half the renewal window (the last third) has passed, so a short-lived certificate (6 days)
@@ -259,6 +283,76 @@ mod tests {
             let later = renew + Duration::from_secs(life_s / 50);
             prop_assert!(!near_expiry(nb, na, later));
             prop_assert!(near_expiry(nb, na, na - Duration::from_secs(life_s / 11)));
+        }
+    }
+
+    #[test]
+    fn permanent_failure_two_hours_before_expiry_is_retried_before_expiry() {
+        let now = t(0);
+        let na = now + Duration::from_secs(2 * 3600);
+        // Before: the 6-hour cap at once, four hours after the certificate expired.
+        assert_eq!(
+            retry_time(now, 1, FailureClass::Permanent, None, Backoff::default()),
+            now + BACKOFF_CAP
+        );
+        let r = retry_time_before_expiry(
+            now,
+            1,
+            FailureClass::Permanent,
+            None,
+            Backoff::default(),
+            Some(na),
+        );
+        assert_eq!(r, now + Duration::from_secs(3600));
+        // Transient backoff is shortened the same way, but never below the base delay.
+        let late = na - Duration::from_secs(30);
+        let r = retry_time_before_expiry(
+            late,
+            9,
+            FailureClass::Transient,
+            None,
+            Backoff::default(),
+            Some(na),
+        );
+        assert_eq!(r, late + BACKOFF_BASE);
+        // Far from expiry nothing changes; a Retry-After still wins.
+        let far = now + DAY * 60;
+        assert_eq!(
+            retry_time_before_expiry(
+                now,
+                1,
+                FailureClass::Permanent,
+                None,
+                Backoff::default(),
+                Some(far)
+            ),
+            now + BACKOFF_CAP
+        );
+        let ra = now + Duration::from_secs(5 * 3600);
+        assert_eq!(
+            retry_time_before_expiry(
+                now,
+                1,
+                FailureClass::Transient,
+                Some(ra),
+                Backoff::default(),
+                Some(na)
+            ),
+            ra
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn retries_of_a_served_certificate_come_before_its_expiry(
+            remaining_s in 240u64..90 * 86_400, attempt in 1u32..40, permanent: bool
+        ) {
+            let now = t(0);
+            let na = now + Duration::from_secs(remaining_s);
+            let class = if permanent { FailureClass::Permanent } else { FailureClass::Transient };
+            let r = retry_time_before_expiry(now, attempt, class, None, Backoff::default(), Some(na));
+            prop_assert!(r < na);
+            prop_assert!(r >= now + BACKOFF_BASE);
         }
     }
 

@@ -349,10 +349,10 @@ fn ca_outage_keeps_old_certificate_and_recovers_after_ca_restart() {
     let p = project();
     let dns = ChallDns::start();
     let mut opts = PebbleOptions::for_project(&p, dns.addr);
-    // Renewal at about 27 s after issuance; expiry at 40 s.
-    opts.validity = 40;
+    // Renewal at about 38 s after issuance; expiry at 60 s. Retries 1, 2, 4 s.
+    opts.validity = 60;
     let mut pebble = Pebble::start(opts);
-    use_pebble(&p, &pebble, "http-01", (2, 16), "");
+    use_pebble(&p, &pebble, "http-01", (1, 16), "");
     let started = now();
     let d = p.start();
     let first = wait_issued(&p, &d, HOST, started, Duration::from_secs(60));
@@ -698,4 +698,43 @@ fn dns01_certificates_are_issued_through_the_daemons_own_zone() {
             },
         );
     }
+}
+
+#[test]
+fn sigterm_during_an_order_exits_promptly() {
+    let p = project();
+    let dns = ChallDns::start();
+    let mut opts = PebbleOptions::for_project(&p, dns.addr);
+    // tls-alpn-01 validation goes to a port that accepts connections and never answers:
+    // the order hangs in validation.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    opts.tls_port = silent.local_addr().unwrap().port();
+    let pebble = Pebble::start(opts);
+    use_pebble(&p, &pebble, "tls-alpn-01", (1, 4), "");
+    let mut d = p.start();
+    wait_for("validation to start", Duration::from_secs(30), || {
+        pebble
+            .log_text()
+            .contains("Pulled a task from the Tasks queue")
+            .then_some(())
+    });
+    let t0 = std::time::Instant::now();
+    d.signal("TERM");
+    let status = wait_for("daemon exit", Duration::from_secs(15), || {
+        d.child.try_wait().unwrap()
+    });
+    let took = t0.elapsed();
+    assert!(status.success(), "{status:?}: {}", d.log_text());
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?}: {}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("certificate work abandoned at shutdown"),
+        "{log}"
+    );
+    assert!(!log.contains("did not stop in time"), "{log}");
+    drop(silent);
 }
