@@ -30,6 +30,13 @@ use crate::publish::{self, Inputs, ZonePublisher};
 use crate::store::StateDir;
 use crate::tls::{self, CertResolver, LocalCa};
 
+/// The TLS-RPT database in the state directory.
+pub const REPORTS_DB: &str = "reports.sqlite";
+/// How often firing alerts are re-evaluated (so they can resolve).
+const ALERT_RECHECK: Duration = Duration::from_secs(300);
+/// How often old reports are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
 /// How long in-flight requests may finish after SIGTERM.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -49,15 +56,10 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
     // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
     // before any certificate for it is ordered.
     for m in &config.mx {
-        let path = crate::acme::cert_path(state_root, &m.host, "key.pem");
-        if let Some(spki) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
-            .map(|k| rcgen::PublicKeyData::subject_public_key_info(&k))
-        {
+        if let Some(digests) = crate::roll::tlsa_digests(state_root, &m.host, m.rollover) {
             inputs
                 .tlsa
-                .insert((m.host.clone(), config.records.tlsa_port), vec![spki]);
+                .insert((m.host.clone(), config.records.tlsa_port), digests);
         }
     }
     if let Some(issuer) = &config.acme.caa_issuer {
@@ -345,6 +347,162 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses `7d`, `24h`, `90m`, `3600s` or plain seconds.
+pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--since {text:?}: expected e.g. 7d, 24h, 90m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        _ => anyhow::bail!("--since {text:?}: unit must be s, m, h, d or w"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn open_reports(config: &Config) -> anyhow::Result<crate::reports::ReportStore> {
+    let db = config.state_dir.join(REPORTS_DB);
+    if !db.exists() {
+        anyhow::bail!(
+            "no report database at {} yet: start the daemon with [tlsrpt] enabled first",
+            db.display()
+        );
+    }
+    crate::reports::ReportStore::open_read_only(&db)
+        .with_context(|| format!("opening {}", db.display()))
+}
+
+/// `mxguard reports`: summary per domain and policy type.
+pub fn print_reports(
+    path: &Path,
+    domain: Option<&str>,
+    since: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let since = time::OffsetDateTime::now_utc() - parse_since(since)?;
+    let store = open_reports(&config)?;
+    let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    let summary = store.summary(domain.as_deref(), since)?;
+    if json {
+        println!("{}", crate::tlsrpt::summary::render_json(&summary));
+    } else {
+        print!("{}", crate::tlsrpt::summary::render_text(&summary));
+    }
+    Ok(())
+}
+
+/// `mxguard reports show ID`: one stored report with its raw JSON.
+pub fn print_report(path: &Path, id: i64) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let store = open_reports(&config)?;
+    match store.show(id)? {
+        Some(r) => {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("-- raw report as received --");
+            println!("{}", String::from_utf8_lossy(&r.raw_json));
+            Ok(())
+        }
+        None => anyhow::bail!("no report with id {id}"),
+    }
+}
+
+/// `mxguard tlsa`: per MX the published records, the roll state and its next deadline.
+pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let timing = config.roll_timing();
+    if config.mx.is_empty() {
+        println!("no [[mx]] configured: mxguard manages no MX keys");
+    }
+    for m in &config.mx {
+        let owner = format!("_{}._tcp.{}.", config.records.tlsa_port, m.host);
+        println!("{}", m.host);
+        match (m.rollover, crate::roll::load(&config.state_dir, &m.host)) {
+            (true, Some(s)) => {
+                println!("  {owner} IN TLSA 3 1 1 {}   ; current", s.current);
+                if !s.next.is_empty() && s.next != s.current {
+                    println!("  {owner} IN TLSA 3 1 1 {}   ; next", s.next);
+                }
+                let now = crate::certs::unix(SystemTime::now());
+                let phase = match &s.phase {
+                    crate::rollover::Phase::Propagating {
+                        serial,
+                        seen_everywhere_at,
+                    } => match seen_everywhere_at {
+                        None => format!(
+                            "propagating: waiting until every server serves serial {serial}"
+                        ),
+                        Some(at) => format!(
+                            "propagating: serial {serial} everywhere; stable in {} s",
+                            (at + timing.hold).saturating_sub(now)
+                        ),
+                    },
+                    crate::rollover::Phase::Stable => {
+                        if s.requested {
+                            "stable; roll requested".to_string()
+                        } else {
+                            format!(
+                                "stable; next roll in {} s (key age)",
+                                (s.current_since + timing.key_age).saturating_sub(now)
+                            )
+                        }
+                    }
+                    other => format!("rolling: {other:?}").to_lowercase(),
+                };
+                println!("  state: {phase}");
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e} (failures: {})", s.failures);
+                }
+            }
+            (true, None) => println!("  rollover not started yet (the daemon starts it)"),
+            (false, _) => {
+                for d in
+                    crate::roll::tlsa_digests(&config.state_dir, &m.host, false).unwrap_or_default()
+                {
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("  {owner} IN TLSA 3 1 1 {hex}   ; rollover off");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mxguard rotate`: asks the daemon to roll the key of one MX (or all).
+pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let wanted = mx.map(|m| m.trim_end_matches('.').to_ascii_lowercase());
+    let hosts: Vec<&crate::config::MxCert> = config
+        .mx
+        .iter()
+        .filter(|m| wanted.as_ref().is_none_or(|w| w == &m.host))
+        .collect();
+    if hosts.is_empty() {
+        anyhow::bail!(
+            "no [[mx]] {}in {}",
+            wanted.map(|w| format!("{w} ")).unwrap_or_default(),
+            config.file.display()
+        );
+    }
+    for m in hosts {
+        if !m.rollover {
+            anyhow::bail!("{}: rollover = false for this MX", m.host);
+        }
+        crate::roll::request_rotation(&config.state_dir, &m.host)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "roll of {} requested; the daemon starts it once the next key's record is public everywhere (see `mxguard tlsa`)",
+            m.host
+        );
+    }
+    Ok(())
+}
+
 /// `mxguard certs`: the stored state of every certificate.
 pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -444,7 +602,12 @@ impl Daemon {
                 .update(move |c, i| {
                     *c = cfg;
                     i.policies = inputs.policies;
-                    i.tlsa = inputs.tlsa;
+                    // TLSA sets belong to the rollover once it runs: only add MX hosts new
+                    // to the config and drop removed ones.
+                    i.tlsa.retain(|k, _| inputs.tlsa.contains_key(k));
+                    for (k, v) in inputs.tlsa {
+                        i.tlsa.entry(k).or_insert(v);
+                    }
                     i.caa_issue = inputs.caa_issue;
                 })
                 .await?;
@@ -533,6 +696,25 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
         None => None,
     };
+    let admin_listener = match config.listen.admin {
+        Some(a) if config.tlsrpt.enabled => Some(bind_tcp(&config, "listen.admin", a).await?),
+        _ => None,
+    };
+    let intake = if config.tlsrpt.enabled {
+        let db = state.path(REPORTS_DB);
+        let handle = crate::reports::ReportsHandle::open(&db)
+            .with_context(|| format!("opening the report store {}", db.display()))?;
+        let alerter = Arc::new(
+            crate::alerts::Alerter::new(config.tlsrpt.alerts.clone(), handle.clone()).map_err(
+                |e| ConfigError {
+                    problems: vec![config.problem("tlsrpt.alerts", e.to_string())],
+                },
+            )?,
+        );
+        Some((handle, alerter))
+    } else {
+        None
+    };
     let dns_sockets = match config.listen.dns {
         Some(a) => Some(DnsSockets::bind(&[a]).await.map_err(|e| ConfigError {
             problems: vec![config.problem(
@@ -565,6 +747,24 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let intake = match intake {
+        Some((handle, alerter)) => {
+            let a = alerter.clone();
+            let tok = shutdown.clone();
+            tracker.spawn(async move { a.run(tok, ALERT_RECHECK).await });
+            tracker.spawn(crate::reports::run_retention(
+                handle.clone(),
+                config.tlsrpt.retention_days,
+                RETENTION_EVERY,
+                shutdown.clone(),
+            ));
+            Some(Arc::new(
+                crate::intake::Intake::new(handle, config.tlsrpt.intake.clone())
+                    .with_alerter(alerter),
+            ))
+        }
+        None => None,
+    };
 
     // MX keys exist before the zone is first built, so their TLSA records are published
     // before any certificate for them is ordered.
@@ -620,12 +820,30 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         specs: cert_specs,
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
+        zones: daemon.zones.clone(),
+        roll_timing: daemon.config.roll_timing(),
+        roll_poll: daemon.config.rollover.poll,
+        tlsa_port: daemon.config.records.tlsa_port,
     };
+    let mut https_router = http::https_router(served.clone());
+    if let Some(intake) = &intake {
+        https_router = https_router.merge(crate::intake::router(intake.clone()));
+    }
+    if let (Some(l), Some(intake)) = (admin_listener, &intake) {
+        tracker.spawn(http::serve(
+            l,
+            None,
+            http::admin_router(intake.clone()),
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ));
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
     tracker.spawn(http::serve(
         https_listener,
         Some(acceptor),
-        http::https_router(served.clone()),
+        https_router,
         http::Limits::default(),
         shutdown.clone(),
         SHUTDOWN_DRAIN,

@@ -30,7 +30,17 @@ pub enum Role {
     /// Served by the HTTPS listener for this host.
     Https { host: String },
     /// Written for the MTA, then its reload command is run.
-    Mx(Deploy),
+    Mx(MxRole),
+}
+
+/// An MX certificate: deployment, live check, key rollover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxRole {
+    pub deploy: Deploy,
+    /// STARTTLS address for the live key check; `None`: `<host>:25`.
+    pub verify: Option<std::net::SocketAddr>,
+    /// Keys roll with TLSA pre-publication (see `rollover`).
+    pub rollover: bool,
 }
 
 /// MX deployment: files, ownership, reload command.
@@ -181,7 +191,7 @@ pub fn spki_of_cert(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()
         .iter()
@@ -189,7 +199,11 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-fn read_state(state: &StateDir, name: &str) -> CertState {
+fn transient(e: CertError) -> acme::AcmeError {
+    acme::AcmeError::transient(e.to_string())
+}
+
+pub(crate) fn read_state(state: &StateDir, name: &str) -> CertState {
     let path = acme::cert_path(state.root(), name, "state.json");
     match store::read_optional(&path) {
         Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -200,7 +214,7 @@ fn read_state(state: &StateDir, name: &str) -> CertState {
     }
 }
 
-fn write_state(state: &StateDir, name: &str, s: &CertState) -> Result<(), CertError> {
+pub(crate) fn write_state(state: &StateDir, name: &str, s: &CertState) -> Result<(), CertError> {
     let path = acme::cert_path(state.root(), name, "state.json");
     store::ensure_dir(&state.root().join("certs").join(name))?;
     let json = serde_json::to_vec_pretty(s).map_err(|e| CertError::Bad {
@@ -358,6 +372,12 @@ pub struct Manager<R: Responder> {
     pub wake: Arc<Notify>,
     /// Retry delays after failed orders and failed deployments.
     pub backoff: renewal::Backoff,
+    /// The zone publisher, for dns-01 and TLSA records (None without listen.dns).
+    pub zones: Option<Arc<crate::publish::ZonePublisher>>,
+    /// Rollover timing and the TLSA port.
+    pub roll_timing: crate::rollover::Timing,
+    pub roll_poll: Duration,
+    pub tlsa_port: u16,
 }
 
 impl<R: Responder> Manager<R> {
@@ -377,7 +397,7 @@ impl<R: Responder> Manager<R> {
         }
     }
 
-    fn stored_chain(
+    pub(crate) fn stored_chain(
         &self,
         spec: &CertSpec,
     ) -> Option<(Vec<CertificateDer<'static>>, rcgen::KeyPair)> {
@@ -415,6 +435,19 @@ impl<R: Responder> Manager<R> {
             let specs = self.specs.load_full();
             let mut next = now + Duration::from_secs(3600);
             for spec in specs.iter() {
+                if let Role::Mx(mx) = &spec.role
+                    && mx.rollover
+                    && self.zones.is_some()
+                {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    next = next.min(self.roll_pass(spec, mx).await);
+                    if crate::roll::in_roll(self.state.root(), &spec.name) {
+                        // The roll owns this certificate until it completes.
+                        continue;
+                    }
+                }
                 let st = read_state(&self.state, &spec.name);
                 let due = self.due(spec, &st);
                 if due <= now {
@@ -485,8 +518,8 @@ impl<R: Responder> Manager<R> {
                 }
             }
         }
-        if let Role::Mx(d) = &spec.role {
-            self.deploy_mx(spec, d, &mut st).await;
+        if let Role::Mx(m) = &spec.role {
+            self.deploy_mx(spec, &m.deploy, &mut st).await;
         }
         if let Err(e) = write_state(&self.state, &spec.name, &st) {
             tracing::error!(cert = %spec.name, err = %e, "cannot persist certificate state");
@@ -494,38 +527,43 @@ impl<R: Responder> Manager<R> {
     }
 
     async fn issue(&self, spec: &CertSpec, st: &mut CertState) -> Result<(), acme::AcmeError> {
-        let io = |e: CertError| acme::AcmeError::transient(e.to_string());
-        let key = load_or_create_key(&self.state, &spec.name).map_err(io)?;
+        let key = load_or_create_key(&self.state, &spec.name).map_err(transient)?;
         let previous = self.stored_chain(spec).map(|(c, _)| c[0].to_vec());
+        let chain_pem = self.order_chain(spec, &key, previous.as_deref()).await?;
+        self.commit_chain(spec, st, &key, &chain_pem).await
+    }
+
+    /// Orders a certificate for `spec`'s names with `key` (ACME or the local CA) and checks
+    /// that it carries that key. Writes nothing.
+    pub(crate) async fn order_chain(
+        &self,
+        spec: &CertSpec,
+        key: &rcgen::KeyPair,
+        previous: Option<&[u8]>,
+    ) -> Result<String, acme::AcmeError> {
         tracing::info!(cert = %spec.name, issuer = %self.backend.label(), challenge = spec.challenge.as_str(), "ordering certificate");
-        let (chain_pem, acme_client) = match &self.backend {
+        let chain_pem = match &self.backend {
             Backend::Local(ca) => {
-                let pem = ca
-                    .issue_pem(&spec.sans, &key, SystemTime::now())
+                ca.issue_pem(&spec.sans, key, SystemTime::now())
                     .map_err(|e| {
-                        io(CertError::Bad {
+                        transient(CertError::Bad {
                             path: self.state.path(crate::tls::LOCAL_CA_CERT),
                             message: e.to_string(),
                         })
-                    })?;
-                (pem, None)
+                    })?
             }
             Backend::Acme { settings, client } => {
-                let csr = acme::csr(&spec.sans, &key).map_err(acme::AcmeError::permanent)?;
+                let csr = acme::csr(&spec.sans, key).map_err(acme::AcmeError::permanent)?;
                 let c = acme_login(&self.state, settings, client).await?;
-                let ari = match &previous {
+                let ari = match previous {
                     Some(der) => c.renewal_window(der).await.ok().flatten(),
                     None => None,
                 };
-                let replaces = if ari.is_some() {
-                    previous.as_deref()
-                } else {
-                    None
-                };
+                let replaces = if ari.is_some() { previous } else { None };
                 let ordered = c
                     .order(&spec.sans, &csr, spec.challenge, &self.responder, replaces)
                     .await;
-                let (c, chain_pem) = match ordered {
+                let (_, chain_pem) = match ordered {
                     Err(e) if e.account_does_not_exist() => {
                         // The CA deleted the account or lost its data (a test CA restarted):
                         // nothing but a new registration helps, and waiting makes it no better.
@@ -538,7 +576,7 @@ impl<R: Responder> Manager<R> {
                     }
                     other => (c, other?),
                 };
-                (chain_pem, Some(c))
+                chain_pem
             }
         };
         let chain = parse_chain(&chain_pem);
@@ -546,24 +584,49 @@ impl<R: Responder> Manager<R> {
             .first()
             .ok_or_else(|| acme::AcmeError::transient("CA returned no certificate"))?;
         if spki_of_cert(leaf).as_deref()
-            != Some(rcgen::PublicKeyData::subject_public_key_info(&key).as_slice())
+            != Some(rcgen::PublicKeyData::subject_public_key_info(key).as_slice())
         {
             return Err(acme::AcmeError::transient(
                 "issued certificate does not carry our key",
             ));
         }
+        Ok(chain_pem)
+    }
+
+    /// The logged-in ACME client, if the backend is ACME and it has logged in.
+    async fn acme_client(&self) -> Option<Arc<acme::Client>> {
+        match &self.backend {
+            Backend::Acme { client, .. } => client.lock().await.clone(),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Makes `chain_pem` (for `key`, which is already `certs/<name>/key.pem`) the current
+    /// certificate: stores it, installs it (HTTPS role), schedules its renewal.
+    pub(crate) async fn commit_chain(
+        &self,
+        spec: &CertSpec,
+        st: &mut CertState,
+        key: &rcgen::KeyPair,
+        chain_pem: &str,
+    ) -> Result<(), acme::AcmeError> {
+        let chain = parse_chain(chain_pem);
+        let leaf = chain
+            .first()
+            .ok_or_else(|| acme::AcmeError::transient("empty certificate chain"))?;
         let (nb, na) = validity(leaf)
             .ok_or_else(|| acme::AcmeError::transient("issued certificate is unparseable"))?;
+        let acme_client = self.acme_client().await;
         store::write_atomic(
             &acme::cert_path(self.state.root(), &spec.name, "chain.pem"),
             chain_pem.as_bytes(),
             store::PUBLIC_MODE,
         )
-        .map_err(|e| io(e.into()))?;
+        .map_err(|e| transient(e.into()))?;
         if let Role::Https { host } = &spec.role {
             let ck =
                 crate::tls::certified_key(chain.clone(), key.serialized_der()).map_err(|e| {
-                    io(CertError::Bad {
+                    transient(CertError::Bad {
                         path: PathBuf::from(&spec.name),
                         message: e.to_string(),
                     })
@@ -593,7 +656,7 @@ impl<R: Responder> Manager<R> {
         Ok(())
     }
 
-    async fn deploy_mx(&self, spec: &CertSpec, d: &Deploy, st: &mut CertState) {
+    pub(crate) async fn deploy_mx(&self, spec: &CertSpec, d: &Deploy, st: &mut CertState) {
         let Some((chain, key)) = self.stored_chain(spec) else {
             return;
         };
@@ -657,10 +720,10 @@ fn due(
         return if retrying { scheduled } else { UNIX_EPOCH };
     }
     let mut due = scheduled;
-    if let (Role::Mx(d), Some(chain_pem)) = (&spec.role, chain_pem) {
+    if let (Role::Mx(mx), Some(chain_pem)) = (&spec.role, chain_pem) {
         match st.next_deploy {
             Some(n) => due = due.min(from_unix(n)),
-            None if needs_deploy(d, st, chain_pem) => due = UNIX_EPOCH,
+            None if needs_deploy(&mx.deploy, st, chain_pem) => due = UNIX_EPOCH,
             None => {}
         }
     }
@@ -762,14 +825,18 @@ mod tests {
             name: "mx1.example.com".into(),
             sans: vec!["mx1.example.com".into()],
             challenge: ChallengeKind::Http01,
-            role: Role::Mx(Deploy {
-                cert_file: dir.join("mx1.crt"),
-                key_file: dir.join("mx1.key"),
-                owner: None,
-                cert_mode: 0o644,
-                key_mode: 0o600,
-                reload: vec![],
-                reload_timeout: Duration::from_secs(5),
+            role: Role::Mx(MxRole {
+                deploy: Deploy {
+                    cert_file: dir.join("mx1.crt"),
+                    key_file: dir.join("mx1.key"),
+                    owner: None,
+                    cert_mode: 0o644,
+                    key_mode: 0o600,
+                    reload: vec![],
+                    reload_timeout: Duration::from_secs(5),
+                },
+                verify: None,
+                rollover: false,
             }),
         }
     }
@@ -825,9 +892,10 @@ mod tests {
     fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
         let dir = tempfile::tempdir().unwrap();
         let spec = mx_spec(dir.path());
-        let Role::Mx(d) = &spec.role else {
+        let Role::Mx(mx) = &spec.role else {
             unreachable!()
         };
+        let d = &mx.deploy;
         std::fs::write(&d.cert_file, "CHAIN").unwrap();
         std::fs::write(&d.key_file, "KEY").unwrap();
         let renewal = unix(SystemTime::now()) + 86_400;
@@ -847,7 +915,10 @@ mod tests {
             ..d.clone()
         };
         let moved_spec = CertSpec {
-            role: Role::Mx(moved),
+            role: Role::Mx(MxRole {
+                deploy: moved,
+                ..mx.clone()
+            }),
             ..spec.clone()
         };
         assert_eq!(

@@ -93,6 +93,103 @@ pub struct RawConfig {
     /// TTLs and ports of the records mxguard manages.
     #[serde(default)]
     pub records: Records,
+    /// TLS-RPT intake, storage, alerts.
+    #[serde(default)]
+    pub tlsrpt: TlsRpt,
+    /// DANE key rollover timing.
+    #[serde(default)]
+    pub rollover: Rollover,
+}
+
+/// `[rollover]`: when MX keys roll (RFC 7671 §8.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollover {
+    /// Roll an MX key when it is this old (e.g. "90d").
+    #[serde(
+        default = "default_key_age",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub key_age: std::time::Duration,
+    /// Least time a new key's TLSA record is served everywhere before the key goes live;
+    /// the hold is max(2 × records.tlsa_ttl, min_hold).
+    #[serde(
+        default = "default_min_hold",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub min_hold: std::time::Duration,
+    /// How often the rollover checks secondaries and deadlines.
+    #[serde(
+        default = "default_roll_poll",
+        with = "crate::zone::settings::duration_text"
+    )]
+    pub poll: std::time::Duration,
+}
+
+impl Default for Rollover {
+    fn default() -> Self {
+        Rollover {
+            key_age: default_key_age(),
+            min_hold: default_min_hold(),
+            poll: default_roll_poll(),
+        }
+    }
+}
+
+fn default_key_age() -> std::time::Duration {
+    std::time::Duration::from_secs(90 * 86_400)
+}
+fn default_min_hold() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+fn default_roll_poll() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl Config {
+    /// The rollover timing: hold = max(2 × TLSA TTL, min_hold).
+    pub fn roll_timing(&self) -> crate::rollover::Timing {
+        crate::rollover::Timing {
+            hold: (2 * u64::from(self.records.tlsa_ttl)).max(self.rollover.min_hold.as_secs()),
+            key_age: self.rollover.key_age.as_secs(),
+            retry_initial: self.acme.backoff.base.as_secs(),
+            retry_max: self.acme.backoff.cap.as_secs(),
+        }
+    }
+}
+
+/// `[tlsrpt]`: receiving and keeping RFC 8460 reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRpt {
+    /// Accept reports by HTTPS POST on every `mta-sts.<domain>` host.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Days reports are kept (by the end of their date range).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub intake: crate::intake::IntakeSettings,
+    #[serde(default)]
+    pub alerts: crate::tlsrpt::alert::AlertSettings,
+}
+
+impl Default for TlsRpt {
+    fn default() -> Self {
+        TlsRpt {
+            enabled: true,
+            retention_days: default_retention_days(),
+            intake: Default::default(),
+            alerts: Default::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_retention_days() -> u32 {
+    400
 }
 
 /// TTLs and ports of managed records.
@@ -152,6 +249,12 @@ pub struct RawMx {
     /// Seconds the reload command may take.
     #[serde(default = "default_reload_timeout")]
     pub reload_timeout: u64,
+    /// Where to connect (STARTTLS) to check which key the MX presents; default `<host>:25`.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// Roll this MX's key with TLSA pre-publication (needs listen.dns); default true.
+    #[serde(default = "default_true")]
+    pub rollover: bool,
 }
 
 fn default_cert_mode() -> String {
@@ -180,6 +283,9 @@ pub struct RawListen {
     /// Authoritative DNS (UDP and TCP).
     #[serde(default = "default_dns")]
     pub dns: Option<SocketAddr>,
+    /// Admin listener: Prometheus metrics at `/metrics` (plain HTTP; keep it on loopback).
+    #[serde(default = "default_admin")]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Default for RawListen {
@@ -188,8 +294,13 @@ impl Default for RawListen {
             https: default_https(),
             http: default_http(),
             dns: default_dns(),
+            admin: default_admin(),
         }
     }
+}
+
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9425)))
 }
 
 fn default_https() -> SocketAddr {
@@ -321,6 +432,9 @@ pub struct Acme {
 /// An MX host whose certificate mxguard keeps and deploys.
 #[derive(Debug, Clone)]
 pub struct MxCert {
+    /// STARTTLS address to check the presented key; `None`: `<host>:25`.
+    pub verify: Option<SocketAddr>,
+    pub rollover: bool,
     pub host: String,
     pub challenge: ChallengeKind,
     pub deploy: Deploy,
@@ -355,6 +469,7 @@ pub struct Listen {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// A validated configuration; paths are absolute or relative to the working directory.
@@ -369,6 +484,8 @@ pub struct Config {
     pub dnssec: DnssecSettings,
     pub secondaries: Vec<SecondarySettings>,
     pub records: Records,
+    pub tlsrpt: TlsRpt,
+    pub rollover: Rollover,
 }
 
 impl Config {
@@ -419,7 +536,11 @@ impl Config {
             name: m.host.clone(),
             sans: vec![m.host.clone()],
             challenge: m.challenge,
-            role: Role::Mx(m.deploy.clone()),
+            role: Role::Mx(crate::certs::MxRole {
+                deploy: m.deploy.clone(),
+                verify: m.verify,
+                rollover: m.rollover,
+            }),
         }));
         v
     }
@@ -698,7 +819,28 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 "must be at least 1 second".into(),
             );
         }
+        let verify = match &m.verify {
+            Some(v) => match v.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problem(
+                        format!("mx[{i}].verify"),
+                        format!("{v:?} is not an address:port such as \"192.0.2.25:25\""),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if m.rollover && raw.listen.dns.is_none() {
+            problem(
+                format!("mx[{i}].rollover"),
+                "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
+            );
+        }
         mx_certs.push(MxCert {
+            verify,
+            rollover: m.rollover,
             host,
             challenge: m.challenge.unwrap_or(raw.acme.challenge),
             deploy: Deploy {
@@ -781,9 +923,24 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         None
     };
 
+    for p in raw.tlsrpt.intake.validate("tlsrpt.intake") {
+        problem(String::new(), p);
+    }
+    for p in raw.tlsrpt.alerts.validate("tlsrpt.alerts") {
+        problem(p.key.clone(), p.problem.clone());
+    }
+    if raw.tlsrpt.retention_days == 0 {
+        problem(
+            "tlsrpt.retention_days".into(),
+            "must be at least 1 day".into(),
+        );
+    }
     let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
     if let Some(a) = raw.listen.http {
         addrs.push(("listen.http", a));
+    }
+    if let Some(a) = raw.listen.admin {
+        addrs.push(("listen.admin", a));
     }
     for (i, (ka, a)) in addrs.iter().enumerate() {
         for (kb, b) in &addrs[i + 1..] {
@@ -808,6 +965,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             https: raw.listen.https,
             http: raw.listen.http,
             dns: raw.listen.dns,
+            admin: raw.listen.admin,
         },
         acme: Acme {
             directory,
@@ -833,6 +991,8 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             })
             .collect(),
         records: raw.records,
+        tlsrpt: raw.tlsrpt,
+        rollover: raw.rollover,
     })
 }
 

@@ -79,6 +79,33 @@ pub fn http_router(served: Arc<Served>) -> Router {
         .with_state(served)
 }
 
+/// Routes of the admin listener: Prometheus metrics and a health check.
+pub fn admin_router(intake: Arc<crate::intake::Intake>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(not_found)
+        .with_state(intake)
+}
+
+async fn metrics(State(intake): State<Arc<crate::intake::Intake>>) -> Response {
+    match intake.render_metrics().await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(err = %e, "metrics unavailable");
+            text_response(StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n")
+        }
+    }
+}
+
 async fn not_found() -> Response {
     text_response(StatusCode::NOT_FOUND, "not found\n")
 }

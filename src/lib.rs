@@ -17,6 +17,8 @@
 //! - [`tlsrpt`]: TLS-RPT (RFC 8460), pure: model, parser, body decoding, summary, alert
 //!   decision, metrics rendering; [`reports`]: the SQLite report store with its single writer
 //!   thread; [`intake`]: the HTTPS POST handler; [`alerts`]: the alert task and webhook.
+//! - [`rollover`]: the DANE TLSA rollover state machine (pure); [`roll`]: its executor in
+//!   the certificate manager; [`mxcheck`]: which key a live MX presents.
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
 
 pub mod acme;
@@ -27,10 +29,13 @@ pub mod config;
 pub mod dns;
 pub mod http;
 pub mod intake;
+pub mod mxcheck;
 pub mod policy;
 pub mod publish;
 pub mod renewal;
 pub mod reports;
+pub mod roll;
+pub mod rollover;
 pub mod store;
 pub mod tls;
 pub mod tlsa;

@@ -66,6 +66,32 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// TLS-RPT reports: summary per domain and policy type, or one report.
+    Reports {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this policy domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Reports ending within this period (e.g. 7d, 24h).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<ReportsAction>,
+    },
+    /// Per MX: current and next TLSA records, the roll state and its next deadline.
+    Tlsa {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start a key roll now for one MX (or every MX).
+    Rotate {
+        #[arg(short, long)]
+        config: PathBuf,
+        mx: Option<String>,
+    },
     /// Print the DS and DNSKEY records to give the registrar.
     Ds {
         #[arg(short, long)]
@@ -93,6 +119,12 @@ enum Command {
         /// Only this domain.
         domain: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportsAction {
+    /// One stored report, with the raw JSON as received.
+    Show { id: i64 },
 }
 
 fn main() -> ExitCode {
@@ -148,6 +180,18 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             mxguard::app::check_config(&config).map_err(anyhow::Error::from)
         }
+        Command::Reports {
+            config,
+            domain,
+            since,
+            json,
+            action,
+        } => match action {
+            Some(ReportsAction::Show { id }) => mxguard::app::print_report(&config, id),
+            None => mxguard::app::print_reports(&config, domain.as_deref(), &since, json),
+        },
+        Command::Tlsa { config } => mxguard::app::print_tlsa(&config),
+        Command::Rotate { config, mx } => mxguard::app::rotate(&config, mx.as_deref()),
         Command::Ds { config, domain } => mxguard::app::print_ds(&config, domain.as_deref()),
         Command::Status { config } => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -28,7 +28,8 @@ pub struct Inputs {
     pub policies: BTreeMap<String, Published>,
     /// dns-01 values by host (`mta-sts.example.com` → values for `_acme-challenge.…`).
     pub challenges: BTreeMap<String, Vec<String>>,
-    /// TLSA RRsets by owner host and port: the SPKI DER of every key to publish.
+    /// TLSA RRsets by owner host and port: the SHA-256 of the SPKI (a `3 1 1` record) of
+    /// every key to publish. Written only by the certificate manager's rollover.
     pub tlsa: BTreeMap<(String, u16), Vec<Vec<u8>>>,
     /// CAA `issue` values for every zone apex (e.g. `letsencrypt.org; accounturi=…`).
     pub caa_issue: Vec<String>,
@@ -80,11 +81,11 @@ pub fn managed_records(
             continue;
         }
         let owner = crate::tlsa::owner(host, *port)?;
-        for spki in keys {
+        for digest in keys {
             m.push(
                 owner.clone(),
                 config.records.tlsa_ttl,
-                RData::TLSA(crate::tlsa::dane_ee_spki_sha256(spki)),
+                RData::TLSA(crate::tlsa::dane_ee_from_digest(digest.clone())),
                 format!("{cfg}: TLSA of MX {host}"),
             );
         }
@@ -339,6 +340,37 @@ impl ZonePublisher {
             }
         }
         Ok(())
+    }
+
+    /// True when mxguard and every secondary serve `zone` at `serial` or later.
+    pub async fn all_serve(&self, zone: &Name, serial: u32) -> bool {
+        let ours = self
+            .served()
+            .get(zone)
+            .map(|z| z.serial())
+            .is_some_and(|s| s == serial || zone::serial::serial_gt(s, serial));
+        if !ours {
+            return false;
+        }
+        for s in &self.secondaries {
+            match crate::dns::query_soa_serial(
+                s.address,
+                zone,
+                s.tsig.as_ref(),
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                Ok(g) if g == serial || zone::serial::serial_gt(g, serial) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The serial served for `zone`.
+    pub fn serial_of(&self, zone: &Name) -> Option<u32> {
+        self.served().get(zone).map(|z| z.serial())
     }
 
     /// Re-signs zones before their signatures run out; runs until `shutdown`.

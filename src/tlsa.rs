@@ -19,6 +19,22 @@ pub fn dane_ee_spki_sha256(spki_der: &[u8]) -> TLSA {
     )
 }
 
+/// `3 1 1` from a precomputed SHA-256 digest of the SPKI (a rollover key id).
+pub fn dane_ee_from_digest(digest: Vec<u8>) -> TLSA {
+    TLSA::new(CertUsage::DaneEe, Selector::Spki, Matching::Sha256, digest)
+}
+
+/// Decodes a hex key id.
+pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// `2 1 1`: DANE-TA over an issuer's SubjectPublicKeyInfo.
 pub fn dane_ta_spki_sha256(spki_der: &[u8]) -> TLSA {
     let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);

@@ -41,6 +41,7 @@ pub fn mxguard(args: &[&str]) -> Output {
 /// A demo project in a temp dir: config, policies/, zones/.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    pub admin: u16,
     pub https: u16,
     pub http: u16,
     pub dns: u16,
@@ -61,11 +62,11 @@ impl Project {
     /// `extra` is appended to the top-level part of the config (before `[listen]`).
     pub fn with_extra(domains: &[DomainSpec<'_>], extra: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
-        let (https, http, dns) = (free_port(), free_port(), free_port());
+        let (https, http, dns, admin) = (free_port(), free_port(), free_port(), free_port());
         fs::create_dir_all(dir.path().join("policies")).unwrap();
         fs::create_dir_all(dir.path().join("zones")).unwrap();
         let mut cfg = format!(
-            "state_dir = \"state\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\ndns = \"127.0.0.1:{dns}\"\n\n[acme]\ndirectory = \"local\"\n"
+            "state_dir = \"state\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\ndns = \"127.0.0.1:{dns}\"\nadmin = \"127.0.0.1:{admin}\"\n\n[acme]\ndirectory = \"local\"\n"
         );
         for d in domains {
             let mx: Vec<String> = d.mx.iter().map(|m| format!("\"{m}\"")).collect();
@@ -98,6 +99,7 @@ impl Project {
             https,
             http,
             dns,
+            admin,
         }
     }
 

@@ -9,4 +9,5 @@ mod init;
 mod mta_sts;
 mod pebble;
 mod store_crash;
+mod tlsrpt_https;
 mod zone_daemon;
