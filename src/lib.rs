@@ -19,8 +19,9 @@
 //!   thread; [`intake`]: the HTTPS POST handler; [`alerts`]: the alert task and webhook.
 //! - [`rollover`]: the DANE TLSA rollover state machine (pure); [`roll`]: its executor in
 //!   the certificate manager; [`mxcheck`]: which key a live MX presents.
+//! - [`mailreport`]: finding the report in a report mail (pure); [`smtp`]: the optional SMTP
+//!   listener for `rua=mailto:` reports; [`import`]: importing .eml, mbox and Maildir.
 //! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
-
 pub mod acme;
 pub mod alerts;
 pub mod app;
@@ -28,7 +29,9 @@ pub mod certs;
 pub mod config;
 pub mod dns;
 pub mod http;
+pub mod import;
 pub mod intake;
+pub mod mailreport;
 pub mod mxcheck;
 pub mod policy;
 pub mod publish;
@@ -36,6 +39,7 @@ pub mod renewal;
 pub mod reports;
 pub mod roll;
 pub mod rollover;
+pub mod smtp;
 pub mod store;
 pub mod tls;
 pub mod tlsa;

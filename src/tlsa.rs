@@ -26,13 +26,9 @@ pub fn dane_ee_from_digest(digest: Vec<u8>) -> TLSA {
 
 /// Decodes a hex key id.
 pub fn hex_decode(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .ok()
 }
 
 /// `2 1 1`: DANE-TA over an issuer's SubjectPublicKeyInfo.

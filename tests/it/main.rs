@@ -8,6 +8,8 @@ mod harness;
 mod init;
 mod mta_sts;
 mod pebble;
+mod rollover;
+mod smtp;
 mod store_crash;
 mod tlsrpt_https;
 mod zone_daemon;

@@ -1,0 +1,1366 @@
+//! The optional SMTP listener for TLS-RPT reports sent by mail (RFC 8460 `rua=mailto:`).
+//!
+//! Owns: [`SmtpSettings`] (a `[tlsrpt.smtp]`-style config section and its validation), the
+//! command parser ([`parse_command`], pure), and [`serve`]: an RFC 5321 receiver that accepts
+//! mail only for the configured report addresses, takes the report out of each message with
+//! [`crate::mailreport::find_report`] and hands it to [`Intake::ingest`].
+//!
+//! Must not touch: config files, the CLI, the report store's SQL (through [`Intake`] only),
+//! certificates (the caller passes a ready `rustls::ServerConfig`).
+//!
+//! Replies after DATA: `250` only once `Intake::ingest` has returned (the report is committed,
+//! new or a duplicate); `554 5.6.0` with the reason when the message holds no report or the
+//! report does not decode or parse; `552 5.3.4` when it is too large; `451 4.3.0` when storage
+//! failed (the sender retries). Nothing is relayed and no bounce is ever sent.
+//!
+//! Protocol: EHLO/HELO, MAIL (with `SIZE=` and `BODY=`), RCPT, DATA (dot-unstuffing; the end is
+//! `CRLF.CRLF` only), RSET, NOOP, QUIT, VRFY (`252`), HELP. Advertised: PIPELINING (input is
+//! buffered, replies are flushed before waiting for more input), SIZE, 8BITMIME,
+//! ENHANCEDSTATUSCODES and, when a TLS config is given, STARTTLS (offered, never required:
+//! reports about TLS failures may have to arrive in plaintext). Input pipelined behind STARTTLS
+//! is discarded. Limits: a command line of [`MAX_COMMAND_LINE`] octets, a data line of
+//! [`MAX_DATA_LINE`], [`MAX_RECIPIENTS`] per message, [`MAX_ERRORS`] error replies per
+//! session, `max_message_bytes` per message (a sender that keeps going past twice that is
+//! disconnected), `max_connections` sessions (more are told `421`), and `timeout_secs` for
+//! every read, write and TLS handshake.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::intake::{Intake, IntakeError};
+use crate::mailreport::{self, MailReportError};
+use crate::reports::Stored;
+use crate::tlsrpt::RejectKind;
+
+/// Longest command line accepted, CRLF included (RFC 5321 allows 512; extensions add more).
+pub const MAX_COMMAND_LINE: usize = 2048;
+/// Longest line accepted inside DATA, CRLF included (RFC 5321 says 1000; senders exceed it).
+pub const MAX_DATA_LINE: usize = 64 * 1024;
+/// Recipients accepted per message.
+pub const MAX_RECIPIENTS: usize = 50;
+/// Error replies after which a session is closed.
+pub const MAX_ERRORS: usize = 20;
+/// How long [`serve`] waits for open sessions after shutdown before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Messages at most this large are searched on the async thread.
+const INLINE_PARSE_MAX: usize = 64 * 1024;
+/// Longest reason text put in a reply.
+const MAX_REPLY_TEXT: usize = 400;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn default_max_message_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    100
+}
+fn default_timeout_secs() -> u64 {
+    300
+}
+
+/// The SMTP listener's settings (a `[tlsrpt.smtp]`-style config section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// Where to listen, e.g. `"0.0.0.0:25"`.
+    pub listen: SocketAddr,
+    /// The report addresses (`local@domain`, as in `rua=mailto:`); mail to anyone else is
+    /// refused with `550 5.1.1`.
+    pub addresses: Vec<String>,
+    /// Largest message accepted, in bytes (default 10 MiB); advertised as `SIZE`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Concurrent sessions (default 100); more are answered `421` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds allowed for each read, write and TLS handshake (default 300, RFC 5321 4.5.3.2).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+impl SmtpSettings {
+    /// Settings with the defaults for everything but `listen` and `addresses`.
+    pub fn new(listen: SocketAddr, addresses: Vec<String>) -> SmtpSettings {
+        SmtpSettings {
+            listen,
+            addresses,
+            max_message_bytes: default_max_message_bytes(),
+            max_connections: default_max_connections(),
+            timeout_secs: default_timeout_secs(),
+        }
+    }
+
+    /// Every problem, each prefixed with `prefix.` and the key.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.addresses.is_empty() {
+            problems.push(format!(
+                "{prefix}.addresses: list at least one report address, e.g. [\"tlsrpt@example.org\"]"
+            ));
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for (i, address) in self.addresses.iter().enumerate() {
+            match split_address(address) {
+                Some(parts) if seen.contains(&parts) => problems.push(format!(
+                    "{prefix}.addresses[{i}]: {address:?} is listed twice"
+                )),
+                Some(parts) => seen.push(parts),
+                None => problems.push(format!(
+                    "{prefix}.addresses[{i}]: {address:?} is not a mail address like \"tlsrpt@example.org\" (no \"mailto:\", no <>)"
+                )),
+            }
+        }
+        if self.max_message_bytes < 1024 {
+            problems.push(format!(
+                "{prefix}.max_message_bytes: {} is too small; report mails need at least 1024 bytes (default 10485760)",
+                self.max_message_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{prefix}.max_connections: must be at least 1"));
+        }
+        if self.timeout_secs == 0 {
+            problems.push(format!("{prefix}.timeout_secs: must be at least 1"));
+        }
+        problems
+    }
+}
+
+/// `(local part, lowercased domain without trailing dot)` of a plain `local@domain` address.
+fn split_address(address: &str) -> Option<(String, String)> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let bad = |s: &str| {
+        s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+    };
+    let domain = crate::tlsrpt::normalize_domain(domain);
+    if bad(local) || bad(&domain) || domain.contains('@') || local.contains('@') {
+        return None;
+    }
+    Some((local.to_string(), domain))
+}
+
+/// One SMTP command, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ehlo(String),
+    Helo(String),
+    /// `MAIL FROM:<path>`; the null path `<>` is an empty string.
+    Mail {
+        from: String,
+        size: Option<u64>,
+    },
+    Rcpt {
+        to: String,
+    },
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Help,
+    StartTls,
+}
+
+/// Why a command line was not understood. Variants carry the offending text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unrecognized command {verb:?}")]
+    Unknown { verb: String },
+    #[error("command {verb} not implemented")]
+    NotImplemented { verb: String },
+    #[error("syntax error in {verb}: {reason}")]
+    Syntax { verb: &'static str, reason: String },
+    #[error("unsupported parameter {param:?} in {verb}")]
+    Parameter { verb: &'static str, param: String },
+}
+
+impl CommandError {
+    /// The reply code and enhanced status for this error.
+    pub fn code(&self) -> (u16, &'static str) {
+        match self {
+            CommandError::Unknown { .. } => (500, "5.5.1"),
+            CommandError::NotImplemented { .. } => (502, "5.5.1"),
+            CommandError::Syntax { .. } => (501, "5.5.4"),
+            CommandError::Parameter { .. } => (555, "5.5.4"),
+        }
+    }
+}
+
+/// Parses one command line (with or without its CRLF). Never panics.
+pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+    let line = line
+        .strip_suffix(b"\n")
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .unwrap_or(line);
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_start();
+    let (verb, args) = match text.split_once([' ', '\t']) {
+        Some((v, a)) => (v, a.trim()),
+        None => (text.trim_end(), ""),
+    };
+    let upper = verb.to_ascii_uppercase();
+    let no_args = |cmd: Command, name: &'static str| {
+        if args.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(CommandError::Syntax {
+                verb: name,
+                reason: "takes no arguments".to_string(),
+            })
+        }
+    };
+    match upper.as_str() {
+        "EHLO" | "HELO" => {
+            let name: &'static str = if upper == "EHLO" { "EHLO" } else { "HELO" };
+            let host = args.split_whitespace().next().unwrap_or("");
+            if host.is_empty() {
+                return Err(CommandError::Syntax {
+                    verb: name,
+                    reason: "a domain or address literal is required".to_string(),
+                });
+            }
+            let host = clean(host, 255);
+            Ok(if name == "EHLO" {
+                Command::Ehlo(host)
+            } else {
+                Command::Helo(host)
+            })
+        }
+        "MAIL" => {
+            let (path, params) = parse_path(args, "FROM:", "MAIL")?;
+            let mut size = None;
+            for param in params {
+                let (key, value) = param.split_once('=').unwrap_or((param, ""));
+                match key.to_ascii_uppercase().as_str() {
+                    "SIZE" => {
+                        let n = value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                            .ok_or_else(|| CommandError::Syntax {
+                                verb: "MAIL",
+                                reason: format!("SIZE={} is not a number", clean(value, 40)),
+                            })?;
+                        size = Some(n);
+                    }
+                    "BODY"
+                        if ["7BIT", "8BITMIME"]
+                            .iter()
+                            .any(|b| b.eq_ignore_ascii_case(value)) => {}
+                    // Accepted silently: the address only has to match a configured one.
+                    "SMTPUTF8" if value.is_empty() => {}
+                    _ => {
+                        return Err(CommandError::Parameter {
+                            verb: "MAIL",
+                            param: clean(param, 60),
+                        });
+                    }
+                }
+            }
+            Ok(Command::Mail { from: path, size })
+        }
+        "RCPT" => {
+            let (path, mut params) = parse_path(args, "TO:", "RCPT")?;
+            if let Some(param) = params.next() {
+                return Err(CommandError::Parameter {
+                    verb: "RCPT",
+                    param: clean(param, 60),
+                });
+            }
+            if path.is_empty() {
+                return Err(CommandError::Syntax {
+                    verb: "RCPT",
+                    reason: "an empty recipient is not allowed".to_string(),
+                });
+            }
+            Ok(Command::Rcpt { to: path })
+        }
+        "DATA" => no_args(Command::Data, "DATA"),
+        "RSET" => no_args(Command::Rset, "RSET"),
+        "QUIT" => no_args(Command::Quit, "QUIT"),
+        "STARTTLS" => no_args(Command::StartTls, "STARTTLS"),
+        "NOOP" => Ok(Command::Noop),
+        "VRFY" => Ok(Command::Vrfy),
+        "HELP" => Ok(Command::Help),
+        "EXPN" | "BDAT" | "AUTH" | "ETRN" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
+            Err(CommandError::NotImplemented { verb: upper })
+        }
+        _ => Err(CommandError::Unknown {
+            verb: clean(verb, 40),
+        }),
+    }
+}
+
+/// Splits `FROM:<path> PARAM...` into the path (without `<>` and any source route) and the
+/// parameters.
+fn parse_path<'a>(
+    args: &'a str,
+    keyword: &str,
+    verb: &'static str,
+) -> Result<(String, std::str::SplitWhitespace<'a>), CommandError> {
+    let syntax = |reason: &str| CommandError::Syntax {
+        verb,
+        reason: reason.to_string(),
+    };
+    let rest = match args.get(..keyword.len()) {
+        Some(k) if k.eq_ignore_ascii_case(keyword) => args[keyword.len()..].trim_start(),
+        _ => return Err(syntax(&format!("expected {keyword}<address>"))),
+    };
+    let (path, params) = if let Some(inner) = rest.strip_prefix('<') {
+        let end = inner
+            .find('>')
+            .ok_or_else(|| syntax("missing '>' after the address"))?;
+        (&inner[..end], &inner[end + 1..])
+    } else {
+        // Lenient: a bare address without angle brackets.
+        let end = rest.find([' ', '\t']).unwrap_or(rest.len());
+        (&rest[..end], &rest[end..])
+    };
+    // A source route (`@a,@b:user@host`) is ignored, as RFC 5321 allows.
+    let path = match path.strip_prefix('@') {
+        Some(_) => path.split_once(':').map(|(_, p)| p).unwrap_or(""),
+        None => path,
+    };
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) || path.len() > 320 {
+        return Err(syntax("invalid address"));
+    }
+    if !params.is_empty() && !params.starts_with([' ', '\t']) {
+        return Err(syntax("expected a space after the address"));
+    }
+    Ok((path.to_string(), params.split_whitespace()))
+}
+
+/// `s` without control characters, at most `max` bytes.
+fn clean(s: &str, max: usize) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    crate::tlsrpt::truncate(&s, max)
+}
+
+/// Errors that end a session early. Each carries the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error("{peer}: connection error: {source}")]
+    Io {
+        peer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{peer}: TLS handshake failed: {source}")]
+    Tls {
+        peer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{peer}: no data within {after:?}")]
+    Timeout { peer: String, after: Duration },
+}
+
+/// The shared, immutable context of all sessions.
+struct Ctx {
+    /// `(local part, domain)` of each accepted address.
+    addresses: Vec<(String, String)>,
+    /// The name in the greeting and EHLO reply.
+    name: String,
+    max_message_bytes: usize,
+    timeout: Duration,
+    tls: Option<TlsAcceptor>,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+}
+
+impl Ctx {
+    fn accepts(&self, rcpt: &str) -> bool {
+        let Some((local, domain)) = rcpt.rsplit_once('@') else {
+            return false;
+        };
+        let domain = crate::tlsrpt::normalize_domain(domain);
+        self.addresses
+            .iter()
+            .any(|(l, d)| l == local && *d == domain)
+    }
+}
+
+/// Serves SMTP on `listener` until `shutdown` fires, then closes idle sessions with `421` and
+/// waits up to a few seconds for busy ones. `tls`, when given, is offered as STARTTLS.
+pub async fn serve(
+    listener: TcpListener,
+    settings: SmtpSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("smtp");
+    serve_inner(listener, settings, tls, intake, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn serve_inner(
+    listener: TcpListener,
+    settings: SmtpSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+) {
+    let addresses: Vec<(String, String)> = settings
+        .addresses
+        .iter()
+        .filter_map(|a| split_address(a))
+        .collect();
+    let name = addresses
+        .first()
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| "localhost".to_string());
+    let ctx = Arc::new(Ctx {
+        addresses,
+        name,
+        max_message_bytes: settings.max_message_bytes,
+        timeout: Duration::from_secs(settings.timeout_secs.max(1)),
+        tls: tls.map(TlsAcceptor::from),
+        intake,
+        shutdown: shutdown.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let mut sessions = JoinSet::new();
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        starttls = ctx.tls.is_some(),
+        addresses = ?settings.addresses,
+        "smtp listening"
+    );
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually out of file descriptors: give sessions a moment to end.
+                tracing::warn!(err = %e, "smtp accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, max = settings.max_connections, "smtp connection refused: too many sessions");
+            // Best effort, never blocks the accept loop.
+            let _ = stream.try_write(b"421 4.3.2 too many connections, try again later\r\n");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = Arc::clone(&ctx);
+        let span = tracing::info_span!("smtp_session", %peer);
+        sessions.spawn(
+            async move {
+                let _permit = permit;
+                if let Err(e) = session(stream, peer.to_string(), &ctx).await {
+                    tracing::info!(err = %e, "smtp session ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    let open = sessions.len();
+    if open > 0 {
+        tracing::info!(open, "smtp waiting for sessions to end");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = sessions.len(),
+                "smtp sessions still open after the grace period; dropping them"
+            );
+            sessions.shutdown().await;
+        }
+    }
+    tracing::info!("smtp stopped");
+}
+
+/// Runs one session on any byte stream (a TCP socket in production).
+async fn session<S>(stream: S, peer: String, ctx: &Ctx) -> Result<(), SmtpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!("smtp session started");
+    let mut conn = Conn::new(stream, ctx.timeout);
+    conn.reply(220, &format!("{} ESMTP mxguard TLS-RPT intake", ctx.name));
+    let mut state = State::default();
+    let next = run(&mut conn, &mut state, ctx, false)
+        .await
+        .map_err(|e| e.into_smtp(&peer))?;
+    if next != Next::StartTls {
+        return Ok(());
+    }
+    let Some(acceptor) = &ctx.tls else {
+        return Ok(());
+    };
+    if conn.pos < conn.buf.len() {
+        tracing::warn!(
+            bytes = conn.buf.len() - conn.pos,
+            "discarding input pipelined after STARTTLS"
+        );
+    }
+    let stream = conn.io;
+    let tls = match tokio::time::timeout(ctx.timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(SmtpError::Tls { peer, source }),
+        Err(_) => {
+            return Err(SmtpError::Timeout {
+                peer,
+                after: ctx.timeout,
+            });
+        }
+    };
+    tracing::debug!("smtp session secured with TLS");
+    let mut conn = Conn::new(tls, ctx.timeout);
+    let mut state = State::default();
+    run(&mut conn, &mut state, ctx, true)
+        .await
+        .map_err(|e| e.into_smtp(&peer))?;
+    Ok(())
+}
+
+/// How a run of the command loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Closed,
+    StartTls,
+}
+
+/// The state of the current transaction.
+#[derive(Debug, Default)]
+struct State {
+    greeted: bool,
+    from: Option<String>,
+    rcpts: Vec<String>,
+    errors: usize,
+}
+
+impl State {
+    fn reset(&mut self) {
+        self.from = None;
+        self.rcpts.clear();
+    }
+}
+
+/// Why reading input stopped.
+#[derive(Debug)]
+enum ReadError {
+    TooLong,
+    Timeout(Duration),
+    Eof,
+    Shutdown,
+    Io(io::Error),
+}
+
+impl ReadError {
+    fn into_smtp(self, peer: &str) -> SmtpError {
+        match self {
+            ReadError::Timeout(after) => SmtpError::Timeout {
+                peer: peer.to_string(),
+                after,
+            },
+            ReadError::Io(source) => SmtpError::Io {
+                peer: peer.to_string(),
+                source,
+            },
+            other => SmtpError::Io {
+                peer: peer.to_string(),
+                source: io::Error::other(format!("{other:?}")),
+            },
+        }
+    }
+}
+
+/// A buffered connection: lines in, replies out (flushed before waiting for input).
+struct Conn<S> {
+    io: S,
+    /// Unread input is `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(io: S, timeout: Duration) -> Conn<S> {
+        Conn {
+            io,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            out: Vec::with_capacity(512),
+            timeout,
+        }
+    }
+
+    /// Queues a one-line reply.
+    fn reply(&mut self, code: u16, text: &str) {
+        self.out
+            .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+    }
+
+    /// Queues a multi-line reply.
+    fn reply_lines(&mut self, code: u16, lines: &[String]) {
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            self.out
+                .extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ReadError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => {
+                self.out.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ReadError::Io(e)),
+            Err(_) => Err(ReadError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Reads more input (flushing queued replies first), waiting at most the timeout.
+    async fn fill(&mut self, shutdown: Option<&CancellationToken>) -> Result<(), ReadError> {
+        self.flush().await?;
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+        let timeout = self.timeout;
+        let read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf));
+        let result = match shutdown {
+            Some(token) => tokio::select! {
+                biased;
+                _ = token.cancelled() => return Err(ReadError::Shutdown),
+                r = read => r,
+            },
+            None => read.await,
+        };
+        match result {
+            Ok(Ok(0)) => Err(ReadError::Eof),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ReadError::Io(e)),
+            Err(_) => Err(ReadError::Timeout(timeout)),
+        }
+    }
+
+    /// The next line including its LF. A line longer than `max` is consumed up to its LF and
+    /// reported as [`ReadError::TooLong`] (memory stays bounded by `max`).
+    async fn read_line(
+        &mut self,
+        max: usize,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<&[u8], ReadError> {
+        let mut discarding = false;
+        let mut scanned = 0;
+        loop {
+            let unread = &self.buf[self.pos + scanned..];
+            if let Some(i) = unread.iter().position(|&b| b == b'\n') {
+                let start = self.pos;
+                let end = self.pos + scanned + i + 1;
+                self.pos = end;
+                if discarding || end - start > max {
+                    return Err(ReadError::TooLong);
+                }
+                return Ok(&self.buf[start..end]);
+            }
+            scanned = self.buf.len() - self.pos;
+            if scanned > max {
+                discarding = true;
+                self.buf.clear();
+                self.pos = 0;
+                scanned = 0;
+            }
+            self.fill(shutdown).await?;
+        }
+    }
+}
+
+/// The command loop. Returns when the client quits or asks for STARTTLS.
+async fn run<S>(
+    conn: &mut Conn<S>,
+    state: &mut State,
+    ctx: &Ctx,
+    secured: bool,
+) -> Result<Next, ReadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if state.errors >= MAX_ERRORS {
+            conn.reply(421, "4.7.0 too many errors, closing connection");
+            conn.flush().await?;
+            return Ok(Next::Closed);
+        }
+        let parsed = match conn.read_line(MAX_COMMAND_LINE, Some(&ctx.shutdown)).await {
+            Ok(line) => parse_command(line),
+            Err(ReadError::TooLong) => {
+                state.errors += 1;
+                conn.reply(500, "5.5.2 line too long");
+                continue;
+            }
+            Err(ReadError::Shutdown) => {
+                conn.reply(421, "4.3.0 shutting down, try again later");
+                conn.flush().await?;
+                return Ok(Next::Closed);
+            }
+            Err(ReadError::Timeout(after)) => {
+                conn.reply(421, "4.4.2 idle too long, closing connection");
+                let _ = conn.flush().await;
+                return Err(ReadError::Timeout(after));
+            }
+            Err(ReadError::Eof) => return Ok(Next::Closed),
+            Err(e) => return Err(e),
+        };
+        let command = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                state.errors += 1;
+                let (code, status) = e.code();
+                conn.reply(code, &format!("{status} {e}"));
+                continue;
+            }
+        };
+        match command {
+            Command::Ehlo(host) => {
+                state.reset();
+                state.greeted = true;
+                let mut lines = vec![
+                    format!("{} greets {}", ctx.name, host),
+                    "PIPELINING".to_string(),
+                    format!("SIZE {}", ctx.max_message_bytes),
+                    "8BITMIME".to_string(),
+                    "ENHANCEDSTATUSCODES".to_string(),
+                ];
+                if ctx.tls.is_some() && !secured {
+                    lines.push("STARTTLS".to_string());
+                }
+                conn.reply_lines(250, &lines);
+            }
+            Command::Helo(host) => {
+                state.reset();
+                state.greeted = true;
+                conn.reply(250, &format!("{} greets {}", ctx.name, host));
+            }
+            Command::Mail { from, size } => {
+                if !state.greeted {
+                    state.errors += 1;
+                    conn.reply(503, "5.5.1 send EHLO or HELO first");
+                } else if state.from.is_some() {
+                    state.errors += 1;
+                    conn.reply(503, "5.5.1 sender already given; send RSET first");
+                } else if let Some(size) = size.filter(|&s| s > ctx.max_message_bytes as u64) {
+                    tracing::info!(
+                        size,
+                        limit = ctx.max_message_bytes,
+                        "smtp message refused: declared size over the limit"
+                    );
+                    conn.reply(
+                        552,
+                        &format!(
+                            "5.3.4 message size {size} exceeds the limit of {} bytes",
+                            ctx.max_message_bytes
+                        ),
+                    );
+                } else {
+                    state.from = Some(from);
+                    conn.reply(250, "2.1.0 sender ok");
+                }
+            }
+            Command::Rcpt { to } => {
+                if state.from.is_none() {
+                    state.errors += 1;
+                    conn.reply(503, "5.5.1 send MAIL first");
+                } else if state.rcpts.len() >= MAX_RECIPIENTS {
+                    conn.reply(452, "4.5.3 too many recipients");
+                } else if ctx.accepts(&to) {
+                    conn.reply(250, "2.1.5 recipient ok");
+                    state.rcpts.push(to);
+                } else {
+                    state.errors += 1;
+                    tracing::info!(rcpt = %clean(&to, 100), "smtp recipient refused");
+                    conn.reply(
+                        550,
+                        &format!(
+                            "5.1.1 <{}>: no such recipient here; this server only takes TLS-RPT reports",
+                            clean(&to, 100)
+                        ),
+                    );
+                }
+            }
+            Command::Data => {
+                if state.from.is_none() {
+                    state.errors += 1;
+                    conn.reply(503, "5.5.1 send MAIL first");
+                } else if state.rcpts.is_empty() {
+                    state.errors += 1;
+                    conn.reply(554, "5.5.1 no valid recipients");
+                } else {
+                    conn.reply(354, "end data with <CR><LF>.<CR><LF>");
+                    let data = match read_data(conn, ctx.max_message_bytes).await {
+                        Ok(data) => data,
+                        Err(ReadError::Timeout(after)) => {
+                            conn.reply(
+                                421,
+                                "4.4.2 message not received in time, closing connection",
+                            );
+                            let _ = conn.flush().await;
+                            return Err(ReadError::Timeout(after));
+                        }
+                        Err(ReadError::Eof) => {
+                            tracing::info!("smtp client closed the connection during DATA");
+                            return Ok(Next::Closed);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let (code, text) = match data {
+                        Data::Message(message) => deliver(ctx, message).await,
+                        Data::TooLarge { close } => {
+                            tracing::info!(
+                                limit = ctx.max_message_bytes,
+                                "smtp message refused: over the size limit"
+                            );
+                            let text = format!(
+                                "5.3.4 message exceeds the limit of {} bytes",
+                                ctx.max_message_bytes
+                            );
+                            if close {
+                                conn.reply(552, &text);
+                                conn.flush().await?;
+                                return Ok(Next::Closed);
+                            }
+                            (552, text)
+                        }
+                        Data::LineTooLong => (
+                            552,
+                            format!("5.3.4 message has a line longer than {MAX_DATA_LINE} bytes"),
+                        ),
+                    };
+                    conn.reply(code, &text);
+                    state.reset();
+                }
+            }
+            Command::Rset => {
+                state.reset();
+                conn.reply(250, "2.0.0 reset");
+            }
+            Command::Noop => conn.reply(250, "2.0.0 ok"),
+            Command::Vrfy => conn.reply(
+                252,
+                "2.5.0 cannot verify, but will take reports for the listed addresses",
+            ),
+            Command::Help => conn.reply(
+                214,
+                "2.0.0 this server takes TLS-RPT reports (RFC 8460) for its listed addresses",
+            ),
+            Command::Quit => {
+                conn.reply(221, "2.0.0 bye");
+                conn.flush().await?;
+                return Ok(Next::Closed);
+            }
+            Command::StartTls => {
+                if secured {
+                    state.errors += 1;
+                    conn.reply(503, "5.5.1 TLS already active");
+                } else if ctx.tls.is_none() {
+                    state.errors += 1;
+                    conn.reply(502, "5.5.1 STARTTLS not available");
+                } else {
+                    conn.reply(220, "2.0.0 ready to start TLS");
+                    conn.flush().await?;
+                    return Ok(Next::StartTls);
+                }
+            }
+        }
+    }
+}
+
+/// What DATA produced.
+enum Data {
+    Message(Vec<u8>),
+    /// Over `max_message_bytes`; `close` when the sender went on so long that the session is
+    /// ended instead of read to the end.
+    TooLarge {
+        close: bool,
+    },
+    LineTooLong,
+}
+
+/// Reads the message up to `CRLF.CRLF`, undoing dot-stuffing, keeping at most `max` bytes.
+async fn read_data<S>(conn: &mut Conn<S>, max: usize) -> Result<Data, ReadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut message = Vec::new();
+    let mut received: usize = 0;
+    let mut too_long = false;
+    let hard_stop = max.saturating_mul(2).max(max.saturating_add(MAX_DATA_LINE));
+    loop {
+        let line = match conn.read_line(MAX_DATA_LINE, None).await {
+            Ok(line) => line,
+            Err(ReadError::TooLong) => {
+                too_long = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if line == b".\r\n" {
+            break;
+        }
+        let line = line.strip_prefix(b".").unwrap_or(line);
+        received = received.saturating_add(line.len());
+        if received <= max {
+            message.extend_from_slice(line);
+        } else if received > hard_stop {
+            return Ok(Data::TooLarge { close: true });
+        }
+    }
+    Ok(if received > max {
+        Data::TooLarge { close: false }
+    } else if too_long {
+        Data::LineTooLong
+    } else {
+        Data::Message(message)
+    })
+}
+
+/// Finds and stores the report in `message`; the reply to send.
+async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
+    let size = message.len();
+    let found = if size <= INLINE_PARSE_MAX {
+        mailreport::find_report(&message)
+    } else {
+        match tokio::task::spawn_blocking(move || mailreport::find_report(&message)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(err = %e, "smtp message search task failed");
+                return (451, "4.3.0 internal error, try again later".to_string());
+            }
+        }
+    };
+    let report = match found {
+        Ok(r) => r,
+        Err(e) => {
+            let what = match &e {
+                MailReportError::Malformed { .. } => "malformed",
+                MailReportError::NoReport { .. } => "no_report",
+            };
+            tracing::info!(size, reason = what, err = %e, "smtp message refused");
+            return (
+                554,
+                format!("5.6.0 {}", clean(&e.to_string(), MAX_REPLY_TEXT)),
+            );
+        }
+    };
+    tracing::debug!(
+        size,
+        attachment = report.data.len(),
+        declared_type = %report.declared_type,
+        submitter = report.submitter.as_deref().unwrap_or(""),
+        "smtp report found"
+    );
+    let result = ctx
+        .intake
+        .ingest(Bytes::from(report.data), Some(report.content_type), None)
+        .await;
+    match result {
+        Ok(Stored::New { id }) => (250, format!("2.0.0 report stored as {id}")),
+        Ok(Stored::Duplicate { id }) => (250, format!("2.0.0 report already stored as {id}")),
+        Err(e) => {
+            let (code, status) = intake_reply(&e);
+            if code == 451 {
+                tracing::error!(err = %e, "smtp report not stored");
+                (
+                    451,
+                    format!("{status} storage unavailable, try again later"),
+                )
+            } else {
+                tracing::info!(code, err = %e, "smtp report refused");
+                (
+                    code,
+                    format!("{status} {}", clean(&e.client_message(), MAX_REPLY_TEXT)),
+                )
+            }
+        }
+    }
+}
+
+/// The SMTP reply code and enhanced status for an intake refusal.
+fn intake_reply(e: &IntakeError) -> (u16, &'static str) {
+    match e {
+        IntakeError::Storage(_) | IntakeError::ReadTimeout { .. } | IntakeError::Read { .. } => {
+            (451, "4.3.0")
+        }
+        IntakeError::BodyTooLarge { .. } => (552, "5.3.4"),
+        IntakeError::Decode(d) if d.kind() == RejectKind::TooLarge => (552, "5.3.4"),
+        IntakeError::Decode(_) | IntakeError::Parse(_) => (554, "5.6.0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_commands() {
+        assert_eq!(
+            parse_command(b"EHLO client.example\r\n"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(
+            parse_command(b"helo [127.0.0.1]"),
+            Ok(Command::Helo("[127.0.0.1]".into()))
+        );
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@b.example> SIZE=1234 BODY=8BITMIME\r\n"),
+            Ok(Command::Mail {
+                from: "a@b.example".into(),
+                size: Some(1234)
+            })
+        );
+        assert_eq!(
+            parse_command(b"mail from: <>"),
+            Ok(Command::Mail {
+                from: String::new(),
+                size: None
+            })
+        );
+        assert_eq!(
+            parse_command(b"RCPT TO:<@relay.example:tlsrpt@example.org>"),
+            Ok(Command::Rcpt {
+                to: "tlsrpt@example.org".into()
+            })
+        );
+        assert_eq!(
+            parse_command(b"RCPT TO:tlsrpt@example.org"),
+            Ok(Command::Rcpt {
+                to: "tlsrpt@example.org".into()
+            })
+        );
+        for (line, cmd) in [
+            (&b"DATA"[..], Command::Data),
+            (b"rset", Command::Rset),
+            (b"NOOP whatever", Command::Noop),
+            (b"QUIT\r\n", Command::Quit),
+            (b"VRFY postmaster", Command::Vrfy),
+            (b"HELP", Command::Help),
+            (b"StartTLS", Command::StartTls),
+        ] {
+            assert_eq!(parse_command(line), Ok(cmd));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_commands_with_the_right_codes() {
+        let code = |l: &[u8]| parse_command(l).unwrap_err().code().0;
+        assert_eq!(code(b"FOO bar"), 500);
+        assert_eq!(code(b""), 500);
+        assert_eq!(code(b"EXPN list"), 502);
+        assert_eq!(code(b"BDAT 100 LAST"), 502);
+        assert_eq!(code(b"EHLO"), 501);
+        assert_eq!(code(b"MAIL TO:<a@b>"), 501);
+        assert_eq!(code(b"MAIL FROM:<a@b"), 501);
+        assert_eq!(code(b"MAIL FROM:<a@b> SIZE=12x"), 501);
+        assert_eq!(code(b"MAIL FROM:<a@b> SIZE=99999999999999999999999"), 501);
+        assert_eq!(code(b"MAIL FROM:<a@b> AUTH=<>"), 555);
+        assert_eq!(code(b"RCPT TO:<a@b> NOTIFY=NEVER"), 555);
+        assert_eq!(code(b"RCPT TO:<>"), 501);
+        assert_eq!(code(b"DATA now"), 501);
+        assert_eq!(code(b"STARTTLS please"), 501);
+        let e = parse_command(b"MAIL FROM:<a@b> X-FOO=1").unwrap_err();
+        assert_eq!(e.to_string(), "unsupported parameter \"X-FOO=1\" in MAIL");
+    }
+
+    #[test]
+    fn settings_defaults_and_validation() {
+        let s: SmtpSettings =
+            toml::from_str("listen = \"127.0.0.1:2525\"\naddresses = [\"tlsrpt@example.org\"]\n")
+                .unwrap();
+        assert_eq!(s.max_message_bytes, 10 * 1024 * 1024);
+        assert_eq!(s.max_connections, 100);
+        assert_eq!(s.timeout_secs, 300);
+        assert!(s.validate("tlsrpt.smtp").is_empty());
+        let e = toml::from_str::<SmtpSettings>(
+            "listen = \"127.0.0.1:25\"\naddresses = []\nmax_mesage_bytes = 1\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let bad = SmtpSettings {
+            addresses: vec![
+                "mailto:x@example.org".into(),
+                "a@Example.org".into(),
+                "a@example.org.".into(),
+                "nobody".into(),
+            ],
+            max_message_bytes: 10,
+            max_connections: 0,
+            timeout_secs: 0,
+            ..SmtpSettings::new("127.0.0.1:25".parse().unwrap(), vec![])
+        };
+        let problems = bad.validate("tlsrpt.smtp");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(problems[0].starts_with("tlsrpt.smtp.addresses[0]: \"mailto:x@example.org\""));
+        assert!(
+            problems[1].starts_with("tlsrpt.smtp.addresses[2]: \"a@example.org.\" is listed twice")
+        );
+        assert!(problems[2].starts_with("tlsrpt.smtp.addresses[3]"));
+        assert!(problems[3].starts_with("tlsrpt.smtp.max_message_bytes"));
+        assert!(problems[4].starts_with("tlsrpt.smtp.max_connections"));
+        assert!(problems[5].starts_with("tlsrpt.smtp.timeout_secs"));
+        let empty = SmtpSettings::new("127.0.0.1:25".parse().unwrap(), vec![]);
+        assert_eq!(
+            empty.validate("s"),
+            vec![
+                "s.addresses: list at least one report address, e.g. [\"tlsrpt@example.org\"]"
+                    .to_string()
+            ]
+        );
+    }
+
+    fn test_ctx(dir: &std::path::Path, shutdown: CancellationToken) -> Ctx {
+        let store = crate::reports::ReportsHandle::open(&dir.join("r.sqlite3")).unwrap();
+        let intake = Arc::new(Intake::new(store, Default::default()));
+        Ctx {
+            addresses: vec![("tlsrpt".into(), "example.org".into())],
+            name: "example.org".into(),
+            max_message_bytes: 4096,
+            timeout: Duration::from_secs(5),
+            tls: None,
+            intake,
+            shutdown,
+        }
+    }
+
+    /// Runs one session over an in-memory pipe with `input`, returning everything it wrote.
+    async fn converse(ctx: &Ctx, input: &[u8]) -> String {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (mut rx, mut tx) = tokio::io::split(client);
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = tx.write_all(&input).await;
+            let _ = tx.shutdown().await;
+        });
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let _ = rx.read_to_end(&mut out).await;
+            out
+        });
+        let _ = session(server, "test".into(), ctx).await;
+        writer.await.unwrap();
+        String::from_utf8_lossy(&reader.await.unwrap()).into_owned()
+    }
+
+    fn codes(transcript: &str) -> Vec<u16> {
+        transcript
+            .lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .filter_map(|l| l[..3].parse().ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pipelined_session_in_one_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_ctx(dir.path(), CancellationToken::new());
+        let out = converse(
+            &ctx,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<tlsrpt@EXAMPLE.org>\r\nDATA\r\n\
+              Subject: hi\r\n\r\n..leading dot\r\n.\r\nNOOP\r\nVRFY x\r\nRSET\r\nQUIT\r\n",
+        )
+        .await;
+        assert_eq!(
+            codes(&out),
+            vec![220, 250, 250, 550, 250, 354, 554, 250, 252, 250, 221],
+            "{out}"
+        );
+        assert!(
+            out.contains("no TLS-RPT report in message: found text/plain"),
+            "{out}"
+        );
+        assert!(out.contains("250-SIZE 4096"), "{out}");
+        assert!(!out.contains("STARTTLS"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn order_and_size_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_ctx(dir.path(), CancellationToken::new());
+        let big = "x".repeat(100);
+        let mut input =
+            String::from("MAIL FROM:<a@b>\r\nEHLO c\r\nRCPT TO:<tlsrpt@example.org>\r\nDATA\r\n");
+        input.push_str(
+            "MAIL FROM:<a@b> SIZE=5000\r\nMAIL FROM:<a@b> SIZE=10\r\nMAIL FROM:<a@b>\r\nDATA\r\n",
+        );
+        input.push_str("RCPT TO:<tlsrpt@example.org>\r\nDATA\r\n");
+        for _ in 0..60 {
+            input.push_str(&big);
+            input.push_str("\r\n");
+        }
+        input.push_str(".\r\nSTARTTLS\r\n");
+        input.push_str(&"y".repeat(MAX_COMMAND_LINE + 10));
+        input.push_str("\r\nQUIT\r\n");
+        let out = converse(&ctx, input.as_bytes()).await;
+        assert_eq!(
+            codes(&out),
+            vec![
+                220, 503, 250, 503, 503, 552, 250, 503, 554, 250, 354, 552, 502, 500, 221
+            ],
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_sessions_with_421() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = CancellationToken::new();
+        let ctx = test_ctx(dir.path(), token.clone());
+        let (mut client, server) = tokio::io::duplex(4096);
+        let task = async { session(server, "t".into(), &ctx).await };
+        let talk = async {
+            let mut buf = vec![0u8; 512];
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"220 "));
+            token.cancel();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            String::from_utf8(rest).unwrap()
+        };
+        let (r, text) = tokio::join!(task, talk);
+        r.unwrap();
+        assert!(text.starts_with("421 4.3.0"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_client_is_told_421_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = test_ctx(dir.path(), CancellationToken::new());
+        ctx.timeout = Duration::from_millis(200);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let talk = async {
+            client.write_all(b"EHLO c\r\n").await.unwrap();
+            let mut out = Vec::new();
+            // The session closes its end after the 421; read until then.
+            tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut out))
+                .await
+                .expect("session ends by the deadline")
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let (r, text) = tokio::join!(session(server, "t".into(), &ctx), talk);
+        assert!(matches!(r, Err(SmtpError::Timeout { .. })), "{r:?}");
+        assert!(
+            text.ends_with("421 4.4.2 idle too long, closing connection\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn intake_errors_map_to_smtp_replies() {
+        let storage =
+            IntakeError::Storage(crate::reports::ReportsError::WriterGone { path: "/x".into() });
+        assert_eq!(intake_reply(&storage), (451, "4.3.0"));
+        let gzip = IntakeError::Decode(crate::tlsrpt::DecodeError::Gzip {
+            reason: "truncated stream".into(),
+        });
+        assert_eq!(intake_reply(&gzip), (554, "5.6.0"));
+        let big =
+            IntakeError::Decode(crate::tlsrpt::DecodeError::DecompressedTooLarge { limit: 1 });
+        assert_eq!(intake_reply(&big), (552, "5.3.4"));
+        let parse = crate::tlsrpt::parse_report(b"{}").unwrap_err();
+        assert_eq!(intake_reply(&IntakeError::Parse(parse)), (554, "5.6.0"));
+    }
+
+    #[test]
+    fn parse_command_never_panics_on_samples() {
+        for line in [
+            &b"MAIL FROM:<"[..],
+            b"RCPT TO:<@",
+            b"RCPT TO:<@:>",
+            b"\xff\xfe",
+            b"MAIL FROM:<>x",
+        ] {
+            let _ = parse_command(line);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_command_never_panics(line in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_command(&line);
+        }
+
+        #[test]
+        fn parse_command_never_panics_on_command_shapes(
+            verb in prop_oneof![Just("MAIL FROM:"), Just("RCPT TO:"), Just("EHLO "), Just("mail from: ")],
+            rest in "[<>@:=, a-zA-Z0-9\\t\\x00-\\x1f\\u{80}-\\u{10ffff}]{0,80}",
+        ) {
+            let _ = parse_command(format!("{verb}{rest}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn sessions_never_panic_on_arbitrary_input() {
+        use proptest::test_runner::{Config, TestRunner};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = rt.block_on(async { test_ctx(dir.path(), CancellationToken::new()) });
+        let line = prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b>\r\n".to_vec()),
+            Just(b"RCPT TO:<tlsrpt@example.org>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b".\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        ];
+        let mut runner = TestRunner::new(Config {
+            cases: 128,
+            ..Config::default()
+        });
+        runner
+            .run(&proptest::collection::vec(line, 0..30), |lines| {
+                let input = lines.concat();
+                let out = rt.block_on(converse(&ctx, &input));
+                prop_assert!(out.starts_with("220 "));
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -1,0 +1,488 @@
+//! DANE TLSA rollover end to end: the daemon, a stand-in MX that serves STARTTLS from the
+//! deployed files, a knotd secondary, a strict unbound validator, and an observer that checks
+//! at every sample that the key the MX presents is in the validated TLSA RRset.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::dns::{Knot, Unbound, dig, run};
+use crate::harness::{Daemon, DomainSpec, Project, free_port, mxguard, wait_for};
+
+/// A stand-in MX: SMTP with STARTTLS, reading the certificate and key files on every
+/// connection (the strictest MTA: a deployed file is live at once).
+struct StandInMx {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandInMx {
+    fn start(cert: PathBuf, key: PathBuf, starttls_delay: Duration) -> StandInMx {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while !stop2.load(Ordering::Relaxed) {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+                    let Ok(Ok((stream, _))) = accepted else {
+                        continue;
+                    };
+                    let (cert, key) = (cert.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let _ = serve_smtp(stream, &cert, &key, starttls_delay).await;
+                    });
+                }
+            });
+        });
+        StandInMx {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for StandInMx {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve_smtp(
+    stream: tokio::net::TcpStream,
+    cert: &Path,
+    key: &Path,
+    delay: Duration,
+) -> std::io::Result<()> {
+    let mut r = BufReader::new(stream);
+    r.get_mut()
+        .write_all(b"220 mx1.example.com ESMTP stand-in\r\n")
+        .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let cmd = line.trim().to_ascii_uppercase();
+        if cmd.starts_with("EHLO") {
+            r.get_mut()
+                .write_all(b"250-mx1.example.com\r\n250 STARTTLS\r\n")
+                .await?;
+        } else if cmd == "STARTTLS" {
+            tokio::time::sleep(delay).await;
+            // Files as deployed right now.
+            let chain: Vec<_> =
+                rustls_pemfile::certs(&mut fs::read(cert)?.as_slice()).collect::<Result<_, _>>()?;
+            let key = rustls_pemfile::private_key(&mut fs::read(key)?.as_slice())?
+                .ok_or_else(|| std::io::Error::other("no key"))?;
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(std::io::Error::other)?;
+            r.get_mut().write_all(b"220 go ahead\r\n").await?;
+            let mut tls = tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+                .accept(r.into_inner())
+                .await?;
+            let mut buf = [0u8; 512];
+            // Answer QUIT politely; otherwise just hold until the client leaves.
+            use tokio::io::AsyncReadExt;
+            while let Ok(n) = tls.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tls.write_all(b"221 bye\r\n").await?;
+            }
+            return Ok(());
+        } else if cmd == "QUIT" {
+            r.get_mut().write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            r.get_mut().write_all(b"250 ok\r\n").await?;
+        }
+    }
+}
+
+const MX: &str = "mx1.example.com";
+
+fn project(mx_port: u16, secondary_port: Option<u16>, reload: &str) -> Project {
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"enforce\"\nmax_age = 604800\n",
+    }]);
+    let mta = p.path("mta");
+    let mut extra = format!(
+        "[records]\ntlsa_ttl = 1\n\n[rollover]\nkey_age = \"30d\"\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
+         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{mx_port}\"\nreload = {reload}\n",
+        m = mta.display()
+    );
+    if let Some(port) = secondary_port {
+        extra.push_str(&format!(
+            "\n[[secondary]]\nname = \"knot\"\naddress = \"127.0.0.1:{port}\"\n"
+        ));
+    }
+    p.append_config(&extra);
+    p
+}
+
+fn roll_state(p: &Project) -> Option<serde_json::Value> {
+    let b = fs::read(p.path(&format!("state/rollover/{MX}.json"))).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn phase(p: &Project) -> String {
+    roll_state(p)
+        .and_then(|v| v["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn current_key(p: &Project) -> String {
+    roll_state(p)
+        .and_then(|v| v["current"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// TLSA `3 1 1` digests (lowercase hex) in a dig answer.
+fn tlsa_set(answer: &str) -> Vec<String> {
+    answer
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("TLSA") && !l.contains("RRSIG"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let i = f.iter().position(|x| *x == "TLSA")?;
+            (f.get(i + 1..i + 4)? == ["3", "1", "1"])
+                .then(|| f[i + 4..].concat().to_ascii_lowercase())
+        })
+        .collect()
+}
+
+fn dig_tlsa(port: u16) -> Vec<String> {
+    let mut cmd = Command::new(dig());
+    cmd.args([
+        "@127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "+norec",
+        "+time=1",
+        "+tries=1",
+        &format!("_25._tcp.{MX}."),
+        "TLSA",
+    ]);
+    tlsa_set(&run(&mut cmd).1)
+}
+
+/// What the MX presents right now (3 1 1 hex), via the library's STARTTLS check.
+fn presented(addr: SocketAddr) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(mxguard::mxcheck::presented_key(
+        addr,
+        MX,
+        Duration::from_secs(5),
+    ))
+    .ok()
+}
+
+/// openssl as a DANE-validating sender: verifies the MX against the given `3 1 1` records.
+fn openssl_dane_ok(addr: SocketAddr, records: &[String]) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-brief",
+        "-starttls",
+        "smtp",
+        "-connect",
+        &addr.to_string(),
+        "-dane_tlsa_domain",
+        MX,
+        "-verify_return_error",
+    ]);
+    for r in records {
+        cmd.args(["-dane_tlsa_rrdata", &format!("3 1 1 {r}")]);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.contains("Verification: OK") && text.contains("Verified peername")
+}
+
+/// Samples every ~100 ms until stopped; panics (in `check`) if the invariant breaks.
+struct Observer {
+    stop: Arc<AtomicBool>,
+    samples: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Observer {
+    fn start(mx: SocketAddr, secondary: u16, unbound: u16) -> Observer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let (stop2, samples2) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop2.load(Ordering::Relaxed) {
+                // Records first, then the key: a record must already be public when its key
+                // is presented.
+                let via_secondary = dig_tlsa(secondary);
+                let validated = {
+                    let mut cmd = Command::new(dig());
+                    cmd.args([
+                        "@127.0.0.1",
+                        "-p",
+                        &unbound.to_string(),
+                        "+dnssec",
+                        "+time=2",
+                        "+tries=1",
+                        &format!("_25._tcp.{MX}."),
+                        "TLSA",
+                    ]);
+                    let out = run(&mut cmd).1;
+                    if !out.contains("status: NOERROR") || !out.contains(" ad") {
+                        return Err(format!("sample {n}: TLSA not validated:\n{out}"));
+                    }
+                    tlsa_set(&out)
+                };
+                let Some(key) = presented(mx) else {
+                    // The MX restarting its listener is not a DANE failure.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                if !via_secondary.contains(&key) {
+                    return Err(format!(
+                        "sample {n}: live key {key} not in the secondary's TLSA {via_secondary:?}"
+                    ));
+                }
+                if !validated.contains(&key) {
+                    return Err(format!(
+                        "sample {n}: live key {key} not in the validated TLSA {validated:?}"
+                    ));
+                }
+                if n.is_multiple_of(10) && !openssl_dane_ok(mx, &validated) {
+                    return Err(format!(
+                        "sample {n}: openssl DANE verification failed with {validated:?}"
+                    ));
+                }
+                n += 1;
+                samples2.store(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        });
+        Observer {
+            stop,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the observer and returns how many samples it took; panics on a broken invariant.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let r = self.thread.take().unwrap().join().unwrap();
+        if let Err(e) = r {
+            panic!("DANE invariant broken: {e}");
+        }
+        self.samples.load(Ordering::Relaxed)
+    }
+
+    fn alive(&self) -> bool {
+        !self.thread.as_ref().unwrap().is_finished()
+    }
+}
+
+fn ds_line(p: &Project) -> String {
+    let out = mxguard(&["ds", "-c", &p.config_str(), "example.com"]);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(" IN DS "))
+        .unwrap()
+        .to_string()
+}
+
+struct Setup {
+    p: Project,
+    mx: StandInMx,
+    kport: u16,
+    _knot: Knot,
+    unbound: Unbound,
+}
+
+fn setup(reload: &str, starttls_delay: Duration) -> (Setup, Daemon) {
+    let kport = free_port();
+    // The MX port must be known before the config is written.
+    let mx_port_probe = free_port();
+    let p = project(mx_port_probe, Some(kport), reload);
+    let d = p.start();
+    let knot = Knot::start(kport, d.dns, &["example.com."]);
+    // The first MX certificate is issued and deployed by the daemon.
+    let cert = p.path("mta/mx1.crt");
+    let key = p.path("mta/mx1.key");
+    wait_for("first MX deployment", Duration::from_secs(30), || {
+        (cert.exists() && key.exists()).then_some(())
+    });
+    let mx = StandInMx::start(cert, key, starttls_delay);
+    // Point the daemon's live check at the stand-in.
+    let cfg = fs::read_to_string(p.config()).unwrap().replace(
+        &format!("127.0.0.1:{mx_port_probe}"),
+        &mx.addr().to_string(),
+    );
+    fs::write(p.config(), cfg).unwrap();
+    d.reload();
+    let unbound = Unbound::start(kport, &ds_line(&p));
+    (
+        Setup {
+            p,
+            mx,
+            kport,
+            _knot: knot,
+            unbound,
+        },
+        d,
+    )
+}
+
+fn wait_phase(p: &Project, want: &str, timeout: Duration) {
+    wait_for(&format!("rollover phase {want}"), timeout, || {
+        (phase(p) == want).then_some(())
+    });
+}
+
+#[test]
+fn two_full_rolls_never_leave_the_live_key_unpublished() {
+    let (s, d) = setup("[]", Duration::ZERO);
+    let obs = Observer::start(s.mx.addr(), s.kport, s.unbound.port);
+    wait_phase(&s.p, "stable", Duration::from_secs(60));
+    let first = current_key(&s.p);
+    let mut keys = vec![first.clone()];
+    for round in 0..2 {
+        let out = mxguard(&["rotate", "-c", &s.p.config_str(), MX]);
+        assert!(out.status.success(), "{out:?}");
+        let before = keys.last().unwrap().clone();
+        wait_for(
+            &format!("roll {round} to complete"),
+            Duration::from_secs(90),
+            || {
+                let k = current_key(&s.p);
+                (k != before && !k.is_empty() && phase(&s.p) == "stable").then_some(k)
+            },
+        );
+        let now = current_key(&s.p);
+        assert_eq!(presented(s.mx.addr()).as_deref(), Some(now.as_str()));
+        keys.push(now);
+        assert!(obs.alive(), "observer stopped early");
+    }
+    let samples = obs.finish();
+    assert!(samples >= 20, "only {samples} observer samples");
+    assert_eq!(keys.len(), 3);
+    assert_ne!(keys[0], keys[1]);
+    assert_ne!(keys[1], keys[2]);
+    // `mxguard tlsa` shows the current key and a pre-published next one.
+    let out = mxguard(&["tlsa", "-c", &s.p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("3 1 1 {}   ; current", keys[2])),
+        "{text}"
+    );
+    assert!(text.contains("; next"), "{text}");
+    drop(d);
+}
+
+#[test]
+fn sigkill_in_every_phase_still_completes_the_roll() {
+    // A slow reload command and a slow STARTTLS make the deploying and verifying phases
+    // long enough to be caught.
+    let (s, mut d) = setup("[\"sleep\", \"1\"]", Duration::from_millis(1500));
+    let obs = Observer::start(s.mx.addr(), s.kport, s.unbound.port);
+    for target in ["propagating", "stable", "deploying", "verifying"] {
+        if target != "propagating" {
+            wait_phase(&s.p, "stable", Duration::from_secs(60));
+        }
+        if matches!(target, "deploying" | "verifying") {
+            let out = mxguard(&["rotate", "-c", &s.p.config_str(), MX]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        wait_phase(&s.p, target, Duration::from_secs(60));
+        d.signal("KILL");
+        let _ = d.child.wait();
+        drop(d);
+        d = s.p.start();
+        eprintln!("killed in {target}, restarted");
+    }
+    // Whatever was interrupted completes.
+    let started = Instant::now();
+    wait_phase(&s.p, "stable", Duration::from_secs(90));
+    let k = current_key(&s.p);
+    wait_for(
+        "MX to present the current key",
+        Duration::from_secs(30),
+        || (presented(s.mx.addr()).as_deref() == Some(k.as_str())).then_some(()),
+    );
+    eprintln!("settled after {:?}", started.elapsed());
+    let samples = obs.finish();
+    assert!(samples >= 10, "only {samples} samples");
+    drop(d);
+}
+
+#[test]
+fn a_stopped_secondary_holds_the_roll_before_the_switch() {
+    let (s, d) = setup("[]", Duration::ZERO);
+    wait_phase(&s.p, "stable", Duration::from_secs(60));
+    let key = current_key(&s.p);
+    // Stop the secondary, then ask for a roll.
+    let Setup {
+        p,
+        mx,
+        kport,
+        _knot,
+        unbound,
+    } = s;
+    drop(_knot);
+    let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
+    assert!(out.status.success());
+    // The roll does not start while the secondary cannot confirm it serves the zone.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(phase(&p), "stable");
+    assert_eq!(current_key(&p), key);
+    assert!(roll_state(&p).unwrap()["requested"].as_bool().unwrap());
+    // Back online: it catches up and the roll completes.
+    let _knot = Knot::start(kport, d.dns, &["example.com."]);
+    wait_for("the roll to complete", Duration::from_secs(90), || {
+        (current_key(&p) != key && phase(&p) == "stable").then_some(())
+    });
+    drop((mx, unbound, d));
+}
