@@ -347,6 +347,27 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mxguard reports import PATH…`: stores the reports found in .eml, mbox, Maildir and
+/// report files; idempotent. Returns an error if any item failed (not for skipped ones).
+pub async fn import_reports(path: &Path, paths: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    crate::store::ensure_dir(&config.state_dir)?;
+    let db = config.state_dir.join(REPORTS_DB);
+    let handle = crate::reports::ReportsHandle::open(&db)
+        .with_context(|| format!("opening the report store {}", db.display()))?;
+    let intake = crate::intake::Intake::new(handle, config.tlsrpt.intake.clone());
+    let summary = crate::import::import(&intake, paths).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    if summary.failed() > 0 {
+        anyhow::bail!("{} item(s) could not be imported", summary.failed());
+    }
+    Ok(())
+}
+
 /// Parses `7d`, `24h`, `90m`, `3600s` or plain seconds.
 pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
@@ -700,6 +721,12 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         Some(a) if config.tlsrpt.enabled => Some(bind_tcp(&config, "listen.admin", a).await?),
         _ => None,
     };
+    let smtp_listener = match &config.tlsrpt.smtp {
+        Some(smtp) if config.tlsrpt.enabled => {
+            Some(bind_tcp(&config, "tlsrpt.smtp.listen", smtp.listen).await?)
+        }
+        _ => None,
+    };
     let intake = if config.tlsrpt.enabled {
         let db = state.path(REPORTS_DB);
         let handle = crate::reports::ReportsHandle::open(&db)
@@ -837,6 +864,17 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             http::Limits::default(),
             shutdown.clone(),
             SHUTDOWN_DRAIN,
+        ));
+    }
+    if let (Some(l), Some(intake), Some(settings)) =
+        (smtp_listener, &intake, daemon.config.tlsrpt.smtp.clone())
+    {
+        tracker.spawn(crate::smtp::serve(
+            l,
+            settings,
+            Some(tls::smtp_server_config(resolver.clone())),
+            intake.clone(),
+            shutdown.clone(),
         ));
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));

@@ -172,6 +172,9 @@ pub struct TlsRpt {
     pub intake: crate::intake::IntakeSettings,
     #[serde(default)]
     pub alerts: crate::tlsrpt::alert::AlertSettings,
+    /// An SMTP listener for `rua=mailto:` reports (absent: no SMTP).
+    #[serde(default)]
+    pub smtp: Option<crate::smtp::SmtpSettings>,
 }
 
 impl Default for TlsRpt {
@@ -181,6 +184,7 @@ impl Default for TlsRpt {
             retention_days: default_retention_days(),
             intake: Default::default(),
             alerts: Default::default(),
+            smtp: None,
         }
     }
 }
@@ -598,6 +602,20 @@ impl Config {
                 })),
             }
         }
+        for (i, d) in self.domains.iter().enumerate() {
+            for (j, uri) in d.tls_rpt.iter().enumerate() {
+                if uri.starts_with("mailto:")
+                    && crate::mailreport::report_address_behind_mx(uri, &d.mx, &d.name)
+                {
+                    warnings.push(self.problem(
+                        format!("domain[{i}].tls_rpt[{j}]"),
+                        format!(
+                            "{uri} is delivered through the MX hosts the reports are about: reports of TLS failures there may not arrive; prefer an https: URI or an address at another domain"
+                        ),
+                    ));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(LoadedPolicies { policies, warnings })
         } else {
@@ -929,6 +947,17 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     for p in raw.tlsrpt.alerts.validate("tlsrpt.alerts") {
         problem(p.key.clone(), p.problem.clone());
     }
+    if let Some(smtp) = &raw.tlsrpt.smtp {
+        for p in smtp.validate("tlsrpt.smtp") {
+            problem(String::new(), p);
+        }
+        if !raw.tlsrpt.enabled {
+            problem(
+                "tlsrpt.smtp".into(),
+                "the SMTP intake stores into the report database: set tlsrpt.enabled = true".into(),
+            );
+        }
+    }
     if raw.tlsrpt.retention_days == 0 {
         problem(
             "tlsrpt.retention_days".into(),
@@ -941,6 +970,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if let Some(a) = raw.listen.admin {
         addrs.push(("listen.admin", a));
+    }
+    if let Some(smtp) = &raw.tlsrpt.smtp {
+        addrs.push(("tlsrpt.smtp.listen", smtp.listen));
     }
     for (i, (ka, a)) in addrs.iter().enumerate() {
         for (kb, b) in &addrs[i + 1..] {

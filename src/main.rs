@@ -76,7 +76,8 @@ enum Command {
         /// Reports ending within this period (e.g. 7d, 24h).
         #[arg(long, default_value = "7d")]
         since: String,
-        #[arg(long)]
+        /// Machine-readable output.
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         action: Option<ReportsAction>,
@@ -125,6 +126,12 @@ enum Command {
 enum ReportsAction {
     /// One stored report, with the raw JSON as received.
     Show { id: i64 },
+    /// Import reports from .eml files, mbox files, Maildir directories or report files
+    /// (.json, .json.gz); duplicates are skipped.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -188,6 +195,11 @@ fn main() -> ExitCode {
             action,
         } => match action {
             Some(ReportsAction::Show { id }) => mxguard::app::print_report(&config, id),
+            Some(ReportsAction::Import { paths }) => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(mxguard::app::import_reports(&config, &paths, json))),
             None => mxguard::app::print_reports(&config, domain.as_deref(), &since, json),
         },
         Command::Tlsa { config } => mxguard::app::print_tlsa(&config),

@@ -133,6 +133,35 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     Arc::new(cfg)
 }
 
+/// For SMTP STARTTLS: the certificate for the SNI name if there is one, else any (senders
+/// doing opportunistic TLS for reports accept it; DANE/MTA-STS do not apply to this listener).
+#[derive(Debug)]
+struct AnyHostResolver(Arc<CertResolver>);
+
+impl ResolvesServerCert for AnyHostResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(ck) = hello.server_name().and_then(|n| self.0.get(n)) {
+            return Some(ck);
+        }
+        let certs = self.0.certs.load();
+        let mut names: Vec<&String> = certs.keys().collect();
+        names.sort();
+        names.first().and_then(|n| certs.get(*n).cloned())
+    }
+}
+
+/// The rustls configuration of the SMTP listener's STARTTLS (no ALPN).
+pub fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring provider supports the default protocol versions")
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(AnyHostResolver(resolver)));
+    Arc::new(cfg)
+}
+
 /// Builds a rustls `CertifiedKey` from a DER chain (leaf first) and a PKCS#8 key.
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,

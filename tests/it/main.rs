@@ -12,4 +12,5 @@ mod rollover;
 mod smtp;
 mod store_crash;
 mod tlsrpt_https;
+mod tlsrpt_mail;
 mod zone_daemon;
