@@ -80,23 +80,34 @@ pub struct AcmeError {
     pub message: String,
     /// The CA's Retry-After, where it sent one.
     pub retry_after: Option<SystemTime>,
+    /// The RFC 8555 problem type the CA sent, without the `urn:ietf:params:acme:error:` prefix.
+    pub problem: Option<String>,
 }
 
 impl AcmeError {
-    fn permanent(message: impl Into<String>) -> Self {
+    pub fn permanent(message: impl Into<String>) -> Self {
         AcmeError {
             class: FailureClass::Permanent,
             message: message.into(),
             retry_after: None,
+            problem: None,
         }
     }
 
-    fn transient(message: impl Into<String>) -> Self {
+    pub fn transient(message: impl Into<String>) -> Self {
         AcmeError {
             class: FailureClass::Transient,
             message: message.into(),
             retry_after: None,
+            problem: None,
         }
+    }
+
+    /// The CA does not know the account that signed the request (RFC 8555 §7.3.1
+    /// `accountDoesNotExist`): it was deleted at the CA, or the CA lost its data. Only a new
+    /// registration helps.
+    pub fn account_does_not_exist(&self) -> bool {
+        self.problem.as_deref() == Some("accountDoesNotExist")
     }
 
     fn from_acme(context: &str, e: instant_acme::Error) -> Self {
@@ -117,12 +128,37 @@ impl AcmeError {
             }
             _ => None,
         };
+        let problem = match &e {
+            E::Api(p) => p.r#type.as_deref().map(|t| {
+                t.trim_start_matches("urn:ietf:params:acme:error:")
+                    .to_string()
+            }),
+            _ => None,
+        };
         AcmeError {
             class,
-            message: format!("{context}: {e}"),
+            message: format!("{context}: {}", error_chain(&e)),
             retry_after,
+            problem,
         }
     }
+}
+
+/// An error and its sources on one line (`client error (Connect): tcp connect error:
+/// Connection refused (os error 111)`): the outermost message alone rarely says what failed.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// RFC 8555 §6.7 problem types: which ones a retry can fix by itself.
@@ -204,6 +240,13 @@ impl Client {
                 created: false,
             });
         }
+        Client::register(state, settings).await
+    }
+
+    /// Registers a new account at the CA and stores it, replacing any stored account (which
+    /// the CA no longer knows, or which belongs to another directory).
+    pub async fn register(state: &StateDir, settings: &AcmeSettings) -> Result<Client, AcmeError> {
+        let path = state.path(ACCOUNT_FILE);
         let contact: Vec<String> = settings
             .email
             .iter()
@@ -410,6 +453,7 @@ impl Client {
                     }
                 ),
                 retry_after: None,
+                problem: None,
             });
         }
         order

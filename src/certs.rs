@@ -91,9 +91,14 @@ pub struct CertState {
     pub last_error: Option<String>,
     #[serde(default)]
     pub last_error_class: Option<FailureClass>,
+    /// The issuer (see `issuer`) the failed attempts were made with: `next_attempt` is a retry
+    /// for that issuer only.
+    #[serde(default)]
+    pub failed_issuer: Option<String>,
     #[serde(default)]
     pub last_success: Option<u64>,
-    /// SHA-256 (hex) of the chain last deployed successfully (MX role).
+    /// Fingerprint of the last successful deployment (MX role): SHA-256 (hex) over the chain
+    /// and where and how it was written (see [`deployment_fingerprint`]).
     #[serde(default)]
     pub deployed: Option<String>,
     #[serde(default)]
@@ -116,10 +121,11 @@ pub fn from_unix(s: u64) -> SystemTime {
 /// Who issues certificates.
 pub enum Backend {
     Local(Arc<LocalCa>),
-    /// An ACME CA; the account is logged in (or created) on first use.
+    /// An ACME CA; the account is logged in (or created) on first use, and registered anew
+    /// when the CA no longer knows it.
     Acme {
         settings: acme::AcmeSettings,
-        client: tokio::sync::OnceCell<acme::Client>,
+        client: tokio::sync::Mutex<Option<Arc<acme::Client>>>,
     },
 }
 
@@ -127,7 +133,7 @@ impl Backend {
     pub fn acme(settings: acme::AcmeSettings) -> Backend {
         Backend::Acme {
             settings,
-            client: tokio::sync::OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -200,11 +206,7 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
 }
 
 fn transient(e: CertError) -> acme::AcmeError {
-    acme::AcmeError {
-        class: FailureClass::Transient,
-        message: e.to_string(),
-        retry_after: None,
-    }
+    acme::AcmeError::transient(e.to_string())
 }
 
 pub(crate) fn read_state(state: &StateDir, name: &str) -> CertState {
@@ -239,6 +241,8 @@ pub struct CertReport {
     pub issuer: Option<String>,
     pub not_after: Option<String>,
     pub next_renewal: Option<String>,
+    /// Consecutive failed attempts since the last success (`next_renewal` is then the retry).
+    pub attempts: u32,
     pub last_error: Option<String>,
     pub deploy_error: Option<String>,
     pub near_expiry: bool,
@@ -305,6 +309,7 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
                 issuer: st.issuer.clone(),
                 not_after: st.not_after.map(rfc3339),
                 next_renewal: st.next_attempt.map(rfc3339),
+                attempts: st.attempts,
                 last_error: st.last_error.clone(),
                 deploy_error: st.deploy_error.clone(),
                 near_expiry: near,
@@ -437,16 +442,17 @@ impl<R: Responder> Manager<R> {
 
     /// When `spec` next needs work, from its persisted state.
     fn due(&self, spec: &CertSpec, st: &CertState) -> SystemTime {
-        let issuer_changed = st.issuer.as_deref() != Some(self.backend.label().as_str());
-        if issuer_changed || self.stored_chain(spec).is_none() {
-            // Never issued by this backend: now, unless a retry is scheduled.
-            return st.next_attempt.map_or(UNIX_EPOCH, from_unix);
-        }
-        let mut due = st.next_attempt.map_or(UNIX_EPOCH, from_unix);
-        if let (Role::Mx(_), Some(n)) = (&spec.role, st.next_deploy) {
-            due = due.min(from_unix(n));
-        }
-        due
+        due(
+            spec,
+            st,
+            &self.backend.label(),
+            self.stored_chain(spec).is_some(),
+            self.stored_chain_pem(spec).as_deref(),
+        )
+    }
+
+    fn stored_chain_pem(&self, spec: &CertSpec) -> Option<String> {
+        std::fs::read_to_string(acme::cert_path(self.state.root(), &spec.name, "chain.pem")).ok()
     }
 
     /// Runs until `shutdown`: sleeps until the earliest due certificate (or a wake-up), then
@@ -478,10 +484,16 @@ impl<R: Responder> Manager<R> {
                 let st = read_state(&self.state, &spec.name);
                 let due = self.due(spec, &st);
                 if due <= now {
-                    if shutdown.is_cancelled() {
-                        return;
+                    // An order can take minutes (validation, dns-01 propagation): shutdown
+                    // abandons it. Nothing is lost: state is written only after a step
+                    // completes, so the next start orders again.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            tracing::info!(cert = %spec.name, "certificate work abandoned at shutdown");
+                            return;
+                        }
+                        _ = self.work(spec, st) => {}
                     }
-                    self.work(spec, st).await;
                     // Re-read: `work` persisted the new schedule.
                     let st = read_state(&self.state, &spec.name);
                     next = next.min(self.due(spec, &st).max(now + Duration::from_secs(1)));
@@ -510,10 +522,18 @@ impl<R: Responder> Manager<R> {
                 Ok(()) => {}
                 Err(e) => {
                     st.attempts += 1;
+                    st.failed_issuer = Some(self.backend.label());
                     st.last_error = Some(e.message.clone());
                     st.last_error_class = Some(e.class);
-                    let retry =
-                        renewal::retry_time(now, st.attempts, e.class, e.retry_after, self.backoff);
+                    // The certificate being served expires at `not_after`: retry before.
+                    let retry = renewal::retry_time_before_expiry(
+                        now,
+                        st.attempts,
+                        e.class,
+                        e.retry_after,
+                        self.backoff,
+                        st.not_after.map(from_unix),
+                    );
                     st.next_attempt = Some(unix(retry));
                     let near = match (st.not_before, st.not_after) {
                         (Some(a), Some(b)) => renewal::near_expiry(from_unix(a), from_unix(b), now),
@@ -566,40 +586,52 @@ impl<R: Responder> Manager<R> {
                     })?
             }
             Backend::Acme { settings, client } => {
-                let client = client
-                    .get_or_try_init(|| acme::Client::login(&self.state, settings))
-                    .await?;
-                let csr = acme::csr(&spec.sans, key).map_err(|m| acme::AcmeError {
-                    class: FailureClass::Permanent,
-                    message: m,
-                    retry_after: None,
-                })?;
+                let csr = acme::csr(&spec.sans, key).map_err(acme::AcmeError::permanent)?;
+                let c = acme_login(&self.state, settings, client).await?;
                 let ari = match previous {
-                    Some(der) => client.renewal_window(der).await.ok().flatten(),
+                    Some(der) => c.renewal_window(der).await.ok().flatten(),
                     None => None,
                 };
                 let replaces = if ari.is_some() { previous } else { None };
-                client
+                let ordered = c
                     .order(&spec.sans, &csr, spec.challenge, &self.responder, replaces)
-                    .await?
+                    .await;
+                let (_, chain_pem) = match ordered {
+                    Err(e) if e.account_does_not_exist() => {
+                        // The CA deleted the account or lost its data (a test CA restarted):
+                        // nothing but a new registration helps, and waiting makes it no better.
+                        let c = acme_register(&self.state, settings, client, &c).await?;
+                        // `replaces` names a certificate of the old account: order afresh.
+                        let pem = c
+                            .order(&spec.sans, &csr, spec.challenge, &self.responder, None)
+                            .await?;
+                        (c, pem)
+                    }
+                    other => (c, other?),
+                };
+                chain_pem
             }
         };
         let chain = parse_chain(&chain_pem);
-        let leaf = chain.first().ok_or_else(|| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: "CA returned no certificate".into(),
-            retry_after: None,
-        })?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| acme::AcmeError::transient("CA returned no certificate"))?;
         if spki_of_cert(leaf).as_deref()
             != Some(rcgen::PublicKeyData::subject_public_key_info(key).as_slice())
         {
-            return Err(acme::AcmeError {
-                class: FailureClass::Transient,
-                message: "issued certificate does not carry our key".into(),
-                retry_after: None,
-            });
+            return Err(acme::AcmeError::transient(
+                "issued certificate does not carry our key",
+            ));
         }
         Ok(chain_pem)
+    }
+
+    /// The logged-in ACME client, if the backend is ACME and it has logged in.
+    async fn acme_client(&self) -> Option<Arc<acme::Client>> {
+        match &self.backend {
+            Backend::Acme { client, .. } => client.lock().await.clone(),
+            Backend::Local(_) => None,
+        }
     }
 
     /// Makes `chain_pem` (for `key`, which is already `certs/<name>/key.pem`) the current
@@ -612,16 +644,12 @@ impl<R: Responder> Manager<R> {
         chain_pem: &str,
     ) -> Result<(), acme::AcmeError> {
         let chain = parse_chain(chain_pem);
-        let leaf = chain.first().ok_or_else(|| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: "empty certificate chain".into(),
-            retry_after: None,
-        })?;
-        let (nb, na) = validity(leaf).ok_or_else(|| acme::AcmeError {
-            class: FailureClass::Transient,
-            message: "issued certificate is unparseable".into(),
-            retry_after: None,
-        })?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| acme::AcmeError::transient("empty certificate chain"))?;
+        let (nb, na) = validity(leaf)
+            .ok_or_else(|| acme::AcmeError::transient("issued certificate is unparseable"))?;
+        let acme_client = self.acme_client().await;
         store::write_atomic(
             &acme::cert_path(self.state.root(), &spec.name, "chain.pem"),
             chain_pem.as_bytes(),
@@ -640,15 +668,12 @@ impl<R: Responder> Manager<R> {
         }
         let now = SystemTime::now();
         let jitter: f64 = rand::random();
-        let next = match &self.backend {
-            Backend::Acme { client, .. } => match client.get() {
-                Some(c) => match c.renewal_window(leaf).await {
-                    Ok(Some((a, b))) => renewal::ari_time(a, b, now, jitter),
-                    _ => renewal::one_third_rule(nb, na, jitter),
-                },
-                None => renewal::one_third_rule(nb, na, jitter),
+        let next = match &acme_client {
+            Some(c) => match c.renewal_window(leaf).await {
+                Ok(Some((a, b))) => renewal::ari_time(a, b, now, jitter),
+                _ => renewal::one_third_rule(nb, na, jitter),
             },
-            Backend::Local(_) => renewal::one_third_rule(nb, na, jitter),
+            None => renewal::one_third_rule(nb, na, jitter),
         };
         st.issuer = Some(self.backend.label());
         st.not_before = Some(unix(nb));
@@ -657,6 +682,7 @@ impl<R: Responder> Manager<R> {
         st.attempts = 0;
         st.last_error = None;
         st.last_error_class = None;
+        st.failed_issuer = None;
         st.last_success = Some(unix(now));
         st.deployed = None; // a new chain must be deployed
         tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate issued");
@@ -673,10 +699,10 @@ impl<R: Responder> Manager<R> {
             return;
         };
         debug_assert!(!chain.is_empty());
-        let digest = sha256_hex(chain_pem.as_bytes());
-        if st.deployed.as_deref() == Some(digest.as_str()) && st.deploy_error.is_none() {
+        if !needs_deploy(d, st, &chain_pem) {
             return;
         }
+        let digest = deployment_fingerprint(d, &chain_pem);
         let now = SystemTime::now();
         if let Some(n) = st.next_deploy
             && from_unix(n) > now
@@ -708,6 +734,98 @@ impl<R: Responder> Manager<R> {
     }
 }
 
+/// When `spec` next needs work: `label` is the current issuer, `have_chain` whether a chain
+/// matching the key is stored, `chain_pem` that chain (for the MX deployment check).
+fn due(
+    spec: &CertSpec,
+    st: &CertState,
+    label: &str,
+    have_chain: bool,
+    chain_pem: Option<&str>,
+) -> SystemTime {
+    let scheduled = st.next_attempt.map_or(UNIX_EPOCH, from_unix);
+    if st.issuer.as_deref() != Some(label) || !have_chain {
+        // Never issued by this issuer: now, unless a retry after a failure with this very
+        // issuer is scheduled. `next_attempt` may be the renewal time of another issuer's
+        // certificate (the CA was switched, e.g. from staging to production): not a reason
+        // to keep serving that certificate until then.
+        let retrying = st.attempts > 0 && st.failed_issuer.as_deref() == Some(label);
+        return if retrying { scheduled } else { UNIX_EPOCH };
+    }
+    let mut due = scheduled;
+    if let (Role::Mx(mx), Some(chain_pem)) = (&spec.role, chain_pem) {
+        match st.next_deploy {
+            Some(n) => due = due.min(from_unix(n)),
+            None if needs_deploy(&mx.deploy, st, chain_pem) => due = UNIX_EPOCH,
+            None => {}
+        }
+    }
+    due
+}
+
+/// What a deployment wrote, as a hex SHA-256: the chain, the files' paths, modes, owner
+/// and the reload command. A change to any of them (a reload of the config) deploys again.
+pub fn deployment_fingerprint(d: &Deploy, chain_pem: &str) -> String {
+    let target = format!(
+        "{}\0{}\0{:o}\0{:o}\0{:?}\0{:?}\0",
+        d.cert_file.display(),
+        d.key_file.display(),
+        d.cert_mode,
+        d.key_mode,
+        d.owner,
+        d.reload
+    );
+    sha256_hex(&[target.as_bytes(), chain_pem.as_bytes()].concat())
+}
+
+/// True unless `chain_pem` was deployed to `d` successfully and both files still exist.
+fn needs_deploy(d: &Deploy, st: &CertState, chain_pem: &str) -> bool {
+    st.deployed.as_deref() != Some(deployment_fingerprint(d, chain_pem).as_str())
+        || st.deploy_error.is_some()
+        || !d.cert_file.exists()
+        || !d.key_file.exists()
+}
+
+/// The logged-in ACME client, logging in (or registering) on first use.
+async fn acme_login(
+    state: &StateDir,
+    settings: &acme::AcmeSettings,
+    cell: &tokio::sync::Mutex<Option<Arc<acme::Client>>>,
+) -> Result<Arc<acme::Client>, acme::AcmeError> {
+    let mut guard = cell.lock().await;
+    if let Some(c) = guard.as_ref() {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(acme::Client::login(state, settings).await?);
+    *guard = Some(c.clone());
+    Ok(c)
+}
+
+/// Registers a new account in place of `gone`, which the CA no longer knows.
+async fn acme_register(
+    state: &StateDir,
+    settings: &acme::AcmeSettings,
+    cell: &tokio::sync::Mutex<Option<Arc<acme::Client>>>,
+    gone: &acme::Client,
+) -> Result<Arc<acme::Client>, acme::AcmeError> {
+    let mut guard = cell.lock().await;
+    *guard = None;
+    tracing::error!(
+        account = %gone.account_id(),
+        directory = %settings.directory,
+        "the CA no longer knows account {}; registering a new account",
+        gone.account_id()
+    );
+    let c = Arc::new(acme::Client::register(state, settings).await?);
+    tracing::warn!(
+        old_account = %gone.account_id(),
+        account = %c.account_id(),
+        "new ACME account registered and stored; update CAA accounturi parameters that name the old account"
+    );
+    *guard = Some(c.clone());
+    Ok(c)
+}
+
 /// Certificates by name, for lookups.
 pub fn by_name(specs: &[CertSpec]) -> BTreeMap<String, CertSpec> {
     specs.iter().map(|s| (s.name.clone(), s.clone())).collect()
@@ -722,6 +840,138 @@ mod tests {
         assert_eq!(resolve_owner("0:0").unwrap(), (0, 0));
         assert_eq!(resolve_owner("root").unwrap(), (0, 0));
         assert!(resolve_owner("no-such-user-mxguard").is_err());
+    }
+
+    fn https_spec() -> CertSpec {
+        CertSpec {
+            name: "mta-sts.example.com".into(),
+            sans: vec!["mta-sts.example.com".into()],
+            challenge: ChallengeKind::Http01,
+            role: Role::Https {
+                host: "mta-sts.example.com".into(),
+            },
+        }
+    }
+
+    fn mx_spec(dir: &Path) -> CertSpec {
+        CertSpec {
+            name: "mx1.example.com".into(),
+            sans: vec!["mx1.example.com".into()],
+            challenge: ChallengeKind::Http01,
+            role: Role::Mx(MxRole {
+                deploy: Deploy {
+                    cert_file: dir.join("mx1.crt"),
+                    key_file: dir.join("mx1.key"),
+                    owner: None,
+                    cert_mode: 0o644,
+                    key_mode: 0o600,
+                    reload: vec![],
+                    reload_timeout: Duration::from_secs(5),
+                },
+                verify: None,
+                rollover: false,
+            }),
+        }
+    }
+
+    const STAGING: &str = "acme:https://acme-staging-v02.api.letsencrypt.org/directory";
+    const PRODUCTION: &str = "acme:https://acme-v02.api.letsencrypt.org/directory";
+
+    #[test]
+    fn switching_ca_orders_at_once_instead_of_waiting_for_the_old_renewal_time() {
+        let in_60_days = unix(SystemTime::now()) + 60 * 86_400;
+        let st = CertState {
+            issuer: Some(STAGING.into()),
+            next_attempt: Some(in_60_days),
+            ..CertState::default()
+        };
+        let spec = https_spec();
+        assert_eq!(due(&spec, &st, PRODUCTION, true, None), UNIX_EPOCH);
+        // Same issuer: the renewal time stands.
+        assert_eq!(due(&spec, &st, STAGING, true, None), from_unix(in_60_days));
+        // A retry after a failure with the new issuer is honoured...
+        let failed = CertState {
+            attempts: 2,
+            failed_issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(in_60_days),
+            ..st.clone()
+        };
+        assert_eq!(
+            due(&spec, &failed, PRODUCTION, true, None),
+            from_unix(in_60_days)
+        );
+        // ...but not one scheduled for another issuer (the user switched CA to fix it).
+        let failed_elsewhere = CertState {
+            failed_issuer: Some(STAGING.into()),
+            ..failed
+        };
+        assert_eq!(
+            due(&spec, &failed_elsewhere, PRODUCTION, true, None),
+            UNIX_EPOCH
+        );
+    }
+
+    #[test]
+    fn lost_chain_is_ordered_at_once_instead_of_at_the_renewal_time() {
+        let st = CertState {
+            issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(unix(SystemTime::now()) + 86_400),
+            ..CertState::default()
+        };
+        assert_eq!(due(&https_spec(), &st, PRODUCTION, false, None), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = mx_spec(dir.path());
+        let Role::Mx(mx) = &spec.role else {
+            unreachable!()
+        };
+        let d = &mx.deploy;
+        std::fs::write(&d.cert_file, "CHAIN").unwrap();
+        std::fs::write(&d.key_file, "KEY").unwrap();
+        let renewal = unix(SystemTime::now()) + 86_400;
+        let st = CertState {
+            issuer: Some(PRODUCTION.into()),
+            next_attempt: Some(renewal),
+            deployed: Some(deployment_fingerprint(d, "CHAIN")),
+            ..CertState::default()
+        };
+        assert_eq!(
+            due(&spec, &st, PRODUCTION, true, Some("CHAIN")),
+            from_unix(renewal)
+        );
+        // The config now names another file: deploy now.
+        let moved = Deploy {
+            cert_file: dir.path().join("new.crt"),
+            ..d.clone()
+        };
+        let moved_spec = CertSpec {
+            role: Role::Mx(MxRole {
+                deploy: moved,
+                ..mx.clone()
+            }),
+            ..spec.clone()
+        };
+        assert_eq!(
+            due(&moved_spec, &st, PRODUCTION, true, Some("CHAIN")),
+            UNIX_EPOCH
+        );
+        // The deployed file was deleted: deploy again.
+        std::fs::remove_file(&d.key_file).unwrap();
+        assert_eq!(due(&spec, &st, PRODUCTION, true, Some("CHAIN")), UNIX_EPOCH);
+        // A failed deployment waits for its retry time.
+        let retry = renewal - 3600;
+        let failed = CertState {
+            deploy_error: Some("reload failed".into()),
+            next_deploy: Some(retry),
+            ..st
+        };
+        assert_eq!(
+            due(&spec, &failed, PRODUCTION, true, Some("CHAIN")),
+            from_unix(retry)
+        );
     }
 
     #[tokio::test]

@@ -92,14 +92,40 @@ pub fn retry_time(
     }
 }
 
+/// [`retry_time`] for a certificate that expires at `not_after` (None: none is served yet):
+/// the backoff (also the cap a permanent failure waits at once) never reaches past half the
+/// remaining lifetime, so a failure hours before expiry is retried before it, not after.
+/// Retries never come closer than `b.base`; a CA's Retry-After still wins.
+pub fn retry_time_before_expiry(
+    now: SystemTime,
+    attempt: u32,
+    class: FailureClass,
+    retry_after: Option<SystemTime>,
+    b: Backoff,
+    not_after: Option<SystemTime>,
+) -> SystemTime {
+    let mut delay = backoff(attempt, class, b);
+    if let Some(na) = not_after {
+        let remaining = na.duration_since(now).unwrap_or(Duration::ZERO);
+        delay = delay.min((remaining / 2).max(b.base));
+    }
+    let t = now + delay;
+    match retry_after {
+        Some(ra) if ra > t => ra.min(now + b.cap),
+        _ => t,
+    }
+}
+
 /// True when the certificate is close enough to expiry that failing to renew it is an
-/// emergency: less than a tenth of its lifetime (or under 3 days) remains.
+/// emergency: less than a tenth of its lifetime, or under 3 days, remains — but never before
+/// half the renewal window (the last third) has passed, so a short-lived certificate (6 days)
+/// is not an emergency the moment its renewal starts.
 pub fn near_expiry(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
     let lifetime = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::ZERO);
     let remaining = not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    remaining < (lifetime / 10).max(Duration::from_secs(3 * 86_400).min(lifetime / 3))
+    remaining < (lifetime / 10).max(Duration::from_secs(3 * 86_400).min(lifetime / 6))
 }
 
 #[cfg(test)]
@@ -226,6 +252,108 @@ mod tests {
             retry_time(now, 1, FailureClass::Transient, None, Backoff::default()),
             now + BACKOFF_BASE
         );
+    }
+
+    #[test]
+    fn short_lived_certificate_is_not_near_expiry_when_its_renewal_starts() {
+        // 160 hours (Let's Encrypt's short-lived profile): renewal at about 53 h before
+        // expiry. A failure an hour later is a warning, not an emergency.
+        let nb = t(0);
+        let na = nb + Duration::from_secs(160 * 3600);
+        let renew = one_third_rule(nb, na, 0.0);
+        assert!(!near_expiry(nb, na, renew + Duration::from_secs(3600)));
+        assert!(!near_expiry(nb, na, na - Duration::from_secs(27 * 3600)));
+        assert!(near_expiry(nb, na, na - Duration::from_secs(26 * 3600)));
+        // The test CA's 40-second certificates alike.
+        let na = nb + Duration::from_secs(40);
+        let renew = one_third_rule(nb, na, 0.5);
+        assert!(!near_expiry(nb, na, renew + Duration::from_secs(1)));
+        assert!(near_expiry(nb, na, na - Duration::from_secs(6)));
+    }
+
+    proptest! {
+        #[test]
+        fn renewal_time_is_never_near_expiry(
+            life_s in 3600u64..400 * 86_400, jitter in 0.0f64..1.0
+        ) {
+            let nb = t(0);
+            let na = nb + Duration::from_secs(life_s);
+            let renew = one_third_rule(nb, na, jitter);
+            // Even some time into the renewal window (a few failed attempts).
+            let later = renew + Duration::from_secs(life_s / 50);
+            prop_assert!(!near_expiry(nb, na, later));
+            prop_assert!(near_expiry(nb, na, na - Duration::from_secs(life_s / 11)));
+        }
+    }
+
+    #[test]
+    fn permanent_failure_two_hours_before_expiry_is_retried_before_expiry() {
+        let now = t(0);
+        let na = now + Duration::from_secs(2 * 3600);
+        // Before: the 6-hour cap at once, four hours after the certificate expired.
+        assert_eq!(
+            retry_time(now, 1, FailureClass::Permanent, None, Backoff::default()),
+            now + BACKOFF_CAP
+        );
+        let r = retry_time_before_expiry(
+            now,
+            1,
+            FailureClass::Permanent,
+            None,
+            Backoff::default(),
+            Some(na),
+        );
+        assert_eq!(r, now + Duration::from_secs(3600));
+        // Transient backoff is shortened the same way, but never below the base delay.
+        let late = na - Duration::from_secs(30);
+        let r = retry_time_before_expiry(
+            late,
+            9,
+            FailureClass::Transient,
+            None,
+            Backoff::default(),
+            Some(na),
+        );
+        assert_eq!(r, late + BACKOFF_BASE);
+        // Far from expiry nothing changes; a Retry-After still wins.
+        let far = now + DAY * 60;
+        assert_eq!(
+            retry_time_before_expiry(
+                now,
+                1,
+                FailureClass::Permanent,
+                None,
+                Backoff::default(),
+                Some(far)
+            ),
+            now + BACKOFF_CAP
+        );
+        let ra = now + Duration::from_secs(5 * 3600);
+        assert_eq!(
+            retry_time_before_expiry(
+                now,
+                1,
+                FailureClass::Transient,
+                Some(ra),
+                Backoff::default(),
+                Some(na)
+            ),
+            ra
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn retries_of_a_served_certificate_come_before_its_expiry(
+            remaining_s in 240u64..90 * 86_400, attempt in 1u32..40, permanent: bool
+        ) {
+            let now = t(0);
+            let na = now + Duration::from_secs(remaining_s);
+            let class = if permanent { FailureClass::Permanent } else { FailureClass::Transient };
+            let r = retry_time_before_expiry(now, attempt, class, None, Backoff::default(), Some(na));
+            prop_assert!(r < na);
+            prop_assert!(r >= now + BACKOFF_BASE);
+        }
     }
 
     #[test]

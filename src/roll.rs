@@ -344,7 +344,7 @@ impl<R: Responder> Manager<R> {
         let result = crate::certs::deploy(&mx.deploy, &chain_pem, &key_pem).await;
         match &result {
             Ok(()) => {
-                st.deployed = Some(crate::certs::sha256_hex(chain_pem.as_bytes()));
+                st.deployed = Some(crate::certs::deployment_fingerprint(&mx.deploy, &chain_pem));
                 st.deploy_error = None;
                 st.next_deploy = None;
                 st.deploy_attempts = 0;

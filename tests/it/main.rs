@@ -1,10 +1,13 @@
 //! Integration tests: the real `mxguard` binary on loopback ports, talked to with real
 //! clients (curl, openssl, dig, unbound, knotd, pebble) as a user would.
+
+mod acme;
 mod config_errors;
 mod dns;
 mod harness;
 mod init;
 mod mta_sts;
+mod pebble;
 mod rollover;
 mod smtp;
 mod store_crash;
