@@ -8,6 +8,8 @@
 # deployment would not; the state directory (SQLite) is on the file system of $TMPDIR (default
 # /tmp; the script prints which). Valid only if every POST got 201 and the store then holds
 # exactly as many reports as there were 201s (checked with `mxguard reports` and sqlite3).
+# PROFILE_DIR=DIR records `perf record -g` of the daemon during the load into DIR/perf.data
+# (slows it down: not a comparable run).
 # Needs: wrk, root (private mount namespace mapping the host name to 127.0.0.1, as https.sh).
 # Run it under the shared cargo lock:
 #   CARGO_TARGET_DIR=/work/target-helpers flock /tmp/mxguard-cargo.lock benches/tlsrpt.sh
@@ -30,6 +32,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM HUP
 die() { echo "error: $*" >&2; [ -f "$work/mxguard.log" ] && tail -20 "$work/mxguard.log" >&2; exit 1; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -58,8 +61,10 @@ retention_days = 36500
 TOML
 printf 'mode = "enforce"\nmax_age = 604800\n' > "$work/policies/example.com.toml"
 cp zones/example.com.zone "$work/zones/"
-# RUST_LOG=warn: the intake logs one info line per stored report.
-RUST_LOG=warn "$bin" run -c "$work/mxguard.toml" 2>"$work/mxguard.log" &
+# RUST_LOG: warn, since the intake logs one info line per stored report; the report writer's
+# debug line per committed transaction ("batch committed", with its size) is kept to show
+# group commit.
+RUST_LOG=warn,mxguard::reports=debug "$bin" run -c "$work/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!
 for i in $(seq 300); do
   kill -0 "$mx_pid" 2>/dev/null || die "mxguard exited"
@@ -87,9 +92,19 @@ status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/state/local-ca/c
 run_id="bench$(date +%s)"
 printf '127.0.0.1 %s\n' "$host" > "$work/hosts"
 echo "== mxguard ($(git rev-parse --short HEAD 2>/dev/null || echo worktree)): $n reports, $conns connections, $threads wrk threads, state on $(findmnt -no FSTYPE -T "$work") =="
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of all threads, in ticks
+cpu0=$(cpu "$mx_pid")
+if [ -n "${PROFILE_DIR:-}" ]; then
+  mkdir -p "$PROFILE_DIR"
+  perf record -q -g -o "$PROFILE_DIR/perf.data" -p "$mx_pid" -- sleep 8 2>/dev/null &
+  perf_pid=$!
+fi
 out=$(TLSRPT_TEMPLATE="$work/template.json" TLSRPT_PER_THREAD=$((n / threads)) TLSRPT_RUN="$run_id" \
   unshare -m sh -c "mount --bind '$work/hosts' /etc/hosts && exec wrk -t$threads -c$conns -d${max_seconds}s --timeout 10s -s benches/tlsrpt.lua 'https://$host:$https_port/'" 2>&1) \
   || die "wrk failed: $out"
+cpu1=$(cpu "$mx_pid")
+[ -z "${PROFILE_DIR:-}" ] || wait "$perf_pid"
 echo "$out"
 line=$(echo "$out" | grep '^tlsrpt: sent=') || die "no summary from the wrk script"
 field() { echo "$line" | grep -o "$1=[0-9]*" | cut -d= -f2; }
@@ -102,6 +117,8 @@ elapsed_us=$(field elapsed_us); socket_errors=$(field socket_errors)
 [ "$created" = "$n" ] || die "only $created of $n POSTs answered 201"
 [ "$elapsed_us" -gt 0 ] || die "no elapsed time from the wrk script (a thread did not finish)"
 
+commits=$(grep -c 'batch committed' "$work/mxguard.log" || true)
+echo "daemon: $(python3 -c "print(f'{($cpu1 - $cpu0) / $tck / ($elapsed_us / 1e6) * 100:.0f}')") % CPU during the load (200 % = both cores), $commits SQLite commits, $(python3 -c "print(f'{$created / max($commits, 1):.1f}')") reports per commit on average"
 # Stop the daemon (graceful) and count what is durably stored.
 kill -TERM "$mx_pid"; wait "$mx_pid" || die "mxguard exited with an error on SIGTERM"; mx_pid=
 stored=$("$bin" reports -c "$work/mxguard.toml" --since 50000d --json \
