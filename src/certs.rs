@@ -278,6 +278,7 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
                     not_after: validity.map(|(_, na)| rfc3339(unix(na))),
                     next_renewal: None,
                     last_error: None,
+                    attempts: 0,
                     deploy_error: None,
                     near_expiry: validity.is_some_and(|(nb, na)| renewal::near_expiry(nb, na, now)),
                 };

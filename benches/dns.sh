@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Authoritative UDP queries/s: mxguard's online-signed zone vs knotd serving the very same
+# signed zone (taken from mxguard by AXFR) as a static, pre-signed zone file.
+#   benches/dns.sh [SECONDS_PER_PASS] [nsec|nsec3]
+# Two passes per server, one after the other, each SECONDS_PER_PASS (default 8) long:
+#   plain: EDNS0 without DO (dnsperf -e)      dnssec: DO bit set (dnsperf -D)
+# over the same mixed query file (TXT _mta-sts and _smtp._tls, TLSA _25._tcp.mx1, A, MX, and
+# 30 % NXDOMAIN names). dnsperf sets DO for all or none of a run, so the mix is made of two
+# passes of equal length; "mixed" qps = all responses of both passes / total run time.
+# The server under test runs on CPU 0 (taskset -c 0), dnsperf on CPU 1: mxguard's tokio
+# runtime then starts one worker (it sizes itself from the affinity mask); knotd gets
+# udp-workers 1, tcp-workers 1, background-workers 1. No response rate limiting anywhere
+# (knot's rrl is a module that is not loaded here; mxguard has none).
+# Env: DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); PROFILE_DIR=DIR records
+# `perf record -g` of mxguard during its DO pass into DIR/perf.data (slows it down: the numbers
+# of such a run are not comparable).
+# Needs: dnsperf, knot (knotd, knotc), dig, taskset. Run it under the shared cargo lock:
+#   CARGO_TARGET_DIR=/work/target-helpers flock /tmp/mxguard-cargo.lock benches/dns.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-8}
+[ "$dur" -ge 4 ] || { echo "error: SECONDS_PER_PASS must be at least 4" >&2; exit 2; }
+denial=${2:-nsec}
+case $denial in nsec) nsec3=false ;; nsec3) nsec3=true ;; *) echo "usage: $0 [SECONDS] [nsec|nsec3]" >&2; exit 2 ;; esac
+clients=${DNSPERF_CLIENTS:-16}     # dnsperf -c (sockets)
+outstanding=${DNSPERF_Q:-200}      # dnsperf -q (queries in flight)
+max_lost_pct=0.1                   # fail if dnsperf lost more than this share of its queries
+[ "$(nproc)" -ge 2 ] || { echo "error: needs 2 CPUs (server on 0, client on 1)" >&2; exit 1; }
+for t in dnsperf knotd knotc dig taskset; do
+  command -v "$t" >/dev/null || { echo "error: $t not installed" >&2; exit 1; }
+done
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap "exit 1" INT TERM HUP
+die() { echo "error: $*" >&2; exit 1; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+udp_tcp_port() { # a port free for both UDP and TCP
+  python3 -c '
+import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
+
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-target}/release/mxguard
+[ -x "$bin" ] || die "no binary at $bin"
+
+# --- mxguard -------------------------------------------------------------------------------
+mx_dns=$(udp_tcp_port); knot_port=$(udp_tcp_port); secondary_port=$(port)
+mkdir -p "$work/mx/policies" "$work/mx/zones" "$work/mx/mta"
+cat > "$work/mx/mxguard.toml" <<TOML
+state_dir = "state"
+[listen]
+https = "127.0.0.1:$(port)"
+http = "127.0.0.1:$(port)"
+dns = "127.0.0.1:$mx_dns"
+admin = "127.0.0.1:$(port)"
+[acme]
+directory = "local"
+[dnssec]
+nsec3 = $nsec3
+[[domain]]
+name = "example.com"
+mx = ["mx1.example.com", "mx2.example.com"]
+tls_rpt = ["mailto:tlsrpt@example.com"]
+[[mx]]
+host = "mx1.example.com"
+cert_file = "$work/mx/mta/mx1.crt"
+key_file = "$work/mx/mta/mx1.key"
+# AXFR without TSIG is allowed from this address's IP (127.0.0.1); nothing listens on the port
+# (NOTIFY goes nowhere).
+[[secondary]]
+name = "bench"
+address = "127.0.0.1:$secondary_port"
+TOML
+printf 'mode = "enforce"\nmax_age = 604800\n' > "$work/mx/policies/example.com.toml"
+cp zones/example.com.zone "$work/mx/zones/"
+RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
+mx_pid=$!; pids+=("$mx_pid")
+
+q() { # port name type [dig options]: answer status + sorted answer section
+  local p=$1 n=$2 t=$3; shift 3
+  dig @127.0.0.1 -p "$p" +norec +time=2 +tries=1 "$@" "$n" "$t"
+}
+# Wait until the zone is served and mxguard has published the TLSA for mx1 (after the local CA
+# issued mx1's certificate).
+for i in $(seq 300); do
+  kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited"; }
+  q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && break
+  [ "$i" = 300 ] && { cat "$work/mxguard.log" >&2; die "mxguard did not serve the TLSA record within 30 s"; }
+  sleep 0.1
+done
+
+# --- the same signed zone for knot ----------------------------------------------------------
+mkdir -p "$work/knot/db"
+dig @127.0.0.1 -p "$mx_dns" example.com AXFR +dnssec +onesoa +nocmd +nocomments +nostats \
+  > "$work/knot/example.com.zone"
+grep -q 'Transfer failed' "$work/knot/example.com.zone" && die "AXFR refused: $(cat "$work/knot/example.com.zone")"
+types=$(awk '!/^;/ && NF >= 5 {print $4}' "$work/knot/example.com.zone" | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
+has() { echo " $types" | grep -q " $1:"; }
+if $nsec3; then denial_type=NSEC3; else denial_type=NSEC; fi
+for t in SOA DNSKEY RRSIG TXT TLSA MX $denial_type; do
+  has "$t" || die "AXFR has no $t record: $types"
+done
+echo "zone: $(grep -c . "$work/knot/example.com.zone") records by AXFR from mxguard ($denial): $types"
+cat > "$work/knot/knot.conf" <<KNOT
+server:
+    listen: 127.0.0.1@$knot_port
+    rundir: "$work/knot"
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "$work/knot/db"
+template:
+  - id: default
+    storage: "$work/knot"
+    # Serve the file as it is: no signing, no journal, never write the file back.
+    dnssec-signing: off
+    zonefile-load: whole
+    journal-content: none
+    zonefile-sync: -1
+    semantic-checks: off
+zone:
+  - domain: example.com.
+    file: "example.com.zone"
+KNOT
+knotc -c "$work/knot/knot.conf" conf-check >/dev/null || die "knotc conf-check failed"
+# Started now but idle while mxguard is measured; each server runs alone on CPU 0.
+taskset -c 0 knotd -c "$work/knot/knot.conf" 2>"$work/knot.log" &
+knot_pid=$!; pids+=("$knot_pid")
+for i in $(seq 100); do
+  kill -0 "$knot_pid" 2>/dev/null || { cat "$work/knot.log" >&2; die "knotd exited"; }
+  q "$knot_port" example.com SOA +short 2>/dev/null | grep -q . && break
+  [ "$i" = 100 ] && { cat "$work/knot.log" >&2; die "knotd did not load the zone"; }
+  sleep 0.1
+done
+
+# --- queries: 7 NOERROR, 3 NXDOMAIN -------------------------------------------------------
+cat > "$work/queries" <<'Q'
+_mta-sts.example.com TXT
+_smtp._tls.example.com TXT
+_25._tcp.mx1.example.com TLSA
+example.com A
+example.com MX
+mx1.example.com A
+mta-sts.example.com A
+nosuch.example.com A
+nx-mail.example.com TXT
+_25._tcp.mx9.example.com TLSA
+Q
+expect_nx_pct=30
+
+# Both servers must give the same status and the same answer section (RRSIGs included with
+# DO) for every query, and mxguard's answers must be what the mix says.
+while read -r name type; do
+  for flags in "+noedns" "+dnssec"; do
+    a=$(q "$mx_dns" "$name" "$type" $flags +nottlid | grep -E 'status:|^[^;].*IN' | sed 's/, id: [0-9]*//' | sort)
+    b=$(q "$knot_port" "$name" "$type" $flags +nottlid | grep -E 'status:|^[^;].*IN' | sed 's/, id: [0-9]*//' | sort)
+    # only the answer section: drop authority/additional, which may legitimately differ
+    a_ans=$(q "$mx_dns" "$name" "$type" $flags +noall +answer | sort)
+    b_ans=$(q "$knot_port" "$name" "$type" $flags +noall +answer | sort)
+    sa=$(echo "$a" | grep -o 'status: [A-Z]*'); sb=$(echo "$b" | grep -o 'status: [A-Z]*')
+    [ "$sa" = "$sb" ] || die "$name $type $flags: mxguard $sa, knot $sb"
+    [ "$a_ans" = "$b_ans" ] || die "$name $type $flags: answers differ:
+mxguard:
+$a_ans
+knot:
+$b_ans"
+    case $name in
+      nosuch.*|nx-*|*mx9*) [ "$sa" = "status: NXDOMAIN" ] || die "$name: expected NXDOMAIN, got $sa" ;;
+      *) [ "$sa" = "status: NOERROR" ] && [ -n "$a_ans" ] || die "$name $type: expected an answer, got $sa" ;;
+    esac
+    if [ "$flags" = "+dnssec" ]; then
+      case $name in
+        nosuch.*|nx-*|*mx9*) q "$mx_dns" "$name" "$type" +dnssec +noall +authority | grep -qE 'IN\s+NSEC3?\s' \
+          || die "$name: no NSEC/NSEC3 proof with DO" ;;
+        *) echo "$a_ans" | grep -q RRSIG || die "$name $type: no RRSIG with DO" ;;
+      esac
+    fi
+  done
+done < "$work/queries"
+echo "answers: mxguard and knot agree on all $(grep -c . "$work/queries") queries, with and without DO"
+
+# --- measure --------------------------------------------------------------------------------
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of all threads, in ticks
+declare -A qps responses seconds server_cpu client_cpu
+run_pass() { # label port pid flag
+  local label=$1 p=$2 pid=$3 flag=$4 out c0 c1 d0 d1 sent lost codes other nx client
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$p" -d "$work/queries" -l "$dur" \
+    -c "$clients" -T 1 -q "$outstanding" "$flag" > "$work/dnsperf.out" 2>&1 &
+  client=$!
+  # Steady-state CPU of server and client, from 1 s into the run to 1 s before its end.
+  sleep 1
+  c0=$(cpu "$pid"); d0=$(cpu "$client")
+  sleep $((dur - 2))
+  c1=$(cpu "$pid"); d1=$(cpu "$client")
+  wait "$client" || die "$label: dnsperf failed: $(cat "$work/dnsperf.out")"
+  out=$(cat "$work/dnsperf.out")
+  echo "$out" | sed -n '/Statistics:/,$p' | grep -E 'Queries|Response codes|Average packet|Run time|Latency'
+  sent=$(echo "$out" | awk '/Queries sent:/ {print $3}')
+  lost=$(echo "$out" | awk '/Queries lost:/ {print $3}')
+  codes=$(echo "$out" | sed -n 's/.*Response codes: *//p')
+  [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "$label: dnsperf sent nothing:
+$out"
+  python3 -c "import sys; sys.exit(0 if $lost * 100 <= $max_lost_pct * $sent else 1)" \
+    || die "$label: dnsperf lost $lost of $sent queries (> $max_lost_pct %)"
+  other=$(echo "$codes" | tr ',' '\n' | grep -vE '^ *(NOERROR|NXDOMAIN) ' || true)
+  [ -z "$other" ] || die "$label: unexpected response codes: $other"
+  nx=$(echo "$codes" | grep -oE 'NXDOMAIN [0-9]+ \(([0-9.]+)%' | sed 's/.*(//; s/%//')
+  python3 -c "import sys; sys.exit(0 if abs(${nx:-0} - $expect_nx_pct) < 2 else 1)" \
+    || die "$label: NXDOMAIN share ${nx:-0} %, expected $expect_nx_pct %"
+  qps[$label]=$(echo "$out" | awk '/Queries per second:/ {printf "%.0f", $4}')
+  responses[$label]=$(echo "$out" | awk '/Queries completed:/ {print $3}')
+  seconds[$label]=$(echo "$out" | awk '/Run time \(s\):/ {print $4}')
+  server_cpu[$label]=$(python3 -c "print(f'{($c1 - $c0) / $tck / ($dur - 2) * 100:.0f}')")
+  client_cpu[$label]=$(python3 -c "print(f'{($d1 - $d0) / $tck / ($dur - 2) * 100:.0f}')")
+  printf '  %s: %s qps; steady-state CPU: server %s %%, dnsperf %s %% (of one core each)\n' \
+    "$label" "${qps[$label]}" "${server_cpu[$label]}" "${client_cpu[$label]}"
+  [ "${server_cpu[$label]}" -ge 50 ] || die "$label: server used only ${server_cpu[$label]} % CPU: not loaded, measurement invalid"
+  if [ "${client_cpu[$label]}" -ge 95 ]; then
+    echo "  note: dnsperf saturated its core: $label is client-bound, its qps is a lower bound"
+  fi
+}
+echo "== mxguard ($(git rev-parse --short HEAD 2>/dev/null || echo worktree)), CPU 0, $denial =="
+kill -STOP "$knot_pid"   # idle anyway; make sure it takes no CPU
+run_pass mx-plain "$mx_dns" "$mx_pid" -e
+if [ -n "${PROFILE_DIR:-}" ]; then
+  mkdir -p "$PROFILE_DIR"
+  perf record -q -g -o "$PROFILE_DIR/perf.data" -p "$mx_pid" -- sleep "$dur" 2>/dev/null &
+  perf_pid=$!
+fi
+run_pass mx-dnssec "$mx_dns" "$mx_pid" -D
+[ -z "${PROFILE_DIR:-}" ] || wait "$perf_pid"
+kill -CONT "$knot_pid"
+echo "== knotd $(knotd --version | awk '{print $NF}'), CPU 0, same signed zone =="
+kill -STOP "$mx_pid"
+run_pass kn-plain "$knot_port" "$knot_pid" -e
+run_pass kn-dnssec "$knot_port" "$knot_pid" -D
+kill -CONT "$mx_pid"
+kill -0 "$mx_pid" && kill -0 "$knot_pid" || die "a server died during the run"
+
+mixed() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} + ${seconds[$1-dnssec]}):.0f}')"; }
+mx_mixed=$(mixed mx); kn_mixed=$(mixed kn)
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo "plain:  mxguard ${qps[mx-plain]} qps, knot ${qps[kn-plain]} qps, ratio $(ratio "${qps[mx-plain]}" "${qps[kn-plain]}")"
+echo "dnssec: mxguard ${qps[mx-dnssec]} qps, knot ${qps[kn-dnssec]} qps, ratio $(ratio "${qps[mx-dnssec]}" "${qps[kn-dnssec]}")"
+# qps per fully used server core: fairer when one side is client-bound (knot usually is: one
+# dnsperf core cannot saturate knotd on one core).
+per_core() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} * ${server_cpu[$1-plain]} / 100 + ${seconds[$1-dnssec]} * ${server_cpu[$1-dnssec]} / 100):.0f}')"; }
+mx_core=$(per_core mx); kn_core=$(per_core kn)
+echo "per server core-second (qps / server CPU share): mxguard $mx_core, knot $kn_core, ratio $(ratio "$mx_core" "$kn_core")"
+echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, 1 core each; per-core ratio $(ratio "$mx_core" "$kn_core"))"
