@@ -716,6 +716,16 @@ impl Daemon {
                 {
                     tracing::warn!("listen addresses and state_dir change only on restart");
                 }
+                if config.acme.directory != self.config.acme.directory
+                    || config.acme.ca_file != self.config.acme.ca_file
+                    || config.acme.email != self.config.acme.email
+                    || config.acme.eab != self.config.acme.eab
+                    || config.roll_timing() != self.config.roll_timing()
+                {
+                    tracing::warn!(
+                        "[acme] account settings and [rollover] timing change only on restart"
+                    );
+                }
                 for w in &loaded.warnings {
                     tracing::warn!("{w}");
                 }

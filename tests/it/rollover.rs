@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::dns::{Knot, Unbound, dig, run};
 use crate::harness::{Daemon, DomainSpec, Project, free_port, mxguard, wait_for};
+use crate::pebble::{Pebble, PebbleOptions};
 
 /// A stand-in MX: SMTP with STARTTLS, reading the certificate and key files on every
 /// connection (the strictest MTA: a deployed file is live at once).
@@ -340,19 +341,38 @@ struct Setup {
     kport: u16,
     _knot: Knot,
     unbound: Unbound,
+    _pebble: Option<Pebble>,
 }
 
-fn setup(reload: &str, starttls_delay: Duration) -> (Setup, Daemon) {
+/// With `pebble`, certificates come from a real Pebble by dns-01 through the daemon's own
+/// zone (each challenge waits until the knot secondary serves it); else from the local CA.
+fn setup(reload: &str, starttls_delay: Duration, pebble: bool) -> (Setup, Daemon) {
     let kport = free_port();
     // The MX port must be known before the config is written.
     let mx_port_probe = free_port();
     let p = project(mx_port_probe, Some(kport), reload);
+    let pebble = pebble.then(|| {
+        let pb = Pebble::start(PebbleOptions::for_project(
+            &p,
+            format!("127.0.0.1:{}", p.dns).parse().unwrap(),
+        ));
+        let cfg = fs::read_to_string(p.config()).unwrap();
+        let acme = format!(
+            "[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"dns-01\"\nretry_initial = 1\nretry_max = 4\n",
+            pb.directory(),
+            pb.api_ca().display()
+        );
+        let replaced = cfg.replace("[acme]\ndirectory = \"local\"\n", &acme);
+        assert_ne!(replaced, cfg, "harness config layout changed");
+        fs::write(p.config(), replaced).unwrap();
+        pb
+    });
     let d = p.start();
     let knot = Knot::start(kport, d.dns, &["example.com."]);
     // The first MX certificate is issued and deployed by the daemon.
     let cert = p.path("mta/mx1.crt");
     let key = p.path("mta/mx1.key");
-    wait_for("first MX deployment", Duration::from_secs(30), || {
+    wait_for("first MX deployment", Duration::from_secs(90), || {
         (cert.exists() && key.exists()).then_some(())
     });
     let mx = StandInMx::start(cert, key, starttls_delay);
@@ -371,6 +391,7 @@ fn setup(reload: &str, starttls_delay: Duration) -> (Setup, Daemon) {
             kport,
             _knot: knot,
             unbound,
+            _pebble: pebble,
         },
         d,
     )
@@ -384,7 +405,16 @@ fn wait_phase(p: &Project, want: &str, timeout: Duration) {
 
 #[test]
 fn two_full_rolls_never_leave_the_live_key_unpublished() {
-    let (s, d) = setup("[]", Duration::ZERO);
+    two_full_rolls(false);
+}
+
+#[test]
+fn two_full_rolls_with_pebble_dns01_never_leave_the_live_key_unpublished() {
+    two_full_rolls(true);
+}
+
+fn two_full_rolls(pebble: bool) {
+    let (s, d) = setup("[]", Duration::ZERO, pebble);
     let obs = Observer::start(s.mx.addr(), s.kport, s.unbound.port);
     wait_phase(&s.p, "stable", Duration::from_secs(60));
     let first = current_key(&s.p);
@@ -426,13 +456,15 @@ fn two_full_rolls_never_leave_the_live_key_unpublished() {
 fn sigkill_in_every_phase_still_completes_the_roll() {
     // A slow reload command and a slow STARTTLS make the deploying and verifying phases
     // long enough to be caught.
-    let (s, mut d) = setup("[\"sleep\", \"1\"]", Duration::from_millis(1500));
+    // Certificates from Pebble (dns-01 through the own zone) make the issuing phase last long
+    // enough to be caught too.
+    let (s, mut d) = setup("[\"sleep\", \"1\"]", Duration::from_millis(1500), true);
     let obs = Observer::start(s.mx.addr(), s.kport, s.unbound.port);
-    for target in ["propagating", "stable", "deploying", "verifying"] {
+    for target in ["propagating", "stable", "issuing", "deploying", "verifying"] {
         if target != "propagating" {
             wait_phase(&s.p, "stable", Duration::from_secs(60));
         }
-        if matches!(target, "deploying" | "verifying") {
+        if matches!(target, "issuing" | "deploying" | "verifying") {
             let out = mxguard(&["rotate", "-c", &s.p.config_str(), MX]);
             assert!(out.status.success(), "{out:?}");
         }
@@ -460,7 +492,7 @@ fn sigkill_in_every_phase_still_completes_the_roll() {
 
 #[test]
 fn a_stopped_secondary_holds_the_roll_before_the_switch() {
-    let (s, d) = setup("[]", Duration::ZERO);
+    let (s, d) = setup("[]", Duration::ZERO, false);
     wait_phase(&s.p, "stable", Duration::from_secs(60));
     let key = current_key(&s.p);
     // Stop the secondary, then ask for a roll.
@@ -470,6 +502,7 @@ fn a_stopped_secondary_holds_the_roll_before_the_switch() {
         kport,
         _knot,
         unbound,
+        _pebble,
     } = s;
     drop(_knot);
     let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
