@@ -134,6 +134,15 @@ enum ReportsAction {
     },
 }
 
+/// Runs an async command on a multi-threaded tokio runtime.
+fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(fut))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every rustls user (HTTPS listener, ACME client).
@@ -179,11 +188,7 @@ fn main() -> ExitCode {
                 println!("wrote {}", p.display());
             }
         }),
-        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(mxguard::app::run(&config))),
+        Command::Run { config } => block_on(mxguard::app::run(&config)),
         Command::CheckConfig { config } => {
             mxguard::app::check_config(&config).map_err(anyhow::Error::from)
         }
@@ -195,21 +200,15 @@ fn main() -> ExitCode {
             action,
         } => match action {
             Some(ReportsAction::Show { id }) => mxguard::app::print_report(&config, id),
-            Some(ReportsAction::Import { paths }) => tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(mxguard::app::import_reports(&config, &paths, json))),
+            Some(ReportsAction::Import { paths }) => {
+                block_on(mxguard::app::import_reports(&config, &paths, json))
+            }
             None => mxguard::app::print_reports(&config, domain.as_deref(), &since, json),
         },
         Command::Tlsa { config } => mxguard::app::print_tlsa(&config),
         Command::Rotate { config, mx } => mxguard::app::rotate(&config, mx.as_deref()),
         Command::Ds { config, domain } => mxguard::app::print_ds(&config, domain.as_deref()),
-        Command::Status { config } => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(mxguard::app::status(&config))),
+        Command::Status { config } => block_on(mxguard::app::status(&config)),
         Command::Certs { config, json } => mxguard::app::print_certs(&config, json),
         Command::Policy { config, domain } => {
             mxguard::app::print_policy(&config, domain.as_deref())
