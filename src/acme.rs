@@ -182,6 +182,8 @@ pub struct AcmeSettings {
     pub email: Option<String>,
     /// External account binding: key id and the file holding the base64url HMAC key.
     pub eab: Option<(String, PathBuf)>,
+    /// Certificate profile to order, where the CA offers it.
+    pub profile: Option<String>,
 }
 
 /// The stored account, reused across restarts.
@@ -195,6 +197,8 @@ struct StoredAccount {
 pub struct Client {
     account: Account,
     pub directory: String,
+    /// The profile to order with (`acme.profile`), if the CA offers it.
+    profile: Option<String>,
     /// True when this start created the account (false: loaded from the state directory).
     pub created: bool,
 }
@@ -237,6 +241,7 @@ impl Client {
             return Ok(Client {
                 account,
                 directory: settings.directory.clone(),
+                profile: settings.profile.clone(),
                 created: false,
             });
         }
@@ -292,8 +297,14 @@ impl Client {
         Ok(Client {
             account,
             directory: settings.directory.clone(),
+            profile: settings.profile.clone(),
             created: true,
         })
+    }
+
+    /// Whether the directory lists `profile` (draft-ietf-acme-profiles).
+    pub fn offers_profile(&self, profile: &str) -> bool {
+        self.account.profiles().any(|p| p.name == profile)
     }
 
     /// The account URL (for CAA `accounturi`).
@@ -346,6 +357,13 @@ impl Client {
         let mut new_order = NewOrder::new(&identifiers);
         if let Some(id) = replaces_id.clone() {
             new_order = new_order.replaces(id);
+        }
+        if let Some(profile) = &self.profile {
+            if self.offers_profile(profile) {
+                new_order = new_order.profile(profile);
+            } else {
+                tracing::warn!(profile = %profile, "the CA does not offer this certificate profile; ordering its default");
+            }
         }
         let mut order = self
             .account

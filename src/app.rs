@@ -841,6 +841,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             ca_file: config.acme.ca_file.clone(),
             email: config.acme.email.clone(),
             eab: config.acme.eab.clone(),
+            profile: config.acme.profile.clone(),
         }),
     };
     let shutdown = CancellationToken::new();

@@ -365,6 +365,10 @@ pub struct RawAcme {
     /// The CA's CAA issuer domain; default from the directory (letsencrypt.org).
     #[serde(default)]
     pub caa_issuer: Option<String>,
+    /// Certificate profile to order (e.g. "tlsserver", "shortlived"), where the CA offers
+    /// profiles; otherwise the CA's default is ordered and a warning logged.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 fn default_retry_initial() -> u64 {
@@ -391,6 +395,7 @@ impl Default for RawAcme {
             retry_max: default_retry_max(),
             caa: false,
             caa_issuer: None,
+            profile: None,
         }
     }
 }
@@ -448,6 +453,7 @@ pub struct Acme {
     pub backoff: crate::renewal::Backoff,
     /// CAA issuer domain, when CAA records are to be published.
     pub caa_issuer: Option<String>,
+    pub profile: Option<String>,
 }
 
 /// An MX host whose certificate mxguard keeps and deploys.
@@ -1084,6 +1090,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 cap: std::time::Duration::from_secs(raw.acme.retry_max),
             },
             caa_issuer,
+            profile: raw.acme.profile,
         },
         domains,
         mx: mx_certs,

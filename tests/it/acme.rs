@@ -738,3 +738,29 @@ fn sigterm_during_an_order_exits_promptly() {
     assert!(!log.contains("did not stop in time"), "{log}");
     drop(silent);
 }
+
+#[test]
+fn a_profile_the_ca_does_not_offer_falls_back_to_its_default_with_a_warning() {
+    // Pebble 2.4.0 lists no profiles: the order must still succeed, and say why.
+    let p = project();
+    let dns = ChallDns::start();
+    let pebble = Pebble::start(PebbleOptions::for_project(&p, dns.addr));
+    use_pebble(&p, &pebble, "http-01", (1, 4), "");
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    let with_profile = cfg.replace(
+        "challenge = \"http-01\"\n",
+        "challenge = \"http-01\"\nprofile = \"shortlived\"\n",
+    );
+    assert_ne!(with_profile, cfg);
+    fs::write(p.config(), with_profile).unwrap();
+    let started = now();
+    let d = p.start();
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(90));
+    assert_chain_verifies(&pebble.root_pem(), &cert_dir(&p, HOST).join("chain.pem"));
+    assert!(
+        d.log_text()
+            .contains("the CA does not offer this certificate profile"),
+        "{}",
+        d.log_text()
+    );
+}

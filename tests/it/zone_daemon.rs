@@ -235,3 +235,50 @@ fn static_record_at_a_managed_name_is_a_config_error_naming_both_places() {
         "{err}"
     );
 }
+
+#[test]
+fn optional_https_tlsa_and_dane_ta_records_are_published() {
+    let p = project();
+    // A CA intermediate for DANE-TA, and the https TLSA for the policy host.
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let ca_file = p.path("intermediate.pem");
+    fs::write(&ca_file, ca.pem()).unwrap();
+    let ta = mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&ca_key));
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace(
+            "tls_rpt = [\"mailto:tlsrpt@example.com\"]\n",
+            "tls_rpt = [\"mailto:tlsrpt@example.com\"]\ntlsa_https = true\n",
+        )
+        .replace(
+            "[[mx]]\nhost = \"mx1.example.com\"\n",
+            &format!(
+                "[[mx]]\nhost = \"mx1.example.com\"\ndane_ta = [\"{}\"]\n",
+                ca_file.display()
+            ),
+        );
+    fs::write(p.config(), cfg).unwrap();
+    let d = p.start();
+    let mx_tlsa = ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA").to_ascii_lowercase();
+    assert!(
+        mx_tlsa.replace(' ', "").contains(&format!("211{ta}")),
+        "{mx_tlsa}"
+    );
+    assert!(mx_tlsa.contains("3 1 1 "), "{mx_tlsa}");
+    assert!(
+        d.log_text()
+            .contains("DANE-TA (2 1 1) pins the CA's intermediates")
+    );
+    // The policy host's key, as the HTTPS listener presents it once its certificate is issued.
+    let https_tlsa = ask(d.dns, "_443._tcp.mta-sts.example.com.", "TLSA").to_ascii_lowercase();
+    let key_pem = fs::read_to_string(p.path("state/certs/mta-sts.example.com/key.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let id = mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
+    assert!(
+        https_tlsa.replace(' ', "").contains(&format!("311{id}")),
+        "{https_tlsa}"
+    );
+}
