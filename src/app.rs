@@ -103,27 +103,7 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
                 .insert((m.host.clone(), config.records.tlsa_port), ta);
         }
     }
-    if let Some(issuer) = &config.acme.caa_issuer {
-        let account = std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string));
-        let methods = {
-            let mut m: Vec<&str> = config
-                .cert_specs()
-                .iter()
-                .map(|s| s.challenge.as_str())
-                .collect();
-            m.sort();
-            m.dedup();
-            m.join(",")
-        };
-        let mut v = format!("{issuer}; validationmethods={methods}");
-        if let Some(a) = account {
-            v.push_str(&format!("; accounturi={a}"));
-        }
-        inputs.caa_issue.push(v);
-    }
+    inputs.caa_issue = publish::caa_values(config, state_root);
     inputs
 }
 

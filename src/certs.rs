@@ -589,6 +589,7 @@ impl<R: Responder> Manager<R> {
             Backend::Acme { settings, client } => {
                 let csr = acme::csr(&spec.sans, key).map_err(acme::AcmeError::permanent)?;
                 let c = acme_login(&self.state, settings, client).await?;
+                self.refresh_caa().await;
                 let ari = match previous {
                     Some(der) => c.renewal_window(der).await.ok().flatten(),
                     None => None,
@@ -602,6 +603,7 @@ impl<R: Responder> Manager<R> {
                         // The CA deleted the account or lost its data (a test CA restarted):
                         // nothing but a new registration helps, and waiting makes it no better.
                         let c = acme_register(&self.state, settings, client, &c).await?;
+                        self.refresh_caa().await;
                         // `replaces` names a certificate of the old account: order afresh.
                         let pem = c
                             .order(&spec.sans, &csr, spec.challenge, &self.responder, None)
@@ -785,6 +787,22 @@ fn needs_deploy(d: &Deploy, st: &CertState, chain_pem: &str) -> bool {
         || st.deploy_error.is_some()
         || !d.cert_file.exists()
         || !d.key_file.exists()
+}
+
+impl<R: Responder> Manager<R> {
+    /// Puts the current account URL into the CAA records (after an account was created or
+    /// re-registered); no change, no new serial.
+    async fn refresh_caa(&self) {
+        if let Some(zones) = &self.zones {
+            let root = self.state.root().to_path_buf();
+            if let Err(e) = zones
+                .update(|c, i| i.caa_issue = crate::publish::caa_values(c, &root))
+                .await
+            {
+                tracing::warn!(err = %e, "cannot update CAA records");
+            }
+        }
+    }
 }
 
 /// The logged-in ACME client, logging in (or registering) on first use.

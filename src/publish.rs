@@ -145,6 +145,30 @@ pub fn managed_records(
     Ok(m)
 }
 
+/// The CAA `issue` values for `config` (none unless `acme.caa`): the issuer, the challenge
+/// types in use and, once the ACME account exists, its URL (RFC 8657).
+pub fn caa_values(config: &Config, state_root: &std::path::Path) -> Vec<String> {
+    let Some(issuer) = &config.acme.caa_issuer else {
+        return Vec::new();
+    };
+    let account = std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string));
+    let mut methods: Vec<&str> = config
+        .cert_specs()
+        .iter()
+        .map(|s| s.challenge.as_str())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    let mut v = format!("{issuer}; validationmethods={}", methods.join(","));
+    if let Some(a) = account {
+        v.push_str(&format!("; accounturi={a}"));
+    }
+    vec![v]
+}
+
 fn zone_problem(e: impl std::fmt::Display) -> Problem {
     Problem {
         file: Default::default(),

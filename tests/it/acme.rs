@@ -764,3 +764,35 @@ fn a_profile_the_ca_does_not_offer_falls_back_to_its_default_with_a_warning() {
         d.log_text()
     );
 }
+
+#[test]
+fn caa_names_the_account_once_it_exists() {
+    let p = project();
+    let dns = ChallDns::start();
+    let pebble = Pebble::start(PebbleOptions::for_project(&p, dns.addr));
+    use_pebble(&p, &pebble, "http-01", (1, 4), "");
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    let with_caa = cfg.replace(
+        "challenge = \"http-01\"\n",
+        "challenge = \"http-01\"\ncaa = true\ncaa_issuer = \"pebble.test\"\n",
+    );
+    fs::write(p.config(), with_caa).unwrap();
+    let started = now();
+    let d = p.start();
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(90));
+    let account: Value =
+        serde_json::from_slice(&fs::read(p.path("state/acme/account.json")).unwrap()).unwrap();
+    let url = account["credentials"]["id"].as_str().unwrap().to_string();
+    wait_for("CAA with accounturi", Duration::from_secs(10), || {
+        let out = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+short", "+norec"])
+            .args(["example.com.", "CAA"])
+            .output()
+            .expect("dig is installed (bind9-dnsutils)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("pebble.test")
+            && text.contains("validationmethods=http-01")
+            && text.contains(&format!("accounturi={url}")))
+        .then_some(())
+    });
+}
