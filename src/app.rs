@@ -992,20 +992,39 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Options of `mxguard init`.
-#[derive(Debug, Clone)]
+/// Options of `mxguard init` (also its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct InitOptions {
+    /// Where to write mxguard.toml, policies/ and zones/.
+    #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// The mail domain.
+    #[arg(long)]
     pub domain: String,
+    /// An MX host of the domain (repeat for several).
+    #[arg(long, required = true)]
     pub mx: Vec<String>,
+    #[arg(long, default_value = "0.0.0.0:443")]
     pub https: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:80")]
     pub http: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:53")]
     pub dns: SocketAddr,
+    /// letsencrypt, letsencrypt-staging, local, or a directory URL.
+    #[arg(long, default_value = "letsencrypt")]
     pub acme_directory: String,
+    /// PEM root to trust for the ACME directory's own TLS.
+    #[arg(long)]
     pub acme_ca_file: Option<PathBuf>,
+    #[arg(long)]
     pub email: Option<String>,
+    /// A TLS-RPT report URI (mailto: or https:), repeatable.
+    #[arg(long)]
     pub rua: Vec<String>,
+    #[arg(long, default_value = "testing")]
     pub mode: crate::policy::Mode,
+    /// Overwrite existing policy and zone files.
+    #[arg(long)]
     pub force: bool,
 }
 

@@ -1,7 +1,6 @@
 //! The `mxguard` command line: parses arguments, sets up logging, calls into [`mxguard::app`]
 //! and maps errors to exit codes (0 ok, 1 runtime failure, 2 usage or configuration error).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,43 +18,11 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once at startup; the size of the `init` variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Write a config, a policy and a zone skeleton for a domain (adds the domain to an
     /// existing config).
-    Init {
-        #[arg(long)]
-        domain: String,
-        /// An MX host of the domain (repeat for several).
-        #[arg(long, required = true)]
-        mx: Vec<String>,
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-        #[arg(long, default_value = "0.0.0.0:443")]
-        https: SocketAddr,
-        #[arg(long, default_value = "0.0.0.0:80")]
-        http: SocketAddr,
-        #[arg(long, default_value = "0.0.0.0:53")]
-        dns: SocketAddr,
-        /// letsencrypt, letsencrypt-staging, local, or a directory URL.
-        #[arg(long, default_value = "letsencrypt")]
-        acme_directory: String,
-        /// PEM roots to trust for the ACME directory's own TLS.
-        #[arg(long)]
-        acme_ca_file: Option<PathBuf>,
-        #[arg(long)]
-        email: Option<String>,
-        /// A TLS-RPT report URI (mailto: or https:), repeatable.
-        #[arg(long)]
-        rua: Vec<String>,
-        #[arg(long, default_value = "testing")]
-        mode: mxguard::policy::Mode,
-        /// Overwrite existing policy and zone files.
-        #[arg(long)]
-        force: bool,
-    },
+    Init(mxguard::app::InitOptions),
     /// Run the daemon.
     Run {
         #[arg(short, long)]
@@ -156,34 +123,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Init {
-            domain,
-            mx,
-            dir,
-            https,
-            http,
-            dns,
-            acme_directory,
-            acme_ca_file,
-            email,
-            rua,
-            mode,
-            force,
-        } => mxguard::app::init(&mxguard::app::InitOptions {
-            dir,
-            domain,
-            mx,
-            https,
-            http,
-            dns,
-            acme_directory,
-            acme_ca_file,
-            email,
-            rua,
-            mode,
-            force,
-        })
-        .map(|paths| {
+        Command::Init(opts) => mxguard::app::init(&opts).map(|paths| {
             for p in paths {
                 println!("wrote {}", p.display());
             }
