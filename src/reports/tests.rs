@@ -265,6 +265,32 @@ fn migrations_are_versioned_and_a_newer_schema_is_refused() {
     assert!(ReportStore::open_read_only(&path).is_err());
 }
 
+/// The per-thread deflate state writes what a fresh `GzEncoder` writes for report-sized
+/// input, the same bytes call after call (reuse leaks nothing from one report into the
+/// next), and every output gunzips back, large input (chunked differently) included.
+#[test]
+fn gzip_matches_a_fresh_encoder_and_round_trips() {
+    let big: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("{{\"n\":{}}}", i.wrapping_mul(2_654_435_761) % 9973).into_bytes())
+        .collect();
+    let mut inputs: Vec<&[u8]> = fixtures::ALL.iter().map(|(_, json)| *json).collect();
+    inputs.extend([&b""[..], &big[..], fixtures::RFC8460]);
+    for data in inputs {
+        let ours = gzip(data);
+        if data.len() <= 64 * 1024 {
+            assert!(ours == gzip_with_encoder(data), "{} bytes", data.len());
+        }
+        assert!(
+            ours == gzip(data),
+            "{} bytes: not deterministic",
+            data.len()
+        );
+        let mut back = Vec::new();
+        GzDecoder::new(&ours[..]).read_to_end(&mut back).unwrap();
+        assert!(back == data, "{} bytes: round trip", data.len());
+    }
+}
+
 /// The plan of the alert window count: only the covering index, never the `reports` table.
 #[test]
 fn window_counts_reads_only_the_covering_index() {
