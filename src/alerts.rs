@@ -11,11 +11,17 @@
 //! old failures leave the window even without new reports. A state change is kept only after
 //! the webhook accepted it (2xx), so a failed delivery is retried at the next evaluation.
 //!
+//! Passes are at least [`MIN_EVAL_INTERVAL`] apart: under steady intake the domains notified
+//! in between are evaluated together in the next pass (each at most once per interval)
+//! instead of once per report; a notification is never dropped, only delayed by at most the
+//! interval.
+//!
 //! Limitations: `https://` webhooks are refused at validation; alert state is not persisted,
 //! so after a restart a condition that still holds alerts once more.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -30,6 +36,9 @@ use crate::tlsrpt::alert::{
 
 /// Time allowed for one webhook delivery (connect, send, status line).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Least time from the end of one evaluation pass to the start of the next.
+pub const MIN_EVAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An alerting error, naming the webhook or the store.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,9 @@ pub struct Alerter {
     pending: Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
     states: Mutex<HashMap<String, AlertState>>,
+    min_interval: Duration,
+    /// Domain evaluations (window queries) so far.
+    evaluations: AtomicU64,
 }
 
 impl Alerter {
@@ -68,7 +80,20 @@ impl Alerter {
             pending: Mutex::new(BTreeSet::new()),
             wake: tokio::sync::Notify::new(),
             states: Mutex::new(HashMap::new()),
+            min_interval: MIN_EVAL_INTERVAL,
+            evaluations: AtomicU64::new(0),
         })
+    }
+
+    /// Sets the least time between evaluation passes (default [`MIN_EVAL_INTERVAL`]).
+    pub fn with_min_interval(mut self, interval: Duration) -> Alerter {
+        self.min_interval = interval;
+        self
+    }
+
+    /// How many domain evaluations (window queries) have run.
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations.load(Ordering::Relaxed)
     }
 
     /// Queues domains for evaluation; returns at once.
@@ -92,8 +117,11 @@ impl Alerter {
     }
 
     /// Evaluates queued domains until `cancel`; re-checks firing domains every `recheck`.
+    /// Passes start at least the minimum interval after the previous one ended; domains
+    /// notified in between wait in the pending set and are evaluated once in the next pass.
     pub async fn run(&self, cancel: CancellationToken, recheck: Duration) {
         let mut next_recheck = tokio::time::Instant::now() + recheck;
+        let mut earliest = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -115,14 +143,27 @@ impl Alerter {
                     }
                 }
             }
+            // Coalesce: let notifications gather until the interval since the last pass is
+            // over (they stay in `pending`; a wake-up meanwhile leaves a permit in `wake`).
+            if tokio::time::Instant::now() < earliest {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep_until(earliest) => {}
+                }
+            }
             let domains = self
                 .pending
                 .lock()
                 .map(|mut p| std::mem::take(&mut *p))
                 .unwrap_or_default();
+            if domains.is_empty() {
+                // A stale wake-up for domains an earlier pass already took.
+                continue;
+            }
             if let Err(e) = self.process(domains, OffsetDateTime::now_utc()).await {
                 tracing::warn!(err = %e, "tlsrpt alert evaluation failed");
             }
+            earliest = tokio::time::Instant::now() + self.min_interval;
         }
     }
 
@@ -138,6 +179,7 @@ impl Alerter {
         let mut taken = Vec::new();
         let mut first_error = None;
         for domain in domains {
+            self.evaluations.fetch_add(1, Ordering::Relaxed);
             let counts = self.store.window_counts(domain.clone(), since).await?;
             let (next, action) = alert::decide(&self.settings, counts, self.state(&domain));
             if let Some(payload) = alert::payload(&self.settings, &domain, counts, action) {
@@ -397,6 +439,73 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(body.contains("\"status\":\"firing\""), "{body}");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A stream of notifications costs a few evaluations, not one per notification, and the
+    /// last one is still evaluated promptly: the alert fires and resolves exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn notifications_are_coalesced_but_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReportsHandle::open(&dir.path().join("db")).unwrap();
+        let (url, mut hook) = webhook(200).await;
+        let wide = AlertSettings {
+            window: u64::MAX / 4,
+            ..settings(&url)
+        };
+        let interval = Duration::from_millis(300);
+        let alerter = std::sync::Arc::new(
+            Alerter::new(wide, store.clone())
+                .unwrap()
+                .with_min_interval(interval),
+        );
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn({
+            let (a, c) = (alerter.clone(), cancel.clone());
+            async move { a.run(c, Duration::from_secs(3600)).await }
+        });
+        async fn recv(hook: &mut mpsc::UnboundedReceiver<String>) -> String {
+            tokio::time::timeout(Duration::from_secs(10), hook.recv())
+                .await
+                .expect("alert within 10 s")
+                .unwrap()
+        }
+
+        add(&store, "a", 1000, 0).await;
+        let start = tokio::time::Instant::now();
+        for _ in 0..60 {
+            alerter.notify(vec!["alert.example".to_string()]);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The condition appears at the end of the stream: its notification must not be lost.
+        add(&store, "b", 0, 500).await;
+        alerter.notify(vec!["alert.example".to_string()]);
+        let body = recv(&mut hook).await;
+        assert!(body.contains("\"status\":\"firing\""), "{body}");
+        let elapsed = start.elapsed();
+        let evaluations = alerter.evaluations();
+        // One pass per interval at most (plus the first), not one per notification.
+        let bound = elapsed.as_millis() / interval.as_millis() + 2;
+        assert!(
+            evaluations as u128 <= bound && evaluations < 20,
+            "{evaluations} evaluations in {elapsed:?}"
+        );
+
+        // Still failing: more notifications, no second alert.
+        for _ in 0..20 {
+            alerter.notify(vec!["alert.example".to_string()]);
+        }
+        add(&store, "c", 100_000, 0).await;
+        alerter.notify(vec!["alert.example".to_string()]);
+        let body = recv(&mut hook).await;
+        assert!(body.contains("\"status\":\"resolved\""), "{body}");
+        tokio::time::sleep(interval * 3).await;
+        assert!(hook.try_recv().is_err(), "exactly two webhook calls");
+        assert_eq!(alerter.state("alert.example"), AlertState::Armed);
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(30), task)
             .await

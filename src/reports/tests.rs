@@ -265,6 +265,149 @@ fn migrations_are_versioned_and_a_newer_schema_is_refused() {
     assert!(ReportStore::open_read_only(&path).is_err());
 }
 
+/// The per-thread deflate state writes what a fresh `GzEncoder` writes for report-sized
+/// input, the same bytes call after call (reuse leaks nothing from one report into the
+/// next), and every output gunzips back, large input (chunked differently) included.
+#[test]
+fn gzip_matches_a_fresh_encoder_and_round_trips() {
+    let big: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("{{\"n\":{}}}", i.wrapping_mul(2_654_435_761) % 9973).into_bytes())
+        .collect();
+    let mut inputs: Vec<&[u8]> = fixtures::ALL.iter().map(|(_, json)| *json).collect();
+    inputs.extend([&b""[..], &big[..], fixtures::RFC8460]);
+    for data in inputs {
+        let ours = gzip(data);
+        if data.len() <= 64 * 1024 {
+            assert!(ours == gzip_with_encoder(data), "{} bytes", data.len());
+        }
+        assert!(
+            ours == gzip(data),
+            "{} bytes: not deterministic",
+            data.len()
+        );
+        let mut back = Vec::new();
+        GzDecoder::new(&ours[..]).read_to_end(&mut back).unwrap();
+        assert!(back == data, "{} bytes: round trip", data.len());
+    }
+}
+
+/// The plan of the alert window count: only the covering index, never the `reports` table.
+#[test]
+fn window_counts_reads_only_the_covering_index() {
+    let (_dir, store) = open_with_samples();
+    let plan: Vec<String> = store
+        .conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT TOTAL(successful), TOTAL(failed) FROM policies
+             WHERE policy_domain = ?2 AND end_time >= ?1",
+        )
+        .unwrap()
+        .query_map(params![0, "example.com"], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        plan,
+        vec![
+            "SEARCH policies USING COVERING INDEX policies_domain_end \
+             (policy_domain=? AND end_time>?)"
+                .to_string()
+        ],
+        "{plan:?}"
+    );
+    // Inside the window only (as in the summary test above: one report, one failure).
+    assert_eq!(
+        store
+            .window_counts("example.com", datetime!(2024-01-10 0:00 UTC))
+            .unwrap(),
+        WindowCounts {
+            successful: 0,
+            failed: 1
+        }
+    );
+}
+
+/// A version-1 file (no `policies.end_time`) is readable before and after its migration.
+#[test]
+fn version_1_database_is_migrated_and_keeps_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO reports VALUES (1, 'Org', 'old', NULL, 100, 200, 300, x'00');
+             INSERT INTO reports VALUES (2, 'Org', 'new', NULL, 1000, 2000, 3000, x'00');
+             INSERT INTO policies VALUES (1, 1, 0, 'sts', 'v1.example', '', '', 7, 1);
+             INSERT INTO policies VALUES (2, 2, 0, 'sts', 'v1.example', '', '', 5, 20);
+             INSERT INTO policies VALUES (3, 2, 1, 'sts', 'other.example', '', '', 9, 9);",
+        )
+        .unwrap();
+    }
+    let at = |secs| OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    let expect = |store: &ReportStore| {
+        assert_eq!(
+            store.window_counts("v1.example", at(0)).unwrap(),
+            WindowCounts {
+                successful: 12,
+                failed: 21
+            }
+        );
+        assert_eq!(
+            store.window_counts("V1.example.", at(1000)).unwrap(),
+            WindowCounts {
+                successful: 5,
+                failed: 20
+            }
+        );
+        assert_eq!(
+            store.window_counts("v1.example", at(2001)).unwrap(),
+            WindowCounts::default()
+        );
+    };
+    // A reader (the CLI) of a file no daemon has migrated yet.
+    let ro = ReportStore::open_read_only(&path).unwrap();
+    assert_eq!(ro.version, 1);
+    expect(&ro);
+    drop(ro);
+
+    let mut store = ReportStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let ends: Vec<(i64, i64)> = store
+        .conn
+        .prepare("SELECT id, end_time FROM policies ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ends, vec![(1, 200), (2, 2000), (3, 2000)]);
+    expect(&store);
+    // New reports get their end date on each policy row too.
+    let json = fixtures::synthetic("Org", "fresh", "v1.example", 1, 2);
+    let stored = store.insert(&new_report(&json)).unwrap();
+    let end: i64 = store
+        .conn
+        .query_row(
+            "SELECT DISTINCT p.end_time FROM policies p WHERE p.report = ?1",
+            params![stored.id()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let report_end: i64 = store
+        .conn
+        .query_row(
+            "SELECT end_time FROM reports WHERE id = ?1",
+            params![stored.id()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(end, report_end);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
