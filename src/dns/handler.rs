@@ -4,25 +4,27 @@
 //! Never panics on input: every request-derived value is checked, and failures to encode
 //! become SERVFAIL.
 
+use std::borrow::Cow;
 use std::iter;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tsig::{TSIG, TsigError, make_tsig_record};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType, TSigResponseContext, TSigner};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
 use super::settings::Secondary;
-use crate::zone::Zones;
+use crate::zone::{SignedZone, Zones};
 
 /// Largest UDP response we send (DNS Flag Day 2020 recommendation).
 pub const UDP_PAYLOAD_MAX: u16 = 1232;
@@ -64,6 +66,40 @@ enum Tsig {
     Rejected(TSigResponseContext),
 }
 
+/// One response message: header, sections borrowed from the zone where possible, and the TSIG
+/// context to sign it with.
+struct Message<'z> {
+    metadata: Metadata,
+    answers: Vec<Cow<'z, Record>>,
+    authorities: Vec<Cow<'z, Record>>,
+    additionals: Vec<Cow<'z, Record>>,
+    tsig: Option<TSigResponseContext>,
+}
+
+impl Message<'_> {
+    fn error(request: &Request, code: ResponseCode, tsig: Option<TSigResponseContext>) -> Self {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = code;
+        Message {
+            metadata,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            tsig,
+        }
+    }
+}
+
+/// What to answer to one request: one message, or a zone transfer (TCP only).
+enum Reply<'z> {
+    Message(Message<'z>),
+    Transfer {
+        metadata: Metadata,
+        zone: &'z SignedZone,
+        signing: Option<(TSigner, Vec<u8>)>,
+    },
+}
+
 /// The RequestHandler serving the zones in the `ArcSwap`.
 #[derive(Clone)]
 pub struct Authority {
@@ -87,27 +123,167 @@ fn servfail_info(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Encodes response sections without TSIG (for size checks and as TSIG input).
+fn records<'a>(v: &'a [Cow<'_, Record>]) -> impl Iterator<Item = &'a Record> + Send + 'a {
+    v.iter().map(|r| r.as_ref())
+}
+
+/// The response's EDNS (present iff the request had EDNS).
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|e| {
+        let mut r = Edns::new();
+        r.set_max_payload(UDP_PAYLOAD_MAX);
+        r.set_dnssec_ok(e.flags().dnssec_ok);
+        r.set_version(0);
+        r
+    })
+}
+
+/// Encodes response sections without TSIG (for size checks and as TSIG input) into `buf`
+/// (cleared first), with no size limit.
+#[allow(clippy::too_many_arguments)] // the sections of one DNS message
+fn encode_parts<'a>(
+    buf: &mut Vec<u8>,
+    request: &Request,
+    metadata: Metadata,
+    edns: Option<&Edns>,
+    answers: impl Iterator<Item = &'a Record> + Send + 'a,
+    authorities: impl Iterator<Item = &'a Record> + Send + 'a,
+    additionals: impl Iterator<Item = &'a Record> + Send + 'a,
+) -> Result<(), ProtoError> {
+    buf.clear();
+    let mut enc = BinEncoder::new(buf);
+    MessageResponseBuilder::new(&request.queries, edns)
+        .build(metadata, answers, authorities, iter::empty(), additionals)
+        .destructive_emit(&mut enc)?;
+    Ok(())
+}
+
 fn encode(
     request: &Request,
     metadata: Metadata,
     edns: Option<&Edns>,
-    answers: &[Record],
-    authorities: &[Record],
-    additionals: &[Record],
-) -> Result<Vec<u8>, NetError> {
+    answers: &[Cow<'_, Record>],
+    authorities: &[Cow<'_, Record>],
+    additionals: &[Cow<'_, Record>],
+) -> Result<Vec<u8>, ProtoError> {
     let mut buf = Vec::with_capacity(512);
-    let mut enc = BinEncoder::new(&mut buf);
-    MessageResponseBuilder::new(&request.queries, edns)
-        .build(
-            metadata,
-            answers.iter(),
-            authorities.iter(),
-            iter::empty(),
-            additionals.iter(),
-        )
-        .destructive_emit(&mut enc)?;
+    encode_parts(
+        &mut buf,
+        request,
+        metadata,
+        edns,
+        records(answers),
+        records(authorities),
+        records(additionals),
+    )?;
     Ok(buf)
+}
+
+/// Encodes a response exactly as hickory-server's UDP `ResponseHandle` does: at most the
+/// response EDNS payload size (512 without EDNS), and a bare SERVFAIL header if it cannot be
+/// encoded.
+fn emit_like_hickory<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
+    let id = response.metadata().id;
+    let max = response.edns().map_or(512, |e| e.max_payload());
+    out.clear();
+    let mut enc = BinEncoder::new(out);
+    enc.set_max_size(max);
+    let Err(error) = response.destructive_emit(&mut enc) else {
+        return Ok(());
+    };
+    tracing::error!(%error, "error encoding message");
+    out.clear();
+    let mut enc = BinEncoder::new(out);
+    enc.set_max_size(512);
+    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = ResponseCode::ServFail;
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .emit(&mut enc)
+}
+
+/// The source addresses hickory-server refuses to answer (port 0, unspecified, broadcast).
+pub(super) fn answerable(src: SocketAddr) -> bool {
+    src.port() != 0
+        && match src.ip() {
+            IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_broadcast(),
+            IpAddr::V6(v6) => !v6.is_unspecified(),
+        }
+}
+
+/// Encodes `m` for UDP into `out` with the same result as [`Authority::send`] followed by
+/// hickory-server's UDP encoding, but encoding only once unless the response is truncated or
+/// TSIG-signed: too big for the client's payload size (EDNS, clamped to 512..=1232; 512 without
+/// EDNS; room kept for a TSIG) means header, question and OPT only, with TC set.
+fn encode_udp(request: &Request, m: Message<'_>, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    let Message {
+        mut metadata,
+        answers,
+        authorities,
+        additionals,
+        tsig,
+    } = m;
+    let edns = response_edns(request);
+    let edns = edns.as_ref();
+    let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
+    let limit = usize::from(client.clamp(512, UDP_PAYLOAD_MAX));
+    let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
+    encode_parts(
+        out,
+        request,
+        metadata,
+        edns,
+        records(&answers),
+        records(&authorities),
+        records(&additionals),
+    )?;
+    let fits = out.len() + reserve <= limit;
+    if fits && tsig.is_none() {
+        // The common case: this encoding is final. It is at most `limit`, which never exceeds
+        // the response EDNS payload size (or 512), so hickory's size-limited encoding of the
+        // same message is byte for byte the same.
+        return Ok(());
+    }
+    let (answers, authorities, additionals) = if fits {
+        (&answers[..], &authorities[..], &additionals[..])
+    } else {
+        metadata.truncation = true;
+        if tsig.is_some() {
+            encode_parts(
+                out,
+                request,
+                metadata,
+                edns,
+                iter::empty(),
+                iter::empty(),
+                iter::empty(),
+            )?;
+        }
+        (&[][..], &[][..], &[][..])
+    };
+    let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
+        metadata,
+        records(answers),
+        records(authorities),
+        iter::empty(),
+        records(additionals),
+    );
+    if let Some(ctx) = tsig {
+        response.set_signature(ctx.sign(out)?);
+    }
+    emit_like_hickory(response, out)
 }
 
 impl Authority {
@@ -154,82 +330,10 @@ impl Authority {
         }
     }
 
-    /// Sends one response, truncating over UDP and signing with TSIG when asked.
-    #[allow(clippy::too_many_arguments)] // the sections of one DNS message
-    async fn send<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        handle: &mut R,
-        mut metadata: Metadata,
-        edns: Option<&Edns>,
-        answers: &[Record],
-        authorities: &[Record],
-        additionals: &[Record],
-        tsig: Option<TSigResponseContext>,
-    ) -> Result<ResponseInfo, NetError> {
-        let limit = match request.protocol() {
-            Protocol::Udp => {
-                let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
-                usize::from(client.clamp(512, UDP_PAYLOAD_MAX))
-            }
-            _ => usize::from(u16::MAX),
-        };
-        let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
-        let mut bytes = encode(request, metadata, edns, answers, authorities, additionals)?;
-        let (answers, authorities, additionals) = if bytes.len() + reserve > limit {
-            // Too big for UDP: header, question and OPT only, with TC set; the client retries
-            // over TCP (RFC 7766).
-            metadata.truncation = true;
-            bytes = encode(request, metadata, edns, &[], &[], &[])?;
-            (&[][..], &[][..], &[][..])
-        } else {
-            (answers, authorities, additionals)
-        };
-        let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
-            metadata,
-            answers.iter(),
-            authorities.iter(),
-            iter::empty(),
-            additionals.iter(),
-        );
-        if let Some(ctx) = tsig {
-            response.set_signature(ctx.sign(&bytes)?);
-        }
-        handle.send_response(response).await
-    }
-
-    async fn send_error<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        handle: &mut R,
-        edns: Option<&Edns>,
-        code: ResponseCode,
-        tsig: Option<TSigResponseContext>,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = code;
-        self.send(request, handle, metadata, edns, &[], &[], &[], tsig)
-            .await
-    }
-
-    async fn respond<R: ResponseHandler>(
-        &self,
-        zones: &Zones,
-        request: &Request,
-        mut handle: R,
-    ) -> Result<ResponseInfo, NetError> {
-        let now = unix_now();
+    /// Decides the answer to `request` from one snapshot of the zones: transport independent
+    /// except that zone transfers are TCP only.
+    fn reply<'z>(&self, zones: &'z Zones, request: &Request, now: u64) -> Reply<'z> {
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let edns = request.edns.as_ref().map(|_| {
-            let mut e = Edns::new();
-            e.set_max_payload(UDP_PAYLOAD_MAX);
-            e.set_dnssec_ok(dnssec_ok);
-            e.set_version(0);
-            e
-        });
-        let edns = edns.as_ref();
-        let h = &mut handle;
-
         let tsig = self.check_tsig(request, now);
         let response_tsig = |tsig: &Tsig| match tsig {
             Tsig::Valid {
@@ -244,43 +348,26 @@ impl Authority {
             )),
             _ => None,
         };
+        let error = |code, tsig| Reply::Message(Message::error(request, code, tsig));
         if let Tsig::Rejected(ctx) = tsig {
-            return self
-                .send_error(request, h, edns, ResponseCode::NotAuth, Some(ctx))
-                .await;
+            return error(ResponseCode::NotAuth, Some(ctx));
         }
         if request.metadata.message_type != MessageType::Query {
-            return self
-                .send_error(request, h, edns, ResponseCode::FormErr, None)
-                .await;
+            return error(ResponseCode::FormErr, None);
         }
         if request.metadata.op_code != OpCode::Query {
-            return self
-                .send_error(request, h, edns, ResponseCode::NotImp, response_tsig(&tsig))
-                .await;
+            return error(ResponseCode::NotImp, response_tsig(&tsig));
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self
-                .send_error(request, h, edns, ResponseCode::BADVERS, None)
-                .await;
+            return error(ResponseCode::BADVERS, None);
         }
         let [query] = request.queries.queries() else {
-            return self
-                .send_error(request, h, edns, ResponseCode::FormErr, None)
-                .await;
+            return error(ResponseCode::FormErr, None);
         };
         let qname = Name::from(query.name().clone());
         let qtype = query.query_type();
         if query.query_class() != DNSClass::IN {
-            return self
-                .send_error(
-                    request,
-                    h,
-                    edns,
-                    ResponseCode::Refused,
-                    response_tsig(&tsig),
-                )
-                .await;
+            return error(ResponseCode::Refused, response_tsig(&tsig));
         }
 
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -290,20 +377,10 @@ impl Authority {
             };
             if !allowed {
                 warn!(src = %request.src(), zone = %qname, "zone transfer refused");
-                return self
-                    .send_error(request, h, edns, ResponseCode::Refused, None)
-                    .await;
+                return error(ResponseCode::Refused, None);
             }
             let Some(zone) = zones.get(&qname) else {
-                return self
-                    .send_error(
-                        request,
-                        h,
-                        edns,
-                        ResponseCode::NotAuth,
-                        response_tsig(&tsig),
-                    )
-                    .await;
+                return error(ResponseCode::NotAuth, response_tsig(&tsig));
             };
             let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.authoritative = true;
@@ -311,23 +388,19 @@ impl Authority {
                 // RFC 1995 2: over UDP answer with the current SOA only (client then uses TCP);
                 // AXFR is TCP only (RFC 5936 4.2).
                 if qtype == RecordType::AXFR {
-                    return self
-                        .send_error(request, h, edns, ResponseCode::Refused, None)
-                        .await;
+                    return error(ResponseCode::Refused, None);
                 }
-                let soa = zone.soa().map(|s| s.records.clone()).unwrap_or_default();
-                return self
-                    .send(
-                        request,
-                        h,
-                        metadata,
-                        edns,
-                        &soa,
-                        &[],
-                        &[],
-                        response_tsig(&tsig),
-                    )
-                    .await;
+                let soa = zone
+                    .soa()
+                    .map(|s| s.records.iter().map(Cow::Borrowed).collect())
+                    .unwrap_or_default();
+                return Reply::Message(Message {
+                    metadata,
+                    answers: soa,
+                    authorities: Vec::new(),
+                    additionals: Vec::new(),
+                    tsig: response_tsig(&tsig),
+                });
             }
             debug!(src = %request.src(), zone = %qname, serial = zone.serial(), "zone transfer");
             let signing = match tsig {
@@ -337,45 +410,151 @@ impl Authority {
                 } => Some((signer, request_mac)),
                 _ => None,
             };
-            return self
-                .transfer(
+            return Reply::Transfer {
+                metadata,
+                zone,
+                signing,
+            };
+        }
+
+        let Some(zone) = zones.find(&qname) else {
+            return error(ResponseCode::Refused, response_tsig(&tsig));
+        };
+        let answer = zone.lookup_ref(&qname, qtype, dnssec_ok);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.rcode != ResponseCode::Refused;
+        Reply::Message(Message {
+            metadata,
+            answers: answer.answers,
+            authorities: answer.authorities,
+            additionals: answer.additionals,
+            tsig: response_tsig(&tsig),
+        })
+    }
+
+    /// Answers one UDP datagram from `src` into `out` (the exact bytes hickory-server's UDP
+    /// path sent for it). Returns false when nothing is to be sent: shorter than a header, a
+    /// response, or a response that could not be encoded.
+    pub(super) fn answer_udp(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let mut decoder = BinDecoder::new(packet);
+        let Ok(header) = Header::read(&mut decoder) else {
+            return false;
+        };
+        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(r) => r,
+            Err(e) => {
+                // Undecodable after the header: FORMERR with no question and no EDNS.
+                debug!(src = %src, err = %e, "undecodable udp request");
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                out.clear();
+                let h = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                return h.emit(&mut BinEncoder::new(out)).is_ok();
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return false; // no reflection
+        }
+        let zones = self.zones.load();
+        let now = unix_now();
+        let result = match self.reply(&zones, &request, now) {
+            Reply::Message(m) => encode_udp(&request, m, out),
+            Reply::Transfer { .. } => Err(ProtoError::from("zone transfer over udp")),
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(src = %src, err = %e, "failed to encode dns response");
+                false
+            }
+        }
+    }
+
+    /// Sends one response, truncating over UDP and signing with TSIG when asked.
+    async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: &mut R,
+        message: Message<'_>,
+        edns: Option<&Edns>,
+    ) -> Result<ResponseInfo, NetError> {
+        let Message {
+            mut metadata,
+            answers,
+            authorities,
+            additionals,
+            tsig,
+        } = message;
+        let limit = match request.protocol() {
+            Protocol::Udp => {
+                let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
+                usize::from(client.clamp(512, UDP_PAYLOAD_MAX))
+            }
+            _ => usize::from(u16::MAX),
+        };
+        let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
+        let mut bytes = encode(
+            request,
+            metadata,
+            edns,
+            &answers,
+            &authorities,
+            &additionals,
+        )?;
+        let (answers, authorities, additionals) = if bytes.len() + reserve > limit {
+            // Too big for UDP: header, question and OPT only, with TC set; the client retries
+            // over TCP (RFC 7766).
+            metadata.truncation = true;
+            bytes = encode(request, metadata, edns, &[], &[], &[])?;
+            (&[][..], &[][..], &[][..])
+        } else {
+            (&answers[..], &authorities[..], &additionals[..])
+        };
+        let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
+            metadata,
+            records(answers),
+            records(authorities),
+            iter::empty(),
+            records(additionals),
+        );
+        if let Some(ctx) = tsig {
+            response.set_signature(ctx.sign(&bytes)?);
+        }
+        handle.send_response(response).await
+    }
+
+    async fn respond<R: ResponseHandler>(
+        &self,
+        zones: &Zones,
+        request: &Request,
+        mut handle: R,
+    ) -> Result<ResponseInfo, NetError> {
+        let now = unix_now();
+        let edns = response_edns(request);
+        let edns = edns.as_ref();
+        match self.reply(zones, request, now) {
+            Reply::Message(m) => self.send(request, &mut handle, m, edns).await,
+            Reply::Transfer {
+                metadata,
+                zone,
+                signing,
+            } => {
+                self.transfer(
                     request,
-                    h,
+                    &mut handle,
                     metadata,
                     edns,
                     zone.axfr_records(),
                     signing,
                     now,
                 )
-                .await;
+                .await
+            }
         }
-
-        let Some(zone) = zones.find(&qname) else {
-            return self
-                .send_error(
-                    request,
-                    h,
-                    edns,
-                    ResponseCode::Refused,
-                    response_tsig(&tsig),
-                )
-                .await;
-        };
-        let answer = zone.lookup(&qname, qtype, dnssec_ok);
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = answer.rcode;
-        metadata.authoritative = answer.rcode != ResponseCode::Refused;
-        self.send(
-            request,
-            h,
-            metadata,
-            edns,
-            &answer.answers,
-            &answer.authorities,
-            &answer.additionals,
-            response_tsig(&tsig),
-        )
-        .await
     }
 
     /// Sends the zone in as many TCP messages as needed, each TSIG-signed when the request was
@@ -412,7 +591,16 @@ impl Authority {
         for chunk in chunks {
             // EDNS only in the first message; it is harmless either way.
             let e = if previous_mac.is_none() { edns } else { None };
-            let bytes = encode(request, metadata, e, chunk, &[], &[])?;
+            let mut bytes = Vec::with_capacity(AXFR_MESSAGE_TARGET);
+            encode_parts(
+                &mut bytes,
+                request,
+                metadata,
+                e,
+                chunk.iter(),
+                iter::empty(),
+                iter::empty(),
+            )?;
             let mut response = MessageResponseBuilder::new(&request.queries, e).build(
                 metadata,
                 chunk.iter(),
@@ -597,12 +785,12 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         out
     }
 
-    fn handle(bytes: Vec<u8>, tcp: bool) -> Result<Vec<Vec<u8>>, String> {
-        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
-        let Ok(request) = Request::from_bytes(bytes, "127.0.0.1:5353".parse().unwrap(), protocol)
-        else {
-            return Ok(Vec::new()); // the server answers undecodable packets itself (FORMERR)
-        };
+    fn src() -> SocketAddr {
+        "127.0.0.1:5353".parse().unwrap()
+    }
+
+    /// The request through the hickory `RequestHandler` path (what TCP uses).
+    fn handle_hickory(request: &Request) -> Result<Vec<Vec<u8>>, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -611,7 +799,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         let done = rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(2),
-                authority().handle_request::<_, TokioTime>(&request, capture.clone()),
+                authority().handle_request::<_, TokioTime>(request, capture.clone()),
             )
             .await
         });
@@ -619,26 +807,136 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             return Err("no answer within 2 s".into());
         }
         let sent = capture.0.lock().map_err(|e| e.to_string())?.clone();
+        Ok(sent)
+    }
+
+    fn check(sent: &[Vec<u8>], id: u16, tcp: bool) -> Result<(), String> {
         if sent.is_empty() {
             return Err("no response sent".into());
         }
-        for r in &sent {
+        for r in sent {
             let m = Message::from_vec(r).map_err(|e| format!("unparsable response: {e}"))?;
-            if m.metadata.id != request.metadata.id {
+            if m.metadata.id != id {
                 return Err("response id differs".into());
             }
             if !tcp && r.len() > 1232 {
                 return Err(format!("udp response of {} bytes", r.len()));
             }
         }
+        Ok(())
+    }
+
+    fn handle(bytes: Vec<u8>, tcp: bool) -> Result<Vec<Vec<u8>>, String> {
+        if !tcp {
+            return handle_udp(bytes);
+        }
+        let Ok(request) = Request::from_bytes(bytes, src(), Protocol::Tcp) else {
+            return Ok(Vec::new()); // the server answers undecodable packets itself (FORMERR)
+        };
+        let sent = handle_hickory(&request)?;
+        check(&sent, request.metadata.id, true)?;
         Ok(sent)
+    }
+
+    /// The datagram through our UDP path; where the hickory path with `Protocol::Udp` (what
+    /// served UDP before) answers within 512 bytes, both must be byte for byte the same.
+    fn handle_udp(bytes: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        let sent = authority().answer_udp(&bytes, src(), &mut out);
+        let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
+            return if sent {
+                Err("answered a datagram shorter than a header".into())
+            } else {
+                Ok(Vec::new())
+            };
+        };
+        let Ok(request) = Request::from_bytes(bytes, src(), Protocol::Udp) else {
+            // FORMERR: the bare header, as hickory-server sends it.
+            let m = Message::from_vec(&out).map_err(|e| format!("unparsable FORMERR: {e}"))?;
+            if !sent || m.metadata.response_code != ResponseCode::FormErr || out.len() != 12 {
+                return Err("undecodable datagram not answered FORMERR".into());
+            }
+            check(std::slice::from_ref(&out), header.metadata.id, false)?;
+            return Ok(vec![out]);
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return if sent {
+                Err("answered a response".into())
+            } else {
+                Ok(Vec::new())
+            };
+        }
+        check(std::slice::from_ref(&out), request.metadata.id, false)?;
+        if request.signature.is_none() {
+            let old = handle_hickory(&request)?;
+            if old.len() == 1 && old[0].len() <= 512 && old[0] != out {
+                return Err(format!(
+                    "udp path differs from the hickory path:\n{:?}\n{:?}",
+                    Message::from_vec(&out),
+                    Message::from_vec(&old[0])
+                ));
+            }
+        }
+        Ok(vec![out])
+    }
+
+    /// The real loop on a socket: garbage and mutated packets, then a valid query is answered.
+    #[test]
+    fn udp_loop_survives_garbage() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let addr = server.local_addr().unwrap();
+            let task = tokio::spawn(super::super::udp::serve(server, authority().clone()));
+            let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 4096]];
+            for (i, seed) in seeds().into_iter().enumerate() {
+                let mut m = seed.clone();
+                let n = m.len();
+                m[i % n] ^= 0x5a;
+                junk.push(m);
+                junk.push(seed[..seed.len() / 2].to_vec());
+                junk.push(seed);
+            }
+            for j in &junk {
+                client.send_to(j, addr).await.unwrap();
+            }
+            let mut q = Message::query();
+            q.metadata.id = 777;
+            q.add_query(Query::query(
+                Name::from_ascii("mx1.example.com.").unwrap(),
+                RecordType::A,
+            ));
+            client.send_to(&q.to_vec().unwrap(), addr).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let (n, _) = client.recv_from(&mut buf).await.unwrap();
+                    let m = Message::from_vec(&buf[..n]).unwrap();
+                    if m.metadata.id == 777 {
+                        return m;
+                    }
+                }
+            })
+            .await
+            .expect("no answer from the udp loop");
+            assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(answer.answers.len(), 1);
+            assert!(!task.is_finished());
+            task.abort();
+        });
     }
 
     #[test]
     fn seeds_are_answered() {
         for s in seeds() {
-            let r = handle(s.clone(), true).unwrap();
-            assert!(!r.is_empty());
+            for tcp in [true, false] {
+                let r = handle(s.clone(), tcp).unwrap();
+                assert!(!r.is_empty());
+            }
         }
     }
 

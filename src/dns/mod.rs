@@ -10,6 +10,7 @@
 mod handler;
 pub mod notify;
 pub mod settings;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::{Authority, TransferPolicy};
@@ -107,11 +109,23 @@ impl DnsServer {
     ) -> Result<(), DnsError> {
         let policy = TransferPolicy::new(&secondaries);
         let authority = Authority::new(self.zones.clone(), policy);
-        let mut server = Server::new(authority);
+        // UDP: our own query loops (see `udp`); TCP (queries, AXFR/IXFR): hickory's Server.
+        let udp_stop = CancellationToken::new();
+        let mut udp_tasks = JoinSet::new();
         for s in sockets.udp {
             tracing::info!(addr = ?s.local_addr().ok(), "dns listening on udp");
-            server.register_socket(s);
+            let s = Arc::new(s);
+            for _ in 0..udp::tasks_per_socket() {
+                let (s, a, stop) = (s.clone(), authority.clone(), udp_stop.clone());
+                udp_tasks.spawn(async move {
+                    stop.run_until_cancelled(udp::serve(s, a))
+                        .await
+                        .unwrap_or(Ok(()))
+                });
+            }
         }
+        let has_tcp = !sockets.tcp.is_empty();
+        let mut server = Server::new(authority);
         for l in sockets.tcp {
             tracing::info!(addr = ?l.local_addr().ok(), "dns listening on tcp");
             server.register_listener(l, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -123,12 +137,46 @@ impl DnsServer {
             shutdown.clone(),
         ));
         let server_token = server.shutdown_token().clone();
+        // Done when every TCP and UDP task is; an error of any of them is the result.
+        let all = async {
+            let tcp = async {
+                if has_tcp {
+                    server
+                        .block_until_done()
+                        .await
+                        .map_err(|e| DnsError::Server {
+                            reason: e.to_string(),
+                        })
+                } else {
+                    Ok(())
+                }
+            };
+            let udp = async {
+                let mut out = Ok(());
+                while let Some(r) = udp_tasks.join_next().await {
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => out = Err(e),
+                        Err(e) => {
+                            return Err(DnsError::Server {
+                                reason: format!("internal error in spawn: {e}"),
+                            });
+                        }
+                    }
+                }
+                out
+            };
+            let (t, u) = tokio::join!(tcp, udp);
+            t.and(u)
+        };
+        tokio::pin!(all);
         let result = tokio::select! {
-            r = server.block_until_done() => r.map_err(|e| DnsError::Server { reason: e.to_string() }),
+            r = &mut all => r,
             _ = shutdown.cancelled() => {
                 server_token.cancel();
-                match tokio::time::timeout(SHUTDOWN_GRACE, server.block_until_done()).await {
-                    Ok(r) => r.map_err(|e| DnsError::Server { reason: e.to_string() }),
+                udp_stop.cancel();
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await {
+                    Ok(r) => r,
                     Err(_) => {
                         tracing::warn!("dns server did not stop within the grace period");
                         Ok(())

@@ -5,6 +5,7 @@
 //! record order of a zone transfer. Pure: no sockets, no clock. Must not build or sign zones
 //! ([`super::sign`] does) and must not know about wire formats or transports (`crate::dns` does).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -31,6 +32,13 @@ impl SignedRrSet {
         out.extend(self.records.iter().cloned());
         if dnssec_ok {
             out.extend(self.rrsigs.iter().cloned());
+        }
+    }
+
+    fn append_ref<'a>(&'a self, out: &mut Vec<Cow<'a, Record>>, dnssec_ok: bool) {
+        out.extend(self.records.iter().map(Cow::Borrowed));
+        if dnssec_ok {
+            out.extend(self.rrsigs.iter().map(Cow::Borrowed));
         }
     }
 }
@@ -85,13 +93,35 @@ pub struct Answer {
     pub additionals: Vec<Record>,
 }
 
-impl Answer {
+/// [`Answer`] borrowing the zone's records: what [`SignedZone::lookup_ref`] returns, so the
+/// server encodes answers without copying RRsets. Only records changed for the answer (the
+/// negative-TTL SOA) are owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerRef<'a> {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Cow<'a, Record>>,
+    pub authorities: Vec<Cow<'a, Record>>,
+    pub additionals: Vec<Cow<'a, Record>>,
+}
+
+impl<'a> AnswerRef<'a> {
     fn new(rcode: ResponseCode) -> Self {
-        Answer {
+        AnswerRef {
             rcode,
             answers: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
+        }
+    }
+
+    /// The same answer with its own copies of the records.
+    pub fn into_owned(self) -> Answer {
+        let own = |v: Vec<Cow<'a, Record>>| v.into_iter().map(Cow::into_owned).collect();
+        Answer {
+            rcode: self.rcode,
+            answers: own(self.answers),
+            authorities: own(self.authorities),
+            additionals: own(self.additionals),
         }
     }
 }
@@ -160,27 +190,36 @@ impl SignedZone {
         self.nodes.contains_key(name) || self.ents.contains(name)
     }
 
-    fn negative_soa(&self, answer: &mut Answer, dnssec_ok: bool) {
+    fn negative_soa<'a>(&'a self, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
         if let Some(soa) = self.soa() {
             for r in &soa.records {
-                let mut r = r.clone();
-                if let RData::SOA(s) = &r.data {
+                match &r.data {
                     // RFC 2308 3: negative TTL is min(SOA TTL, SOA MINIMUM).
-                    r.ttl = r.ttl.min(s.minimum);
+                    RData::SOA(s) if s.minimum < r.ttl => {
+                        let mut r = r.clone();
+                        r.ttl = s.minimum;
+                        answer.authorities.push(Cow::Owned(r));
+                    }
+                    _ => answer.authorities.push(Cow::Borrowed(r)),
                 }
-                answer.authorities.push(r);
             }
             if dnssec_ok {
-                answer.authorities.extend(soa.rrsigs.iter().cloned());
+                answer
+                    .authorities
+                    .extend(soa.rrsigs.iter().map(Cow::Borrowed));
             }
         }
     }
 
-    fn push_unique(out: &mut Vec<Record>, set: &SignedRrSet) {
-        if set.records.iter().any(|r| out.contains(r)) {
+    fn push_unique<'a>(out: &mut Vec<Cow<'a, Record>>, set: &'a SignedRrSet) {
+        if set
+            .records
+            .iter()
+            .any(|r| out.iter().any(|o| o.as_ref() == r))
+        {
             return;
         }
-        set.append_to(out, true);
+        set.append_ref(out, true);
     }
 
     /// NSEC covering a name that does not exist (its canonical predecessor).
@@ -192,7 +231,7 @@ impl SignedZone {
             .and_then(|(_, sets)| sets.get(&RecordType::NSEC))
     }
 
-    fn nodata_proof(&self, name: &Name, out: &mut Vec<Record>) {
+    fn nodata_proof<'a>(&'a self, name: &Name, out: &mut Vec<Cow<'a, Record>>) {
         match &self.nsec3 {
             Some(chain) => {
                 if let Some(set) = chain.matching(name) {
@@ -211,7 +250,7 @@ impl SignedZone {
         }
     }
 
-    fn nxdomain_proof(&self, name: &Name, out: &mut Vec<Record>) {
+    fn nxdomain_proof<'a>(&'a self, name: &Name, out: &mut Vec<Cow<'a, Record>>) {
         // Closest encloser: the longest existing ancestor (the apex always exists).
         let mut ce = name.base_name();
         while !self.exists(&ce) && ce.num_labels() > self.origin.num_labels() {
@@ -249,12 +288,17 @@ impl SignedZone {
     /// Answers `qname`/`qtype` authoritatively. `dnssec_ok` adds RRSIGs and denial proofs.
     /// Names outside the zone get REFUSED.
     pub fn lookup(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> Answer {
+        self.lookup_ref(qname, qtype, dnssec_ok).into_owned()
+    }
+
+    /// [`SignedZone::lookup`] without copying the zone's records.
+    pub fn lookup_ref(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> AnswerRef<'_> {
         let mut name = qname.to_lowercase();
         name.set_fqdn(true);
         if !self.origin.zone_of(&name) {
-            return Answer::new(ResponseCode::Refused);
+            return AnswerRef::new(ResponseCode::Refused);
         }
-        let mut answer = Answer::new(ResponseCode::NoError);
+        let mut answer = AnswerRef::new(ResponseCode::NoError);
         for _ in 0..MAX_CNAME_CHAIN {
             let Some(sets) = self.nodes.get(&name) else {
                 if self.ents.contains(&name) {
@@ -273,22 +317,22 @@ impl SignedZone {
             };
             if qtype == RecordType::ANY {
                 for set in sets.values() {
-                    set.append_to(&mut answer.answers, dnssec_ok);
+                    set.append_ref(&mut answer.answers, dnssec_ok);
                 }
                 return answer;
             }
             if qtype == RecordType::RRSIG {
                 for set in sets.values() {
-                    answer.answers.extend(set.rrsigs.iter().cloned());
+                    answer.answers.extend(set.rrsigs.iter().map(Cow::Borrowed));
                 }
                 return answer;
             }
             if let Some(set) = sets.get(&qtype) {
-                set.append_to(&mut answer.answers, dnssec_ok);
+                set.append_ref(&mut answer.answers, dnssec_ok);
                 return answer;
             }
             if let Some(cname) = sets.get(&RecordType::CNAME) {
-                cname.append_to(&mut answer.answers, dnssec_ok);
+                cname.append_ref(&mut answer.answers, dnssec_ok);
                 let target = cname.records.iter().find_map(|r| match &r.data {
                     RData::CNAME(c) => Some(c.0.to_lowercase()),
                     _ => None,
