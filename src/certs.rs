@@ -1032,3 +1032,52 @@ mod tests {
         assert!(err.contains("timed out"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The (uid, gid) this process runs as, from /proc.
+    fn me() -> (u32, u32) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| -> u32 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("Uid:"), field("Gid:"))
+    }
+
+    #[tokio::test]
+    async fn deployed_files_get_the_configured_owner() {
+        // As root, hand the files to nobody; otherwise to ourselves (all a user may do).
+        let owner = match me() {
+            (0, _) => (65534, 65534),
+            other => other,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = Deploy {
+            cert_file: dir.path().join("mx.crt"),
+            key_file: dir.path().join("mx.key"),
+            owner: Some(owner),
+            cert_mode: 0o644,
+            key_mode: 0o640,
+            reload: vec![],
+            reload_timeout: Duration::from_secs(5),
+        };
+        deploy(&d, "CHAIN", "KEY").await.unwrap();
+        for f in [&d.cert_file, &d.key_file] {
+            let m = std::fs::metadata(f).unwrap();
+            assert_eq!((m.uid(), m.gid()), owner, "{}", f.display());
+        }
+        assert_eq!(
+            resolve_owner(&format!("{}:{}", owner.0, owner.1)).unwrap(),
+            owner
+        );
+    }
+}
