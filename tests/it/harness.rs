@@ -38,6 +38,20 @@ pub fn mxguard(args: &[&str]) -> Output {
         .expect("run mxguard")
 }
 
+/// `mxguard reports --since 5000d --json` for a project: the TLS-RPT summary as stored.
+pub fn reports_json(p: &Project) -> serde_json::Value {
+    let out = mxguard(&[
+        "reports",
+        "-c",
+        &p.config_str(),
+        "--since",
+        "5000d",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A demo project in a temp dir: config, policies/, zones/.
 pub struct Project {
     pub dir: tempfile::TempDir,

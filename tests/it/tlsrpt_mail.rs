@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::{DomainSpec, Project, free_port, mxguard};
+use crate::harness::{DomainSpec, Project, free_port, mxguard, reports_json};
 
 fn eml() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,17 +23,7 @@ fn project(smtp_port: u16) -> Project {
 }
 
 fn report_count(p: &Project) -> u64 {
-    let out = mxguard(&[
-        "reports",
-        "-c",
-        &p.config_str(),
-        "--since",
-        "5000d",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["reports"].as_u64().unwrap()
+    reports_json(p)["reports"].as_u64().unwrap()
 }
 
 fn swaks(port: u16, to: &str, tls: bool) -> (bool, String) {
