@@ -340,11 +340,18 @@ async fn receive(intake: &Intake, req: Request) -> Result<Stored, IntakeError> {
                 _ => Ok(()),
             }
         });
+    let after = Duration::from_secs(intake.settings.read_timeout_secs);
     if let Err(e) = early {
         intake.counters.rejected(e.reason());
+        if !matches!(e, IntakeError::BodyTooLarge { .. }) {
+            // Read and drop a body of allowed size first: answering while an HTTP/2 client is
+            // still uploading resets its stream, which the client reports as a transport error
+            // instead of this status.
+            let drained = axum::body::to_bytes(req.into_body(), limit);
+            let _ = tokio::time::timeout(after, drained).await;
+        }
         return Err(e);
     }
-    let after = Duration::from_secs(intake.settings.read_timeout_secs);
     let body = match tokio::time::timeout(after, Bytes::from_request(req, &())).await {
         Ok(Ok(b)) => b,
         Ok(Err(rejection)) => {
