@@ -10,7 +10,8 @@
 # The server under test runs on CPU 0 (taskset -c 0), dnsperf on CPU 1: mxguard's tokio
 # runtime then starts one worker (it sizes itself from the affinity mask); knotd gets
 # udp-workers 1, tcp-workers 1, background-workers 1. No response rate limiting anywhere
-# (knot's rrl is a module that is not loaded here; mxguard has none).
+# (knot's rrl is a module that is not loaded here; mxguard has none). mxguard runs twice: with
+# its default response cache, then restarted with the cache off (each query looked up).
 # Env: DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); PROFILE_DIR=DIR records
 # `perf record -g` of mxguard during its DO pass into DIR/perf.data (slows it down: the numbers
 # of such a run are not comparable).
@@ -255,14 +256,35 @@ run_pass kn-dnssec "$knot_port" "$knot_pid" -D
 kill -CONT "$mx_pid"
 kill -0 "$mx_pid" && kill -0 "$knot_pid" || die "a server died during the run"
 
+# The same again without mxguard's response cache: restarted on the same state directory
+# (same keys and zone content) with dns.response_cache = 0, so every query is looked up and
+# encoded. The benchmark's mix repeats ten queries, so with the cache nearly every answer is a
+# cache hit: this pass shows the cost of a miss.
+kill -STOP "$knot_pid"
+kill "$mx_pid"; wait "$mx_pid" 2>/dev/null || true
+printf '[dns]\nresponse_cache = 0\n' >> "$work/mx/mxguard.toml"
+RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
+mx_pid=$!; pids+=("$mx_pid")
+for i in $(seq 300); do
+  kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited on restart"; }
+  q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && break
+  [ "$i" = 300 ] && { cat "$work/mxguard.log" >&2; die "mxguard did not serve the TLSA record within 30 s of the restart"; }
+  sleep 0.1
+done
+echo "== mxguard, response cache off, CPU 0, $denial =="
+run_pass mc-plain "$mx_dns" "$mx_pid" -e
+run_pass mc-dnssec "$mx_dns" "$mx_pid" -D
+kill -CONT "$knot_pid"
+
 mixed() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} + ${seconds[$1-dnssec]}):.0f}')"; }
-mx_mixed=$(mixed mx); kn_mixed=$(mixed kn)
+mx_mixed=$(mixed mx); kn_mixed=$(mixed kn); mc_mixed=$(mixed mc)
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo "plain:  mxguard ${qps[mx-plain]} qps, knot ${qps[kn-plain]} qps, ratio $(ratio "${qps[mx-plain]}" "${qps[kn-plain]}")"
 echo "dnssec: mxguard ${qps[mx-dnssec]} qps, knot ${qps[kn-dnssec]} qps, ratio $(ratio "${qps[mx-dnssec]}" "${qps[kn-dnssec]}")"
 # qps per fully used server core: fairer when one side is client-bound (knot usually is: one
 # dnsperf core cannot saturate knotd on one core).
 per_core() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} * ${server_cpu[$1-plain]} / 100 + ${seconds[$1-dnssec]} * ${server_cpu[$1-dnssec]} / 100):.0f}')"; }
-mx_core=$(per_core mx); kn_core=$(per_core kn)
+mx_core=$(per_core mx); kn_core=$(per_core kn); mc_core=$(per_core mc)
 echo "per server core-second (qps / server CPU share): mxguard $mx_core, knot $kn_core, ratio $(ratio "$mx_core" "$kn_core")"
-echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, 1 core each; per-core ratio $(ratio "$mx_core" "$kn_core"))"
+echo "cache off: plain ${qps[mc-plain]} qps, dnssec ${qps[mc-dnssec]} qps, mixed $mc_mixed qps, ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $mc_core, ratio $(ratio "$mc_core" "$kn_core")"
+echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, 1 core each; per-core ratio $(ratio "$mx_core" "$kn_core")); response cache off: ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $(ratio "$mc_core" "$kn_core")"

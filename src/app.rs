@@ -865,9 +865,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                     problems: vec![config.problem(format!("secondary[{i}]"), e.to_string())],
                 })?);
             }
-            let server = Arc::new(DnsServer::new(Arc::new(ArcSwap::from_pointee(
-                crate::zone::Zones::new(),
-            ))));
+            let server = Arc::new(
+                DnsServer::new(Arc::new(ArcSwap::from_pointee(crate::zone::Zones::new())))
+                    .with_response_cache(config.dns.response_cache),
+            );
             let publisher = Arc::new(ZonePublisher::start(
                 state.clone(),
                 server.clone(),

@@ -90,6 +90,9 @@ pub struct RawConfig {
     /// Secondary servers: NOTIFY targets allowed to transfer the zones.
     #[serde(default)]
     pub secondary: Vec<SecondarySettings>,
+    /// How the DNS server answers.
+    #[serde(default)]
+    pub dns: DnsOptions,
     /// TTLs and ports of the records mxguard manages.
     #[serde(default)]
     pub records: Records,
@@ -195,6 +198,30 @@ fn default_true() -> bool {
 fn default_retention_days() -> u32 {
     400
 }
+
+/// `[dns]`: how the authoritative server answers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsOptions {
+    /// UDP responses each query task keeps for reuse while the zones are unchanged; 0: none.
+    #[serde(default = "default_response_cache")]
+    pub response_cache: usize,
+}
+
+impl Default for DnsOptions {
+    fn default() -> Self {
+        DnsOptions {
+            response_cache: default_response_cache(),
+        }
+    }
+}
+
+fn default_response_cache() -> usize {
+    crate::dns::DEFAULT_RESPONSE_CACHE
+}
+
+/// Largest `dns.response_cache` (about 1.7 KiB each at most, per query task).
+pub const MAX_RESPONSE_CACHE: usize = 100_000;
 
 /// TTLs and ports of managed records.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -517,6 +544,7 @@ pub struct Config {
     pub mx: Vec<MxCert>,
     pub dnssec: DnssecSettings,
     pub secondaries: Vec<SecondarySettings>,
+    pub dns: DnsOptions,
     pub records: Records,
     pub tlsrpt: TlsRpt,
     pub rollover: Rollover,
@@ -999,6 +1027,12 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "secondaries need the DNS listener: set listen.dns".into(),
         );
     }
+    if raw.dns.response_cache > MAX_RESPONSE_CACHE {
+        problem(
+            "dns.response_cache".into(),
+            format!("at most {MAX_RESPONSE_CACHE} responses (0 turns the cache off)"),
+        );
+    }
     if raw.records.ttl == 0 || raw.records.tlsa_ttl == 0 {
         problem("records".into(), "TTLs must be at least 1 second".into());
     }
@@ -1103,6 +1137,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 s
             })
             .collect(),
+        dns: raw.dns,
         records: raw.records,
         tlsrpt: raw.tlsrpt,
         rollover: raw.rollover,
@@ -1190,6 +1225,22 @@ tls_rpt = ["mailto:tlsrpt@example.com", "https://mta-sts.example.com/tlsrpt"]
         assert_eq!(
             keys,
             ["acme.directory", "domain[0].mx[0]", "domain[0].tls_rpt[0]"]
+        );
+    }
+
+    #[test]
+    fn response_cache_default_and_bound() {
+        assert_eq!(
+            parse(GOOD).unwrap().dns.response_cache,
+            crate::dns::DEFAULT_RESPONSE_CACHE
+        );
+        let off = format!("{GOOD}[dns]\nresponse_cache = 0\n");
+        assert_eq!(parse(&off).unwrap().dns.response_cache, 0);
+        let huge = format!("{GOOD}[dns]\nresponse_cache = 100001\n");
+        let e = parse(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("dns.response_cache") && e.contains("at most 100000"),
+            "{e}"
         );
     }
 

@@ -74,6 +74,9 @@ struct Message<'z> {
     authorities: Vec<Cow<'z, Record>>,
     additionals: Vec<Cow<'z, Record>>,
     tsig: Option<TSigResponseContext>,
+    /// The encoding depends on nothing but the request bytes (ID aside) and the zones: no
+    /// TSIG, no source address check. Such UDP answers may be reused (see `super::cache`).
+    cacheable: bool,
 }
 
 impl Message<'_> {
@@ -86,6 +89,7 @@ impl Message<'_> {
             authorities: Vec::new(),
             additionals: Vec::new(),
             tsig,
+            cacheable: false,
         }
     }
 }
@@ -98,6 +102,18 @@ enum Reply<'z> {
         zone: &'z SignedZone,
         signing: Option<(TSigner, Vec<u8>)>,
     },
+}
+
+/// What [`Authority::answer_udp`] made of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UdpAnswer {
+    /// Send nothing.
+    Nothing,
+    /// Send the response.
+    Send,
+    /// Send the response; it may be reused for the same request bytes with another ID while
+    /// the same zones are served.
+    Reusable,
 }
 
 /// The RequestHandler serving the zones in the `ArcSwap`.
@@ -234,6 +250,7 @@ fn encode_udp(request: &Request, m: Message<'_>, out: &mut Vec<u8>) -> Result<()
         authorities,
         additionals,
         tsig,
+        cacheable: _,
     } = m;
     let edns = response_edns(request);
     let edns = edns.as_ref();
@@ -400,6 +417,7 @@ impl Authority {
                     authorities: Vec::new(),
                     additionals: Vec::new(),
                     tsig: response_tsig(&tsig),
+                    cacheable: false,
                 });
             }
             debug!(src = %request.src(), zone = %qname, serial = zone.serial(), "zone transfer");
@@ -429,17 +447,29 @@ impl Authority {
             answers: answer.answers,
             authorities: answer.authorities,
             additionals: answer.additionals,
+            cacheable: matches!(tsig, Tsig::Absent),
             tsig: response_tsig(&tsig),
         })
     }
 
-    /// Answers one UDP datagram from `src` into `out` (the exact bytes hickory-server's UDP
-    /// path sent for it). Returns false when nothing is to be sent: shorter than a header, a
-    /// response, or a response that could not be encoded.
-    pub(super) fn answer_udp(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+    /// The zones being served now (one snapshot per request).
+    pub(super) fn snapshot(&self) -> arc_swap::Guard<Arc<Zones>> {
+        self.zones.load()
+    }
+
+    /// Answers one UDP datagram from `src` with `zones` into `out` (the exact bytes
+    /// hickory-server's UDP path sent for it). Nothing is to be sent for a datagram shorter
+    /// than a header, a response, or a response that could not be encoded.
+    pub(super) fn answer_udp(
+        &self,
+        zones: &Zones,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> UdpAnswer {
         let mut decoder = BinDecoder::new(packet);
         let Ok(header) = Header::read(&mut decoder) else {
-            return false;
+            return UdpAnswer::Nothing;
         };
         let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
             Ok(r) => r,
@@ -453,23 +483,29 @@ impl Authority {
                     metadata,
                     counts: HeaderCounts::default(),
                 };
-                return h.emit(&mut BinEncoder::new(out)).is_ok();
+                return match h.emit(&mut BinEncoder::new(out)) {
+                    Ok(()) => UdpAnswer::Send,
+                    Err(_) => UdpAnswer::Nothing,
+                };
             }
         };
         if request.metadata.message_type == MessageType::Response {
-            return false; // no reflection
+            return UdpAnswer::Nothing; // no reflection
         }
-        let zones = self.zones.load();
         let now = unix_now();
-        let result = match self.reply(&zones, &request, now) {
-            Reply::Message(m) => encode_udp(&request, m, out),
-            Reply::Transfer { .. } => Err(ProtoError::from("zone transfer over udp")),
+        let (result, cacheable) = match self.reply(zones, &request, now) {
+            Reply::Message(m) => {
+                let cacheable = m.cacheable;
+                (encode_udp(&request, m, out), cacheable)
+            }
+            Reply::Transfer { .. } => (Err(ProtoError::from("zone transfer over udp")), false),
         };
         match result {
-            Ok(()) => true,
+            Ok(()) if cacheable => UdpAnswer::Reusable,
+            Ok(()) => UdpAnswer::Send,
             Err(e) => {
                 debug!(src = %src, err = %e, "failed to encode dns response");
-                false
+                UdpAnswer::Nothing
             }
         }
     }
@@ -488,6 +524,7 @@ impl Authority {
             authorities,
             additionals,
             tsig,
+            cacheable: _,
         } = message;
         let limit = match request.protocol() {
             Protocol::Udp => {
@@ -734,20 +771,25 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         .unwrap()
     }
 
+    /// `text` signed for example.com. (NSEC3) with a new key.
+    fn signed(text: &str) -> Zones {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let data = ZoneData::parse(text, Path::new("fuzz.zone"), &origin).unwrap();
+        let alg = crate::zone::DnssecAlgorithm::EcdsaP256Sha256;
+        let der = keys::generate_pkcs8(alg).unwrap();
+        let key = ZoneKey::from_pkcs8(&origin, alg, &der, Path::new("mem")).unwrap();
+        let settings = DnssecSettings {
+            nsec3: true,
+            ..DnssecSettings::default()
+        };
+        let (zone, _) = build_signed_zone(&data, &key, None, unix_now(), &settings).unwrap();
+        Zones::new().with(zone)
+    }
+
     fn authority() -> &'static Authority {
         static A: OnceLock<Authority> = OnceLock::new();
         A.get_or_init(|| {
-            let origin = Name::from_ascii("example.com.").unwrap();
-            let data = ZoneData::parse(ZONE, Path::new("fuzz.zone"), &origin).unwrap();
-            let alg = crate::zone::DnssecAlgorithm::EcdsaP256Sha256;
-            let der = keys::generate_pkcs8(alg).unwrap();
-            let key = ZoneKey::from_pkcs8(&origin, alg, &der, Path::new("mem")).unwrap();
-            let settings = DnssecSettings {
-                nsec3: true,
-                ..DnssecSettings::default()
-            };
-            let (zone, _) = build_signed_zone(&data, &key, None, unix_now(), &settings).unwrap();
-            let zones = Arc::new(ArcSwap::from_pointee(Zones::new().with(zone)));
+            let zones = Arc::new(ArcSwap::from_pointee(signed(ZONE)));
             let mut sec = Secondary::new("s", "127.0.0.1:53".parse().unwrap());
             sec.tsig = Some(signer());
             Authority::new(zones, TransferPolicy::new(&[sec]))
@@ -842,7 +884,21 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
     /// served UDP before) answers within 512 bytes, both must be byte for byte the same.
     fn handle_udp(bytes: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
         let mut out = Vec::new();
-        let sent = authority().answer_udp(&bytes, src(), &mut out);
+        let zones = authority().snapshot();
+        let answer = authority().answer_udp(&zones, &bytes, src(), &mut out);
+        let sent = answer != UdpAnswer::Nothing;
+        if answer == UdpAnswer::Reusable {
+            // What the response cache relies on: the same bytes with another ID, from another
+            // address, get the same response but for the ID.
+            let mut again = bytes.clone();
+            again[0] ^= 0xff;
+            let other: SocketAddr = "192.0.2.7:5300".parse().unwrap();
+            let mut out2 = Vec::new();
+            let a2 = authority().answer_udp(&zones, &again, other, &mut out2);
+            if a2 != UdpAnswer::Reusable || out2[..2] != again[..2] || out2[2..] != out[2..] {
+                return Err("a reusable answer depends on more than the request bytes".into());
+            }
+        }
         let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
             return if sent {
                 Err("answered a datagram shorter than a header".into())
@@ -890,7 +946,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         rt.block_on(async {
             let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
             let addr = server.local_addr().unwrap();
-            let task = tokio::spawn(super::super::udp::serve(server, authority().clone()));
+            let task = tokio::spawn(super::super::udp::serve(server, authority().clone(), 16));
             let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 4096]];
             for (i, seed) in seeds().into_iter().enumerate() {
@@ -926,6 +982,54 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
             assert_eq!(answer.answers.len(), 1);
             assert!(!task.is_finished());
+            task.abort();
+        });
+    }
+
+    /// The real loop with its response cache: repeated queries are answered with their own ID,
+    /// and a new zone snapshot is served at once (nothing from the cache of the old one).
+    #[test]
+    fn udp_cache_follows_zone_swaps() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let zones = Arc::new(ArcSwap::from_pointee(signed(ZONE)));
+            let authority = Authority::new(zones.clone(), TransferPolicy::default());
+            let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let addr = server.local_addr().unwrap();
+            let task = tokio::spawn(super::super::udp::serve(server, authority, 16));
+            let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let ask = |id: u16| {
+                let mut q = Message::query();
+                q.metadata.id = id;
+                q.add_query(Query::query(
+                    Name::from_ascii("mx1.example.com.").unwrap(),
+                    RecordType::A,
+                ));
+                q.to_vec().unwrap()
+            };
+            let mut buf = vec![0u8; 4096];
+            let mut answer = async |id: u16| {
+                client.send_to(&ask(id), addr).await.unwrap();
+                let (n, _) =
+                    tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+                        .await
+                        .expect("no answer from the udp loop")
+                        .unwrap();
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                assert_eq!(m.metadata.id, id);
+                let [a] = &m.answers[..] else {
+                    panic!("expected one answer: {m:?}");
+                };
+                a.data.to_string()
+            };
+            assert_eq!(answer(1).await, "192.0.2.25");
+            assert_eq!(answer(2).await, "192.0.2.25");
+            zones.store(Arc::new(signed(&ZONE.replace("192.0.2.25", "192.0.2.26"))));
+            assert_eq!(answer(3).await, "192.0.2.26");
+            assert_eq!(answer(4).await, "192.0.2.26");
             task.abort();
         });
     }

@@ -7,7 +7,9 @@
 //! come from the pure lookup in `crate::zone::signed`. Must not build, sign or persist zones,
 //! and must not touch configuration, CLI or HTTP code.
 
+mod cache;
 mod handler;
+mod mmsg;
 pub mod notify;
 pub mod settings;
 mod udp;
@@ -33,6 +35,8 @@ use crate::zone::Zones;
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses buffered per TCP connection (a multi-message AXFR uses several).
 const TCP_RESPONSE_BUFFER: usize = 64;
+/// Reusable UDP responses kept per query task unless configured otherwise.
+pub const DEFAULT_RESPONSE_CACHE: usize = 2048;
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -78,6 +82,7 @@ impl DnsSockets {
 pub struct DnsServer {
     zones: Arc<ArcSwap<Zones>>,
     changed: Arc<tokio::sync::Notify>,
+    response_cache: usize,
 }
 
 impl DnsServer {
@@ -85,7 +90,14 @@ impl DnsServer {
         DnsServer {
             zones,
             changed: Arc::new(tokio::sync::Notify::new()),
+            response_cache: DEFAULT_RESPONSE_CACHE,
         }
+    }
+
+    /// Reusable UDP responses kept per query task (0: none); see `cache`.
+    pub fn with_response_cache(mut self, entries: usize) -> Self {
+        self.response_cache = entries;
+        self
     }
 
     /// The shared zone set (the daemon may also `store` into it directly; NOTIFY then follows
@@ -117,8 +129,9 @@ impl DnsServer {
             let s = Arc::new(s);
             for _ in 0..udp::tasks_per_socket() {
                 let (s, a, stop) = (s.clone(), authority.clone(), udp_stop.clone());
+                let cache = self.response_cache;
                 udp_tasks.spawn(async move {
-                    stop.run_until_cancelled(udp::serve(s, a))
+                    stop.run_until_cancelled(udp::serve(s, a, cache))
                         .await
                         .unwrap_or(Ok(()))
                 });

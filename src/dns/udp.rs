@@ -1,16 +1,20 @@
-//! The UDP query loop: `recv_from` → decode → answer → encode once → `send_to`, on tasks that
-//! own their buffers, instead of hickory-server's task-per-packet UDP path with replies through
-//! a channel. Answers come from [`Authority::answer_udp`], the same decision logic as the
-//! hickory `RequestHandler` that still serves TCP.
+//! The UDP query loop: receive a batch → decode → answer → encode once → send the batch, on
+//! tasks that own their buffers, instead of hickory-server's task-per-packet UDP path with
+//! replies through a channel. Answers come from [`Authority::answer_udp`], the same decision
+//! logic as the hickory `RequestHandler` that still serves TCP. Each task keeps a
+//! [`ResponseCache`] of the answers that may be reused.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
 use super::DnsError;
-use super::handler::{Authority, answerable};
+use super::cache::ResponseCache;
+use super::handler::{Authority, UdpAnswer, answerable};
+use super::mmsg;
 
 /// Largest datagram read (as hickory-server's UDP path: longer ones are cut to this size).
 const RECEIVE_BUFFER: usize = 4096;
@@ -22,13 +26,28 @@ pub(super) fn tasks_per_socket() -> usize {
 }
 
 /// Answers datagrams on `socket` until it fails unrecoverably (the caller cancels it on
-/// shutdown). Never stops on a bad packet or a failed send.
-pub(super) async fn serve(socket: Arc<UdpSocket>, authority: Authority) -> Result<(), DnsError> {
-    let mut buf = vec![0u8; RECEIVE_BUFFER];
-    let mut out = Vec::with_capacity(usize::from(super::handler::UDP_PAYLOAD_MAX));
+/// shutdown), keeping up to `cache` reusable responses. Receives and sends in batches (see
+/// [`mmsg`]). Never stops on a bad packet or a failed send.
+pub(super) async fn serve(
+    socket: Arc<UdpSocket>,
+    authority: Authority,
+    cache: usize,
+) -> Result<(), DnsError> {
+    let mut cache = ResponseCache::new(cache);
+    let mut bufs = vec![vec![0u8; RECEIVE_BUFFER]; mmsg::BATCH];
+    let mut got = vec![(0, None); mmsg::BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..mmsg::BATCH)
+        .map(|_| Vec::with_capacity(usize::from(super::handler::UDP_PAYLOAD_MAX)))
+        .collect();
+    let mut dests = vec![SocketAddr::from(([0, 0, 0, 0], 0)); mmsg::BATCH];
     loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let received = match socket.readable().await {
+            Ok(()) => mmsg::recv(&socket, &mut bufs, &mut got),
+            Err(e) => Err(e),
+        };
+        let n = match received {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 warn!(err = %e, "error receiving message on udp socket");
                 if matches!(
@@ -42,14 +61,51 @@ pub(super) async fn serve(socket: Arc<UdpSocket>, authority: Authority) -> Resul
                 continue;
             }
         };
-        if !answerable(src) {
-            warn!(%src, "address can not be responded to");
-            continue;
+        let zones = authority.snapshot();
+        cache.follow(&zones);
+        let mut replies = 0;
+        for (buf, &(len, src)) in bufs.iter().zip(&got).take(n) {
+            let Some(src) = src.filter(|s| answerable(*s)) else {
+                warn!(src = ?src, "address can not be responded to");
+                continue;
+            };
+            let packet = &buf[..len];
+            let out = &mut outs[replies];
+            let send = cache.answer(packet, out)
+                || match authority.answer_udp(&zones, packet, src, out) {
+                    UdpAnswer::Nothing => false,
+                    UdpAnswer::Send => true,
+                    UdpAnswer::Reusable => {
+                        cache.insert(packet, out);
+                        true
+                    }
+                };
+            if send {
+                dests[replies] = src;
+                replies += 1;
+            }
         }
-        if authority.answer_udp(&buf[..len], src, &mut out)
-            && let Err(e) = socket.send_to(&out, src).await
-        {
-            debug!(%src, err = %e, "failed to send dns response");
+        drop(zones);
+        send_all(&socket, &outs[..replies], &dests[..replies]).await;
+    }
+}
+
+/// Sends `msgs[i]` to `to[i]`, skipping (and logging) a message the kernel refuses.
+async fn send_all(socket: &UdpSocket, msgs: &[Vec<u8>], to: &[SocketAddr]) {
+    let mut i = 0;
+    while i < msgs.len() {
+        match mmsg::send(socket, &msgs[i..], &to[i..]) {
+            Ok(n) => i += n.max(1),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    debug!(err = %e, "udp socket not writable: responses dropped");
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(dest = %to[i], err = %e, "failed to send dns response");
+                i += 1;
+            }
         }
     }
 }

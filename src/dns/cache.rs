@@ -1,0 +1,157 @@
+//! A cache of encoded UDP responses, one per query task (no locking), exact for one zone
+//! snapshot: a response is reused only for a request that is byte for byte the same except for
+//! its ID, and only while the very snapshot that answered it is being served.
+//!
+//! Only answers that depend on nothing but the request bytes and the zones are stored (the
+//! handler says which: lookups without TSIG, never transfers, never errors about the packet
+//! itself), so a hit is exactly the answer the handler would have built, with the request's ID.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::zone::Zones;
+
+/// Longest request that is cached (ordinary queries are well under 100 bytes).
+const MAX_REQUEST: usize = 512;
+/// Smallest DNS message: a header.
+const HEADER: usize = 12;
+
+pub(super) struct ResponseCache {
+    /// The snapshot the entries were answered from (held, so its address cannot be reused by a
+    /// later snapshot while the entries exist).
+    zones: Option<Arc<Zones>>,
+    /// Request bytes after the ID → the full encoded response.
+    entries: HashMap<Box<[u8]>, Box<[u8]>>,
+    capacity: usize,
+}
+
+impl ResponseCache {
+    /// A cache of at most `capacity` responses; 0 disables it.
+    pub(super) fn new(capacity: usize) -> Self {
+        ResponseCache {
+            zones: None,
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Makes the cache belong to `zones`, dropping every entry of an earlier snapshot.
+    pub(super) fn follow(&mut self, zones: &Arc<Zones>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.zones.as_ref().is_some_and(|z| Arc::ptr_eq(z, zones)) {
+            return;
+        }
+        self.entries.clear();
+        self.zones = Some(Arc::clone(zones));
+    }
+
+    /// Writes the cached response to `request` into `out` (with the request's ID) and returns
+    /// true, or returns false on a miss.
+    pub(super) fn answer(&self, request: &[u8], out: &mut Vec<u8>) -> bool {
+        if request.len() < HEADER || self.entries.is_empty() {
+            return false;
+        }
+        let Some(response) = self.entries.get(&request[2..]) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&request[..2]);
+        out.extend_from_slice(&response[2..]);
+        true
+    }
+
+    /// Stores `response` (answered from the snapshot given to the last [`Self::follow`]) for
+    /// `request`. When full, starts over: a flood of distinct names costs one lookup per
+    /// popular name per `capacity` requests, and memory stays bounded.
+    pub(super) fn insert(&mut self, request: &[u8], response: &[u8]) {
+        if self.capacity == 0
+            || self.zones.is_none()
+            || !(HEADER..=MAX_REQUEST).contains(&request.len())
+            || response.len() < HEADER
+            || response[..2] != request[..2]
+        {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.clear();
+        }
+        self.entries.insert(request[2..].into(), response.into());
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(id: u16, tail: &[u8]) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.extend_from_slice(tail);
+        q
+    }
+
+    #[test]
+    fn hit_copies_the_response_with_the_request_id() {
+        let zones = Arc::new(Zones::new());
+        let mut c = ResponseCache::new(8);
+        c.follow(&zones);
+        let q1 = query(0x1234, b"\x03www\x00\x00\x01\x00\x01");
+        let mut r1 = q1.clone();
+        r1[2] |= 0x80;
+        r1.extend_from_slice(b"answer");
+        c.insert(&q1, &r1);
+        let mut out = Vec::new();
+        assert!(c.answer(&query(0xabcd, b"\x03www\x00\x00\x01\x00\x01"), &mut out));
+        assert_eq!(&out[..2], &[0xab, 0xcd]);
+        assert_eq!(&out[2..], &r1[2..]);
+        // Any other byte (here the case of the name) is another request.
+        assert!(!c.answer(&query(0x1234, b"\x03WWW\x00\x00\x01\x00\x01"), &mut out));
+        assert!(!c.answer(&q1[..11], &mut out), "shorter than a header");
+    }
+
+    #[test]
+    fn another_snapshot_empties_the_cache() {
+        let (a, b) = (Arc::new(Zones::new()), Arc::new(Zones::new()));
+        let mut c = ResponseCache::new(8);
+        c.follow(&a);
+        let q = query(1, b"\x00\x00\x01\x00\x01");
+        c.insert(&q, &q);
+        c.follow(&a);
+        assert_eq!(c.len(), 1, "same snapshot keeps entries");
+        c.follow(&b);
+        let mut out = Vec::new();
+        assert!(!c.answer(&q, &mut out));
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn bounded_and_disableable() {
+        let zones = Arc::new(Zones::new());
+        let mut c = ResponseCache::new(3);
+        c.follow(&zones);
+        for i in 0..10u8 {
+            let q = query(7, &[i]);
+            c.insert(&q, &q);
+            assert!(c.len() <= 3);
+        }
+        let mut off = ResponseCache::new(0);
+        off.follow(&zones);
+        let q = query(7, b"x");
+        off.insert(&q, &q);
+        assert!(!off.answer(&q, &mut Vec::new()));
+        // Oversized requests and responses to another ID are not stored.
+        let big = query(9, &[0; MAX_REQUEST]);
+        c.insert(&big, &big);
+        assert!(!c.answer(&big, &mut Vec::new()));
+        let q = query(9, b"y");
+        c.insert(&q, &query(8, b"y"));
+        assert!(!c.answer(&q, &mut Vec::new()));
+    }
+}
