@@ -220,8 +220,9 @@ fn default_response_cache() -> usize {
     crate::dns::DEFAULT_RESPONSE_CACHE
 }
 
-/// Largest `dns.response_cache` (about 1.7 KiB each at most, per query task).
-pub const MAX_RESPONSE_CACHE: usize = 100_000;
+/// Largest `dns.response_cache`: each entry takes at most about 2 KiB (request key up to 512
+/// bytes, response up to 1232, overhead), per query task (up to 4 per DNS address).
+pub const MAX_RESPONSE_CACHE: usize = 20_000;
 
 /// TTLs and ports of managed records.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -1236,10 +1237,10 @@ tls_rpt = ["mailto:tlsrpt@example.com", "https://mta-sts.example.com/tlsrpt"]
         );
         let off = format!("{GOOD}[dns]\nresponse_cache = 0\n");
         assert_eq!(parse(&off).unwrap().dns.response_cache, 0);
-        let huge = format!("{GOOD}[dns]\nresponse_cache = 100001\n");
+        let huge = format!("{GOOD}[dns]\nresponse_cache = 20001\n");
         let e = parse(&huge).unwrap_err().to_string();
         assert!(
-            e.contains("dns.response_cache") && e.contains("at most 100000"),
+            e.contains("dns.response_cache") && e.contains("at most 20000"),
             "{e}"
         );
     }

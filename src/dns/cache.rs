@@ -7,7 +7,7 @@
 //! itself), so a hit is exactly the answer the handler would have built, with the request's ID.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::zone::Zones;
 
@@ -17,9 +17,9 @@ const MAX_REQUEST: usize = 512;
 const HEADER: usize = 12;
 
 pub(super) struct ResponseCache {
-    /// The snapshot the entries were answered from (held, so its address cannot be reused by a
-    /// later snapshot while the entries exist).
-    zones: Option<Arc<Zones>>,
+    /// The snapshot the entries were answered from. Weak: an idle task does not keep old zones
+    /// alive, yet the allocation stays, so a later snapshot can never have the same address.
+    zones: Weak<Zones>,
     /// Request bytes after the ID → the full encoded response.
     entries: HashMap<Box<[u8]>, Box<[u8]>>,
     capacity: usize,
@@ -29,7 +29,7 @@ impl ResponseCache {
     /// A cache of at most `capacity` responses; 0 disables it.
     pub(super) fn new(capacity: usize) -> Self {
         ResponseCache {
-            zones: None,
+            zones: Weak::new(),
             entries: HashMap::new(),
             capacity,
         }
@@ -40,11 +40,11 @@ impl ResponseCache {
         if self.capacity == 0 {
             return;
         }
-        if self.zones.as_ref().is_some_and(|z| Arc::ptr_eq(z, zones)) {
+        if std::ptr::eq(self.zones.as_ptr(), Arc::as_ptr(zones)) {
             return;
         }
         self.entries.clear();
-        self.zones = Some(Arc::clone(zones));
+        self.zones = Arc::downgrade(zones);
     }
 
     /// Writes the cached response to `request` into `out` (with the request's ID) and returns
@@ -67,7 +67,7 @@ impl ResponseCache {
     /// popular name per `capacity` requests, and memory stays bounded.
     pub(super) fn insert(&mut self, request: &[u8], response: &[u8]) {
         if self.capacity == 0
-            || self.zones.is_none()
+            || self.zones.strong_count() == 0
             || !(HEADER..=MAX_REQUEST).contains(&request.len())
             || response.len() < HEADER
             || response[..2] != request[..2]

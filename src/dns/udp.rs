@@ -16,6 +16,8 @@ use super::cache::ResponseCache;
 use super::handler::{Authority, UdpAnswer, answerable};
 use super::mmsg;
 
+/// Pause after a receive error other than "nothing to read".
+const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Largest datagram read (as hickory-server's UDP path: longer ones are cut to this size).
 const RECEIVE_BUFFER: usize = 4096;
 
@@ -41,11 +43,12 @@ pub(super) async fn serve(
         .collect();
     let mut dests = vec![SocketAddr::from(([0, 0, 0, 0], 0)); mmsg::BATCH];
     loop {
-        let received = match socket.readable().await {
-            Ok(()) => mmsg::recv(&socket, &mut bufs, &mut got),
-            Err(e) => Err(e),
-        };
-        let n = match received {
+        if let Err(e) = socket.readable().await {
+            return Err(DnsError::Server {
+                reason: format!("udp socket: {e}"),
+            });
+        }
+        let n = match mmsg::recv(&socket, &mut bufs, &mut got) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -58,6 +61,8 @@ pub(super) async fn serve(
                         reason: format!("udp socket: {e}"),
                     });
                 }
+                // Not a busy loop on an error that persists.
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 continue;
             }
         };
@@ -66,7 +71,7 @@ pub(super) async fn serve(
         let mut replies = 0;
         for (buf, &(len, src)) in bufs.iter().zip(&got).take(n) {
             let Some(src) = src.filter(|s| answerable(*s)) else {
-                warn!(src = ?src, "address can not be responded to");
+                debug!(src = ?src, "address can not be responded to");
                 continue;
             };
             let packet = &buf[..len];

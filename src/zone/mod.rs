@@ -72,6 +72,45 @@ mod tests {
 ns1 3600 IN A 192.0.2.1
 ";
 
+    fn signed(origin: &str, text: &str) -> SignedZone {
+        let origin = Name::from_ascii(origin).unwrap();
+        let data = ZoneData::parse(text, Path::new("z"), &origin).unwrap();
+        let settings = DnssecSettings::default();
+        let der = keys::generate_pkcs8(settings.algorithm).unwrap();
+        let key = ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
+        build_signed_zone(&data, &key, None, 1_750_000_000, &settings)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn find_picks_the_most_specific_zone_in_any_case() {
+        let sub = "$ORIGIN sub.example.com.
+@ 3600 IN SOA ns1 hostmaster 1 3600 600 1209600 300
+@ 3600 IN NS ns1
+ns1 3600 IN A 192.0.2.9
+";
+        let zones = Zones::new()
+            .with(signed("example.com.", ZONE))
+            .with(signed("sub.example.com.", sub));
+        let find = |q: &str| {
+            zones
+                .find(&Name::from_ascii(q).unwrap())
+                .map(|z| z.origin().to_ascii())
+        };
+        assert_eq!(find("example.com."), Some("example.com.".into()));
+        assert_eq!(find("NS1.Example.COM."), Some("example.com.".into()));
+        assert_eq!(
+            find("a.b.SUB.example.com."),
+            Some("sub.example.com.".into())
+        );
+        assert_eq!(find("sub.example.com."), Some("sub.example.com.".into()));
+        assert_eq!(find("xsub.example.com."), Some("example.com.".into()));
+        assert_eq!(find("example.net."), None);
+        assert_eq!(find("com."), None);
+        assert_eq!(find("."), None);
+    }
+
     #[test]
     fn serial_survives_restarts_and_changes_with_content() {
         let dir = tempfile::tempdir().unwrap();

@@ -384,13 +384,14 @@ impl Zones {
         self.zones.get(&o)
     }
 
-    /// The most specific zone containing `qname`.
+    /// The most specific zone containing `qname` (any case). A scan of the origins, without
+    /// allocating: a server has a handful of zones, one per configured domain.
     pub fn find(&self, qname: &Name) -> Option<&Arc<SignedZone>> {
-        let mut name = qname.to_lowercase();
-        name.set_fqdn(true);
-        (0..=name.num_labels())
-            .rev()
-            .find_map(|n| self.zones.get(&name.trim_to(usize::from(n))))
+        self.zones
+            .iter()
+            .filter(|(origin, _)| origin.zone_of(qname))
+            .max_by_key(|(origin, _)| origin.num_labels())
+            .map(|(_, zone)| zone)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<SignedZone>> {
