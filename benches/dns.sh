@@ -12,7 +12,9 @@
 # udp-workers 1, tcp-workers 1, background-workers 1. No response rate limiting anywhere
 # (knot's rrl is a module that is not loaded here; mxguard has none). mxguard runs twice: with
 # its default response cache, then restarted with the cache off (each query looked up).
-# Env: DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); PROFILE_DIR=DIR records
+# Env: SERVER_CPU_PCT=N caps each server at N % of its core (a cgroup CPU quota, v1 or v2; needs
+# root): with N=50 neither server can outrun the one dnsperf core, so qps measures the servers,
+# not the client. DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); PROFILE_DIR=DIR records
 # `perf record -g` of mxguard during its DO pass into DIR/perf.data (slows it down: the numbers
 # of such a run are not comparable).
 # Needs: dnsperf, knot (knotd, knotc), dig, taskset. Run it under the shared cargo lock:
@@ -32,14 +34,32 @@ for t in dnsperf knotd knotc dig taskset; do
 done
 work=$(mktemp -d)
 pids=()
+cgroups=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for g in "${cgroups[@]}"; do rmdir "$g" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap "exit 1" INT TERM HUP
 die() { echo "error: $*" >&2; exit 1; }
+cpu_pct=${SERVER_CPU_PCT:-}
+if [ -n "$cpu_pct" ]; then
+  [ "$cpu_pct" -ge 10 ] && [ "$cpu_pct" -le 100 ] || die "SERVER_CPU_PCT must be 10..100"
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cg_root=/sys/fs/cgroup; cg_v=2
+  elif [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then cg_root=/sys/fs/cgroup/cpu; cg_v=1
+  else die "SERVER_CPU_PCT: no cgroup CPU controller found"; fi
+fi
+limit_cpu() { # pid name: move the process (all its threads) into a cgroup with the CPU cap
+  [ -n "$cpu_pct" ] || return 0
+  local g="$cg_root/mxguard-bench-$$-$2"
+  mkdir -p "$g" || die "cannot create cgroup $g (root needed)"
+  cgroups+=("$g")
+  if [ "$cg_v" = 2 ]; then echo "$((cpu_pct * 1000)) 100000" > "$g/cpu.max"
+  else echo 100000 > "$g/cpu.cfs_period_us"; echo $((cpu_pct * 1000)) > "$g/cpu.cfs_quota_us"; fi
+  echo "$1" > "$g/cgroup.procs"
+}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 udp_tcp_port() { # a port free for both UDP and TCP
   python3 -c '
@@ -89,6 +109,7 @@ printf 'mode = "enforce"\nmax_age = 604800\n' > "$work/mx/policies/example.com.t
 cp zones/example.com.zone "$work/mx/zones/"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!; pids+=("$mx_pid")
+limit_cpu "$mx_pid" mxguard
 
 q() { # port name type [dig options]: answer status + sorted answer section
   local p=$1 n=$2 t=$3; shift 3
@@ -144,6 +165,7 @@ knotc -c "$work/knot/knot.conf" conf-check >/dev/null || die "knotc conf-check f
 # Started now but idle while mxguard is measured; each server runs alone on CPU 0.
 taskset -c 0 knotd -c "$work/knot/knot.conf" 2>"$work/knot.log" &
 knot_pid=$!; pids+=("$knot_pid")
+limit_cpu "$knot_pid" knot
 for i in $(seq 100); do
   kill -0 "$knot_pid" 2>/dev/null || { cat "$work/knot.log" >&2; die "knotd exited"; }
   q "$knot_port" example.com SOA +short 2>/dev/null | grep -q . && break
@@ -233,7 +255,7 @@ $out"
   client_cpu[$label]=$(python3 -c "print(f'{($d1 - $d0) / $tck / ($dur - 2) * 100:.0f}')")
   printf '  %s: %s qps; steady-state CPU: server %s %%, dnsperf %s %% (of one core each)\n' \
     "$label" "${qps[$label]}" "${server_cpu[$label]}" "${client_cpu[$label]}"
-  [ "${server_cpu[$label]}" -ge 50 ] || die "$label: server used only ${server_cpu[$label]} % CPU: not loaded, measurement invalid"
+  [ "${server_cpu[$label]}" -ge $(( ${cpu_pct:-100} / 2 )) ] || die "$label: server used only ${server_cpu[$label]} % CPU: not loaded, measurement invalid"
   if [ "${client_cpu[$label]}" -ge 95 ]; then
     echo "  note: dnsperf saturated its core: $label is client-bound, its qps is a lower bound"
   fi
@@ -265,6 +287,7 @@ kill "$mx_pid"; wait "$mx_pid" 2>/dev/null || true
 printf '[dns]\nresponse_cache = 0\n' >> "$work/mx/mxguard.toml"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!; pids+=("$mx_pid")
+limit_cpu "$mx_pid" mxguard-nocache
 for i in $(seq 300); do
   kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited on restart"; }
   q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && break
@@ -287,4 +310,4 @@ per_core() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnsse
 mx_core=$(per_core mx); kn_core=$(per_core kn); mc_core=$(per_core mc)
 echo "per server core-second (qps / server CPU share): mxguard $mx_core, knot $kn_core, ratio $(ratio "$mx_core" "$kn_core")"
 echo "cache off: plain ${qps[mc-plain]} qps, dnssec ${qps[mc-dnssec]} qps, mixed $mc_mixed qps, ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $mc_core, ratio $(ratio "$mc_core" "$kn_core")"
-echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, 1 core each; per-core ratio $(ratio "$mx_core" "$kn_core")); response cache off: ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $(ratio "$mc_core" "$kn_core")"
+echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, 1 core each${cpu_pct:+ capped at $cpu_pct %}; per-core ratio $(ratio "$mx_core" "$kn_core")); response cache off: ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $(ratio "$mc_core" "$kn_core")"

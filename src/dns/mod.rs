@@ -13,6 +13,7 @@ mod mmsg;
 pub mod notify;
 pub mod settings;
 mod udp;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use super::DnsError;
 use super::cache::ResponseCache;
 use super::handler::{Authority, UdpAnswer, answerable};
 use super::mmsg;
+use super::wire::RdataCache;
 
 /// Pause after a receive error other than "nothing to read".
 const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -36,6 +37,7 @@ pub(super) async fn serve(
     cache: usize,
 ) -> Result<(), DnsError> {
     let mut cache = ResponseCache::new(cache);
+    let mut rdata = RdataCache::new();
     let mut bufs = vec![vec![0u8; RECEIVE_BUFFER]; mmsg::BATCH];
     let mut got = vec![(0, None); mmsg::BATCH];
     let mut outs: Vec<Vec<u8>> = (0..mmsg::BATCH)
@@ -68,6 +70,7 @@ pub(super) async fn serve(
         };
         let zones = authority.snapshot();
         cache.follow(&zones);
+        rdata.follow(&zones);
         let mut replies = 0;
         for (buf, &(len, src)) in bufs.iter().zip(&got).take(n) {
             let Some(src) = src.filter(|s| answerable(*s)) else {
@@ -77,7 +80,7 @@ pub(super) async fn serve(
             let packet = &buf[..len];
             let out = &mut outs[replies];
             let send = cache.answer(packet, out)
-                || match authority.answer_udp(&zones, packet, src, out) {
+                || match authority.answer_udp(&zones, packet, src, out, Some(&mut rdata)) {
                     UdpAnswer::Nothing => false,
                     UdpAnswer::Send => true,
                     UdpAnswer::Reusable => {
