@@ -112,6 +112,40 @@ ns1 3600 IN A 192.0.2.9
     }
 
     #[test]
+    fn denial_proofs_hold_each_record_once() {
+        use hickory_proto::rr::RecordType;
+        // For a.example.com the NSEC covering the name also covers *.example.com.
+        for nsec3 in [false, true] {
+            let origin = Name::from_ascii("example.com.").unwrap();
+            let data = ZoneData::parse(ZONE, Path::new("z"), &origin).unwrap();
+            let settings = DnssecSettings {
+                nsec3,
+                ..DnssecSettings::default()
+            };
+            let der = keys::generate_pkcs8(settings.algorithm).unwrap();
+            let key =
+                ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
+            let (zone, _) = build_signed_zone(&data, &key, None, 1_750_000_000, &settings).unwrap();
+            for q in ["a.example.com.", "zzz.example.com.", "x.ns1.example.com."] {
+                let a = zone.lookup(&Name::from_ascii(q).unwrap(), RecordType::A, true);
+                let proofs = &a.authorities;
+                assert!(
+                    proofs
+                        .iter()
+                        .any(|r| matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)),
+                    "{q}: no proof"
+                );
+                for (i, r) in proofs.iter().enumerate() {
+                    assert!(
+                        !proofs[i + 1..].contains(r),
+                        "{q} (nsec3 {nsec3}): {r} twice"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn serial_survives_restarts_and_changes_with_content() {
         let dir = tempfile::tempdir().unwrap();
         let state_file = dir.path().join("example.com.signing.json");

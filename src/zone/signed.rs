@@ -211,12 +211,14 @@ impl SignedZone {
         }
     }
 
+    /// Appends `set` with its signatures unless it is already in `out` (the same RRset of this
+    /// zone: compared by address, as only the zone's own records are proofs).
     fn push_unique<'a>(out: &mut Vec<Cow<'a, Record>>, set: &'a SignedRrSet) {
-        if set
-            .records
-            .iter()
-            .any(|r| out.iter().any(|o| o.as_ref() == r))
-        {
+        let present = |r: &Record| {
+            out.iter()
+                .any(|o| matches!(o, Cow::Borrowed(b) if std::ptr::eq(*b, r)))
+        };
+        if set.records.iter().any(present) {
             return;
         }
         set.append_ref(out, true);
