@@ -1,7 +1,7 @@
 //! Starts the real daemon in a temporary directory and waits for conditions with deadlines.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,12 +9,17 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mxguard");
 
 /// A loopback port that was free a moment ago.
+/// A loopback port free for both TCP and UDP right now (the DNS listener needs both; UDP
+/// ports are also taken by the tests' own clients, e.g. dig).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both TCP and UDP in 100 tries");
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.

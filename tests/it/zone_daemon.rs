@@ -42,6 +42,9 @@ fn ask(port: u16, name: &str, rtype: &str) -> String {
         &port.to_string(),
         "+short",
         "+norec",
+        // Repeated questions are then the same bytes but for the ID: answered from mxguard's
+        // response cache, so every change below is also checked to reach the cache.
+        "+nocookie",
         name,
         rtype,
     ]);
