@@ -115,14 +115,17 @@ q() { # port name type [dig options]: answer status + sorted answer section
   local p=$1 n=$2 t=$3; shift 3
   dig @127.0.0.1 -p "$p" +norec +time=2 +tries=1 "$@" "$n" "$t"
 }
-# Wait until the zone is served and mxguard has published the TLSA for mx1 (after the local CA
+# Waits until the zone is served and mxguard has published the TLSA for mx1 (after the local CA
 # issued mx1's certificate).
-for i in $(seq 300); do
-  kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited"; }
-  q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && break
-  [ "$i" = 300 ] && { cat "$work/mxguard.log" >&2; die "mxguard did not serve the TLSA record within 30 s"; }
-  sleep 0.1
-done
+wait_mxguard() {
+  for i in $(seq 300); do
+    kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited"; }
+    q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  cat "$work/mxguard.log" >&2; die "mxguard did not serve the TLSA record within 30 s"
+}
+wait_mxguard
 
 # --- the same signed zone for knot ----------------------------------------------------------
 mkdir -p "$work/knot/db"
@@ -288,12 +291,7 @@ printf '[dns]\nresponse_cache = 0\n' >> "$work/mx/mxguard.toml"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!; pids+=("$mx_pid")
 limit_cpu "$mx_pid" mxguard-nocache
-for i in $(seq 300); do
-  kill -0 "$mx_pid" 2>/dev/null || { cat "$work/mxguard.log" >&2; die "mxguard exited on restart"; }
-  q "$mx_dns" _25._tcp.mx1.example.com TLSA +short 2>/dev/null | grep -q . && break
-  [ "$i" = 300 ] && { cat "$work/mxguard.log" >&2; die "mxguard did not serve the TLSA record within 30 s of the restart"; }
-  sleep 0.1
-done
+wait_mxguard
 echo "== mxguard, response cache off, CPU 0, $denial =="
 run_pass mc-plain "$mx_dns" "$mx_pid" -e
 run_pass mc-dnssec "$mx_dns" "$mx_pid" -D

@@ -86,6 +86,15 @@ mod linux {
             // which all-zero bytes are a valid value (null pointers, zero lengths).
             unsafe { zeroed() }
         }
+
+        /// Points header `i` at its name storage (`namelen` bytes of it used) and its iovec.
+        fn point(&mut self, i: usize, namelen: libc::socklen_t) {
+            let hdr = &mut self.hdrs[i].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
+            hdr.msg_namelen = namelen;
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
+            hdr.msg_iovlen = 1;
+        }
     }
 
     pub(super) fn recv(
@@ -103,10 +112,7 @@ mod linux {
                 iov_base: buf.as_mut_ptr().cast(),
                 iov_len: buf.len(),
             };
-            h.hdrs[i].msg_hdr.msg_name = ptr::from_mut(&mut h.names[i]).cast();
-            h.hdrs[i].msg_hdr.msg_namelen = socklen::<libc::sockaddr_storage>();
-            h.hdrs[i].msg_hdr.msg_iov = ptr::from_mut(&mut h.iovs[i]);
-            h.hdrs[i].msg_hdr.msg_iovlen = 1;
+            h.point(i, socklen::<libc::sockaddr_storage>());
         }
         // SAFETY: the first `n` headers point at `n` live, exclusively borrowed buffers
         // (through one iovec each, with the buffer's true length) and at name storage of
@@ -139,10 +145,7 @@ mod linux {
                 iov_base: msgs[i].as_ptr().cast_mut().cast(),
                 iov_len: msgs[i].len(),
             };
-            h.hdrs[i].msg_hdr.msg_name = ptr::from_mut(&mut h.names[i]).cast();
-            h.hdrs[i].msg_hdr.msg_namelen = namelen;
-            h.hdrs[i].msg_hdr.msg_iov = ptr::from_mut(&mut h.iovs[i]);
-            h.hdrs[i].msg_hdr.msg_iovlen = 1;
+            h.point(i, namelen);
         }
         // SAFETY: the first `n` headers point at `n` live messages (read only, true
         // lengths) and at initialized addresses of the given lengths; nothing is kept
