@@ -175,27 +175,6 @@ fn encode_parts<'a>(
     Ok(())
 }
 
-fn encode(
-    request: &Request,
-    metadata: Metadata,
-    edns: Option<&Edns>,
-    answers: &[Cow<'_, Record>],
-    authorities: &[Cow<'_, Record>],
-    additionals: &[Cow<'_, Record>],
-) -> Result<Vec<u8>, ProtoError> {
-    let mut buf = Vec::with_capacity(512);
-    encode_parts(
-        &mut buf,
-        request,
-        metadata,
-        edns,
-        records(answers),
-        records(authorities),
-        records(additionals),
-    )?;
-    Ok(buf)
-}
-
 /// Encodes a response exactly as hickory-server's UDP `ResponseHandle` does: at most the
 /// response EDNS payload size (512 without EDNS), and a bare SERVFAIL header if it cannot be
 /// encoded.
@@ -240,10 +219,77 @@ pub(super) fn answerable(src: SocketAddr) -> bool {
         }
 }
 
-/// Encodes `m` for UDP into `out` with the same result as [`Authority::send`] followed by
-/// hickory-server's UDP encoding, but encoding only once unless the response is truncated or
-/// TSIG-signed: too big for the client's payload size (EDNS, clamped to 512..=1232; 512 without
-/// EDNS; room kept for a TSIG) means header, question and OPT only, with TC set.
+/// The response to `request` as hickory-server sends it: `sections` (answers, authorities,
+/// additionals), or, when their encoding plus room for a TSIG exceeds `limit`, header,
+/// question and OPT only with TC set (the client retries over TCP, RFC 7766); signed with
+/// `tsig` when given. `scratch` receives the unsigned encoding (the TSIG input).
+fn build_response<'q, 'a>(
+    request: &'q Request,
+    edns: Option<&'q Edns>,
+    mut metadata: Metadata,
+    sections: [&'a [Cow<'a, Record>]; 3],
+    tsig: Option<TSigResponseContext>,
+    limit: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<
+    MessageResponse<
+        'q,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    ProtoError,
+> {
+    let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
+    let [answers, authorities, additionals] = sections;
+    encode_parts(
+        scratch,
+        request,
+        metadata,
+        edns,
+        records(answers),
+        records(authorities),
+        records(additionals),
+    )?;
+    let sections = if scratch.len() + reserve > limit {
+        metadata.truncation = true;
+        encode_parts(
+            scratch,
+            request,
+            metadata,
+            edns,
+            iter::empty(),
+            iter::empty(),
+            iter::empty(),
+        )?;
+        [&[][..]; 3]
+    } else {
+        sections
+    };
+    let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
+        metadata,
+        records(sections[0]),
+        records(sections[1]),
+        iter::empty(),
+        records(sections[2]),
+    );
+    if let Some(ctx) = tsig {
+        response.set_signature(ctx.sign(scratch)?);
+    }
+    Ok(response)
+}
+
+/// The UDP size limit for `request`: its EDNS payload size clamped to 512..=1232, 512 without
+/// EDNS.
+fn udp_limit(request: &Request) -> usize {
+    let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
+    usize::from(client.clamp(512, UDP_PAYLOAD_MAX))
+}
+
+/// Encodes `m` for UDP into `out`: with [`write_udp`] in the common case (no TSIG, one
+/// question), otherwise as hickory-server's UDP path does (see [`build_response`]).
 fn encode_udp(
     request: &Request,
     m: Message<'_>,
@@ -253,62 +299,17 @@ fn encode_udp(
     if m.tsig.is_none() && request.queries.len() == 1 {
         return write_udp(request, m, out, rdata);
     }
-    let Message {
-        mut metadata,
-        answers,
-        authorities,
-        additionals,
-        tsig,
-        cacheable: _,
-    } = m;
     let edns = response_edns(request);
-    let edns = edns.as_ref();
-    let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
-    let limit = usize::from(client.clamp(512, UDP_PAYLOAD_MAX));
-    let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
-    encode_parts(
-        out,
+    let mut scratch = Vec::new();
+    let response = build_response(
         request,
-        metadata,
-        edns,
-        records(&answers),
-        records(&authorities),
-        records(&additionals),
+        edns.as_ref(),
+        m.metadata,
+        [&m.answers, &m.authorities, &m.additionals],
+        m.tsig,
+        udp_limit(request),
+        &mut scratch,
     )?;
-    let fits = out.len() + reserve <= limit;
-    if fits && tsig.is_none() {
-        // The common case: this encoding is final. It is at most `limit`, which never exceeds
-        // the response EDNS payload size (or 512), so hickory's size-limited encoding of the
-        // same message is byte for byte the same.
-        return Ok(());
-    }
-    let (answers, authorities, additionals) = if fits {
-        (&answers[..], &authorities[..], &additionals[..])
-    } else {
-        metadata.truncation = true;
-        if tsig.is_some() {
-            encode_parts(
-                out,
-                request,
-                metadata,
-                edns,
-                iter::empty(),
-                iter::empty(),
-                iter::empty(),
-            )?;
-        }
-        (&[][..], &[][..], &[][..])
-    };
-    let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
-        metadata,
-        records(answers),
-        records(authorities),
-        iter::empty(),
-        records(additionals),
-    );
-    if let Some(ctx) = tsig {
-        response.set_signature(ctx.sign(out)?);
-    }
     emit_like_hickory(response, out)
 }
 
@@ -333,8 +334,7 @@ fn write_udp(
         max_payload: UDP_PAYLOAD_MAX,
         dnssec_ok: e.flags().dnssec_ok,
     });
-    let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
-    let limit = usize::from(client.clamp(512, UDP_PAYLOAD_MAX));
+    let limit = udp_limit(request);
     let question = request.queries.as_bytes();
     wire::write_response(
         out,
@@ -564,52 +564,23 @@ impl Authority {
         &self,
         request: &Request,
         handle: &mut R,
-        message: Message<'_>,
+        m: Message<'_>,
         edns: Option<&Edns>,
     ) -> Result<ResponseInfo, NetError> {
-        let Message {
-            mut metadata,
-            answers,
-            authorities,
-            additionals,
-            tsig,
-            cacheable: _,
-        } = message;
         let limit = match request.protocol() {
-            Protocol::Udp => {
-                let client = request.edns.as_ref().map_or(512, |e| e.max_payload());
-                usize::from(client.clamp(512, UDP_PAYLOAD_MAX))
-            }
+            Protocol::Udp => udp_limit(request),
             _ => usize::from(u16::MAX),
         };
-        let reserve = if tsig.is_some() { TSIG_RESERVE } else { 0 };
-        let mut bytes = encode(
+        let mut scratch = Vec::new();
+        let response = build_response(
             request,
-            metadata,
             edns,
-            &answers,
-            &authorities,
-            &additionals,
+            m.metadata,
+            [&m.answers, &m.authorities, &m.additionals],
+            m.tsig,
+            limit,
+            &mut scratch,
         )?;
-        let (answers, authorities, additionals) = if bytes.len() + reserve > limit {
-            // Too big for UDP: header, question and OPT only, with TC set; the client retries
-            // over TCP (RFC 7766).
-            metadata.truncation = true;
-            bytes = encode(request, metadata, edns, &[], &[], &[])?;
-            (&[][..], &[][..], &[][..])
-        } else {
-            (&answers[..], &authorities[..], &additionals[..])
-        };
-        let mut response = MessageResponseBuilder::new(&request.queries, edns).build(
-            metadata,
-            records(answers),
-            records(authorities),
-            iter::empty(),
-            records(additionals),
-        );
-        if let Some(ctx) = tsig {
-            response.set_signature(ctx.sign(&bytes)?);
-        }
         handle.send_response(response).await
     }
 

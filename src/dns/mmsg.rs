@@ -123,7 +123,7 @@ mod linux {
                 fd,
                 h.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
                 ptr::null_mut(),
             )
         };
@@ -155,7 +155,7 @@ mod linux {
                 fd,
                 h.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
             )
         };
         let sent = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
