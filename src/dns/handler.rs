@@ -429,7 +429,7 @@ impl Authority {
         let [query] = request.queries.queries() else {
             return error(ResponseCode::FormErr, None);
         };
-        let qname = Name::from(query.name().clone());
+        let qname: &Name = query.name(); // lowercase already
         let qtype = query.query_type();
         if query.query_class() != DNSClass::IN {
             return error(ResponseCode::Refused, response_tsig(&tsig));
@@ -444,7 +444,7 @@ impl Authority {
                 warn!(src = %request.src(), zone = %qname, "zone transfer refused");
                 return error(ResponseCode::Refused, None);
             }
-            let Some(zone) = zones.get(&qname) else {
+            let Some(zone) = zones.get(qname) else {
                 return error(ResponseCode::NotAuth, response_tsig(&tsig));
             };
             let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -483,10 +483,10 @@ impl Authority {
             };
         }
 
-        let Some(zone) = zones.find(&qname) else {
+        let Some(zone) = zones.find(qname) else {
             return error(ResponseCode::Refused, response_tsig(&tsig));
         };
-        let answer = zone.lookup_ref(&qname, qtype, dnssec_ok);
+        let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.rcode != ResponseCode::Refused;

@@ -109,6 +109,18 @@ ns1 3600 IN A 192.0.2.9
         assert_eq!(find("example.net."), None);
         assert_eq!(find("com."), None);
         assert_eq!(find("."), None);
+        // Lookups match in any case, absolute or not.
+        let zone = zones
+            .find(&Name::from_ascii("example.com.").unwrap())
+            .unwrap();
+        for q in ["ns1.example.com.", "NS1.Example.COM.", "ns1.example.com"] {
+            let a = zone.lookup(
+                &Name::from_ascii(q).unwrap(),
+                hickory_proto::rr::RecordType::A,
+                false,
+            );
+            assert_eq!(a.answers.len(), 1, "{q}: {a:?}");
+        }
     }
 
     #[test]

@@ -295,8 +295,14 @@ impl SignedZone {
 
     /// [`SignedZone::lookup`] without copying the zone's records.
     pub fn lookup_ref(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> AnswerRef<'_> {
-        let mut name = qname.to_lowercase();
-        name.set_fqdn(true);
+        // The zone's names are lowercase and absolute; queries mostly are already.
+        let mut name = if qname.is_fqdn() && !qname.iter().flatten().any(u8::is_ascii_uppercase) {
+            Cow::Borrowed(qname)
+        } else {
+            let mut n = qname.to_lowercase();
+            n.set_fqdn(true);
+            Cow::Owned(n)
+        };
         if !self.origin.zone_of(&name) {
             return AnswerRef::new(ResponseCode::Refused);
         }
@@ -341,7 +347,7 @@ impl SignedZone {
                 });
                 match target {
                     Some(t) if self.origin.zone_of(&t) => {
-                        name = t;
+                        name = Cow::Owned(t);
                         continue;
                     }
                     _ => return answer,
