@@ -314,9 +314,8 @@ fn encode_udp(
 }
 
 /// Writes `m` (no TSIG, one question) with [`wire`]: the same message as [`encode_udp`]'s
-/// hickory encoding, with owner names compressed against the question only and RDATA names
-/// uncompressed; header, question and OPT only, with TC set, when it exceeds the client's
-/// payload size.
+/// hickory encoding, compressed differently (see [`wire`]); header, question and OPT only,
+/// with TC set, when it exceeds the client's payload size.
 fn write_udp(
     request: &Request,
     m: Message<'_>,
@@ -336,19 +335,13 @@ fn write_udp(
     });
     let limit = udp_limit(request);
     let question = request.queries.as_bytes();
-    wire::write_response(
-        out,
-        metadata,
-        question,
-        [&answers, &authorities, &additionals],
-        opt,
-        rdata,
-    )?;
-    if out.len() <= limit {
+    let sections = [&answers[..], &authorities[..], &additionals[..]];
+    if wire::write_response(out, metadata, question, sections, opt, limit, rdata)? {
         return Ok(());
     }
     metadata.truncation = true;
-    wire::write_response(out, metadata, question, [&[], &[], &[]], opt, None)
+    // Header, question (at most 259 bytes) and OPT always fit in 512.
+    wire::write_response(out, metadata, question, [&[]; 3], opt, usize::MAX, None).map(|_| ())
 }
 
 impl Authority {

@@ -4,8 +4,9 @@
 //! Layout: the header, the request's question copied byte for byte (its case preserved, as
 //! hickory-server does), the records, then the OPT record when the request had EDNS. Owner
 //! names are compressed against the question name (the longest common suffix, as a pointer
-//! into the question) or, for the records of one RRset, against the previous owner; names
-//! inside RDATA are written uncompressed (always allowed, and required for RRSIG and NSEC).
+//! into the question) or, when equal to the last owner written with a literal label, against
+//! that one; names inside RDATA are written uncompressed (always allowed, and required for
+//! RRSIG and NSEC; an SOA or MX answer is some 20 bytes longer than fully compressed).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use crate::zone::Zones;
 const QUESTION: usize = 12;
 /// RR type of the EDNS OPT pseudo-record.
 const OPT: u16 = 41;
+/// Length of our OPT record (root owner, no options).
+const OPT_LEN: usize = 11;
 
 /// The response's OPT record.
 #[derive(Debug, Clone, Copy)]
@@ -100,17 +103,19 @@ impl QuestionLabels {
     }
 }
 
-/// Writes a complete response into `out` (cleared first). The caller checks its length
-/// against the client's limit.
-/// `rdata`, when given, must follow the snapshot the borrowed records come from.
+/// Writes a complete response into `out` (cleared first) and returns true, or returns false
+/// (with `out` unfinished) as soon as it would exceed `limit` bytes. `rdata`, when given, must
+/// follow the snapshot the borrowed records come from.
 pub(super) fn write_response<'r>(
     out: &mut Vec<u8>,
     metadata: Metadata,
     question: &[u8],
     sections: [&[Cow<'r, Record>]; 3],
     opt: Option<Opt>,
+    limit: usize,
     mut rdata: Option<&mut RdataCache>,
-) -> Result<(), ProtoError> {
+) -> Result<bool, ProtoError> {
+    let opt_len = if opt.is_some() { OPT_LEN } else { 0 };
     out.clear();
     out.resize(QUESTION, 0);
     out.extend_from_slice(question);
@@ -125,6 +130,9 @@ pub(super) fn write_response<'r>(
                 Cow::Owned(_) => None,
             };
             write_record(out, record, question, &labels, &mut last, cache)?;
+            if out.len() + opt_len > limit {
+                return Ok(false);
+            }
             *count = count
                 .checked_add(1)
                 .ok_or_else(|| ProtoError::from("too many records"))?;
@@ -155,7 +163,8 @@ pub(super) fn write_response<'r>(
         },
     };
     // Overwrites the 12 placeholder bytes.
-    header.emit(&mut BinEncoder::with_offset(out, 0))
+    header.emit(&mut BinEncoder::with_offset(out, 0))?;
+    Ok(out.len() <= limit)
 }
 
 fn write_record<'r>(
@@ -282,6 +291,7 @@ mod tests {
                 max_payload: 1232,
                 dnssec_ok: true,
             }),
+            usize::MAX,
             None,
         )
         .unwrap();
@@ -317,6 +327,59 @@ mod tests {
     }
 
     #[test]
+    fn stops_at_the_limit() {
+        let q = question("www.example.com.");
+        let www = Name::from_ascii("www.example.com.").unwrap();
+        let answers: Vec<_> = (0..=255u8)
+            .map(|i| {
+                Cow::Owned(Record::from_rdata(
+                    www.clone(),
+                    60,
+                    RData::A(A::new(192, 0, 2, i)),
+                ))
+            })
+            .collect();
+        let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
+        let opt = Some(Opt {
+            max_payload: 1232,
+            dnssec_ok: false,
+        });
+        let mut out = Vec::new();
+        // 12 + 21 + 256 * 16 + 11 bytes: over 1232, within 64 KiB.
+        assert!(
+            !write_response(
+                &mut out,
+                metadata,
+                &q,
+                [&answers, &[], &[]],
+                opt,
+                1232,
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            out.len() <= 1232 + 16,
+            "stopped at the first record over: {}",
+            out.len()
+        );
+        assert!(
+            write_response(
+                &mut out,
+                metadata,
+                &q,
+                [&answers, &[], &[]],
+                opt,
+                4200,
+                None
+            )
+            .unwrap()
+        );
+        assert_eq!(out.len(), 12 + q.len() + 256 * 16 + 11);
+        assert_eq!(Message::from_vec(&out).unwrap().answers.len(), 256);
+    }
+
+    #[test]
     fn a_question_that_cannot_be_a_target_still_gives_a_valid_message() {
         // A question whose name is a pointer (as a client could send): no compression.
         let q = [0xC0, 0x0C, 0, 1, 0, 1];
@@ -328,7 +391,18 @@ mod tests {
         ))];
         let mut out = Vec::new();
         let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
-        write_response(&mut out, metadata, &q, [&answers, &[], &[]], None, None).unwrap();
+        assert!(
+            write_response(
+                &mut out,
+                metadata,
+                &q,
+                [&answers, &[], &[]],
+                None,
+                512,
+                None
+            )
+            .unwrap()
+        );
         // The owner is written in full right after the question.
         assert_eq!(&out[18..35], b"\x03www\x07example\x03com\x00");
     }
