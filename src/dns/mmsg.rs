@@ -252,13 +252,19 @@ mod linux {
 mod tests {
     use super::*;
 
-    /// Several datagrams from two clients are received in one batch with their sources, and a
-    /// batch of replies reaches each client.
+    /// Several datagrams are received in one batch with their source, and a batch of replies
+    /// reaches the client: over IPv4 and IPv6 loopback.
     #[tokio::test]
     async fn batches_carry_sources_and_replies() {
-        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for host in ["127.0.0.1", "[::1]"] {
+            round_trip(host).await;
+        }
+    }
+
+    async fn round_trip(host: &str) {
+        let server = UdpSocket::bind(format!("{host}:0")).await.unwrap();
         let addr = server.local_addr().unwrap();
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = UdpSocket::bind(format!("{host}:0")).await.unwrap();
         for i in 0..3u8 {
             a.send_to(&[i; 5], addr).await.unwrap();
         }
