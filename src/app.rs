@@ -768,8 +768,11 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
         None => None,
     };
+    // Metrics of the TLS-RPT intake and/or of the served zones.
     let admin_listener = match config.listen.admin {
-        Some(a) if config.tlsrpt.enabled => Some(bind_tcp(&config, "listen.admin", a).await?),
+        Some(a) if config.tlsrpt.enabled || config.listen.dns.is_some() => {
+            Some(bind_tcp(&config, "listen.admin", a).await?)
+        }
         _ => None,
     };
     let smtp_listener = match &config.tlsrpt.smtp {
@@ -915,11 +918,17 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     if let Some(intake) = &intake {
         https_router = https_router.merge(crate::intake::router(intake.clone()));
     }
-    if let (Some(l), Some(intake)) = (admin_listener, &intake) {
+    if let Some(l) = admin_listener {
+        let state = http::AdminState {
+            intake: intake.clone(),
+            zones: dns_task
+                .as_ref()
+                .map(|(server, _, _)| server.zones().clone()),
+        };
         tracker.spawn(http::serve(
             l,
             None,
-            http::admin_router(intake.clone()),
+            http::admin_router(state),
             http::Limits::default(),
             shutdown.clone(),
             SHUTDOWN_DRAIN,

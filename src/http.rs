@@ -79,17 +79,34 @@ pub fn http_router(served: Arc<Served>) -> Router {
         .with_state(served)
 }
 
+/// What the admin listener reports on: TLS-RPT intake and/or the served zones.
+#[derive(Clone)]
+pub struct AdminState {
+    pub intake: Option<Arc<crate::intake::Intake>>,
+    pub zones: Option<Arc<ArcSwap<crate::zone::Zones>>>,
+}
+
 /// Routes of the admin listener: Prometheus metrics and a health check.
-pub fn admin_router(intake: Arc<crate::intake::Intake>) -> Router {
+pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(not_found)
-        .with_state(intake)
+        .with_state(state)
 }
 
-async fn metrics(State(intake): State<Arc<crate::intake::Intake>>) -> Response {
-    match intake.render_metrics().await {
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let intake = match &state.intake {
+        Some(intake) => intake.render_metrics().await,
+        None => Ok(String::new()),
+    };
+    let text = intake.map(|mut text| {
+        if let Some(zones) = &state.zones {
+            text.push_str(&crate::dns::render_metrics(&zones.load()));
+        }
+        text
+    });
+    match text {
         Ok(text) => (
             StatusCode::OK,
             [(

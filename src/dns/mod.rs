@@ -209,6 +209,38 @@ impl DnsServer {
     }
 }
 
+/// Prometheus text for the zones being served: per zone the SOA serial and when the current
+/// signatures expire (they are replaced `dnssec.refresh` before that; an alert on this
+/// timestamp coming near catches a daemon that stopped re-signing).
+pub fn render_metrics(zones: &Zones) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let zones: Vec<_> = zones.iter().collect();
+    let mut family = |name: &str, help: &str, value: &dyn Fn(&crate::zone::SignedZone) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for z in &zones {
+            let origin = z.origin().to_ascii();
+            let label = origin
+                .strip_suffix('.')
+                .unwrap_or(&origin)
+                .to_ascii_lowercase();
+            let _ = writeln!(out, "{name}{{zone=\"{label}\"}} {}", value(z));
+        }
+    };
+    family(
+        "mxguard_zone_serial",
+        "SOA serial of the zone mxguard serves.",
+        &|z| u64::from(z.serial()),
+    );
+    family(
+        "mxguard_zone_signatures_expire_timestamp_seconds",
+        "When the zone's current RRSIGs expire (unix time).",
+        &|z| u64::from(z.signing_state().expiration),
+    );
+    out
+}
+
 /// Serves `zones` on `sockets` until `shutdown` is cancelled; see [`DnsServer::run`].
 pub async fn serve(
     sockets: DnsSockets,

@@ -139,7 +139,34 @@ fn policy_change_is_served_before_its_id_is_published() {
     });
     let r = d.curl("mta-sts.example.com", &[]);
     assert!(r.body.contains("mode: testing\r\n"), "{r:?}");
-    assert!(zone_serial_gt(serial(d.dns), s0));
+    let s1 = serial(d.dns);
+    assert!(zone_serial_gt(s1, s0));
+    // The admin listener reports the serial served and when its signatures expire (default
+    // validity 14 days, replaced when 7 or fewer remain).
+    assert_eq!(zone_metric(&p, "mxguard_zone_serial"), Some(u64::from(s1)));
+    let expires = zone_metric(&p, "mxguard_zone_signatures_expire_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = 86_400;
+    assert!(
+        expires > now + 7 * day && expires <= now + 14 * day + 3600,
+        "expires {expires}, now {now}"
+    );
+}
+
+/// The value of `name{zone="example.com"}` on the daemon's /metrics.
+fn zone_metric(p: &Project, name: &str) -> Option<u64> {
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{}/metrics", p.admin)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{name}{{zone=\"example.com\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
 }
 
 fn zone_serial_gt(a: u32, b: u32) -> bool {
