@@ -33,11 +33,10 @@ for t in dnsperf knotd knotc dig taskset; do
   command -v "$t" >/dev/null || { echo "error: $t not installed" >&2; exit 1; }
 done
 work=$(mktemp -d)
-pids=()
 cgroups=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+cleanup() { # every background job still running (servers, dnsperf, perf); none already reaped
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   for g in "${cgroups[@]}"; do rmdir "$g" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -48,6 +47,8 @@ cpu_pct=${SERVER_CPU_PCT:-}
 if [ -n "$cpu_pct" ]; then
   [ "$cpu_pct" -ge 10 ] && [ "$cpu_pct" -le 100 ] || die "SERVER_CPU_PCT must be 10..100"
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cg_root=/sys/fs/cgroup; cg_v=2
+    grep -qw cpu "$cg_root/cgroup.subtree_control" 2>/dev/null || echo +cpu > "$cg_root/cgroup.subtree_control" \
+      || die "SERVER_CPU_PCT: the cgroup v2 cpu controller is not enabled in $cg_root"
   elif [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then cg_root=/sys/fs/cgroup/cpu; cg_v=1
   else die "SERVER_CPU_PCT: no cgroup CPU controller found"; fi
 fi
@@ -108,7 +109,7 @@ TOML
 printf 'mode = "enforce"\nmax_age = 604800\n' > "$work/mx/policies/example.com.toml"
 cp zones/example.com.zone "$work/mx/zones/"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
-mx_pid=$!; pids+=("$mx_pid")
+mx_pid=$!
 limit_cpu "$mx_pid" mxguard
 
 q() { # port name type [dig options]: answer status + sorted answer section
@@ -167,7 +168,7 @@ KNOT
 knotc -c "$work/knot/knot.conf" conf-check >/dev/null || die "knotc conf-check failed"
 # Started now but idle while mxguard is measured; each server runs alone on CPU 0.
 taskset -c 0 knotd -c "$work/knot/knot.conf" 2>"$work/knot.log" &
-knot_pid=$!; pids+=("$knot_pid")
+knot_pid=$!
 limit_cpu "$knot_pid" knot
 for i in $(seq 100); do
   kill -0 "$knot_pid" 2>/dev/null || { cat "$work/knot.log" >&2; die "knotd exited"; }
@@ -289,7 +290,7 @@ kill -STOP "$knot_pid"
 kill "$mx_pid"; wait "$mx_pid" 2>/dev/null || true
 printf '[dns]\nresponse_cache = 0\n' >> "$work/mx/mxguard.toml"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
-mx_pid=$!; pids+=("$mx_pid")
+mx_pid=$!
 limit_cpu "$mx_pid" mxguard-nocache
 wait_mxguard
 echo "== mxguard, response cache off, CPU 0, $denial =="

@@ -100,12 +100,21 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         Some(intake) => intake.render_metrics().await,
         None => Ok(String::new()),
     };
-    let text = intake.map(|mut text| {
-        if let Some(zones) = &state.zones {
-            text.push_str(&crate::dns::render_metrics(&zones.load()));
+    // The zones' metrics even when the report store cannot be read (that failure is logged;
+    // with nothing else to show, the scrape fails).
+    let text = match (intake, &state.zones) {
+        (Ok(mut text), zones) => {
+            if let Some(zones) = zones {
+                text.push_str(&crate::dns::render_metrics(&zones.load()));
+            }
+            Ok(text)
         }
-        text
-    });
+        (Err(e), Some(zones)) => {
+            tracing::error!(err = %e, "tlsrpt metrics unavailable");
+            Ok(crate::dns::render_metrics(&zones.load()))
+        }
+        (Err(e), None) => Err(e),
+    };
     match text {
         Ok(text) => (
             StatusCode::OK,

@@ -326,6 +326,9 @@ async fn post_report(State(intake): State<Arc<Intake>>, req: Request) -> Respons
     }
 }
 
+/// Most of a refused HTTP/2 upload read before answering (see [`receive`]).
+const EARLY_DRAIN_MAX: usize = 64 * 1024;
+
 async fn receive(intake: &Intake, req: Request) -> Result<Stored, IntakeError> {
     let headers = req.headers().clone();
     let ct = header_str(&headers, header::CONTENT_TYPE);
@@ -343,11 +346,14 @@ async fn receive(intake: &Intake, req: Request) -> Result<Stored, IntakeError> {
     let after = Duration::from_secs(intake.settings.read_timeout_secs);
     if let Err(e) = early {
         intake.counters.rejected(e.reason());
-        if !matches!(e, IntakeError::BodyTooLarge { .. }) {
-            // Read and drop a body of allowed size first: answering while an HTTP/2 client is
-            // still uploading resets its stream, which the client reports as a transport error
-            // instead of this status.
-            let drained = axum::body::to_bytes(req.into_body(), limit);
+        if req.version() == axum::http::Version::HTTP_2
+            && !headers.contains_key(header::EXPECT)
+            && !matches!(e, IntakeError::BodyTooLarge { .. })
+        {
+            // Read and drop a small body first: answering while an HTTP/2 client is still
+            // uploading resets its stream, which the client reports as a transport error
+            // instead of this status. (HTTP/1.1 needs no such care.)
+            let drained = axum::body::to_bytes(req.into_body(), limit.min(EARLY_DRAIN_MAX));
             let _ = tokio::time::timeout(after, drained).await;
         }
         return Err(e);

@@ -225,6 +225,7 @@ pub fn render_metrics(zones: &Zones) -> String {
                 .strip_suffix('.')
                 .unwrap_or(&origin)
                 .to_ascii_lowercase();
+            let label = crate::tlsrpt::metrics::escape(&label);
             let _ = writeln!(out, "{name}{{zone=\"{label}\"}} {}", value(z));
         }
     };

@@ -178,7 +178,8 @@ pub fn render(
 }
 
 /// Escapes a label value (backslash, double quote, newline), as the format requires.
-fn escape(v: &str) -> String {
+/// A label value escaped for the Prometheus text format.
+pub fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {

@@ -690,7 +690,7 @@ fn dns01_certificates_are_issued_through_the_daemons_own_zone() {
             Duration::from_secs(10),
             || {
                 let out = Command::new("dig")
-                    // +nocookie: identical polls, answered from the response cache, which
+                    // +nocookie: identical polls, which the response cache may answer: it
                     // must follow the withdrawal.
                     .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+short", "+norec"])
                     .args(["+nocookie", &qname, "TXT"])

@@ -194,8 +194,8 @@ fn dig_tlsa(port: u16) -> Vec<String> {
         "+norec",
         "+time=1",
         "+tries=1",
-        // Same bytes but for the ID on every poll: served from mxguard's response cache, which
-        // must follow each TLSA change.
+        // Same bytes but for the ID on every poll, so they may be served from mxguard's
+        // response cache, which must follow each TLSA change.
         "+nocookie",
         &format!("_25._tcp.{MX}."),
         "TLSA",
