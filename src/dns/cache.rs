@@ -16,10 +16,31 @@ const MAX_REQUEST: usize = 512;
 /// Smallest DNS message: a header.
 const HEADER: usize = 12;
 
+/// Which zone snapshot a per-task cache belongs to. Weak: an idle task does not keep old zones
+/// alive, yet the allocation stays, so a later snapshot can never have the same address.
+#[derive(Default)]
+pub(super) struct SnapshotTag(Weak<Zones>);
+
+impl SnapshotTag {
+    /// Makes the tag name `zones`; true when it named another snapshot before (the cache's
+    /// entries must then go).
+    pub(super) fn follow(&mut self, zones: &Arc<Zones>) -> bool {
+        if std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(zones)) {
+            return false;
+        }
+        self.0 = Arc::downgrade(zones);
+        true
+    }
+
+    /// Whether the tagged snapshot is still served by someone.
+    fn is_live(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 pub(super) struct ResponseCache {
-    /// The snapshot the entries were answered from. Weak: an idle task does not keep old zones
-    /// alive, yet the allocation stays, so a later snapshot can never have the same address.
-    zones: Weak<Zones>,
+    /// The snapshot the entries were answered from.
+    zones: SnapshotTag,
     /// Request bytes after the ID → the full encoded response.
     entries: HashMap<Box<[u8]>, Box<[u8]>>,
     capacity: usize,
@@ -29,7 +50,7 @@ impl ResponseCache {
     /// A cache of at most `capacity` responses; 0 disables it.
     pub(super) fn new(capacity: usize) -> Self {
         ResponseCache {
-            zones: Weak::new(),
+            zones: SnapshotTag::default(),
             entries: HashMap::new(),
             capacity,
         }
@@ -40,11 +61,9 @@ impl ResponseCache {
         if self.capacity == 0 {
             return;
         }
-        if std::ptr::eq(self.zones.as_ptr(), Arc::as_ptr(zones)) {
-            return;
+        if self.zones.follow(zones) {
+            self.entries.clear();
         }
-        self.entries.clear();
-        self.zones = Arc::downgrade(zones);
     }
 
     /// Writes the cached response to `request` into `out` (with the request's ID) and returns
@@ -67,7 +86,7 @@ impl ResponseCache {
     /// popular name per `capacity` requests, and memory stays bounded.
     pub(super) fn insert(&mut self, request: &[u8], response: &[u8]) {
         if self.capacity == 0
-            || self.zones.strong_count() == 0
+            || !self.zones.is_live()
             || !(HEADER..=MAX_REQUEST).contains(&request.len())
             || response.len() < HEADER
             || response[..2] != request[..2]

@@ -10,13 +10,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Header, HeaderCounts, Metadata};
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
+use super::cache::SnapshotTag;
 use crate::zone::Zones;
 
 /// Offset of the question in a message (right after the header).
@@ -37,8 +38,7 @@ pub(super) struct Opt {
 /// by the record's address inside that (immutable) snapshot, never dereferenced. RRSIG and
 /// NSEC RDATA are the costly part of an answer, and the same few are in many answers.
 pub(super) struct RdataCache {
-    /// As in `super::cache`: weak, so idle tasks free old zones while their address stays taken.
-    zones: Weak<Zones>,
+    zones: SnapshotTag,
     entries: HashMap<usize, Box<[u8]>>,
 }
 
@@ -48,16 +48,15 @@ const RDATA_CACHE_ENTRIES: usize = 4096;
 impl RdataCache {
     pub(super) fn new() -> Self {
         RdataCache {
-            zones: Weak::new(),
+            zones: SnapshotTag::default(),
             entries: HashMap::new(),
         }
     }
 
     /// Makes the cache belong to `zones`, dropping every entry of an earlier snapshot.
     pub(super) fn follow(&mut self, zones: &Arc<Zones>) {
-        if !std::ptr::eq(self.zones.as_ptr(), Arc::as_ptr(zones)) {
+        if self.zones.follow(zones) {
             self.entries.clear();
-            self.zones = Arc::downgrade(zones);
         }
     }
 }

@@ -178,7 +178,6 @@ pub fn render(
 }
 
 /// Escapes a label value (backslash, double quote, newline), as the format requires.
-/// A label value escaped for the Prometheus text format.
 pub fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
