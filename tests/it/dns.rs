@@ -3,6 +3,7 @@
 //!
 //! Every external tool is required: a missing one fails the test naming the Debian package.
 
+use crate::harness::free_port;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -86,14 +87,6 @@ fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn managed() -> ManagedRecords {

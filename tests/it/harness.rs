@@ -9,17 +9,35 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mxguard");
 
 /// A loopback port that was free a moment ago.
-/// A loopback port free for both TCP and UDP right now (the DNS listener needs both; UDP
-/// ports are also taken by the tests' own clients, e.g. dig).
+/// A loopback port free for both TCP and UDP right now (the DNS listener needs both), never
+/// handed out twice in this test run, and below Linux's ephemeral range (32768 and up): the
+/// client sockets of the tests and their tools (dig, curl, knot, unbound) take random ports
+/// there, and one of them could otherwise take a daemon's port before (or while restarting) it
+/// binds.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    // Each run starts elsewhere in the range, so runs that overlap rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % u32::from(SPAN)) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             return port;
         }
     }
-    panic!("no loopback port free for both TCP and UDP in 100 tries");
+    panic!(
+        "no loopback port between {FIRST} and {} free for both TCP and UDP",
+        FIRST + SPAN
+    );
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
