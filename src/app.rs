@@ -6,7 +6,7 @@
 //! that announce them. Errors here are `anyhow` with context; [`ConfigError`]s pass through
 //! so `main` can exit with status 2.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +26,8 @@ use crate::config::{AcmeDirectory, Config, ConfigError, LoadedPolicies};
 use crate::dns::{DnsServer, DnsSockets};
 use crate::http::{self, Served};
 use crate::policy::Published;
-use crate::publish::{self, Inputs, ZonePublisher};
+use crate::publish::records::{self as rec, BadName};
+use crate::publish::{self, Change, DomainZone, RecordSink, RrsetKey, SignedZonePublisher};
 use crate::store::StateDir;
 use crate::tls::{self, CertResolver, LocalCa};
 
@@ -47,16 +48,80 @@ pub fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     Ok((config, loaded))
 }
 
-/// The managed-record inputs that come from config and policies (not challenges).
-fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> Inputs {
-    let mut inputs = Inputs {
-        policies: loaded.policies.clone(),
-        ..Inputs::default()
-    };
+/// The zones of the configured domains.
+fn domain_zones(config: &Config) -> Vec<DomainZone> {
+    config
+        .domains
+        .iter()
+        .map(|d| DomainZone {
+            domain: d.name.clone(),
+            zone_file: d.zone_file.clone(),
+        })
+        .collect()
+}
+
+/// The ACME account URL, once the account exists.
+pub(crate) fn account_url(state_root: &Path) -> Option<String> {
+    std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string))
+}
+
+/// The CAA records of `config` (none unless `acme.caa`): the issuer, the challenge types in
+/// use and, once the account exists, its URL (RFC 8657).
+pub(crate) fn caa_policy(config: &Config) -> rec::CaaPolicy {
+    let mut methods: Vec<String> = config
+        .cert_specs()
+        .iter()
+        .map(|s| s.challenge.as_str().to_string())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    rec::CaaPolicy {
+        issuer: config.acme.caa_issuer.clone(),
+        methods,
+        apexes: config.domains.iter().map(|d| d.name.clone()).collect(),
+        ttl: config.records.ttl,
+        what: format!("{}: acme.caa", config.file.display()),
+    }
+}
+
+/// The records the daemon itself owns, from config, policies and the state directory:
+/// policy ids, TLS-RPT records, CAA, DANE-TA, and the `3 1 1` records as the state directory
+/// has them (the rollover and external-certificate passes keep those current afterwards).
+fn base_changes(
+    config: &Config,
+    loaded: &LoadedPolicies,
+    state_root: &Path,
+) -> Result<Vec<Change>, BadName> {
+    let cfg = config.file.display();
+    let ttl = config.records.ttl;
+    let tlsa_ttl = config.records.tlsa_ttl;
+    let port = config.records.tlsa_port;
+    let mut out = Vec::new();
+    for (i, d) in config.domains.iter().enumerate() {
+        if let Some(p) = loaded.policies.get(&d.name) {
+            out.push(rec::policy_id(
+                &d.name,
+                &p.txt_record(),
+                ttl,
+                format!("{cfg}: domain[{i}] MTA-STS policy id"),
+            )?);
+        }
+        out.push(rec::tls_rpt(
+            &d.name,
+            d.tls_rpt_record().as_deref(),
+            ttl,
+            format!("{cfg}: domain[{i}].tls_rpt"),
+        )?);
+    }
+    out.extend(caa_policy(config).changes(account_url(state_root).as_deref())?);
     // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
     // before any certificate for it is ordered.
     for m in &config.mx {
-        if let Some(file) = &m.external {
+        let what = format!("{cfg}: TLSA of MX {}", m.host);
+        let digests: Vec<Vec<u8>> = if let Some(file) = &m.external {
             let st = crate::roll::load_external(state_root, &m.host);
             let mut keys = crate::roll::external_records(
                 &st,
@@ -68,26 +133,15 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
             {
                 keys.push(k);
             }
-            inputs.tlsa.insert(
-                (m.host.clone(), config.records.tlsa_port),
-                keys.iter()
-                    .filter_map(|k| crate::tlsa::hex_decode(k))
-                    .collect(),
-            );
-            continue;
+            keys.iter()
+                .filter_map(|k| crate::tlsa::hex_decode(k))
+                .collect()
+        } else {
+            crate::roll::tlsa_digests(state_root, &m.host, m.rollover).unwrap_or_default()
+        };
+        if !digests.is_empty() {
+            out.push(rec::dane_ee(&m.host, port, &digests, tlsa_ttl, what)?);
         }
-        if let Some(digests) = crate::roll::tlsa_digests(state_root, &m.host, m.rollover) {
-            inputs
-                .tlsa
-                .insert((m.host.clone(), config.records.tlsa_port), digests);
-        }
-    }
-    for d in config.domains.iter().filter(|d| d.tlsa_https) {
-        if let Some(digests) = crate::roll::tlsa_digests(state_root, &d.mta_sts_host(), false) {
-            inputs.tlsa.insert((d.mta_sts_host(), 443), digests);
-        }
-    }
-    for m in &config.mx {
         let mut ta = Vec::new();
         for f in &m.dane_ta {
             match crate::roll::key_of_cert_file(f) {
@@ -97,24 +151,61 @@ fn base_inputs(config: &Config, loaded: &LoadedPolicies, state_root: &Path) -> I
                 }
             }
         }
-        if !ta.is_empty() {
-            inputs
-                .tlsa_ta
-                .insert((m.host.clone(), config.records.tlsa_port), ta);
+        out.push(rec::dane_ta(
+            &m.host,
+            port,
+            &ta,
+            tlsa_ttl,
+            format!("{cfg}: DANE-TA of MX {}", m.host),
+        )?);
+    }
+    for d in config.domains.iter().filter(|d| d.tlsa_https) {
+        let host = d.mta_sts_host();
+        if let Some(digests) = crate::roll::tlsa_digests(state_root, &host, false) {
+            out.push(rec::dane_ee(
+                &host,
+                443,
+                &digests,
+                tlsa_ttl,
+                format!("{cfg}: TLSA of {host}"),
+            )?);
         }
     }
-    inputs.caa_issue = publish::caa_values(config, state_root);
-    inputs
+    Ok(out)
+}
+
+fn bad_name(config: &Config, e: BadName) -> ConfigError {
+    ConfigError {
+        problems: vec![config.problem("domain", e.to_string())],
+    }
+}
+
+fn zone_problems(e: publish::signed::LoadError) -> ConfigError {
+    ConfigError {
+        problems: e
+            .problems
+            .into_iter()
+            .map(|message| crate::config::Problem {
+                file: Default::default(),
+                position: None,
+                key: String::new(),
+                message,
+            })
+            .collect(),
+    }
 }
 
 /// Loads config, policies and zones: everything `check-config` validates.
 pub fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     let (config, loaded) = load(path)?;
     let mut problems = Vec::new();
-    if let Err(e) =
-        publish::load_zone_data(&config, &base_inputs(&config, &loaded, &config.state_dir))
-    {
-        problems.extend(e.problems);
+    match base_changes(&config, &loaded, &config.state_dir) {
+        Ok(changes) => {
+            if let Err(e) = publish::signed::check(&domain_zones(&config), &changes) {
+                problems.extend(zone_problems(e).problems);
+            }
+        }
+        Err(e) => problems.extend(bad_name(&config, e).problems),
     }
     for (i, s) in config.secondaries.iter().enumerate() {
         if let Err(e) = s.resolve() {
@@ -182,7 +273,9 @@ pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
 struct DaemonResponder {
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
-    zones: Option<Arc<ZonePublisher>>,
+    sink: Option<Arc<dyn RecordSink>>,
+    /// Pending dns-01 values by host: the `_acme-challenge` RRset is their union.
+    dns01: tokio::sync::Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// How long dns-01 waits for every secondary to serve a challenge.
@@ -210,23 +303,23 @@ impl Responder for DaemonResponder {
                 Ok(())
             }
             Challenge::Dns01 { host, value } => {
-                let Some(zones) = &self.zones else {
+                let Some(sink) = &self.sink else {
                     return Err(format!(
                         "dns-01 for {host} needs mxguard's DNS (listen.dns); use http-01 or tls-alpn-01"
                     ));
                 };
-                let serials = zones
-                    .update(|_, i| {
-                        i.challenges
-                            .entry(host.clone())
-                            .or_default()
-                            .push(value.clone())
-                    })
+                let change = {
+                    let mut pending = self.dns01.lock().await;
+                    let values = pending.entry(host.clone()).or_default();
+                    if !values.contains(value) {
+                        values.push(value.clone());
+                    }
+                    rec::acme_challenge(host, values).map_err(|e| e.to_string())?
+                };
+                let applied = sink.apply(vec![change]).await.map_err(|e| e.to_string())?;
+                publish::wait_served(sink.as_ref(), &applied.serials, DNS01_PROPAGATION_TIMEOUT)
                     .await
-                    .map_err(|e| e.to_string())?;
-                zones
-                    .wait_for_secondaries(&serials, DNS01_PROPAGATION_TIMEOUT)
-                    .await
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -242,17 +335,25 @@ impl Responder for DaemonResponder {
             }
             Challenge::TlsAlpn01 { host, .. } => self.resolver.set_alpn_challenge(host, None),
             Challenge::Dns01 { host, value } => {
-                if let Some(zones) = &self.zones {
-                    let r = zones
-                        .update(|_, i| {
-                            if let Some(v) = i.challenges.get_mut(host) {
-                                v.retain(|x| x != value);
-                                if v.is_empty() {
-                                    i.challenges.remove(host);
-                                }
-                            }
-                        })
-                        .await;
+                if let Some(sink) = &self.sink {
+                    let change = {
+                        let mut pending = self.dns01.lock().await;
+                        let values = pending.entry(host.clone()).or_default();
+                        values.retain(|x| x != value);
+                        let change = rec::acme_challenge(host, values);
+                        if values.is_empty() {
+                            pending.remove(host);
+                        }
+                        change
+                    };
+                    let r = match change {
+                        Ok(c) => sink
+                            .apply(vec![c])
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
                     if let Err(e) = r {
                         tracing::warn!(host = %host, err = %e, "could not withdraw dns-01 challenge");
                     }
@@ -276,8 +377,12 @@ pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
         if wanted.as_ref().is_some_and(|w| w != &d.name) {
             continue;
         }
-        let key = publish::zone_key(&config.state_dir, &d.name, &config.dnssec)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let origin = publish::signed::origin(&d.name)?;
+        let key = crate::zone::keys::load_or_generate(
+            &config.state_dir.join("keys"),
+            &origin,
+            config.dnssec.algorithm,
+        )?;
         let r = key
             .registrar_records()
             .map_err(|e| anyhow::anyhow!(e.to_string()))?;
@@ -308,7 +413,7 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
     }
     let mut lagging = false;
     for d in &config.domains {
-        let zone = publish::origin(&d.name).map_err(|e| anyhow::anyhow!(e))?;
+        let zone = publish::signed::origin(&d.name)?;
         println!("zone {}", d.name);
         let served = match own {
             Some(a) => match crate::dns::query_soa_serial(a, &zone, None, timeout).await {
@@ -608,7 +713,12 @@ struct Daemon {
     local_ca: Arc<LocalCa>,
     cert_specs: Arc<ArcSwap<Vec<CertSpec>>>,
     cert_wake: Arc<Notify>,
-    zones: Option<Arc<ZonePublisher>>,
+    zones: Option<Arc<SignedZonePublisher>>,
+    /// The records the daemon set last (so a reload withdraws what the config no longer has).
+    base_keys: std::collections::BTreeSet<RrsetKey>,
+    /// False until the first apply: zone files are (re)read only from the second on.
+    zones_reloadable: bool,
+    caa: Arc<ArcSwap<rec::CaaPolicy>>,
     state: Arc<StateDir>,
 }
 
@@ -657,24 +767,29 @@ impl Daemon {
             }
         }
         if let Some(zones) = &self.zones {
-            let inputs = base_inputs(&config, &loaded, self.state.root());
-            let cfg = config.clone();
-            let serials = zones
-                .update(move |c, i| {
-                    *c = cfg;
-                    i.policies = inputs.policies;
-                    // TLSA sets belong to the rollover once it runs: only add MX hosts new
-                    // to the config and drop removed ones.
-                    i.tlsa.retain(|k, _| inputs.tlsa.contains_key(k));
-                    for (k, v) in inputs.tlsa {
-                        i.tlsa.entry(k).or_insert(v);
-                    }
-                    i.caa_issue = inputs.caa_issue;
-                    i.tlsa_ta = inputs.tlsa_ta;
-                })
-                .await?;
-            tracing::info!(?serials, "zones published");
+            let mut changes = base_changes(&config, &loaded, self.state.root())?;
+            let keys: std::collections::BTreeSet<RrsetKey> =
+                changes.iter().map(|c| c.key().clone()).collect();
+            changes.extend(
+                self.base_keys
+                    .difference(&keys)
+                    .map(|k| Change::Withdraw(k.clone())),
+            );
+            let applied = if !self.zones_reloadable {
+                // At start the publisher has just loaded the zone files.
+                self.zones_reloadable = true;
+                zones.apply(changes).await?
+            } else {
+                zones
+                    .reload(config.dnssec.clone(), domain_zones(&config), changes)
+                    .await?
+            };
+            if applied.changed {
+                tracing::info!(zones = applied.serials.len(), "zones published");
+            }
+            self.base_keys = keys;
         }
+        self.caa.store(Arc::new(caa_policy(&config)));
         self.policies = loaded.policies.into_iter().collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
@@ -817,6 +932,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let resolver = Arc::new(CertResolver::default());
     let cert_specs = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let cert_wake = Arc::new(Notify::new());
+    let caa = Arc::new(ArcSwap::from_pointee(caa_policy(&config)));
     let backend = match &config.acme.directory {
         AcmeDirectory::Local => Backend::Local(local_ca.clone()),
         AcmeDirectory::Url(url) => Backend::acme(AcmeSettings {
@@ -872,13 +988,20 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 DnsServer::new(Arc::new(ArcSwap::from_pointee(crate::zone::Zones::new())))
                     .with_response_cache(config.dns.response_cache),
             );
-            let publisher = Arc::new(ZonePublisher::start(
-                state.clone(),
-                server.clone(),
-                secondaries.clone(),
-                config.clone(),
-                base_inputs(&config, &loaded, state.root()),
-            )?);
+            let changes =
+                base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;
+            let publisher = Arc::new(
+                SignedZonePublisher::start(
+                    state.clone(),
+                    server.clone(),
+                    secondaries.clone(),
+                    config.dnssec.clone(),
+                    domain_zones(&config),
+                    changes,
+                )
+                .await
+                .map_err(zone_problems)?,
+            );
             dns_task = Some((server, sockets, secondaries));
             Some(publisher)
         }
@@ -894,6 +1017,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         cert_specs: cert_specs.clone(),
         cert_wake: cert_wake.clone(),
         zones: zones.clone(),
+        base_keys: Default::default(),
+        zones_reloadable: false,
+        caa: caa.clone(),
         state: state.clone(),
     };
     daemon.apply(config, loaded).await?;
@@ -904,12 +1030,16 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         responder: DaemonResponder {
             served: served.clone(),
             resolver: resolver.clone(),
-            zones,
+            sink: zones.clone().map(|z| z as Arc<dyn RecordSink>),
+            dns01: Default::default(),
         },
         specs: cert_specs,
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
-        zones: daemon.zones.clone(),
+        sink: daemon.zones.clone().map(|z| z as Arc<dyn RecordSink>),
+        caa,
+        caa_account: Default::default(),
+        tlsa_ttl: daemon.config.records.tlsa_ttl,
         roll_timing: daemon.config.roll_timing(),
         roll_poll: daemon.config.rollover.poll,
         tlsa_port: daemon.config.records.tlsa_port,

@@ -9,7 +9,7 @@
 //! It decides *when* a certificate is renewed (ARI or the one-third rule, backoff on failure);
 //! it does not change keys (the TLSA rollover does) and does not serve anything itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -402,8 +402,15 @@ pub struct Manager<R: Responder> {
     pub wake: Arc<Notify>,
     /// Retry delays after failed orders and failed deployments.
     pub backoff: renewal::Backoff,
-    /// The zone publisher, for dns-01 and TLSA records (None without listen.dns).
-    pub zones: Option<Arc<crate::publish::ZonePublisher>>,
+    /// Where TLSA and CAA records go (None without listen.dns).
+    pub sink: Option<Arc<dyn crate::publish::RecordSink>>,
+    /// The CAA records to keep (replaced on reload); refreshed when the account changes.
+    pub caa: Arc<arc_swap::ArcSwap<crate::publish::records::CaaPolicy>>,
+    /// The account URL and policy the CAA records were last published with.
+    pub caa_account:
+        tokio::sync::Mutex<Option<(Option<String>, crate::publish::records::CaaPolicy)>>,
+    /// TTL of TLSA records.
+    pub tlsa_ttl: u32,
     /// Rollover timing and the TLSA port.
     pub roll_timing: crate::rollover::Timing,
     pub roll_poll: Duration,
@@ -460,56 +467,91 @@ impl<R: Responder> Manager<R> {
     /// works on every due one.
     pub async fn run(self, shutdown: CancellationToken) {
         self.install_stored();
+        // When each certificate (by name) next needs a look: kept in memory, so a wake-up
+        // costs nothing for the certificates that are not due.
+        let mut schedule: HashMap<String, SystemTime> = HashMap::new();
+        let mut specs = self.specs.load_full();
+        let mut requests = RotateRequests::default();
         loop {
             let now = SystemTime::now();
-            let specs = self.specs.load_full();
+            let current = self.specs.load_full();
+            if !Arc::ptr_eq(&current, &specs) {
+                specs = current; // reload: look at every certificate again
+                schedule.clear();
+            }
+            for host in requests.poll(self.state.root()) {
+                schedule.insert(host, now);
+            }
             let mut next = now + Duration::from_secs(3600);
             for spec in specs.iter() {
-                if let Role::ExternalMx { file, prepublish } = &spec.role {
-                    next = next.min(self.external_pass(&spec.name, file, prepublish).await);
+                if let Some(t) = schedule.get(&spec.name)
+                    && *t > now
+                {
+                    next = next.min(*t);
                     continue;
                 }
-                if let Role::Mx(mx) = &spec.role
-                    && mx.rollover
-                    && self.zones.is_some()
-                {
-                    if shutdown.is_cancelled() {
-                        return;
-                    }
-                    next = next.min(self.roll_pass(spec, mx).await);
-                    if crate::roll::in_roll(self.state.root(), &spec.name) {
-                        // The roll owns this certificate until it completes.
-                        continue;
-                    }
+                if shutdown.is_cancelled() {
+                    return;
                 }
-                let st = read_state(&self.state, &spec.name);
-                let due = self.due(spec, &st);
-                if due <= now {
-                    // An order can take minutes (validation, dns-01 propagation): shutdown
-                    // abandons it. Nothing is lost: state is written only after a step
-                    // completes, so the next start orders again.
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            tracing::info!(cert = %spec.name, "certificate work abandoned at shutdown");
-                            return;
-                        }
-                        _ = self.work(spec, st) => {}
-                    }
-                    // Re-read: `work` persisted the new schedule.
-                    let st = read_state(&self.state, &spec.name);
-                    next = next.min(self.due(spec, &st).max(now + Duration::from_secs(1)));
-                } else {
-                    next = next.min(due);
-                }
+                let Some(t) = self.pass(spec, now, &shutdown).await else {
+                    return;
+                };
+                schedule.insert(spec.name.clone(), t);
+                next = next.min(t);
             }
+            // Roll requests (`mxguard rotate`) are looked for at least every poll interval.
+            let next = next.min(SystemTime::now() + self.roll_poll);
             let sleep = next
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::from_millis(100));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => schedule.clear(),
                 _ = tokio::time::sleep(sleep) => {}
             }
+        }
+    }
+
+    /// Works on one certificate (and its rollover or external-certificate pass); returns when
+    /// it next needs a look, or `None` at shutdown.
+    async fn pass(
+        &self,
+        spec: &CertSpec,
+        now: SystemTime,
+        shutdown: &CancellationToken,
+    ) -> Option<SystemTime> {
+        if let Role::ExternalMx { file, prepublish } = &spec.role {
+            return Some(self.external_pass(&spec.name, file, prepublish).await);
+        }
+        let mut next = now + Duration::from_secs(3600);
+        if let Role::Mx(mx) = &spec.role
+            && mx.rollover
+            && self.sink.is_some()
+        {
+            next = next.min(self.roll_pass(spec, mx).await);
+            if crate::roll::in_roll(self.state.root(), &spec.name) {
+                // The roll owns this certificate until it completes.
+                return Some(next);
+            }
+        }
+        let st = read_state(&self.state, &spec.name);
+        let due = self.due(spec, &st);
+        if due <= now {
+            // An order can take minutes (validation, dns-01 propagation): shutdown
+            // abandons it. Nothing is lost: state is written only after a step
+            // completes, so the next start orders again.
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tracing::info!(cert = %spec.name, "certificate work abandoned at shutdown");
+                    return None;
+                }
+                _ = self.work(spec, st) => {}
+            }
+            // Re-read: `work` persisted the new schedule.
+            let st = read_state(&self.state, &spec.name);
+            Some(next.min(self.due(spec, &st).max(now + Duration::from_secs(1))))
+        } else {
+            Some(next.min(due))
         }
     }
 
@@ -793,15 +835,62 @@ impl<R: Responder> Manager<R> {
     /// Puts the current account URL into the CAA records (after an account was created or
     /// re-registered); no change, no new serial.
     async fn refresh_caa(&self) {
-        if let Some(zones) = &self.zones {
-            let root = self.state.root().to_path_buf();
-            if let Err(e) = zones
-                .update(|c, i| i.caa_issue = crate::publish::caa_values(c, &root))
-                .await
-            {
-                tracing::warn!(err = %e, "cannot update CAA records");
-            }
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let account = crate::app::account_url(self.state.root());
+        let policy = crate::publish::records::CaaPolicy::clone(&self.caa.load());
+        let mut last = self.caa_account.lock().await;
+        if last
+            .as_ref()
+            .is_some_and(|(a, p)| *a == account && *p == policy)
+        {
+            return; // nothing changed: no work per order at any number of zones
         }
+        let changes = match policy.changes(account.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(err = %e, "cannot build CAA records");
+                return;
+            }
+        };
+        match sink.apply(changes).await {
+            Ok(_) => *last = Some((account, policy)),
+            Err(e) => tracing::warn!(err = %e, "cannot update CAA records"),
+        }
+    }
+}
+
+/// Notices `mxguard rotate` requests (`rollover/<host>.rotate`) by the rollover folder's
+/// modification time, so that the folder is listed only when something was added to it.
+#[derive(Default)]
+struct RotateRequests {
+    seen: Option<SystemTime>,
+}
+
+impl RotateRequests {
+    /// Hosts with a pending request, when the folder changed since the last call.
+    fn poll(&mut self, root: &std::path::Path) -> Vec<String> {
+        let dir = root.join("rollover");
+        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
+            return Vec::new();
+        };
+        if self.seen == Some(modified) {
+            return Vec::new();
+        }
+        self.seen = Some(modified);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rotate")
+                    .map(str::to_string)
+            })
+            .collect()
     }
 }
 

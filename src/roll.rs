@@ -97,30 +97,35 @@ pub fn in_roll(root: &Path, host: &str) -> bool {
 impl<R: Responder> Manager<R> {
     /// The zone an MX host's TLSA records live in.
     fn zone_of(&self, host: &str) -> Option<Name> {
-        let zones = self.zones.as_ref()?;
-        zones
-            .served()
-            .find(&Name::from_ascii(format!("{host}.")).ok()?)
-            .map(|z| z.origin().clone())
+        let sink = self.sink.as_ref()?;
+        sink.zone_of(&crate::publish::records::tlsa_owner(host, self.tlsa_port).ok()?)
+    }
+
+    /// The `3 1 1` records of `keys` at the MX's TLSA owner, through the sink (nothing happens
+    /// when they are already published); returns the serial of the zone that carries them.
+    async fn publish_tlsa(&self, host: &str, keys: &[KeyId]) -> Result<Option<u32>, String> {
+        let Some(sink) = &self.sink else {
+            return Err("TLSA records need listen.dns".into());
+        };
+        let digests: Vec<Vec<u8>> = keys
+            .iter()
+            .filter_map(|id| crate::tlsa::hex_decode(id))
+            .collect();
+        let change = crate::publish::records::dane_ee(
+            host,
+            self.tlsa_port,
+            &digests,
+            self.tlsa_ttl,
+            format!("TLSA of MX {host}"),
+        )
+        .map_err(|e| e.to_string())?;
+        let applied = sink.apply(vec![change]).await.map_err(|e| e.to_string())?;
+        Ok(applied.serials.into_values().next())
     }
 
     /// Puts the state's records into the zone; returns the zone's serial.
     async fn sync_zone(&self, host: &str, s: &RollState) -> Result<Option<u32>, String> {
-        let Some(zones) = &self.zones else {
-            return Err("rollover needs listen.dns".into());
-        };
-        let digests: Vec<Vec<u8>> = rollover::published(s)
-            .iter()
-            .filter_map(|id| crate::tlsa::hex_decode(id))
-            .collect();
-        let key = (host.to_string(), self.tlsa_port);
-        zones
-            .update(|_, i| {
-                i.tlsa.insert(key, digests);
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(self.zone_of(host).and_then(|z| zones.serial_of(&z)))
+        self.publish_tlsa(host, &rollover::published(s)).await
     }
 
     fn persist(&self, host: &str, s: &RollState) -> bool {
@@ -206,20 +211,26 @@ impl<R: Responder> Manager<R> {
                     let serial = match &s.phase {
                         Phase::Propagating { serial, .. } => *serial,
                         _ => self
-                            .zones
+                            .sink
                             .as_ref()
-                            .and_then(|z| z.serial_of(&zone))
+                            .and_then(|z| z.serial(&zone))
                             .unwrap_or(0),
                     };
-                    let all_serve = match &self.zones {
-                        Some(z) => z.all_serve(&zone, serial).await,
+                    let all_serve = match &self.sink {
+                        Some(z) => match z.served_everywhere(&zone, serial).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::debug!(mx = host, held = %e, "waiting for every server");
+                                false
+                            }
+                        },
                         None => false,
                     };
                     let n = rollover::step(&s, &Event::Tick { all_serve }, &self.roll_timing, now);
                     if n == s {
-                        let wake = deadline.map_or(SystemTime::now() + poll, |d| {
-                            from_unix(d).min(SystemTime::now() + poll)
-                        });
+                        // A deadline is the next time anything can change (roll requests are
+                        // noticed by the manager); without one, poll the servers.
+                        let wake = deadline.map_or(SystemTime::now() + poll, from_unix);
                         return wake.max(SystemTime::now() + Duration::from_millis(200));
                     }
                     if matches!(n.phase, Phase::Stable) && !matches!(s.phase, Phase::Stable) {
@@ -457,20 +468,12 @@ impl<R: Responder> Manager<R> {
                 tracing::error!(mx = host, err = %e, "cannot persist external certificate state");
             }
         }
-        let digests: Vec<Vec<u8>> = external_records(&s, prepublish, now)
-            .iter()
-            .filter_map(|k| crate::tlsa::hex_decode(k))
-            .collect();
-        if let Some(zones) = &self.zones {
-            let key = (host.to_string(), self.tlsa_port);
-            if let Err(e) = zones
-                .update(|_, i| {
-                    i.tlsa.insert(key, digests);
-                })
+        if self.sink.is_some()
+            && let Err(e) = self
+                .publish_tlsa(host, &external_records(&s, prepublish, now))
                 .await
-            {
-                tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
-            }
+        {
+            tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
         }
         let next_retire = s.retiring.iter().map(|(_, d)| from_unix(*d)).min();
         let wake = SystemTime::now() + poll;

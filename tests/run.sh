@@ -26,6 +26,11 @@ for cmd in "${!peers[@]}"; do
     missing+=("${peers[$cmd]}")
   fi
 done
+# What the peers need at run time that --no-install-recommends leaves out: swaks speaks
+# STARTTLS only with these Perl modules.
+for pkg in libnet-ssleay-perl libio-socket-ssl-perl; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   echo "installing test peers: $pkgs"

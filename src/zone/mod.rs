@@ -26,7 +26,7 @@ pub use keys::{RegistrarRecords, ZoneKey};
 pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
 pub use serial::SigningState;
 pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
-pub use sign::{build_signed_zone, content_hash};
+pub use sign::{build_signed_zone, content_hash, rebuild_signed_zone};
 pub use signed::{Answer, SignedZone, Zones};
 
 use std::path::Path;
@@ -90,25 +90,52 @@ ns1 3600 IN A 192.0.2.1
 @ 3600 IN NS ns1
 ns1 3600 IN A 192.0.2.9
 ";
-        let zones = Zones::new()
+        let small = Zones::new()
             .with(signed("example.com.", ZONE))
             .with(signed("sub.example.com.", sub));
-        let find = |q: &str| {
-            zones
-                .find(&Name::from_ascii(q).unwrap())
-                .map(|z| z.origin().to_ascii())
-        };
-        assert_eq!(find("example.com."), Some("example.com.".into()));
-        assert_eq!(find("NS1.Example.COM."), Some("example.com.".into()));
+        // More zones than the scan handles: the hashed lookup must give the same answers.
+        let mut large = small.clone();
+        for i in 0..6 {
+            let origin = format!("z{i}.example.org.");
+            large.insert(signed(&origin, &ZONE.replace("example.com.", &origin)));
+        }
+        for zones in [&small, &large] {
+            let find = |q: &str| {
+                zones
+                    .find(&Name::from_ascii(q).unwrap())
+                    .map(|z| z.origin().to_ascii())
+            };
+            assert_eq!(find("example.com."), Some("example.com.".into()));
+            assert_eq!(find("NS1.Example.COM."), Some("example.com.".into()));
+            assert_eq!(find("ns1.example.com"), Some("example.com.".into()));
+            assert_eq!(
+                find("a.b.SUB.example.com."),
+                Some("sub.example.com.".into())
+            );
+            assert_eq!(find("sub.example.com."), Some("sub.example.com.".into()));
+            assert_eq!(find("xsub.example.com."), Some("example.com.".into()));
+            assert_eq!(find("example.net."), None);
+            assert_eq!(find("com."), None);
+            assert_eq!(find("."), None);
+        }
         assert_eq!(
-            find("a.b.SUB.example.com."),
-            Some("sub.example.com.".into())
+            large
+                .find(&Name::from_ascii("_25._tcp.MX.z3.example.org.").unwrap())
+                .map(|z| z.origin().to_ascii()),
+            Some("z3.example.org.".into())
         );
-        assert_eq!(find("sub.example.com."), Some("sub.example.com.".into()));
-        assert_eq!(find("xsub.example.com."), Some("example.com.".into()));
-        assert_eq!(find("example.net."), None);
-        assert_eq!(find("com."), None);
-        assert_eq!(find("."), None);
+        assert!(
+            large
+                .remove(&Name::from_ascii("Z3.example.org.").unwrap())
+                .is_some()
+        );
+        assert_eq!(
+            large
+                .find(&Name::from_ascii("www.z3.example.org.").unwrap())
+                .map(|z| z.origin().to_ascii()),
+            None
+        );
+        let zones = small;
         // Lookups match in any case, absolute or not.
         let zone = zones
             .find(&Name::from_ascii("example.com.").unwrap())

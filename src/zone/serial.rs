@@ -65,7 +65,9 @@ impl SigningState {
 /// Decides the serial and signature window for content with `content_hash` at `now_unix`.
 ///
 /// Unchanged content with a window that is not yet due for refresh keeps the previous state
-/// (same serial, same window); anything else gets a new serial and a fresh window from
+/// (same serial, same window). Changed content within a window that is not yet due gets a new
+/// serial but keeps the window, so the signatures of unchanged RRsets stay valid and are
+/// reused. A window that is due (or none yet) gets a new serial and a fresh window from
 /// `now - inception_offset` to `now + signature_validity`.
 pub fn plan(
     previous: Option<&SigningState>,
@@ -74,10 +76,17 @@ pub fn plan(
     settings: &DnssecSettings,
 ) -> SigningState {
     if let Some(prev) = previous
-        && prev.content_hash == content_hash
         && !prev.resign_due(now_unix, settings)
     {
-        return prev.clone();
+        if prev.content_hash == content_hash {
+            return prev.clone();
+        }
+        return SigningState {
+            serial: next_serial(Some(prev.serial), now_unix),
+            content_hash: content_hash.to_string(),
+            inception: prev.inception,
+            expiration: prev.expiration,
+        };
     }
     SigningState {
         serial: next_serial(previous.map(|p| p.serial), now_unix),
@@ -169,6 +178,8 @@ mod tests {
         let c = plan(Some(&b), "h2", T0 + 86400, &s);
         assert!(serial_gt(c.serial, b.serial));
         assert_eq!(c.content_hash, "h2");
+        // A change inside a window that is not due keeps the window (signatures are reused).
+        assert_eq!((c.inception, c.expiration), (b.inception, b.expiration));
         // Two changes within the same second still get distinct, increasing serials.
         let d = plan(Some(&c), "h3", T0 + 86400, &s);
         assert!(serial_gt(d.serial, c.serial));

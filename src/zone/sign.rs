@@ -109,14 +109,42 @@ pub fn build_signed_zone(
 ) -> Result<(SignedZone, SigningState), ZoneError> {
     let hash = content_hash(data, key, settings);
     let state = plan(previous, &hash, now_unix, settings);
-    let zone = sign_zone(data, key, &state, settings)?;
+    let zone = sign_zone(data, key, &state, settings, None)?;
     Ok((zone, state))
+}
+
+/// [`build_signed_zone`] for a zone that replaces `previous` (the one being served): the
+/// serial and window follow from its state, and every RRset that is unchanged within an
+/// unchanged window keeps its signature. Returns `None` when nothing would change (same
+/// content, window not due): then there is nothing to sign, swap or persist.
+pub fn rebuild_signed_zone(
+    data: &ZoneData,
+    key: &ZoneKey,
+    previous: &SignedZone,
+    now_unix: u64,
+    settings: &DnssecSettings,
+) -> Result<Option<(SignedZone, SigningState)>, ZoneError> {
+    let hash = content_hash(data, key, settings);
+    let state = plan(Some(&previous.state), &hash, now_unix, settings);
+    if state == previous.state {
+        return Ok(None);
+    }
+    let zone = sign_zone(data, key, &state, settings, Some(previous))?;
+    Ok(Some((zone, state)))
 }
 
 struct Signer<'a> {
     key: &'a ZoneKey,
     origin: &'a Name,
     state: &'a SigningState,
+    /// The zone being replaced, when its signatures are still valid for this one (same key,
+    /// same window): unchanged RRsets take their RRSIGs from it.
+    reuse: Option<&'a SignedZone>,
+}
+
+/// Same records, TTLs included (hickory's `Record` equality ignores the TTL).
+fn same_records(a: &[Record], b: &[Record]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y && x.ttl == y.ttl)
 }
 
 impl Signer<'_> {
@@ -129,13 +157,30 @@ impl Signer<'_> {
         }
     }
 
+    /// The RRset signed: with the previous zone's signature when that RRset is unchanged
+    /// (`previous` is where it was), else with a new one.
     fn sign(
         &self,
         name: &Name,
         rtype: RecordType,
         ttl: u32,
         rdatas: &[RData],
+        previous: Option<&SignedRrSet>,
     ) -> Result<SignedRrSet, ZoneError> {
+        if self.reuse.is_some()
+            && let Some(prev) = previous
+        {
+            let records: Vec<Record> = rdatas
+                .iter()
+                .map(|rd| Record::from_rdata(name.clone(), ttl, rd.clone()))
+                .collect();
+            if same_records(&prev.records, &records) && !prev.rrsigs.is_empty() {
+                return Ok(SignedRrSet {
+                    records,
+                    rrsigs: prev.rrsigs.clone(),
+                });
+            }
+        }
         let input = SigInput {
             type_covered: rtype,
             algorithm: self.key.algorithm().to_hickory(),
@@ -191,12 +236,22 @@ pub fn sign_zone(
     key: &ZoneKey,
     state: &SigningState,
     settings: &DnssecSettings,
+    previous: Option<&SignedZone>,
 ) -> Result<SignedZone, ZoneError> {
     let origin = data.origin().clone();
+    let dnskey = RData::from(key.dnskey().clone());
+    let reuse = previous.filter(|p| {
+        p.origin == origin
+            && p.state.inception == state.inception
+            && p.state.expiration == state.expiration
+            && p.rrset(&origin, RecordType::DNSKEY)
+                .is_some_and(|k| k.records.len() == 1 && k.records[0].data == dnskey)
+    });
     let signer = Signer {
         key,
         origin: &origin,
         state,
+        reuse,
     };
     let (soa_ttl, soa_min) = data
         .soa()
@@ -296,6 +351,9 @@ pub fn sign_zone(
                 RecordType::NSEC3,
                 denial_ttl,
                 &[RData::DNSSEC(DNSSECRData::NSEC3(rd))],
+                reuse
+                    .and_then(|p| p.nsec3.as_ref())
+                    .and_then(|c| c.by_hash.get(h)),
             )?;
             chain.by_hash.insert(h.clone(), set);
         }
@@ -318,7 +376,8 @@ pub fn sign_zone(
     for (name, sets) in &unsigned {
         let mut node = BTreeMap::new();
         for (rtype, (ttl, rdatas)) in sets {
-            node.insert(*rtype, signer.sign(name, *rtype, *ttl, rdatas)?);
+            let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
+            node.insert(*rtype, signer.sign(name, *rtype, *ttl, rdatas, previous)?);
         }
         nodes.insert(name.clone(), node);
     }

@@ -1,0 +1,167 @@
+//! The record sink: the one narrow way into the DNS for everything that produces records
+//! (MTA-STS policy id, TLS-RPT record, DANE TLSA rollover, ACME dns-01, CAA).
+//!
+//! Owns the [`RecordSink`] trait, the change types that cross it ([`RrsetKey`], [`Rrset`],
+//! [`Change`]) and the record constructors every producer uses ([`records`]). Producers say
+//! *which* RRset an owner should have; a sink decides how it gets there and reports the serial
+//! and whether every authoritative server serves it. Implementations: [`signed`], mxguard's
+//! own signed zones served as a hidden primary.
+//!
+//! Must not decide *when* records change (the daemon, the rollover state machine and the
+//! certificate manager do), and must not read the configuration file.
+
+pub mod records;
+pub mod signed;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hickory_proto::rr::{Name, RData, RecordType};
+
+pub use signed::{DomainZone, SignedZonePublisher};
+
+/// Who produces an RRset. Several producers may contribute records to one owner and type
+/// (e.g. DANE-EE records from the rollover and DANE-TA records from the config at the same
+/// TLSA owner); the sink serves their union, and each producer replaces only its own part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// `_mta-sts` TXT (the daemon, from the policies).
+    Policy,
+    /// `_smtp._tls` TXT (the daemon, from the config).
+    TlsRpt,
+    /// `3 1 1` TLSA records (the rollover, external-certificate mode, or a static key).
+    DaneEe,
+    /// `2 1 1` TLSA records (the daemon, from `dane_ta` issuer certificates).
+    DaneTa,
+    /// `_acme-challenge` TXT (the ACME responder, while an order runs).
+    AcmeChallenge,
+    /// CAA at the apex (the daemon and the certificate manager, from `acme.caa`).
+    Caa,
+}
+
+/// Which part of which RRset a change is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RrsetKey {
+    /// Absolute, lowercase owner name.
+    pub owner: Name,
+    pub rtype: RecordType,
+    pub source: Source,
+}
+
+impl RrsetKey {
+    pub fn new(owner: Name, rtype: RecordType, source: Source) -> RrsetKey {
+        let mut owner = owner.to_lowercase();
+        owner.set_fqdn(true);
+        RrsetKey {
+            owner,
+            rtype,
+            source,
+        }
+    }
+}
+
+/// The records one producer wants at a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rrset {
+    pub ttl: u32,
+    pub data: Vec<RData>,
+    /// Where the records come from, for error messages (e.g. `mxguard.toml: TLSA of MX mx1.example.com`).
+    pub what: String,
+}
+
+/// One change through a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replace the producer's part of the RRset (an empty `data` withdraws it).
+    Set(RrsetKey, Rrset),
+    /// Remove the producer's part of the RRset.
+    Withdraw(RrsetKey),
+}
+
+impl Change {
+    pub fn key(&self) -> &RrsetKey {
+        match self {
+            Change::Set(k, _) | Change::Withdraw(k) => k,
+        }
+    }
+}
+
+/// What a sink did with a batch of changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Each zone the changes touched, with the serial that carries them.
+    pub serials: BTreeMap<Name, u32>,
+    /// Whether anything served changed (false: every change was already in place).
+    pub changed: bool,
+}
+
+/// Why a sink could not apply a change. Nothing of the batch was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The owner is in no zone the sink serves.
+    #[error("{owner} is not inside any served zone")]
+    OutsideZones { owner: String },
+    /// The new zone content is invalid (a collision with a record of the zone file, ...).
+    #[error(transparent)]
+    Zone(#[from] crate::zone::ZoneError),
+    /// The signing task failed (a panic or a runtime shutting down).
+    #[error("zone signing task failed: {0}")]
+    Task(String),
+}
+
+impl SinkError {
+    /// Whether trying again later can help (temporary) or the input must change (permanent).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, SinkError::Task(_))
+            || matches!(self, SinkError::Zone(crate::zone::ZoneError::Store(_)))
+    }
+}
+
+/// Which authoritative server does not serve a serial yet, and what it answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{server} does not serve {zone} serial {serial} yet ({answer})")]
+pub struct NotServed {
+    /// e.g. `secondary ns2 (192.0.2.2:53)` or `mxguard`.
+    pub server: String,
+    pub zone: String,
+    pub serial: u32,
+    pub answer: String,
+}
+
+/// The one way producers change DNS records. `apply` is atomic per batch: every change is
+/// applied, or (on error) none.
+#[async_trait::async_trait]
+pub trait RecordSink: Send + Sync {
+    /// Applies `changes`; changes that are already in place cost nothing (no signing, no I/O).
+    async fn apply(&self, changes: Vec<Change>) -> Result<Applied, SinkError>;
+
+    /// The zone that holds `owner`, if the sink serves one.
+    fn zone_of(&self, owner: &Name) -> Option<Name>;
+
+    /// The serial the sink currently serves for `zone`.
+    fn serial(&self, zone: &Name) -> Option<u32>;
+
+    /// `Ok` when every authoritative server serves `zone` at `serial` or later (RFC 1982);
+    /// else which one does not.
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), NotServed>;
+}
+
+/// Waits until every authoritative server serves each zone at its serial, or `timeout` passes
+/// (then: which server was behind).
+pub async fn wait_served(
+    sink: &dyn RecordSink,
+    serials: &BTreeMap<Name, u32>,
+    timeout: Duration,
+) -> Result<(), NotServed> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (zone, serial) in serials {
+        loop {
+            match sink.served_everywhere(zone, *serial).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,708 @@
+//! mxguard's own signed zones as a [`RecordSink`]: the single writer of the zones the DNS
+//! server serves (mxguard as hidden primary, secondaries by NOTIFY and AXFR).
+//!
+//! Owns the zone snapshots: each domain's zone file parsed at start and on reload only, the
+//! managed RRsets per zone, the zone keys, and the signed zones handed to the DNS server. A
+//! change rebuilds and re-signs only the zone it touches, reusing the signatures of unchanged
+//! RRsets; a change that is already in place does nothing at all. Signing runs on blocking
+//! threads, never on the async workers. The signing state (serial, window) is persisted before
+//! a zone is served.
+//!
+//! Must not decide what the records are or when they change, and must not read the config
+//! file: the daemon hands in the zone list and DNSSEC settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::rr::Name;
+use tokio_util::sync::CancellationToken;
+
+use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError};
+use crate::dns::{DnsServer, Secondary};
+use crate::store::StateDir;
+use crate::zone::{
+    self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, ZoneKey, Zones,
+};
+
+/// One zone to serve: the mail domain and its zone file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainZone {
+    pub domain: String,
+    pub zone_file: PathBuf,
+}
+
+/// What is known about one served zone besides its signed form.
+#[derive(Clone)]
+struct Slot {
+    /// The zone file as parsed at start or the last reload.
+    data: Arc<ZoneData>,
+    /// Managed RRsets of this zone, by key.
+    managed: BTreeMap<RrsetKey, Rrset>,
+    key: Arc<ZoneKey>,
+}
+
+struct Inner {
+    settings: DnssecSettings,
+    slots: BTreeMap<Name, Slot>,
+}
+
+/// A zone to (re)build: everything the blocking signer needs, owned.
+struct Job {
+    origin: Name,
+    slot: Slot,
+    previous: Option<Arc<SignedZone>>,
+}
+
+/// Zones that could not be loaded or built; each message names the zone and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct LoadError {
+    pub problems: Vec<String>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The zone origin of a mail domain.
+pub fn origin(domain: &str) -> Result<Name, super::records::BadName> {
+    super::records::fqdn(domain)
+}
+
+fn managed_of(slot: &Slot) -> ManagedRecords {
+    let mut m = ManagedRecords::new();
+    for (k, set) in &slot.managed {
+        for d in &set.data {
+            m.push(k.owner.clone(), set.ttl, d.clone(), set.what.clone());
+        }
+    }
+    m
+}
+
+/// The unsigned zone: the zone file plus the managed records.
+fn merged(slot: &Slot) -> Result<ZoneData, ZoneError> {
+    ZoneData::clone(&slot.data).with_managed(&managed_of(slot))
+}
+
+/// The most specific origin in `origins` that contains `owner`.
+fn zone_for<'a, V>(origins: &'a BTreeMap<Name, V>, owner: &Name) -> Option<&'a Name> {
+    let mut n = owner.clone();
+    loop {
+        if let Some((o, _)) = origins.get_key_value(&n) {
+            return Some(o);
+        }
+        if n.is_root() {
+            return None;
+        }
+        n = n.base_name();
+    }
+}
+
+/// Parses every zone file and loads (or creates) every zone key: blocking.
+fn load_slots(
+    state: &StateDir,
+    zones: &[DomainZone],
+    settings: &DnssecSettings,
+    keep_keys: &BTreeMap<Name, Arc<ZoneKey>>,
+) -> Result<BTreeMap<Name, Slot>, LoadError> {
+    let mut problems = Vec::new();
+    let mut slots = BTreeMap::new();
+    for z in zones {
+        let origin = match origin(&z.domain) {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let data = match ZoneData::load(&z.zone_file, &origin) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let key = match keep_keys.get(&origin) {
+            Some(k) if k.algorithm() == settings.algorithm => k.clone(),
+            _ => {
+                match zone::keys::load_or_generate(&state.path("keys"), &origin, settings.algorithm)
+                {
+                    Ok(k) => Arc::new(k),
+                    Err(e) => {
+                        problems.push(format!("zone {origin}: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        slots.insert(
+            origin,
+            Slot {
+                data: Arc::new(data),
+                managed: BTreeMap::new(),
+                key,
+            },
+        );
+    }
+    if problems.is_empty() {
+        Ok(slots)
+    } else {
+        Err(LoadError { problems })
+    }
+}
+
+/// Parses and merges every zone with `changes` without keys, signing or writing anything:
+/// what `check-config` validates.
+pub fn check(zones: &[DomainZone], changes: &[Change]) -> Result<(), LoadError> {
+    let mut problems = Vec::new();
+    let mut slots = BTreeMap::new();
+    for z in zones {
+        match origin(&z.domain).map_err(|e| e.to_string()).and_then(|o| {
+            ZoneData::load(&z.zone_file, &o)
+                .map(|d| (o, d))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok((o, d)) => {
+                slots.insert(o, (d, ManagedRecords::new()));
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    for c in changes {
+        if let Change::Set(k, set) = c {
+            match zone_for(&slots, &k.owner).cloned() {
+                Some(o) => {
+                    if let Some((_, m)) = slots.get_mut(&o) {
+                        for d in &set.data {
+                            m.push(k.owner.clone(), set.ttl, d.clone(), set.what.clone());
+                        }
+                    }
+                }
+                None => problems.push(format!(
+                    "{}: {} is not inside any configured zone",
+                    set.what, k.owner
+                )),
+            }
+        }
+    }
+    for (data, managed) in slots.into_values() {
+        if let Err(e) = data.with_managed(&managed) {
+            problems.push(e.to_string());
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError { problems })
+    }
+}
+
+/// Builds and signs `jobs` (on the calling thread: call it from a blocking context), persisting
+/// each zone's signing state before it is returned. A zone whose content and window did not
+/// change is left out.
+fn build(
+    state: &StateDir,
+    settings: &DnssecSettings,
+    jobs: Vec<Job>,
+    now: u64,
+) -> Result<Vec<Arc<SignedZone>>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for job in jobs {
+        match build_one(state, settings, &job, now) {
+            Ok(Some(z)) => out.push(Arc::new(z)),
+            Ok(None) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn build_one(
+    state: &StateDir,
+    settings: &DnssecSettings,
+    job: &Job,
+    now: u64,
+) -> Result<Option<SignedZone>, ZoneError> {
+    let data = merged(&job.slot)?;
+    let state_file = state.path(&format!("zones/{}signing.json", job.origin.to_ascii()));
+    let (zone, new_state) = match &job.previous {
+        Some(prev) => match zone::rebuild_signed_zone(&data, &job.slot.key, prev, now, settings)? {
+            Some(z) => z,
+            None => return Ok(None),
+        },
+        None => {
+            let previous = zone::serial::load_state(&state_file)?;
+            let (z, s) =
+                zone::build_signed_zone(&data, &job.slot.key, previous.as_ref(), now, settings)?;
+            if previous.as_ref() == Some(&s) {
+                return Ok(Some(z));
+            }
+            (z, s)
+        }
+    };
+    crate::store::ensure_dir(&state.path("zones"))?;
+    zone::serial::save_state(&state_file, &new_state)?;
+    tracing::debug!(zone = %job.origin, serial = new_state.serial, "zone signed");
+    Ok(Some(zone))
+}
+
+/// Builds many zones on every core (start and reload; a change builds one zone).
+fn build_parallel(
+    state: &StateDir,
+    settings: &DnssecSettings,
+    jobs: Vec<Job>,
+    now: u64,
+) -> Result<Vec<Arc<SignedZone>>, Vec<String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || jobs.len() < 16 {
+        return build(state, settings, jobs, now);
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Job>> = Vec::new();
+    let mut it = jobs.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(chunk).collect());
+    }
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || build(state, settings, c, now)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(vec!["zone signing thread panicked".into()]))
+            })
+            .collect()
+    });
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(z) => out.extend(z),
+            Err(p) => problems.extend(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The single writer of the served zones.
+pub struct SignedZonePublisher {
+    state: Arc<StateDir>,
+    server: Arc<DnsServer>,
+    secondaries: Vec<Secondary>,
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+impl SignedZonePublisher {
+    /// Loads every zone file and key, applies `changes`, signs every zone and serves them.
+    /// Fails (naming each problem) if any zone cannot be built: the daemon does not start with
+    /// a broken zone.
+    pub async fn start(
+        state: Arc<StateDir>,
+        server: Arc<DnsServer>,
+        secondaries: Vec<Secondary>,
+        settings: DnssecSettings,
+        zones: Vec<DomainZone>,
+        changes: Vec<Change>,
+    ) -> Result<SignedZonePublisher, LoadError> {
+        let st = state.clone();
+        let s = settings.clone();
+        let slots =
+            tokio::task::spawn_blocking(move || load_slots(&st, &zones, &s, &BTreeMap::new()))
+                .await
+                .map_err(|e| LoadError {
+                    problems: vec![format!("loading zones: {e}")],
+                })??;
+        let p = SignedZonePublisher {
+            state,
+            server,
+            secondaries,
+            inner: tokio::sync::Mutex::new(Inner { settings, slots }),
+        };
+        {
+            let mut inner = p.inner.lock().await;
+            let mut slots = inner.slots.clone();
+            assign(&mut slots, changes).map_err(|e| LoadError {
+                problems: vec![e.to_string()],
+            })?;
+            let jobs = slots
+                .iter()
+                .map(|(o, s)| Job {
+                    origin: o.clone(),
+                    slot: s.clone(),
+                    previous: None,
+                })
+                .collect();
+            let built = p
+                .run_build(&inner.settings, jobs, true)
+                .await
+                .map_err(|problems| LoadError { problems })?;
+            let mut served = Zones::new();
+            for z in built {
+                served.insert_arc(z);
+            }
+            p.server.publish(served);
+            inner.slots = slots;
+        }
+        Ok(p)
+    }
+
+    /// Signs `jobs` on blocking threads.
+    async fn run_build(
+        &self,
+        settings: &DnssecSettings,
+        jobs: Vec<Job>,
+        parallel: bool,
+    ) -> Result<Vec<Arc<SignedZone>>, Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = self.state.clone();
+        let settings = settings.clone();
+        let now = unix(SystemTime::now());
+        tokio::task::spawn_blocking(move || {
+            if parallel {
+                build_parallel(&state, &settings, jobs, now)
+            } else {
+                build(&state, &settings, jobs, now)
+            }
+        })
+        .await
+        .map_err(|e| vec![format!("zone signing task: {e}")])?
+    }
+
+    /// Serves `built` in place of the zones with the same origins and removes `removed`.
+    fn swap(&self, built: Vec<Arc<SignedZone>>, removed: &[Name]) {
+        if built.is_empty() && removed.is_empty() {
+            return;
+        }
+        let mut zones = Zones::clone(&self.server.zones().load());
+        for o in removed {
+            zones.remove(o);
+        }
+        for z in built {
+            zones.insert_arc(z);
+        }
+        self.server.publish(zones);
+    }
+
+    /// Reload: parses every zone file again, adds and removes zones, takes new DNSSEC
+    /// settings, and rebuilds only the zones whose file, settings or key changed. Managed
+    /// records of remaining zones stay; `changes` are applied in the same step. On error
+    /// nothing changes.
+    pub async fn reload(
+        &self,
+        settings: DnssecSettings,
+        zones: Vec<DomainZone>,
+        changes: Vec<Change>,
+    ) -> Result<Applied, LoadError> {
+        let mut inner = self.inner.lock().await;
+        let keys: BTreeMap<Name, Arc<ZoneKey>> = inner
+            .slots
+            .iter()
+            .map(|(o, s)| (o.clone(), s.key.clone()))
+            .collect();
+        let st = self.state.clone();
+        let s = settings.clone();
+        let mut slots = tokio::task::spawn_blocking(move || load_slots(&st, &zones, &s, &keys))
+            .await
+            .map_err(|e| LoadError {
+                problems: vec![format!("loading zones: {e}")],
+            })??;
+        // Managed records stay with the zone that holds their owner now.
+        let mut carried = Vec::new();
+        for slot in inner.slots.values() {
+            for (k, set) in &slot.managed {
+                carried.push(Change::Set(k.clone(), set.clone()));
+            }
+        }
+        let mut dropped = 0usize;
+        for c in carried {
+            if zone_for(&slots, &c.key().owner).is_some() {
+                assign(&mut slots, vec![c]).map_err(|e| LoadError {
+                    problems: vec![e.to_string()],
+                })?;
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(dropped, "managed records of removed zones dropped");
+        }
+        assign(&mut slots, changes).map_err(|e| LoadError {
+            problems: vec![e.to_string()],
+        })?;
+        let served = self.server.zones().load_full();
+        let settings_changed = settings != inner.settings;
+        let mut jobs = Vec::new();
+        for (o, slot) in &slots {
+            let old = inner.slots.get(o);
+            let unchanged = !settings_changed
+                && old.is_some_and(|old| {
+                    old.data == slot.data
+                        && old.managed == slot.managed
+                        && Arc::ptr_eq(&old.key, &slot.key)
+                });
+            if !unchanged {
+                jobs.push(Job {
+                    origin: o.clone(),
+                    slot: slot.clone(),
+                    previous: if settings_changed {
+                        None
+                    } else {
+                        served.get(o).cloned()
+                    },
+                });
+            }
+        }
+        let removed: Vec<Name> = inner
+            .slots
+            .keys()
+            .filter(|o| !slots.contains_key(*o))
+            .cloned()
+            .collect();
+        let built = self
+            .run_build(&settings, jobs, true)
+            .await
+            .map_err(|problems| LoadError { problems })?;
+        let changed = !built.is_empty() || !removed.is_empty();
+        let serials = built
+            .iter()
+            .map(|z| (z.origin().clone(), z.serial()))
+            .collect();
+        self.swap(built, &removed);
+        if changed {
+            tracing::info!(
+                zones = slots.len(),
+                removed = removed.len(),
+                "zones reloaded"
+            );
+        }
+        inner.slots = slots;
+        inner.settings = settings;
+        Ok(Applied { serials, changed })
+    }
+
+    /// Re-signs the zones whose signatures are due for refresh at `now`.
+    async fn resign_due(&self) -> Result<usize, Vec<String>> {
+        let inner = self.inner.lock().await;
+        let now = unix(SystemTime::now());
+        let served = self.server.zones().load_full();
+        let jobs: Vec<Job> = inner
+            .slots
+            .iter()
+            .filter(|(o, _)| {
+                served
+                    .get(o)
+                    .is_none_or(|z| z.signing_state().resign_due(now, &inner.settings))
+            })
+            .map(|(o, s)| Job {
+                origin: o.clone(),
+                slot: s.clone(),
+                previous: served.get(o).cloned(),
+            })
+            .collect();
+        let built = self.run_build(&inner.settings, jobs, true).await?;
+        let n = built.len();
+        self.swap(built, &[]);
+        Ok(n)
+    }
+
+    /// The zones being served.
+    pub fn served(&self) -> Arc<Zones> {
+        self.server.zones().load_full()
+    }
+
+    /// Re-signs zones before their signatures run out; runs until `shutdown`.
+    pub async fn run_resigner(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = {
+                let inner = self.inner.lock().await;
+                self.served()
+                    .iter()
+                    .map(|z| z.signing_state().resign_at(&inner.settings))
+                    .min()
+            };
+            let now = unix(SystemTime::now());
+            let wait = next.map_or(Duration::from_secs(3600), |t| {
+                Duration::from_secs(t.saturating_sub(now).clamp(1, 3600))
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.resign_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(zones = n, "zones re-signed"),
+                Err(e) => {
+                    tracing::error!(err = %e.join("; "), "re-signing failed; the old signatures stay until they expire")
+                }
+            }
+        }
+    }
+}
+
+/// Puts `changes` into the slots of the zones holding their owners.
+fn assign(
+    slots: &mut BTreeMap<Name, Slot>,
+    changes: Vec<Change>,
+) -> Result<BTreeSet<Name>, SinkError> {
+    let mut touched = BTreeSet::new();
+    for c in changes {
+        let origin = match (zone_for(slots, &c.key().owner), &c) {
+            (Some(o), _) => o.clone(),
+            // Nothing to withdraw where no zone is.
+            (None, Change::Withdraw(_)) => continue,
+            (None, Change::Set(k, _)) => {
+                return Err(SinkError::OutsideZones {
+                    owner: k.owner.to_string(),
+                });
+            }
+        };
+        let Some(slot) = slots.get_mut(&origin) else {
+            continue;
+        };
+        match c {
+            Change::Set(k, set) if !set.data.is_empty() => {
+                slot.managed.insert(k, set);
+            }
+            Change::Set(k, _) | Change::Withdraw(k) => {
+                slot.managed.remove(&k);
+            }
+        }
+        touched.insert(origin);
+    }
+    Ok(touched)
+}
+
+#[async_trait::async_trait]
+impl RecordSink for SignedZonePublisher {
+    async fn apply(&self, changes: Vec<Change>) -> Result<Applied, SinkError> {
+        let mut inner = self.inner.lock().await;
+        // Only the touched zones are copied and compared; nothing else is looked at.
+        let mut touched: BTreeMap<Name, Slot> = BTreeMap::new();
+        for c in &changes {
+            let Some(origin) = zone_for(&inner.slots, &c.key().owner).cloned() else {
+                continue; // `assign` refuses a set outside the zones, skips a withdrawal
+            };
+            if let std::collections::btree_map::Entry::Vacant(e) = touched.entry(origin) {
+                let slot = inner.slots[e.key()].clone();
+                e.insert(slot);
+            }
+        }
+        for c in &changes {
+            if let Change::Set(k, _) = c
+                && zone_for(&touched, &k.owner).is_none()
+            {
+                return Err(SinkError::OutsideZones {
+                    owner: k.owner.to_string(),
+                });
+            }
+        }
+        assign(&mut touched, changes)?;
+        let served = self.served();
+        let mut serials = BTreeMap::new();
+        let mut jobs = Vec::new();
+        for (o, slot) in &touched {
+            if inner
+                .slots
+                .get(o)
+                .is_some_and(|old| old.managed == slot.managed)
+            {
+                if let Some(z) = served.get(o) {
+                    serials.insert(o.clone(), z.serial());
+                }
+                continue;
+            }
+            // Validate before signing, so a bad record names itself and changes nothing.
+            merged(slot)?;
+            jobs.push(Job {
+                origin: o.clone(),
+                slot: slot.clone(),
+                previous: served.get(o).cloned(),
+            });
+        }
+        if jobs.is_empty() {
+            return Ok(Applied {
+                serials,
+                changed: false,
+            });
+        }
+        let settings = inner.settings.clone();
+        let built = self
+            .run_build(&settings, jobs, false)
+            .await
+            .map_err(|p| SinkError::Task(p.join("; ")))?;
+        for z in &built {
+            serials.insert(z.origin().clone(), z.serial());
+        }
+        let changed = !built.is_empty();
+        self.swap(built, &[]);
+        for (o, slot) in touched {
+            inner.slots.insert(o, slot);
+        }
+        Ok(Applied { serials, changed })
+    }
+
+    fn zone_of(&self, owner: &Name) -> Option<Name> {
+        let mut owner = owner.to_lowercase();
+        owner.set_fqdn(true);
+        self.served().find(&owner).map(|z| z.origin().clone())
+    }
+
+    fn serial(&self, zone: &Name) -> Option<u32> {
+        self.served().get(zone).map(|z| z.serial())
+    }
+
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), NotServed> {
+        let at_least = |s: u32| s == serial || zone::serial::serial_gt(s, serial);
+        let not = |server: String, answer: String| NotServed {
+            server,
+            zone: zone.to_string(),
+            serial,
+            answer,
+        };
+        match self.serial(zone) {
+            Some(s) if at_least(s) => {}
+            Some(s) => return Err(not("mxguard".into(), format!("serial {s}"))),
+            None => return Err(not("mxguard".into(), "no such zone".into())),
+        }
+        for s in &self.secondaries {
+            match crate::dns::query_soa_serial(
+                s.address,
+                zone,
+                s.tsig.as_ref(),
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                Ok(g) if at_least(g) => {}
+                Ok(g) => {
+                    return Err(not(
+                        format!("secondary {} ({})", s.name, s.address),
+                        format!("serial {g}"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(not(
+                        format!("secondary {} ({})", s.name, s.address),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
