@@ -865,7 +865,26 @@ fn listening_note(https: SocketAddr, http: Option<SocketAddr>, dns: Option<Socke
     s
 }
 
-/// `mxguard run`: the daemon, until SIGTERM or SIGINT.
+/// Spawns a task the daemon cannot run without: when it ends before shutdown, `died` is told
+/// its name, and the daemon exits with status 1 (so systemd restarts it).
+fn spawn_critical(
+    tracker: &TaskTracker,
+    died: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    shutdown: &CancellationToken,
+    name: &'static str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (died, shutdown) = (died.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        task.await;
+        if !shutdown.is_cancelled() {
+            let _ = died.send(name);
+        }
+    });
+}
+
+/// `mxguard run`: the daemon, until SIGTERM or SIGINT, or until a critical task dies (then
+/// an error: exit status 1).
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let (config, loaded) = load_all(path)?;
     for w in &loaded.warnings {
@@ -945,11 +964,19 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let (died_tx, mut died) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let intake = match intake {
         Some((handle, alerter)) => {
             let a = alerter.clone();
             let tok = shutdown.clone();
             tracker.spawn(async move { a.run(tok, ALERT_RECHECK).await });
+            let (h, tok) = (handle.clone(), shutdown.clone());
+            spawn_critical(&tracker, &died_tx, &shutdown, "report writer", async move {
+                tokio::select! {
+                    _ = h.writer_stopped() => {}
+                    _ = tok.cancelled() => {}
+                }
+            });
             tracker.spawn(crate::reports::run_retention(
                 handle.clone(),
                 config.tlsrpt.retention_days,
@@ -1076,14 +1103,20 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         ));
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
-    tracker.spawn(http::serve(
-        https_listener,
-        Some(acceptor),
-        https_router,
-        http::Limits::default(),
-        shutdown.clone(),
-        SHUTDOWN_DRAIN,
-    ));
+    spawn_critical(
+        &tracker,
+        &died_tx,
+        &shutdown,
+        "https listener",
+        http::serve(
+            https_listener,
+            Some(acceptor),
+            https_router,
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ),
+    );
     if let Some(l) = http_listener {
         tracker.spawn(http::serve(
             l,
@@ -1097,7 +1130,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     // DNS last: the ids it announces refer to policy texts the HTTPS listener already serves.
     if let (Some((server, sockets, secondaries)), Some(publisher)) = (dns_task, &daemon.zones) {
         let tok = shutdown.clone();
-        tracker.spawn(async move {
+        spawn_critical(&tracker, &died_tx, &shutdown, "dns server", async move {
             if let Err(e) = server.run(sockets, secondaries, tok).await {
                 tracing::error!(err = %e, "dns server failed");
             }
@@ -1105,7 +1138,13 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
     }
     // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.
-    tracker.spawn(manager.run(shutdown.clone()));
+    spawn_critical(
+        &tracker,
+        &died_tx,
+        &shutdown,
+        "certificate manager",
+        manager.run(shutdown.clone()),
+    );
     tracker.close();
     tracing::info!(https = %https_addr, http = ?http_addr, "mxguard running");
 
@@ -1113,11 +1152,17 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut dead = None;
     loop {
         tokio::select! {
             _ = hup.recv() => daemon.reload().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(name) = died.recv() => {
+                tracing::error!(task = name, "a critical task stopped; exiting so that the service manager restarts mxguard");
+                dead = Some(name);
+                break;
+            }
         }
     }
     tracing::info!("shutting down");
@@ -1129,7 +1174,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("tasks did not stop in time");
     }
     drop(state);
-    Ok(())
+    match dead {
+        Some(name) => anyhow::bail!("the {name} stopped unexpectedly"),
+        None => Ok(()),
+    }
 }
 
 /// Options of `mxguard init` (also its command-line arguments).
@@ -1286,4 +1334,27 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
     crate::store::write_atomic(&zone_path, zone_text.as_bytes(), public)?;
     crate::store::write_atomic(&config_path, config_text.as_bytes(), public)?;
     Ok(vec![config_path, policy_path, zone_path])
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_critical_task_that_ends_before_shutdown_is_reported_and_one_after_is_not() {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let (tx, mut died) = tokio::sync::mpsc::unbounded_channel();
+        spawn_critical(&tracker, &tx, &shutdown, "dns server", async {});
+        assert_eq!(died.recv().await, Some("dns server"));
+        let tok = shutdown.clone();
+        spawn_critical(&tracker, &tx, &shutdown, "https listener", async move {
+            tok.cancelled().await
+        });
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop(tx);
+        assert_eq!(died.recv().await, None);
+    }
 }

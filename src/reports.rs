@@ -918,6 +918,11 @@ impl ReportsHandle {
         &self.path
     }
 
+    /// Resolves when the writer thread has stopped (it panicked or could not go on).
+    pub async fn writer_stopped(&self) {
+        self.tx.closed().await
+    }
+
     fn gone(&self) -> ReportsError {
         ReportsError::WriterGone {
             path: self.path.to_path_buf(),

@@ -346,9 +346,17 @@ fn a_zone_file_edit_is_served_after_sighup_only() {
     // read the zone file.
     p.append_config("\n[rollover]\npoll = \"1s\"\n");
     let d = p.start();
-    wait_for("the rollover's TLSA records", Duration::from_secs(20), || {
-        (ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA").lines().count() == 2).then_some(())
-    });
+    wait_for(
+        "the rollover's TLSA records",
+        Duration::from_secs(20),
+        || {
+            (ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA")
+                .lines()
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
     let s0 = serial(d.dns);
     let zone = p.path("zones/example.com.zone");
     let text = fs::read_to_string(&zone).unwrap();
@@ -358,22 +366,28 @@ fn a_zone_file_edit_is_served_after_sighup_only() {
     assert_eq!(ask(d.dns, "www.example.com.", "A"), "");
     assert_eq!(serial(d.dns), s0);
     d.reload();
-    wait_for("the edited zone after SIGHUP", Duration::from_secs(15), || {
-        (ask(d.dns, "www.example.com.", "A").trim() == "192.0.2.80").then_some(())
-    });
+    wait_for(
+        "the edited zone after SIGHUP",
+        Duration::from_secs(15),
+        || (ask(d.dns, "www.example.com.", "A").trim() == "192.0.2.80").then_some(()),
+    );
     assert!(zone_serial_gt(serial(d.dns), s0));
     // Managed records survive the reload of the zone file.
     assert_eq!(
-        ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA").lines().count(),
+        ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA")
+            .lines()
+            .count(),
         2
     );
     // A half-saved zone file is refused on SIGHUP; the zone keeps being served.
     fs::write(&zone, "$ORIGIN example.com.\n@ IN SOA ns1 (\n").unwrap();
     let s1 = serial(d.dns);
     d.signal("HUP");
-    wait_for("the refused reload in the log", Duration::from_secs(15), || {
-        d.log_text().contains("reload refused").then_some(())
-    });
+    wait_for(
+        "the refused reload in the log",
+        Duration::from_secs(15),
+        || d.log_text().contains("reload refused").then_some(()),
+    );
     assert_eq!(ask(d.dns, "www.example.com.", "A").trim(), "192.0.2.80");
     assert_eq!(serial(d.dns), s1);
 }
