@@ -12,7 +12,9 @@
 #     certificate, deployed as cert_file + key_file), until every zone answers its SOA
 #     (authoritative NOERROR, one batch of UDP queries per round, like `dig +nocookie SOA`), and
 #     until every MX's rollover state (state_dir/rollover/<mx>.json) is "stable" (the next key's
-#     TLSA record public for the hold time). Polled every 2 s: the times are ±2 s.
+#     TLSA record public for the hold time). Polled every 2 s: the times are ±2 s. Confirmed
+#     once at the end by `mxguard certs --json` (every certificate issued, no error) and by
+#     `dig +nocookie SOA` for every zone (one `dig -f` batch).
 #   - idle CPU over SCALE_IDLE seconds (default 60) after that (utime+stime of the process from
 #     /proc/PID/stat, % of one core); RSS (VmRSS) and peak RSS (VmHWM) from /proc/PID/status.
 #   - one certificate change: `mxguard rotate mx.d00001.test`, until its rollover state is back
@@ -47,7 +49,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmdline="$0 $*"
 n=${1:-}
-[[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 99999 ] || { echo "usage: $0 N   (1..99999 domains)" >&2; exit 2; }
+[[ "$n" =~ ^[0-9]+$ ]] && n=$((10#$n)) && [ "$n" -ge 1 ] && [ "$n" -le 99999 ] || { echo "usage: $0 N   (1..99999 domains)" >&2; exit 2; }
 idle_secs=${SCALE_IDLE:-60}
 qps_secs=${SCALE_QPS_SECONDS:-8}
 timeout=${SCALE_TIMEOUT:-3600}
@@ -91,6 +93,8 @@ mib() { calc "$1 / 1024" 1; }
 if [ -z "${SCALE_NO_BUILD:-}" ]; then cargo build --release --quiet; fi
 bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/mxguard" 2>/dev/null) || die "no binary in ${CARGO_TARGET_DIR:-target}/release"
 [ -x "$bin" ] || die "no binary at $bin"
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo worktree)
+[ -z "${SCALE_NO_BUILD:-}" ] || rev="$rev?, binary not rebuilt, of $(date -r "$bin" '+%F %T')"
 
 # --- helpers run by the clients ---------------------------------------------------------------
 # soacheck.py PORT NAMES UNANSWERED LIMIT: one SOA query per zone in NAMES (UDP, EDNS0 without
@@ -295,7 +299,7 @@ echo "config: $n domains, $n MX hosts, $(wc -l < "$cfg") lines; check-config: $(
 taskset -c 1 python3 "$work/standin_mx.py" "$standin_port" "$work/mx/mta" 2>"$work/standin.log" &
 
 # --- mxguard: convergence -------------------------------------------------------------------------
-echo "== mxguard ($(git rev-parse --short HEAD 2>/dev/null || echo worktree)), $n domains, CPU 0 =="
+echo "== mxguard ($rev), $n domains, CPU 0 =="
 t_start=$(now)
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$cfg" 2>"$work/mxguard.log" &
 mx_pid=$!
@@ -403,7 +407,7 @@ bad=$(awk -v dir="$work/knot/zones" '
   !/^;/ && NF >= 5 {
     k = split(tolower($1), l, "."); z = l[k-2] "." l[k-1]
     if (z != cur) { if (cur != "") close(out); cur = z; out = dir "/" z ".zone"; zs[z] = 1 }
-    print >> out; t[z, $4]++; records++
+    print >> out; t[z, $4]++
   }
   END { for (z in zs) { c++; if (!t[z, "SOA"] || !t[z, "DNSKEY"] || !t[z, "RRSIG"] || !t[z, "NSEC"] || !t[z, "TLSA"]) print z }
         print c + 0 }' "$work/axfr.out")
@@ -493,5 +497,5 @@ cat <<TABLE
 | UDP qps, DO, $(wc -l < "$work/queries") names over $n zones | $mx_qps | $kn_qps |
 | server / dnsperf CPU during the qps run, % of one core | $mx_srv / $mx_cli | $kn_srv / $kn_cli |
 
-command: ${SCALE_NO_BUILD:+SCALE_NO_BUILD=$SCALE_NO_BUILD }${SCALE_IDLE:+SCALE_IDLE=$SCALE_IDLE }${SCALE_QPS_SECONDS:+SCALE_QPS_SECONDS=$SCALE_QPS_SECONDS }${SCALE_TIMEOUT:+SCALE_TIMEOUT=$SCALE_TIMEOUT }$cmdline   ($(git rev-parse --short HEAD 2>/dev/null || echo worktree), $(nproc) CPUs, knotd $(knotd --version | awk '{print $NF}'))
+command: ${SCALE_NO_BUILD:+SCALE_NO_BUILD=$SCALE_NO_BUILD }${SCALE_IDLE:+SCALE_IDLE=$SCALE_IDLE }${SCALE_QPS_SECONDS:+SCALE_QPS_SECONDS=$SCALE_QPS_SECONDS }${SCALE_TIMEOUT:+SCALE_TIMEOUT=$SCALE_TIMEOUT }$cmdline   (mxguard $rev; $(nproc) CPUs, knotd $(knotd --version | awk '{print $NF}'))
 TABLE

@@ -64,7 +64,7 @@ cp zones/example.com.zone "$work/zones/"
 # RUST_LOG: warn, since the intake logs one info line per stored report; the report writer's
 # debug line per committed transaction ("batch committed", with its size) is kept to show
 # group commit.
-RUST_LOG=warn,mxguard::reports=debug "$bin" run -c "$work/mxguard.toml" 2>"$work/mxguard.log" &
+RUST_LOG=warn,mxguard::tlsrpt::store=debug "$bin" run -c "$work/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!
 for i in $(seq 300); do
   kill -0 "$mx_pid" 2>/dev/null || die "mxguard exited"

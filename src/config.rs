@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::acme::ChallengeKind;
-use crate::certs::{CertSpec, Deploy, Role};
+use crate::acme::manager::{CertSpec, Deploy, Role};
 use crate::dns::SecondarySettings;
-use crate::policy::{self, PolicySource, Published};
+use crate::mtasts::policy::{self, PolicySource, Published};
 use crate::zone::DnssecSettings;
 
 /// One problem in the configuration (or a file it names).
@@ -151,8 +151,8 @@ fn default_roll_poll() -> std::time::Duration {
 
 impl Config {
     /// The rollover timing: hold = max(2 × TLSA TTL, min_hold).
-    pub fn roll_timing(&self) -> crate::rollover::Timing {
-        crate::rollover::Timing {
+    pub fn roll_timing(&self) -> crate::dane::machine::Timing {
+        crate::dane::machine::Timing {
             hold: (2 * u64::from(self.records.tlsa_ttl)).max(self.rollover.min_hold.as_secs()),
             key_age: self.rollover.key_age.as_secs(),
             retry_initial: self.acme.backoff.base.as_secs(),
@@ -172,12 +172,12 @@ pub struct TlsRpt {
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     #[serde(default)]
-    pub intake: crate::intake::IntakeSettings,
+    pub intake: crate::tlsrpt::intake::IntakeSettings,
     #[serde(default)]
     pub alerts: crate::tlsrpt::alert::AlertSettings,
     /// An SMTP listener for `rua=mailto:` reports (absent: no SMTP).
     #[serde(default)]
-    pub smtp: Option<crate::smtp::SmtpSettings>,
+    pub smtp: Option<crate::tlsrpt::smtp::SmtpSettings>,
 }
 
 impl Default for TlsRpt {
@@ -400,10 +400,10 @@ pub struct RawAcme {
 }
 
 fn default_retry_initial() -> u64 {
-    crate::renewal::BACKOFF_BASE.as_secs()
+    crate::acme::renewal::BACKOFF_BASE.as_secs()
 }
 fn default_retry_max() -> u64 {
-    crate::renewal::BACKOFF_CAP.as_secs()
+    crate::acme::renewal::BACKOFF_CAP.as_secs()
 }
 
 fn default_challenge() -> ChallengeKind {
@@ -478,7 +478,7 @@ pub struct Acme {
     pub challenge: ChallengeKind,
     /// External account binding: key id and HMAC key file.
     pub eab: Option<(String, PathBuf)>,
-    pub backoff: crate::renewal::Backoff,
+    pub backoff: crate::acme::renewal::Backoff,
     /// CAA issuer domain, when CAA records are to be published.
     pub caa_issuer: Option<String>,
     pub profile: Option<String>,
@@ -604,7 +604,7 @@ impl Config {
                     file: file.clone(),
                     prepublish: m.prepublish.clone(),
                 },
-                None => Role::Mx(crate::certs::MxRole {
+                None => Role::Mx(crate::acme::manager::MxRole {
                     deploy: m.deploy.clone(),
                     verify: m.verify,
                     rollover: m.rollover,
@@ -670,7 +670,7 @@ impl Config {
         for (i, d) in self.domains.iter().enumerate() {
             for (j, uri) in d.tls_rpt.iter().enumerate() {
                 if uri.starts_with("mailto:")
-                    && crate::mailreport::report_address_behind_mx(uri, &d.mx, &d.name)
+                    && crate::tlsrpt::mailreport::report_address_behind_mx(uri, &d.mx, &d.name)
                 {
                     warnings.push(self.problem(
                         format!("domain[{i}].tls_rpt[{j}]"),
@@ -888,7 +888,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             );
         }
         let owner = match &m.owner {
-            Some(o) => match crate::certs::resolve_owner(o) {
+            Some(o) => match crate::acme::manager::resolve_owner(o) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     problem(format!("mx[{i}].owner"), e);
@@ -1120,7 +1120,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             email: raw.acme.email,
             challenge: raw.acme.challenge,
             eab,
-            backoff: crate::renewal::Backoff {
+            backoff: crate::acme::renewal::Backoff {
                 base: std::time::Duration::from_secs(raw.acme.retry_initial),
                 cap: std::time::Duration::from_secs(raw.acme.retry_max),
             },

@@ -1,47 +1,27 @@
 //! mxguard protects a mail domain's inbound mail in transit, from one config file.
 //!
-//! Architecture, in short:
+//! Architecture, in short — one folder per capability, arrows pointing down:
+//! - [`cli`], [`daemon`]: the commands and the daemon's lifecycle (the top).
+//! - [`acme`]: certificates (ACME client, local CA, resolver, renewal, the manager task).
+//! - [`dane`]: TLSA data, the rollover state machine (the one place that decides *when* MX
+//!   keys, TLSA records and MX certificates change) and its executor.
+//! - [`mtasts`]: MTA-STS policies and the HTTPS listener that serves them.
+//! - [`tlsrpt`]: TLS-RPT reports: parsing, store, HTTPS and SMTP intake, import, alerts.
+//! - [`publish`]: the record sink every record producer talks to, and its signed-zone
+//!   implementation (the single writer of the served zones).
+//! - [`dns`]: the authoritative DNS server over swapped zone snapshots, AXFR/TSIG, NOTIFY.
+//! - [`zone`]: zone model, RFC 1982 serial, keys, NSEC/NSEC3 signing, lookups (pure where
+//!   possible).
 //! - [`config`]: the TOML file, validated (every problem with file and dotted key).
-//! - [`policy`]: MTA-STS policies (RFC 8461), pure: validation, rendering, id, TXT record.
-//! - [`store`]: the state directory; the only module that writes files (atomic, 0600 keys).
-//! - [`tls`]: the swappable certificate resolver and the local CA.
-//! - [`http`]: the HTTPS policy listener and the plain HTTP challenge listener.
-//! - [`zone`]: the authoritative zone — zone file + managed records, RFC 1982 serial, CSK,
-//!   NSEC/NSEC3 signing, lookup logic (pure where possible).
-//! - [`publish`]: the single writer of the served zones (managed records, signing, swap,
-//!   secondaries); [`tlsa`]: TLSA record data.
-//! - [`dns`]: the authoritative DNS server over an atomically swapped zone set, AXFR/TSIG,
-//!   NOTIFY to secondaries.
-//! - [`acme`], [`renewal`], [`certs`]: ACME orders, the renewal schedule, the certificate
-//!   manager (issue, renew, install, deploy to the MTA).
-//! - [`tlsrpt`]: TLS-RPT (RFC 8460), pure: model, parser, body decoding, summary, alert
-//!   decision, metrics rendering; [`reports`]: the SQLite report store with its single writer
-//!   thread; [`intake`]: the HTTPS POST handler; [`alerts`]: the alert task and webhook.
-//! - [`rollover`]: the DANE TLSA rollover state machine (pure); [`roll`]: its executor in
-//!   the certificate manager; [`mxcheck`]: which key a live MX presents.
-//! - [`mailreport`]: finding the report in a report mail (pure); [`smtp`]: the optional SMTP
-//!   listener for `rua=mailto:` reports; [`import`]: importing .eml, mbox and Maildir.
-//! - [`app`]: the daemon and CLI commands; the one place that decides when content changes.
+//! - [`state_dir`]: the state directory; the only module that writes files.
 pub mod acme;
-pub mod alerts;
-pub mod app;
-pub mod certs;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod dane;
 pub mod dns;
-pub mod http;
-pub mod import;
-pub mod intake;
-pub mod mailreport;
-pub mod mxcheck;
-pub mod policy;
+pub mod mtasts;
 pub mod publish;
-pub mod renewal;
-pub mod reports;
-pub mod roll;
-pub mod rollover;
-pub mod smtp;
-pub mod store;
-pub mod tls;
-pub mod tlsa;
+pub mod state_dir;
 pub mod tlsrpt;
 pub mod zone;

@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Write a config, a policy and a zone skeleton for a domain (adds the domain to an
     /// existing config).
-    Init(mxguard::app::InitOptions),
+    Init(mxguard::cli::InitOptions),
     /// Run the daemon.
     Run {
         #[arg(short, long)]
@@ -123,14 +123,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Init(opts) => mxguard::app::init(&opts).map(|paths| {
+        Command::Init(opts) => mxguard::cli::init(&opts).map(|paths| {
             for p in paths {
                 println!("wrote {}", p.display());
             }
         }),
-        Command::Run { config } => block_on(mxguard::app::run(&config)),
+        Command::Run { config } => block_on(mxguard::daemon::run(&config)),
         Command::CheckConfig { config } => {
-            mxguard::app::check_config(&config).map_err(anyhow::Error::from)
+            mxguard::cli::check_config(&config).map_err(anyhow::Error::from)
         }
         Command::Reports {
             config,
@@ -139,19 +139,19 @@ fn main() -> ExitCode {
             json,
             action,
         } => match action {
-            Some(ReportsAction::Show { id }) => mxguard::app::print_report(&config, id),
+            Some(ReportsAction::Show { id }) => mxguard::cli::print_report(&config, id),
             Some(ReportsAction::Import { paths }) => {
-                block_on(mxguard::app::import_reports(&config, &paths, json))
+                block_on(mxguard::cli::import_reports(&config, &paths, json))
             }
-            None => mxguard::app::print_reports(&config, domain.as_deref(), &since, json),
+            None => mxguard::cli::print_reports(&config, domain.as_deref(), &since, json),
         },
-        Command::Tlsa { config } => mxguard::app::print_tlsa(&config),
-        Command::Rotate { config, mx } => mxguard::app::rotate(&config, mx.as_deref()),
-        Command::Ds { config, domain } => mxguard::app::print_ds(&config, domain.as_deref()),
-        Command::Status { config } => block_on(mxguard::app::status(&config)),
-        Command::Certs { config, json } => mxguard::app::print_certs(&config, json),
+        Command::Tlsa { config } => mxguard::cli::print_tlsa(&config),
+        Command::Rotate { config, mx } => mxguard::cli::rotate(&config, mx.as_deref()),
+        Command::Ds { config, domain } => mxguard::cli::print_ds(&config, domain.as_deref()),
+        Command::Status { config } => block_on(mxguard::cli::status(&config)),
+        Command::Certs { config, json } => mxguard::cli::print_certs(&config, json),
         Command::Policy { config, domain } => {
-            mxguard::app::print_policy(&config, domain.as_deref())
+            mxguard::cli::print_policy(&config, domain.as_deref())
         }
     };
     match result {

@@ -94,7 +94,7 @@ pub fn dane_ee(
 ) -> Result<Change, BadName> {
     let data = digests
         .iter()
-        .map(|d| RData::TLSA(crate::tlsa::dane_ee_from_digest(d.clone())))
+        .map(|d| RData::TLSA(crate::dane::tlsa::dane_ee_from_digest(d.clone())))
         .collect();
     Ok(change(
         tlsa_owner(host, port)?,
@@ -116,7 +116,7 @@ pub fn dane_ta(
 ) -> Result<Change, BadName> {
     let data = digests
         .iter()
-        .map(|d| RData::TLSA(crate::tlsa::dane_ta_from_digest(d.clone())))
+        .map(|d| RData::TLSA(crate::dane::tlsa::dane_ta_from_digest(d.clone())))
         .collect();
     Ok(change(
         tlsa_owner(host, port)?,

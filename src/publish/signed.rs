@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError};
 use crate::dns::{DnsServer, Secondary};
-use crate::store::StateDir;
+use crate::state_dir::StateDir;
 use crate::zone::{
     self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, ZoneKey, Zones,
 };
@@ -247,7 +247,7 @@ fn build_one(
             (z, s)
         }
     };
-    crate::store::ensure_dir(&state.path("zones"))?;
+    crate::state_dir::ensure_dir(&state.path("zones"))?;
     zone::serial::save_state(&state_file, &new_state)?;
     tracing::debug!(zone = %job.origin, serial = new_state.serial, "zone signed");
     Ok(Some(zone))

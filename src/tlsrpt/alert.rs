@@ -2,7 +2,7 @@
 //!
 //! Owns: [`AlertSettings`] (strict serde config), [`decide`] (a pure transition function over
 //! [`AlertState`]) and [`WebhookUrl`] parsing. Must not touch the network, storage or the
-//! clock: the effectful sender is `crate::alerts`.
+//! clock: the effectful sender is `crate::tlsrpt::alerter`.
 //!
 //! A domain alerts when, within the window, at least `min_failures` sessions failed **and**
 //! the failed fraction exceeds `max_failure_ratio`. The same condition alerts once: the state

@@ -3,7 +3,7 @@
 //! Owns: [`IntakeCounters`] (lock-free atomics bumped by the HTTP intake), the rejection
 //! reasons, and [`render`], a pure function from counter snapshots and store totals to the
 //! Prometheus text exposition format. Must not touch storage or sockets; the caller queries
-//! `crate::reports` for the session totals.
+//! `crate::tlsrpt::store` for the session totals.
 //!
 //! `mxguard_tlsrpt_sessions_total` is computed from the stored reports, so it drops when
 //! retention deletes old reports; Prometheus treats that as a counter reset.

@@ -1,12 +1,15 @@
-//! TLS-RPT (RFC 8460): the report model, the JSON parser, and the pure pieces built on it.
+//! TLS-RPT (RFC 8460): receiving, storing and summarising reports.
 //!
-//! Owns: the serde model of an aggregate report, [`parse_report`] (lenient where real senders
+//! Pure parts, in this file and beside it (no files, sockets, clock or tokio; time is passed
+//! in): the serde model of an aggregate report, [`parse_report`] (lenient where real senders
 //! deviate, strict where a report would be meaningless), body decoding ([`decode`]), the
-//! summary model and its renderers ([`summary`]), the alert decision ([`alert`]) and the
-//! Prometheus rendering ([`metrics`]).
+//! summary model and its renderers ([`summary`]), the alert decision ([`alert`]), the
+//! Prometheus rendering ([`metrics`]) and finding the report in a mail ([`mailreport`]).
 //!
-//! Must not touch: files, sockets, the clock, tokio. Time is passed in; storage lives in
-//! `crate::reports`, HTTP in `crate::intake`, the webhook in `crate::alerts`.
+//! Effectful parts: the SQLite report [`store`] (the only writer of `reports.sqlite`), the
+//! HTTPS POST handler ([`intake`]), the SMTP listener for `rua=mailto:` ([`smtp`]), the
+//! importer of .eml, mbox and Maildir ([`import`]) and the alert task and webhook
+//! ([`alerter`]). Must not touch: DNS records, certificates, the zone.
 //!
 //! Leniency, each seen in real reports or cheap to accept: `mx-host` and `policy-string` as a
 //! string or a list; date-times without a zone (UTC assumed), with a space instead of `T`, or
@@ -28,8 +31,14 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 pub mod alert;
+pub mod alerter;
 pub mod decode;
+pub mod import;
+pub mod intake;
+pub mod mailreport;
 pub mod metrics;
+pub mod smtp;
+pub mod store;
 pub mod summary;
 
 pub use decode::{DecodeError, RejectKind, check_headers, decode_body};

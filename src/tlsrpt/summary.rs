@@ -1,7 +1,7 @@
 //! The TLS-RPT summary model and its renderers for `mxguard reports` (plain-text table, JSON).
 //!
 //! Owns: what a summary contains and how it is shown. Pure: the numbers come from
-//! `crate::reports`; this module must not touch storage, the terminal or the clock.
+//! `crate::tlsrpt::store`; this module must not touch storage, the terminal or the clock.
 //!
 //! Counting rules: `successful_sessions` / `failed_sessions` are the sums of each policy's
 //! `summary` totals. The breakdowns (by result type, receiving MX, sending IP) are sums of

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::store::StoreError;
+use crate::state_dir::StoreError;
 
 /// Where a piece of zone data came from: a file and, when known, a line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The zone's combined signing key (CSK): generation, storage and the records derived from it.
 //!
-//! Owns the key file (PKCS#8 DER, mode 0600, written only through `crate::store`) and the DNSKEY,
+//! Owns the key file (PKCS#8 DER, mode 0600, written only through `crate::state_dir`) and the DNSKEY,
 //! DS, CDS and CDNSKEY records that follow from it. One key per zone and algorithm; flags 257
 //! (zone key + secure entry point) because it signs every RRset. Algorithm rollovers are not
 //! done here: changing the algorithm creates a new key whose DS the registrar must receive.
@@ -16,7 +16,7 @@ use hickory_proto::rr::Name;
 use super::encoding::{base64_encode, hex_upper};
 use super::error::ZoneError;
 use super::settings::DnssecAlgorithm;
-use crate::store::{SECRET_MODE, ensure_dir, read_optional, write_atomic};
+use crate::state_dir::{SECRET_MODE, ensure_dir, read_optional, write_atomic};
 
 /// DNSKEY flags of a CSK: Zone Key (256) + Secure Entry Point (1).
 pub const CSK_FLAGS: u16 = 257;

@@ -8,7 +8,7 @@
 //! Pure parts (no clock, no sockets): [`parse`], [`serial`] arithmetic and planning, [`sign`]
 //! (apart from the randomness ECDSA needs) and the lookup logic in [`signed`]. Effectful parts are
 //! small and explicit: [`keys::load_or_generate`] and [`serial::load_state`] /
-//! [`serial::save_state`], which write only through `crate::store`.
+//! [`serial::save_state`], which write only through `crate::state_dir`.
 //!
 //! Must not touch: sockets, configuration files, the CLI or HTTP.
 

@@ -2,7 +2,7 @@
 //!
 //! Owns the serial: RFC 1982 arithmetic, the decision whether served content changed, and the
 //! state file. The arithmetic and [`plan`] are pure (time is passed in); [`load_state`] and
-//! [`save_state`] are the only I/O, through `crate::store`.
+//! [`save_state`] are the only I/O, through `crate::state_dir`.
 //!
 //! Serial scheme: a new serial is `max(previous + 1, unix time)` in RFC 1982 terms — the unix time
 //! (mod 2^32) if that is greater than the previous serial, else previous + 1 (mod 2^32). It is
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ZoneError;
 use super::settings::DnssecSettings;
-use crate::store::{PUBLIC_MODE, read_optional, write_atomic};
+use crate::state_dir::{PUBLIC_MODE, read_optional, write_atomic};
 
 /// `a > b` in RFC 1982 serial number arithmetic (SERIAL_BITS = 32).
 pub fn serial_gt(a: u32, b: u32) -> bool {

@@ -209,7 +209,7 @@ fn presented(addr: SocketAddr) -> Option<String> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(mxguard::mxcheck::presented_key(
+    rt.block_on(mxguard::dane::probe::presented_key(
         addr,
         MX,
         Duration::from_secs(5),
@@ -539,7 +539,7 @@ fn external_certificate_mode_publishes_its_key_and_flags_an_unannounced_one() {
             .unwrap();
         let path = p.path(name);
         fs::write(&path, cert.pem()).unwrap();
-        mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key))
+        mxguard::dane::probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key))
     };
     let live = make("live.pem");
     let next = make("next.pem");

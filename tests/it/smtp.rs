@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use mxguard::import;
-use mxguard::intake::{Intake, IntakeSettings};
-use mxguard::reports::ReportsHandle;
-use mxguard::smtp::{self, SmtpSettings};
+use mxguard::tlsrpt::import;
+use mxguard::tlsrpt::intake::{Intake, IntakeSettings};
+use mxguard::tlsrpt::smtp::{self, SmtpSettings};
+use mxguard::tlsrpt::store::ReportsHandle;
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mxguard::store::{SECRET_MODE, write_atomic};
+use mxguard::state_dir::{SECRET_MODE, write_atomic};
 
 const CHILD_ENV: &str = "MXGUARD_TEST_WRITER_PATH";
 const SIZE: usize = 1 << 20;

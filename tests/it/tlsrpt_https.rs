@@ -277,10 +277,11 @@ fn blast(d: &Daemon, n: usize, on_ack: impl Fn(usize) + Send + Sync + 'static) -
 
 fn stored_ids(p: &Project) -> std::collections::BTreeSet<String> {
     let store =
-        mxguard::reports::ReportStore::open_read_only(&p.path("state/reports.sqlite")).unwrap();
+        mxguard::tlsrpt::store::ReportStore::open_read_only(&p.path("state/reports.sqlite"))
+            .unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     let all = store
-        .list(&mxguard::reports::ListFilter::default())
+        .list(&mxguard::tlsrpt::store::ListFilter::default())
         .unwrap();
     all.into_iter().map(|l| l.report_id).collect()
 }

@@ -302,7 +302,7 @@ fn optional_https_tlsa_and_dane_ta_records_are_published() {
     let ca = params.self_signed(&ca_key).unwrap();
     let ca_file = p.path("intermediate.pem");
     fs::write(&ca_file, ca.pem()).unwrap();
-    let ta = mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&ca_key));
+    let ta = mxguard::dane::probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&ca_key));
     let cfg = fs::read_to_string(p.config())
         .unwrap()
         .replace(
@@ -332,7 +332,7 @@ fn optional_https_tlsa_and_dane_ta_records_are_published() {
     let https_tlsa = ask(d.dns, "_443._tcp.mta-sts.example.com.", "TLSA").to_ascii_lowercase();
     let key_pem = fs::read_to_string(p.path("state/certs/mta-sts.example.com/key.pem")).unwrap();
     let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
-    let id = mxguard::mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
+    let id = mxguard::dane::probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
     assert!(
         https_tlsa.replace(' ', "").contains(&format!("311{id}")),
         "{https_tlsa}"

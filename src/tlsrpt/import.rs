@@ -23,9 +23,9 @@ use axum::body::Bytes;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use crate::intake::{Intake, IntakeError};
-use crate::mailreport::{self, TLSRPT_GZIP, TLSRPT_JSON};
-use crate::reports::Stored;
+use crate::tlsrpt::intake::{Intake, IntakeError};
+use crate::tlsrpt::mailreport::{self, TLSRPT_GZIP, TLSRPT_JSON};
+use crate::tlsrpt::store::Stored;
 
 /// Largest single message or report file read.
 pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
@@ -450,9 +450,11 @@ pub fn split_mbox(data: &[u8], cap: usize) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const SAMPLE: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com_smtp_tls_report.eml");
-    const RFC_JSON: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/rfc8460.json");
-    const GOOGLE_JSON: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com.from-eml.json");
+    const SAMPLE: &[u8] =
+        include_bytes!("../../tests/fixtures/tlsrpt/google.com_smtp_tls_report.eml");
+    const RFC_JSON: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/rfc8460.json");
+    const GOOGLE_JSON: &[u8] =
+        include_bytes!("../../tests/fixtures/tlsrpt/google.com.from-eml.json");
 
     fn gz(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
@@ -516,7 +518,8 @@ mod tests {
     #[tokio::test]
     async fn imports_files_mbox_and_reports_with_reasons() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::reports::ReportsHandle::open(&dir.path().join("r.sqlite3")).unwrap();
+        let store =
+            crate::tlsrpt::store::ReportsHandle::open(&dir.path().join("r.sqlite3")).unwrap();
         let intake = Intake::new(store, Default::default());
         let files = dir.path().join("in");
         std::fs::create_dir(&files).unwrap();

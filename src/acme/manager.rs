@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::renewal::{self, FailureClass};
+use crate::acme::tls::{CertResolver, LocalCa};
 use crate::acme::{self, ChallengeKind, Responder};
-use crate::renewal::{self, FailureClass};
-use crate::store::{self, StateDir};
-use crate::tls::{CertResolver, LocalCa};
+use crate::state_dir::{self as store, StateDir};
 
 /// Where a certificate goes once issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,7 +412,7 @@ pub struct Manager<R: Responder> {
     /// TTL of TLSA records.
     pub tlsa_ttl: u32,
     /// Rollover timing and the TLSA port.
-    pub roll_timing: crate::rollover::Timing,
+    pub roll_timing: crate::dane::machine::Timing,
     pub roll_poll: Duration,
     pub tlsa_port: u16,
 }
@@ -424,7 +424,7 @@ impl<R: Responder> Manager<R> {
             if let Role::Https { host } = &spec.role
                 && let Some((chain, key)) = self.stored_chain(spec)
             {
-                match crate::tls::certified_key(chain, key.serialized_der()) {
+                match crate::acme::tls::certified_key(chain, key.serialized_der()) {
                     Ok(ck) => self.resolver.set(host, ck),
                     Err(e) => {
                         tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
@@ -529,7 +529,7 @@ impl<R: Responder> Manager<R> {
             && self.sink.is_some()
         {
             next = next.min(self.roll_pass(spec, mx).await);
-            if crate::roll::in_roll(self.state.root(), &spec.name) {
+            if crate::dane::executor::in_roll(self.state.root(), &spec.name) {
                 // The roll owns this certificate until it completes.
                 return Some(next);
             }
@@ -623,7 +623,7 @@ impl<R: Responder> Manager<R> {
                 ca.issue_pem(&spec.sans, key, SystemTime::now())
                     .map_err(|e| {
                         transient(CertError::Bad {
-                            path: self.state.path(crate::tls::LOCAL_CA_CERT),
+                            path: self.state.path(crate::acme::tls::LOCAL_CA_CERT),
                             message: e.to_string(),
                         })
                     })?
@@ -702,13 +702,14 @@ impl<R: Responder> Manager<R> {
         )
         .map_err(|e| transient(e.into()))?;
         if let Role::Https { host } = &spec.role {
-            let ck =
-                crate::tls::certified_key(chain.clone(), key.serialized_der()).map_err(|e| {
+            let ck = crate::acme::tls::certified_key(chain.clone(), key.serialized_der()).map_err(
+                |e| {
                     transient(CertError::Bad {
                         path: PathBuf::from(&spec.name),
                         message: e.to_string(),
                     })
-                })?;
+                },
+            )?;
             self.resolver.set(host, ck);
         }
         let now = SystemTime::now();
@@ -838,7 +839,7 @@ impl<R: Responder> Manager<R> {
         let Some(sink) = &self.sink else {
             return;
         };
-        let account = crate::app::account_url(self.state.root());
+        let account = crate::daemon::account_url(self.state.root());
         let policy = crate::publish::records::CaaPolicy::clone(&self.caa.load());
         let mut last = self.caa_account.lock().await;
         if last

@@ -276,8 +276,10 @@ mod tests {
     use proptest::prelude::*;
     use std::io::Write;
 
-    const SAMPLE: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com_smtp_tls_report.eml");
-    const SAMPLE_JSON: &[u8] = include_bytes!("../tests/fixtures/tlsrpt/google.com.from-eml.json");
+    const SAMPLE: &[u8] =
+        include_bytes!("../../tests/fixtures/tlsrpt/google.com_smtp_tls_report.eml");
+    const SAMPLE_JSON: &[u8] =
+        include_bytes!("../../tests/fixtures/tlsrpt/google.com.from-eml.json");
 
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), Compression::default());

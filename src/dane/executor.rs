@@ -1,4 +1,4 @@
-//! The rollover executor: runs [`crate::rollover`]'s state machine for every MX with
+//! The rollover executor: runs [`crate::dane::machine`]'s state machine for every MX with
 //! `rollover = true`, inside the certificate manager's task (so MX keys, TLSA records and MX
 //! certificates have one writer).
 //!
@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use hickory_proto::rr::Name;
 
+use crate::acme::manager::{CertSpec, Manager, MxRole, from_unix, read_state, unix, write_state};
 use crate::acme::{self, Responder};
-use crate::certs::{CertSpec, Manager, MxRole, from_unix, read_state, unix, write_state};
-use crate::mxcheck;
-use crate::rollover::{self, Action, Event, KeyId, Phase, RollState};
-use crate::store::{self, StateDir};
+use crate::dane::machine::{self as rollover, Action, Event, KeyId, Phase, RollState};
+use crate::dane::probe;
+use crate::state_dir::{self as store, StateDir};
 
 pub fn state_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.json"))
@@ -51,7 +51,7 @@ fn save(state: &StateDir, host: &str, s: &RollState) -> Result<(), String> {
 }
 
 fn save_key(state: &StateDir, host: &str, key: &rcgen::KeyPair) -> Result<KeyId, String> {
-    let id = mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(key));
+    let id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(key));
     let path = key_path(state.root(), host, &id);
     store::ensure_dir(path.parent().unwrap_or(state.root())).map_err(|e| e.to_string())?;
     if !path.exists() {
@@ -74,14 +74,14 @@ pub fn tlsa_digests(root: &Path, host: &str, rollover: bool) -> Option<Vec<Vec<u
         return Some(
             rollover::published(&s)
                 .iter()
-                .filter_map(|id| crate::tlsa::hex_decode(id))
+                .filter_map(|id| crate::dane::tlsa::hex_decode(id))
                 .collect(),
         );
     }
     let pem = std::fs::read_to_string(crate::acme::cert_path(root, host, "key.pem")).ok()?;
     let key = rcgen::KeyPair::from_pem(&pem).ok()?;
-    let id = mxcheck::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
-    Some(vec![crate::tlsa::hex_decode(&id)?])
+    let id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
+    Some(vec![crate::dane::tlsa::hex_decode(&id)?])
 }
 
 /// True while a roll owns the MX certificate (ordinary renewal waits).
@@ -109,7 +109,7 @@ impl<R: Responder> Manager<R> {
         };
         let digests: Vec<Vec<u8>> = keys
             .iter()
-            .filter_map(|id| crate::tlsa::hex_decode(id))
+            .filter_map(|id| crate::dane::tlsa::hex_decode(id))
             .collect();
         let change = crate::publish::records::dane_ee(
             host,
@@ -139,8 +139,8 @@ impl<R: Responder> Manager<R> {
     }
 
     fn init_state(&self, host: &str) -> Result<RollState, String> {
-        let current =
-            crate::certs::load_or_create_key(&self.state, host).map_err(|e| e.to_string())?;
+        let current = crate::acme::manager::load_or_create_key(&self.state, host)
+            .map_err(|e| e.to_string())?;
         let current_id = save_key(&self.state, host, &current)?;
         let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| e.to_string())?;
@@ -257,7 +257,7 @@ impl<R: Responder> Manager<R> {
                     };
                     match addr {
                         Ok(a) => {
-                            match mxcheck::presented_key(a, host, Duration::from_secs(15)).await {
+                            match probe::presented_key(a, host, Duration::from_secs(15)).await {
                                 Ok(key) => Event::Observed { key },
                                 Err(e) => Event::Failed {
                                     reason: format!("live check of {host}: {e}"),
@@ -352,10 +352,12 @@ impl<R: Responder> Manager<R> {
         if let Err(e) = self.commit_chain(spec, &mut st, &key, &chain_pem).await {
             return fail(e.message);
         }
-        let result = crate::certs::deploy(&mx.deploy, &chain_pem, &key_pem).await;
+        let result = crate::acme::manager::deploy(&mx.deploy, &chain_pem, &key_pem).await;
         match &result {
             Ok(()) => {
-                st.deployed = Some(crate::certs::deployment_fingerprint(&mx.deploy, &chain_pem));
+                st.deployed = Some(crate::acme::manager::deployment_fingerprint(
+                    &mx.deploy, &chain_pem,
+                ));
                 st.deploy_error = None;
                 st.next_deploy = None;
                 st.deploy_attempts = 0;
@@ -396,13 +398,13 @@ pub fn load_external(root: &Path, host: &str) -> ExternalState {
 /// The key of the first certificate in a PEM file.
 pub fn key_of_cert_file(file: &Path) -> Result<KeyId, String> {
     let pem = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let leaf = crate::certs::parse_chain(&pem)
+    let leaf = crate::acme::manager::parse_chain(&pem)
         .into_iter()
         .next()
         .ok_or_else(|| format!("{}: no certificate in it", file.display()))?;
-    let spki = crate::certs::spki_of_cert(&leaf)
+    let spki = crate::acme::manager::spki_of_cert(&leaf)
         .ok_or_else(|| format!("{}: unparseable certificate", file.display()))?;
-    Ok(mxcheck::key_id(&spki))
+    Ok(probe::key_id(&spki))
 }
 
 /// The records of an external MX: its live key, the pre-published digests, and retiring

@@ -515,7 +515,7 @@ async fn retention_task_deletes_old_reports_until_cancelled() {
 }
 
 const DURABILITY_ENV: &str = "MXGUARD_TLSRPT_DURABILITY_DB";
-const DURABILITY_CHILD: &str = "reports::tests::durability_child_role";
+const DURABILITY_CHILD: &str = "tlsrpt::store::tests::durability_child_role";
 
 /// The child role of `acknowledged_reports_survive_sigkill`: ingests reports forever, 32 at a
 /// time, printing `ACK <report-id>` after each acknowledgement. Does nothing when run normally.

@@ -125,7 +125,7 @@ pub enum ReportsError {
         reason: String,
     },
     #[error(transparent)]
-    Dir(#[from] crate::store::StoreError),
+    Dir(#[from] crate::state_dir::StoreError),
     #[error("{path}: the report writer has stopped")]
     WriterGone { path: PathBuf },
     #[error("{path}: query task failed: {reason}")]
@@ -265,7 +265,7 @@ impl ReportStore {
     /// Opens the database read-write, creating it and applying migrations as needed.
     pub fn open(path: &Path) -> Result<ReportStore, ReportsError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::store::ensure_dir(dir)?;
+            crate::state_dir::ensure_dir(dir)?;
         }
         let path = Arc::new(path.to_path_buf());
         let conn = Connection::open(path.as_ref()).map_err(sql(&path, "open"))?;
@@ -905,7 +905,7 @@ impl ReportsHandle {
         std::thread::Builder::new()
             .name("tlsrpt-writer".into())
             .spawn(move || writer(store, rx))
-            .map_err(|e| ReportsError::Dir(crate::store::StoreError::io(path.as_ref(), e)))?;
+            .map_err(|e| ReportsError::Dir(crate::state_dir::StoreError::io(path.as_ref(), e)))?;
         Ok(ReportsHandle {
             tx,
             path,

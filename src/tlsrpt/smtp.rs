@@ -3,7 +3,7 @@
 //! Owns: [`SmtpSettings`] (a `[tlsrpt.smtp]`-style config section and its validation), the
 //! command parser ([`parse_command`], pure), and [`serve`]: an RFC 5321 receiver that accepts
 //! mail only for the configured report addresses, takes the report out of each message with
-//! [`crate::mailreport::find_report`] and hands it to [`Intake::ingest`].
+//! [`crate::tlsrpt::mailreport::find_report`] and hands it to [`Intake::ingest`].
 //!
 //! Must not touch: config files, the CLI, the report store's SQL (through [`Intake`] only),
 //! certificates (the caller passes a ready `rustls::ServerConfig`).
@@ -39,10 +39,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::intake::{Intake, IntakeError};
-use crate::mailreport::{self, MailReportError};
-use crate::reports::Stored;
 use crate::tlsrpt::RejectKind;
+use crate::tlsrpt::intake::{Intake, IntakeError};
+use crate::tlsrpt::mailreport::{self, MailReportError};
+use crate::tlsrpt::store::Stored;
 
 /// Longest command line accepted, CRLF included (RFC 5321 allows 512; extensions add more).
 pub const MAX_COMMAND_LINE: usize = 2048;
@@ -1152,7 +1152,7 @@ mod tests {
     }
 
     fn test_ctx(dir: &std::path::Path, shutdown: CancellationToken) -> Ctx {
-        let store = crate::reports::ReportsHandle::open(&dir.join("r.sqlite3")).unwrap();
+        let store = crate::tlsrpt::store::ReportsHandle::open(&dir.join("r.sqlite3")).unwrap();
         let intake = Arc::new(Intake::new(store, Default::default()));
         Ctx {
             addresses: vec![("tlsrpt".into(), "example.org".into())],
@@ -1290,8 +1290,9 @@ mod tests {
 
     #[test]
     fn intake_errors_map_to_smtp_replies() {
-        let storage =
-            IntakeError::Storage(crate::reports::ReportsError::WriterGone { path: "/x".into() });
+        let storage = IntakeError::Storage(crate::tlsrpt::store::ReportsError::WriterGone {
+            path: "/x".into(),
+        });
         assert_eq!(intake_reply(&storage), (451, "4.3.0"));
         let gzip = IntakeError::Decode(crate::tlsrpt::DecodeError::Gzip {
             reason: "truncated stream".into(),

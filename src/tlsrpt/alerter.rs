@@ -2,7 +2,7 @@
 //!
 //! Owns: the per-domain alert state (in memory) and the webhook client, a plain HTTP/1.1
 //! `POST` over a tokio `TcpStream`. The decision itself is the pure
-//! `crate::tlsrpt::alert::decide`; counts come from `crate::reports`. Must not touch HTTP
+//! `crate::tlsrpt::alert::decide`; counts come from `crate::tlsrpt::store`. Must not touch HTTP
 //! serving, config files or the report tables.
 //!
 //! One task ([`Alerter::run`]) is the only writer of alert state: the intake calls
@@ -29,10 +29,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::reports::{ReportsError, ReportsHandle};
 use crate::tlsrpt::alert::{
     self, AlertAction, AlertPayload, AlertSettings, AlertState, WebhookUrl, WebhookUrlError,
 };
+use crate::tlsrpt::store::{ReportsError, ReportsHandle};
 
 /// Time allowed for one webhook delivery (connect, send, status line).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,8 +286,8 @@ pub async fn post_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reports::NewReport;
     use crate::tlsrpt::parse_report;
+    use crate::tlsrpt::store::NewReport;
     use crate::tlsrpt::tests::fixtures;
     use time::macros::datetime;
     use tokio::net::TcpListener;

@@ -3,8 +3,8 @@
 //! [`Responder`] that the daemon implements (http-01 on the plain listener, tls-alpn-01 on the
 //! HTTPS listener, dns-01 in the own zone).
 //!
-//! This module does not decide when to order (see `certs` and `renewal`) and never writes
-//! files except the account credentials, through `store`.
+//! This module does not decide when to order (see `manager` and `renewal`) and never writes
+//! files except the account credentials, through `crate::state_dir`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,8 +14,8 @@ use instant_acme::{
     NewOrder, OrderStatus, RetryPolicy,
 };
 
-use crate::renewal::FailureClass;
-use crate::store::{self, StateDir};
+use crate::acme::renewal::FailureClass;
+use crate::state_dir::{self as store, StateDir};
 
 /// Where the account credentials live in the state directory (0600).
 pub const ACCOUNT_FILE: &str = "acme/account.json";
@@ -509,7 +509,7 @@ pub fn tls_alpn_certificate(
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    crate::tls::certified_key(vec![cert.der().clone()], key.serialized_der())
+    crate::acme::tls::certified_key(vec![cert.der().clone()], key.serialized_der())
         .map_err(|e| e.to_string())
 }
 

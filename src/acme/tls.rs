@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::store::{self, StateDir, StoreError};
+use crate::state_dir::{self as store, StateDir, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

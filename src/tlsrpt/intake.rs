@@ -2,7 +2,7 @@
 //!
 //! Owns: [`Intake`] (the store handle, limits, counters, optional alerter), [`router`] (one
 //! `POST` route, default `/tlsrpt`) and [`Intake::ingest`], which the mail intake can reuse.
-//! Must not touch: listeners, TLS, config files, CLI; the SQL lives in `crate::reports`.
+//! Must not touch: listeners, TLS, config files, CLI; the SQL lives in `crate::tlsrpt::store`.
 //!
 //! A report is answered `201 Created` when newly stored and `200 OK` when it repeats a
 //! stored report (same organization-name and report-id), in both cases only after the
@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use crate::alerts::Alerter;
-use crate::reports::{NewReport, ReportsError, ReportsHandle, Stored};
+use crate::tlsrpt::alerter::Alerter;
 use crate::tlsrpt::metrics::{self, IntakeCounters, RejectReason};
+use crate::tlsrpt::store::{NewReport, ReportsError, ReportsHandle, Stored};
 use crate::tlsrpt::{self, DecodeError, ParseError, RejectKind};
 
 /// Bodies at most this large are decoded on the async thread; larger ones (whose gunzip may

@@ -82,7 +82,7 @@ pub fn http_router(served: Arc<Served>) -> Router {
 /// What the admin listener reports on: TLS-RPT intake and/or the served zones.
 #[derive(Clone)]
 pub struct AdminState {
-    pub intake: Option<Arc<crate::intake::Intake>>,
+    pub intake: Option<Arc<crate::tlsrpt::intake::Intake>>,
     pub zones: Option<Arc<ArcSwap<crate::zone::Zones>>>,
 }
 
@@ -256,7 +256,9 @@ pub async fn serve(
                             return;
                         }
                     };
-                    if tls_stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    if tls_stream.get_ref().1.alpn_protocol()
+                        == Some(crate::acme::tls::ACME_TLS_ALPN)
+                    {
                         // tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
                         return;
                     }

@@ -8,7 +8,7 @@
 //!
 //! Pure: [`step`] maps (state, event, now) to a new state; [`published`] derives the TLSA set
 //! from a state; [`action`] says what the executor must do next. No I/O, no clock. The
-//! executor (in `certs`) persists every new state *before* performing the action it implies,
+//! executor (`super::executor`) persists every new state *before* performing the action it implies,
 //! so a crash anywhere resumes at the same step (every action is idempotent).
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! Router tests, in-process through `tower::ServiceExt::oneshot`.
 
 use super::*;
-use crate::reports::ReportStore;
+use crate::tlsrpt::store::ReportStore;
 use crate::tlsrpt::tests::fixtures;
 use axum::body::Body;
 use flate2::Compression;
@@ -97,7 +97,7 @@ async fn every_sample_ingests_as_gzip_and_as_json_with_the_right_summary() {
         assert_eq!(summary.reports, 4);
         assert_eq!(
             summary.groups,
-            crate::reports::tests::expected_groups(),
+            crate::tlsrpt::store::tests::expected_groups(),
             "gzip={as_gzip}"
         );
         // A retransmission, in the other encoding, is acknowledged and stored once.

@@ -1,0 +1,15 @@
+//! The command-line commands other than `run`: each reads the config and the state directory
+//! (or the running daemon over DNS) and prints. Must not change served content: `rotate` only
+//! leaves a request that the daemon's rollover picks up.
+//!
+//! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`.
+//! - [`reports`]: `reports` (summary, show, import).
+//! - [`init`](mod@init): `init`.
+
+pub mod init;
+pub mod reports;
+pub mod show;
+
+pub use init::{InitOptions, init};
+pub use reports::{import_reports, parse_since, print_report, print_reports};
+pub use show::{check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status};

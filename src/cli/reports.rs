@@ -1,0 +1,98 @@
+//! `mxguard reports`: the TLS-RPT summary, one stored report, and importing report mails.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+/// The TLS-RPT database in the state directory.
+use crate::daemon::REPORTS_DB;
+
+/// report files; idempotent. Returns an error if any item failed (not for skipped ones).
+/// `mxguard reports import PATH…`: stores the reports found in .eml, mbox, Maildir and
+/// report files; idempotent. Returns an error if any item failed (not for skipped ones).
+pub async fn import_reports(path: &Path, paths: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    crate::state_dir::ensure_dir(&config.state_dir)?;
+    let db = config.state_dir.join(REPORTS_DB);
+    let handle = crate::tlsrpt::store::ReportsHandle::open(&db)
+        .with_context(|| format!("opening the report store {}", db.display()))?;
+    let intake = crate::tlsrpt::intake::Intake::new(handle, config.tlsrpt.intake.clone());
+    let summary = crate::tlsrpt::import::import(&intake, paths).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    if summary.failed() > 0 {
+        anyhow::bail!("{} item(s) could not be imported", summary.failed());
+    }
+    Ok(())
+}
+
+/// Parses `7d`, `24h`, `90m`, `3600s` or plain seconds.
+pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--since {text:?}: expected e.g. 7d, 24h, 90m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        _ => anyhow::bail!("--since {text:?}: unit must be s, m, h, d or w"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn open_reports(config: &Config) -> anyhow::Result<crate::tlsrpt::store::ReportStore> {
+    let db = config.state_dir.join(REPORTS_DB);
+    if !db.exists() {
+        anyhow::bail!(
+            "no report database at {} yet: start the daemon with [tlsrpt] enabled first",
+            db.display()
+        );
+    }
+    crate::tlsrpt::store::ReportStore::open_read_only(&db)
+        .with_context(|| format!("opening {}", db.display()))
+}
+
+/// `mxguard reports`: summary per domain and policy type.
+pub fn print_reports(
+    path: &Path,
+    domain: Option<&str>,
+    since: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let since = time::OffsetDateTime::now_utc() - parse_since(since)?;
+    let store = open_reports(&config)?;
+    let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    let summary = store.summary(domain.as_deref(), since)?;
+    if json {
+        println!("{}", crate::tlsrpt::summary::render_json(&summary));
+    } else {
+        print!("{}", crate::tlsrpt::summary::render_text(&summary));
+    }
+    Ok(())
+}
+
+/// `mxguard reports show ID`: one stored report with its raw JSON.
+pub fn print_report(path: &Path, id: i64) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let store = open_reports(&config)?;
+    match store.show(id)? {
+        Some(r) => {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("-- raw report as received --");
+            println!("{}", String::from_utf8_lossy(&r.raw_json));
+            Ok(())
+        }
+        None => anyhow::bail!("no report with id {id}"),
+    }
+}

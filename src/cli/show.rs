@@ -1,0 +1,323 @@
+//! The read-only commands: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, and
+//! `rotate` (which only leaves a request for the daemon). They print; they never change what
+//! the daemon serves.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, ConfigError};
+use crate::publish::{self};
+
+/// The TLS-RPT database in the state directory.
+use crate::daemon::{load, load_all};
+
+/// `mxguard check-config`: prints every problem (or `ok`), warnings included.
+pub fn check_config(path: &Path) -> Result<(), ConfigError> {
+    let (config, loaded) = load_all(path)?;
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} domain{})",
+        config.file.display(),
+        config.domains.len(),
+        if config.domains.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// `mxguard policy`: the rendered policy and its `_mta-sts` TXT record.
+pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
+    let (config, loaded) = load(path)?;
+    let wanted = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(w) = &wanted
+        && !loaded.policies.contains_key(w)
+    {
+        anyhow::bail!(
+            "domain {w} is not configured in {} (configured: {})",
+            config.file.display(),
+            loaded
+                .policies
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for d in &config.domains {
+        if wanted.as_ref().is_some_and(|w| w != &d.name) {
+            continue;
+        }
+        let p = &loaded.policies[&d.name];
+        println!("; https://{}/.well-known/mta-sts.txt", d.mta_sts_host());
+        print!("{}", p.text.replace("\r\n", "\n"));
+        println!("; DNS");
+        println!("_mta-sts.{}. IN TXT \"{}\"", d.name, p.txt_record());
+        if let Some(rua) = d.tls_rpt_record() {
+            println!("_smtp._tls.{}. IN TXT \"{rua}\"", d.name);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// does not exist yet, so the DS can be registered before the first start).
+pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let wanted = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if let Some(w) = &wanted
+        && !config.domains.iter().any(|d| &d.name == w)
+    {
+        anyhow::bail!("domain {w} is not configured in {}", config.file.display());
+    }
+    for d in &config.domains {
+        if wanted.as_ref().is_some_and(|w| w != &d.name) {
+            continue;
+        }
+        let origin = publish::signed::origin(&d.name)?;
+        let key = crate::zone::keys::load_or_generate(
+            &config.state_dir.join("keys"),
+            &origin,
+            config.dnssec.algorithm,
+        )?;
+        let r = key
+            .registrar_records()
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        println!(
+            "; {} — key tag {}, algorithm {}",
+            d.name, r.key_tag, r.algorithm
+        );
+        println!("{}", r.ds);
+        println!("{}", r.dnskey);
+    }
+    Ok(())
+}
+
+/// `mxguard status`: per zone the serial served and each secondary's serial; certificates.
+pub async fn status(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let timeout = Duration::from_secs(2);
+    let own = config.listen.dns.map(|a| {
+        if a.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        } else {
+            a
+        }
+    });
+    let mut secondaries = Vec::new();
+    for s in &config.secondaries {
+        secondaries.push(s.resolve().map_err(|e| anyhow::anyhow!(e.to_string()))?);
+    }
+    let mut lagging = false;
+    for d in &config.domains {
+        let zone = publish::signed::origin(&d.name)?;
+        println!("zone {}", d.name);
+        let served = match own {
+            Some(a) => match crate::dns::query_soa_serial(a, &zone, None, timeout).await {
+                Ok(s) => {
+                    println!("  served serial:  {s} (mxguard at {a})");
+                    Some(s)
+                }
+                Err(e) => {
+                    println!("  served serial:  unknown ({e})");
+                    None
+                }
+            },
+            None => {
+                println!("  served serial:  - (listen.dns not set)");
+                None
+            }
+        };
+        for s in &secondaries {
+            match crate::dns::query_soa_serial(s.address, &zone, s.tsig.as_ref(), timeout).await {
+                Ok(got) => {
+                    let state = match served {
+                        Some(x) if x == got => "in sync",
+                        Some(_) => {
+                            lagging = true;
+                            "behind"
+                        }
+                        None => "",
+                    };
+                    println!(
+                        "  secondary {} ({}): serial {got} {state}",
+                        s.name, s.address
+                    );
+                }
+                Err(e) => {
+                    lagging = true;
+                    println!("  secondary {} ({}): unreachable ({e})", s.name, s.address);
+                }
+            }
+        }
+    }
+    for r in
+        crate::acme::manager::report(&config.state_dir, &config.cert_specs(), SystemTime::now())
+    {
+        println!(
+            "certificate {}: {} until {}{}{}",
+            r.name,
+            r.issuer.as_deref().unwrap_or("not issued yet"),
+            r.not_after.as_deref().unwrap_or("-"),
+            r.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+            if r.near_expiry { "; NEAR EXPIRY" } else { "" }
+        );
+    }
+    if lagging {
+        anyhow::bail!("a secondary is behind or unreachable");
+    }
+    Ok(())
+}
+
+/// `mxguard tlsa`: per MX the published records, the roll state and its next deadline.
+pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let timing = config.roll_timing();
+    if config.mx.is_empty() {
+        println!("no [[mx]] configured: mxguard manages no MX keys");
+    }
+    for m in &config.mx {
+        let owner = format!("_{}._tcp.{}.", config.records.tlsa_port, m.host);
+        println!("{}", m.host);
+        if let Some(file) = &m.external {
+            let st = crate::dane::executor::load_external(&config.state_dir, &m.host);
+            let now = crate::acme::manager::unix(SystemTime::now());
+            for k in crate::dane::executor::external_records(&st, &m.prepublish, now) {
+                let what = if st.live.as_ref() == Some(&k) {
+                    "live"
+                } else if m.prepublish.contains(&k) {
+                    "pre-published"
+                } else {
+                    "retiring"
+                };
+                println!("  {owner} IN TLSA 3 1 1 {k}   ; {what}");
+            }
+            println!("  external certificate: {}", file.display());
+            continue;
+        }
+        match (
+            m.rollover,
+            crate::dane::executor::load(&config.state_dir, &m.host),
+        ) {
+            (true, Some(s)) => {
+                println!("  {owner} IN TLSA 3 1 1 {}   ; current", s.current);
+                if !s.next.is_empty() && s.next != s.current {
+                    println!("  {owner} IN TLSA 3 1 1 {}   ; next", s.next);
+                }
+                let now = crate::acme::manager::unix(SystemTime::now());
+                let phase = match &s.phase {
+                    crate::dane::machine::Phase::Propagating {
+                        serial,
+                        seen_everywhere_at,
+                    } => match seen_everywhere_at {
+                        None => format!(
+                            "propagating: waiting until every server serves serial {serial}"
+                        ),
+                        Some(at) => format!(
+                            "propagating: serial {serial} everywhere; stable in {} s",
+                            (at + timing.hold).saturating_sub(now)
+                        ),
+                    },
+                    crate::dane::machine::Phase::Stable => {
+                        if s.requested {
+                            "stable; roll requested".to_string()
+                        } else {
+                            format!(
+                                "stable; next roll in {} s (key age)",
+                                (s.current_since + timing.key_age).saturating_sub(now)
+                            )
+                        }
+                    }
+                    other => format!("rolling: {other:?}").to_lowercase(),
+                };
+                println!("  state: {phase}");
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e} (failures: {})", s.failures);
+                }
+            }
+            (true, None) => println!("  rollover not started yet (the daemon starts it)"),
+            (false, _) => {
+                for d in crate::dane::executor::tlsa_digests(&config.state_dir, &m.host, false)
+                    .unwrap_or_default()
+                {
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("  {owner} IN TLSA 3 1 1 {hex}   ; rollover off");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mxguard rotate`: asks the daemon to roll the key of one MX (or all).
+pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let wanted = mx.map(|m| m.trim_end_matches('.').to_ascii_lowercase());
+    let hosts: Vec<&crate::config::MxCert> = config
+        .mx
+        .iter()
+        .filter(|m| wanted.as_ref().is_none_or(|w| w == &m.host))
+        .collect();
+    if hosts.is_empty() {
+        anyhow::bail!(
+            "no [[mx]] {}in {}",
+            wanted.map(|w| format!("{w} ")).unwrap_or_default(),
+            config.file.display()
+        );
+    }
+    for m in hosts {
+        if !m.rollover || m.external.is_some() {
+            anyhow::bail!(
+                "{}: mxguard does not roll this MX's key (rollover = false or external_cert)",
+                m.host
+            );
+        }
+        crate::dane::executor::request_rotation(&config.state_dir, &m.host)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "roll of {} requested; the daemon starts it once the next key's record is public everywhere (see `mxguard tlsa`)",
+            m.host
+        );
+    }
+    Ok(())
+}
+
+/// `mxguard certs`: the stored state of every certificate.
+pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let reports =
+        crate::acme::manager::report(&config.state_dir, &config.cert_specs(), SystemTime::now());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    for r in &reports {
+        println!("{}", r.name);
+        println!("  sans:         {}", r.sans.join(", "));
+        println!("  challenge:    {}", r.challenge);
+        println!("  key:          {}", r.key);
+        println!(
+            "  issuer:       {}",
+            r.issuer.as_deref().unwrap_or("not issued yet")
+        );
+        println!("  not after:    {}", r.not_after.as_deref().unwrap_or("-"));
+        println!(
+            "  next renewal: {}",
+            r.next_renewal.as_deref().unwrap_or("as soon as possible")
+        );
+        if let Some(e) = &r.last_error {
+            println!("  last error:   {e}");
+        }
+        if let Some(e) = &r.deploy_error {
+            println!("  deploy error: {e}");
+        }
+        if r.near_expiry {
+            println!("  WARNING: near expiry and not renewed");
+        }
+    }
+    Ok(())
+}

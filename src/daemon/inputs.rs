@@ -1,0 +1,189 @@
+//! What the daemon publishes, derived from the configuration, the policies and the state
+//! directory: the zones to serve and the records the daemon itself owns (policy ids, TLS-RPT,
+//! CAA, DANE-TA and the initial TLSA records), and the loading that `check-config` validates.
+//! Decides nothing about when records change; reads files, writes none.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::config::{Config, ConfigError, LoadedPolicies};
+use crate::publish::records::{self as rec, BadName};
+use crate::publish::{self, Change, DomainZone};
+
+/// Loads config and policies, printing warnings; every problem becomes one `ConfigError`.
+pub fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+    let config = Config::load(path)?;
+    let loaded = config.load_policies()?;
+    Ok((config, loaded))
+}
+
+/// The zones of the configured domains.
+pub(super) fn domain_zones(config: &Config) -> Vec<DomainZone> {
+    config
+        .domains
+        .iter()
+        .map(|d| DomainZone {
+            domain: d.name.clone(),
+            zone_file: d.zone_file.clone(),
+        })
+        .collect()
+}
+
+/// The ACME account URL, once the account exists.
+pub(crate) fn account_url(state_root: &Path) -> Option<String> {
+    std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string))
+}
+
+/// The CAA records of `config` (none unless `acme.caa`): the issuer, the challenge types in
+/// use and, once the account exists, its URL (RFC 8657).
+pub(crate) fn caa_policy(config: &Config) -> rec::CaaPolicy {
+    let mut methods: Vec<String> = config
+        .cert_specs()
+        .iter()
+        .map(|s| s.challenge.as_str().to_string())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    rec::CaaPolicy {
+        issuer: config.acme.caa_issuer.clone(),
+        methods,
+        apexes: config.domains.iter().map(|d| d.name.clone()).collect(),
+        ttl: config.records.ttl,
+        what: format!("{}: acme.caa", config.file.display()),
+    }
+}
+
+/// The records the daemon itself owns, from config, policies and the state directory:
+/// policy ids, TLS-RPT records, CAA, DANE-TA, and the `3 1 1` records as the state directory
+/// has them (the rollover and external-certificate passes keep those current afterwards).
+pub(super) fn base_changes(
+    config: &Config,
+    loaded: &LoadedPolicies,
+    state_root: &Path,
+) -> Result<Vec<Change>, BadName> {
+    let cfg = config.file.display();
+    let ttl = config.records.ttl;
+    let tlsa_ttl = config.records.tlsa_ttl;
+    let port = config.records.tlsa_port;
+    let mut out = Vec::new();
+    for (i, d) in config.domains.iter().enumerate() {
+        if let Some(p) = loaded.policies.get(&d.name) {
+            out.push(rec::policy_id(
+                &d.name,
+                &p.txt_record(),
+                ttl,
+                format!("{cfg}: domain[{i}] MTA-STS policy id"),
+            )?);
+        }
+        out.push(rec::tls_rpt(
+            &d.name,
+            d.tls_rpt_record().as_deref(),
+            ttl,
+            format!("{cfg}: domain[{i}].tls_rpt"),
+        )?);
+    }
+    out.extend(caa_policy(config).changes(account_url(state_root).as_deref())?);
+    // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
+    // before any certificate for it is ordered.
+    for m in &config.mx {
+        let what = format!("{cfg}: TLSA of MX {}", m.host);
+        let digests: Vec<Vec<u8>> = if let Some(file) = &m.external {
+            let st = crate::dane::executor::load_external(state_root, &m.host);
+            let mut keys = crate::dane::executor::external_records(
+                &st,
+                &m.prepublish,
+                crate::acme::manager::unix(SystemTime::now()),
+            );
+            if let Ok(k) = crate::dane::executor::key_of_cert_file(file)
+                && !keys.contains(&k)
+            {
+                keys.push(k);
+            }
+            keys.iter()
+                .filter_map(|k| crate::dane::tlsa::hex_decode(k))
+                .collect()
+        } else {
+            crate::dane::executor::tlsa_digests(state_root, &m.host, m.rollover).unwrap_or_default()
+        };
+        if !digests.is_empty() {
+            out.push(rec::dane_ee(&m.host, port, &digests, tlsa_ttl, what)?);
+        }
+        let mut ta = Vec::new();
+        for f in &m.dane_ta {
+            match crate::dane::executor::key_of_cert_file(f) {
+                Ok(k) => ta.extend(crate::dane::tlsa::hex_decode(&k)),
+                Err(e) => {
+                    tracing::error!(mx = %m.host, err = %e, "DANE-TA issuer certificate unreadable")
+                }
+            }
+        }
+        out.push(rec::dane_ta(
+            &m.host,
+            port,
+            &ta,
+            tlsa_ttl,
+            format!("{cfg}: DANE-TA of MX {}", m.host),
+        )?);
+    }
+    for d in config.domains.iter().filter(|d| d.tlsa_https) {
+        let host = d.mta_sts_host();
+        if let Some(digests) = crate::dane::executor::tlsa_digests(state_root, &host, false) {
+            out.push(rec::dane_ee(
+                &host,
+                443,
+                &digests,
+                tlsa_ttl,
+                format!("{cfg}: TLSA of {host}"),
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn bad_name(config: &Config, e: BadName) -> ConfigError {
+    ConfigError {
+        problems: vec![config.problem("domain", e.to_string())],
+    }
+}
+
+pub(super) fn zone_problems(e: publish::signed::LoadError) -> ConfigError {
+    ConfigError {
+        problems: e
+            .problems
+            .into_iter()
+            .map(|message| crate::config::Problem {
+                file: Default::default(),
+                position: None,
+                key: String::new(),
+                message,
+            })
+            .collect(),
+    }
+}
+
+/// Loads config, policies and zones: everything `check-config` validates.
+pub fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+    let (config, loaded) = load(path)?;
+    let mut problems = Vec::new();
+    match base_changes(&config, &loaded, &config.state_dir) {
+        Ok(changes) => {
+            if let Err(e) = publish::signed::check(&domain_zones(&config), &changes) {
+                problems.extend(zone_problems(e).problems);
+            }
+        }
+        Err(e) => problems.extend(bad_name(&config, e).problems),
+    }
+    for (i, s) in config.secondaries.iter().enumerate() {
+        if let Err(e) = s.resolve() {
+            problems.push(config.problem(format!("secondary[{i}]"), e.to_string()));
+        }
+    }
+    if problems.is_empty() {
+        Ok((config, loaded))
+    } else {
+        Err(ConfigError { problems })
+    }
+}

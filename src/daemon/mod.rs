@@ -1,0 +1,552 @@
+//! The daemon: loads the configuration, owns the state directory, starts the listeners and
+//! the tasks, reloads on SIGHUP, shuts down on SIGTERM/SIGINT, and exits with status 1 when a
+//! critical task stops.
+//!
+//! This is the only place that decides *when* served content changes on a reload: it builds
+//! the complete new snapshot first, swaps the HTTPS policies, and only then publishes the ids
+//! that announce them. Errors here are `anyhow` with context; [`ConfigError`]s pass through
+//! so `main` can exit with status 2. Must not print to stdout (the CLI does).
+//!
+//! - [`inputs`]: the zones and the records the daemon owns, derived from config and state.
+//! - [`responder`]: ACME challenges on the daemon's own listeners and zone.
+
+mod inputs;
+mod responder;
+
+pub(crate) use inputs::{account_url, caa_policy};
+use inputs::{bad_name, base_changes, domain_zones, zone_problems};
+pub use inputs::{load, load_all};
+use responder::DaemonResponder;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::acme::AcmeSettings;
+use crate::acme::manager::{Backend, CertSpec, Manager};
+use crate::acme::tls::{self, CertResolver, LocalCa};
+use crate::config::{AcmeDirectory, Config, ConfigError, LoadedPolicies};
+use crate::dns::{DnsServer, DnsSockets};
+use crate::mtasts::http::{self, Served};
+use crate::mtasts::policy::Published;
+use crate::publish::records::{self as rec};
+use crate::publish::{Change, RecordSink, RrsetKey, SignedZonePublisher};
+use crate::state_dir::StateDir;
+
+/// The TLS-RPT database in the state directory.
+pub const REPORTS_DB: &str = "reports.sqlite";
+/// How often firing alerts are re-evaluated (so they can resolve).
+const ALERT_RECHECK: Duration = Duration::from_secs(300);
+/// How often old reports are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// How long in-flight requests may finish after SIGTERM.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// The running daemon's view of what it publishes.
+struct Daemon {
+    config: Config,
+    policies: HashMap<String, Published>,
+    served: Arc<Served>,
+    resolver: Arc<CertResolver>,
+    local_ca: Arc<LocalCa>,
+    cert_specs: Arc<ArcSwap<Vec<CertSpec>>>,
+    cert_wake: Arc<Notify>,
+    zones: Option<Arc<SignedZonePublisher>>,
+    /// The records the daemon set last (so a reload withdraws what the config no longer has).
+    base_keys: std::collections::BTreeSet<RrsetKey>,
+    /// False until the first apply: zone files are (re)read only from the second on.
+    zones_reloadable: bool,
+    caa: Arc<ArcSwap<rec::CaaPolicy>>,
+    state: Arc<StateDir>,
+}
+
+impl Daemon {
+    /// Makes `loaded` live: certificates for new hosts first, then the policy texts, then
+    /// (once served) the ids that announce them.
+    async fn apply(&mut self, config: Config, loaded: LoadedPolicies) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let hosts: Vec<String> = config.domains.iter().map(|d| d.mta_sts_host()).collect();
+        for host in &hosts {
+            if self.resolver.get(host).is_none() {
+                let ck = self
+                    .local_ca
+                    .issue(host, now)
+                    .with_context(|| format!("issuing local certificate for {host}"))?;
+                self.resolver.set(host, ck);
+                tracing::info!(
+                    host = %host,
+                    "issued certificate from the local CA (not publicly trusted)"
+                );
+            }
+        }
+        // 1. Serve the new policy texts.
+        let texts: HashMap<String, Arc<str>> = config
+            .domains
+            .iter()
+            .map(|d| {
+                (
+                    d.mta_sts_host(),
+                    Arc::<str>::from(loaded.policies[&d.name].text.as_str()),
+                )
+            })
+            .collect();
+        self.served.policies.store(Arc::new(texts));
+        self.resolver.retain(&hosts);
+        // 2. Announce them: the ids below are published only after the texts are served.
+        for d in &config.domains {
+            let new = &loaded.policies[&d.name];
+            match self.policies.get(&d.name) {
+                Some(old) if old.id == new.id => {}
+                Some(old) => tracing::info!(
+                    domain = %d.name, old_id = %old.id, id = %new.id,
+                    "policy changed; new id published"
+                ),
+                None => tracing::info!(domain = %d.name, id = %new.id, "policy published"),
+            }
+        }
+        if let Some(zones) = &self.zones {
+            let mut changes = base_changes(&config, &loaded, self.state.root())?;
+            let keys: std::collections::BTreeSet<RrsetKey> =
+                changes.iter().map(|c| c.key().clone()).collect();
+            changes.extend(
+                self.base_keys
+                    .difference(&keys)
+                    .map(|k| Change::Withdraw(k.clone())),
+            );
+            let applied = if !self.zones_reloadable {
+                // At start the publisher has just loaded the zone files.
+                self.zones_reloadable = true;
+                zones.apply(changes).await?
+            } else {
+                zones
+                    .reload(config.dnssec.clone(), domain_zones(&config), changes)
+                    .await?
+            };
+            if applied.changed {
+                tracing::info!(zones = applied.serials.len(), "zones published");
+            }
+            self.base_keys = keys;
+        }
+        self.caa.store(Arc::new(caa_policy(&config)));
+        self.policies = loaded.policies.into_iter().collect();
+        let specs = config.cert_specs();
+        if **self.cert_specs.load() != specs {
+            self.cert_specs.store(Arc::new(specs));
+            self.cert_wake.notify_one();
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    async fn reload(&mut self) {
+        let path = self.config.file.clone();
+        match load_all(&path) {
+            Ok((config, loaded)) => {
+                if config.listen.https != self.config.listen.https
+                    || config.listen.http != self.config.listen.http
+                    || config.listen.dns != self.config.listen.dns
+                    || config.state_dir != self.config.state_dir
+                {
+                    tracing::warn!("listen addresses and state_dir change only on restart");
+                }
+                if config.acme.directory != self.config.acme.directory
+                    || config.acme.ca_file != self.config.acme.ca_file
+                    || config.acme.email != self.config.acme.email
+                    || config.acme.eab != self.config.acme.eab
+                    || config.roll_timing() != self.config.roll_timing()
+                {
+                    tracing::warn!(
+                        "[acme] account settings and [rollover] timing change only on restart"
+                    );
+                }
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                match self.apply(config, loaded).await {
+                    Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+                    Err(e) => tracing::error!(
+                        err = format!("{e:#}"),
+                        "reload failed; keeping the previous configuration"
+                    ),
+                }
+            }
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::error!(problem = %p, "reload refused; still serving the previous configuration");
+                }
+            }
+        }
+    }
+}
+
+async fn bind_tcp(config: &Config, key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        ConfigError {
+            problems: vec![config.problem(
+                key,
+                format!("cannot listen on {addr}: {e} (is another server using it? choose another address or port)"),
+            )],
+        }
+        .into()
+    })
+}
+
+/// Where the daemon actually listens (ports resolved), written to `<state_dir>/listening`.
+fn listening_note(https: SocketAddr, http: Option<SocketAddr>, dns: Option<SocketAddr>) -> String {
+    let mut s = format!("https={https}\n");
+    if let Some(h) = http {
+        s.push_str(&format!("http={h}\n"));
+    }
+    if let Some(d) = dns {
+        s.push_str(&format!("dns={d}\n"));
+    }
+    s
+}
+
+/// Spawns a task the daemon cannot run without: when it ends before shutdown, `died` is told
+/// its name, and the daemon exits with status 1 (so systemd restarts it).
+fn spawn_critical(
+    tracker: &TaskTracker,
+    died: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    shutdown: &CancellationToken,
+    name: &'static str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (died, shutdown) = (died.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        task.await;
+        if !shutdown.is_cancelled() {
+            let _ = died.send(name);
+        }
+    });
+}
+
+/// `mxguard run`: the daemon, until SIGTERM or SIGINT, or until a critical task dies (then
+/// an error: exit status 1).
+pub async fn run(path: &Path) -> anyhow::Result<()> {
+    let (config, loaded) = load_all(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let state = Arc::new(StateDir::open_locked(&config.state_dir)?);
+    let local_ca = Arc::new(LocalCa::load_or_create(&state).context("local CA")?);
+    tracing::info!(
+        ca = %state.path(tls::LOCAL_CA_CERT).display(),
+        "local CA ready; its certificates are not publicly trusted"
+    );
+
+    let https_listener = bind_tcp(&config, "listen.https", config.listen.https).await?;
+    let http_listener = match config.listen.http {
+        Some(a) => Some(bind_tcp(&config, "listen.http", a).await?),
+        None => None,
+    };
+    // Metrics of the TLS-RPT intake and/or of the served zones.
+    let admin_listener = match config.listen.admin {
+        Some(a) if config.tlsrpt.enabled || config.listen.dns.is_some() => {
+            Some(bind_tcp(&config, "listen.admin", a).await?)
+        }
+        _ => None,
+    };
+    let smtp_listener = match &config.tlsrpt.smtp {
+        Some(smtp) if config.tlsrpt.enabled => {
+            Some(bind_tcp(&config, "tlsrpt.smtp.listen", smtp.listen).await?)
+        }
+        _ => None,
+    };
+    let intake = if config.tlsrpt.enabled {
+        let db = state.path(REPORTS_DB);
+        let handle = crate::tlsrpt::store::ReportsHandle::open(&db)
+            .with_context(|| format!("opening the report store {}", db.display()))?;
+        let alerter = Arc::new(
+            crate::tlsrpt::alerter::Alerter::new(config.tlsrpt.alerts.clone(), handle.clone())
+                .map_err(|e| ConfigError {
+                    problems: vec![config.problem("tlsrpt.alerts", e.to_string())],
+                })?,
+        );
+        Some((handle, alerter))
+    } else {
+        None
+    };
+    let dns_sockets = match config.listen.dns {
+        Some(a) => Some(DnsSockets::bind(&[a]).await.map_err(|e| ConfigError {
+            problems: vec![config.problem(
+                "listen.dns",
+                format!("cannot listen on {a} (udp+tcp): {e} (is another DNS server using it? choose another address or port)"),
+            )],
+        })?),
+        None => None,
+    };
+    let https_addr = https_listener.local_addr()?;
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    crate::state_dir::write_atomic(
+        &state.path("listening"),
+        listening_note(https_addr, http_addr, config.listen.dns).as_bytes(),
+        crate::state_dir::PUBLIC_MODE,
+    )?;
+
+    let served = Arc::new(Served::default());
+    let resolver = Arc::new(CertResolver::default());
+    let cert_specs = Arc::new(ArcSwap::from_pointee(Vec::new()));
+    let cert_wake = Arc::new(Notify::new());
+    let caa = Arc::new(ArcSwap::from_pointee(caa_policy(&config)));
+    let backend = match &config.acme.directory {
+        AcmeDirectory::Local => Backend::Local(local_ca.clone()),
+        AcmeDirectory::Url(url) => Backend::acme(AcmeSettings {
+            directory: url.clone(),
+            ca_file: config.acme.ca_file.clone(),
+            email: config.acme.email.clone(),
+            eab: config.acme.eab.clone(),
+            profile: config.acme.profile.clone(),
+        }),
+    };
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (died_tx, mut died) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let intake = match intake {
+        Some((handle, alerter)) => {
+            let a = alerter.clone();
+            let tok = shutdown.clone();
+            tracker.spawn(async move { a.run(tok, ALERT_RECHECK).await });
+            let (h, tok) = (handle.clone(), shutdown.clone());
+            spawn_critical(&tracker, &died_tx, &shutdown, "report writer", async move {
+                tokio::select! {
+                    _ = h.writer_stopped() => {}
+                    _ = tok.cancelled() => {}
+                }
+            });
+            tracker.spawn(crate::tlsrpt::store::run_retention(
+                handle.clone(),
+                config.tlsrpt.retention_days,
+                RETENTION_EVERY,
+                shutdown.clone(),
+            ));
+            Some(Arc::new(
+                crate::tlsrpt::intake::Intake::new(handle, config.tlsrpt.intake.clone())
+                    .with_alerter(alerter),
+            ))
+        }
+        None => None,
+    };
+
+    // MX keys exist before the zone is first built, so their TLSA records are published
+    // before any certificate for them is ordered.
+    for m in config.mx.iter().filter(|m| m.external.is_none()) {
+        crate::acme::manager::load_or_create_key(&state, &m.host)?;
+        if !m.dane_ta.is_empty() {
+            tracing::warn!(mx = %m.host, "DANE-TA (2 1 1) pins the CA's intermediates, which CAs rotate: list every current intermediate and keep the list up to date");
+        }
+    }
+    for d in config.domains.iter().filter(|d| d.tlsa_https) {
+        crate::acme::manager::load_or_create_key(&state, &d.mta_sts_host())?;
+    }
+    let mut dns_task = None;
+    let zones = match dns_sockets {
+        Some(sockets) => {
+            let mut secondaries = Vec::new();
+            for (i, s) in config.secondaries.iter().enumerate() {
+                secondaries.push(s.resolve().map_err(|e| ConfigError {
+                    problems: vec![config.problem(format!("secondary[{i}]"), e.to_string())],
+                })?);
+            }
+            let server = Arc::new(
+                DnsServer::new(Arc::new(ArcSwap::from_pointee(crate::zone::Zones::new())))
+                    .with_response_cache(config.dns.response_cache),
+            );
+            let changes =
+                base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;
+            let publisher = Arc::new(
+                SignedZonePublisher::start(
+                    state.clone(),
+                    server.clone(),
+                    secondaries.clone(),
+                    config.dnssec.clone(),
+                    domain_zones(&config),
+                    changes,
+                )
+                .await
+                .map_err(zone_problems)?,
+            );
+            dns_task = Some((server, sockets, secondaries));
+            Some(publisher)
+        }
+        None => None,
+    };
+
+    let mut daemon = Daemon {
+        config: config.clone(),
+        policies: HashMap::new(),
+        served: served.clone(),
+        resolver: resolver.clone(),
+        local_ca,
+        cert_specs: cert_specs.clone(),
+        cert_wake: cert_wake.clone(),
+        zones: zones.clone(),
+        base_keys: Default::default(),
+        zones_reloadable: false,
+        caa: caa.clone(),
+        state: state.clone(),
+    };
+    daemon.apply(config, loaded).await?;
+    let manager = Manager {
+        state: state.clone(),
+        backend,
+        resolver: resolver.clone(),
+        responder: DaemonResponder {
+            served: served.clone(),
+            resolver: resolver.clone(),
+            sink: zones.clone().map(|z| z as Arc<dyn RecordSink>),
+            dns01: Default::default(),
+        },
+        specs: cert_specs,
+        wake: cert_wake,
+        backoff: daemon.config.acme.backoff,
+        sink: daemon.zones.clone().map(|z| z as Arc<dyn RecordSink>),
+        caa,
+        caa_account: Default::default(),
+        tlsa_ttl: daemon.config.records.tlsa_ttl,
+        roll_timing: daemon.config.roll_timing(),
+        roll_poll: daemon.config.rollover.poll,
+        tlsa_port: daemon.config.records.tlsa_port,
+    };
+    let mut https_router = http::https_router(served.clone());
+    if let Some(intake) = &intake {
+        https_router = https_router.merge(crate::tlsrpt::intake::router(intake.clone()));
+    }
+    if let Some(l) = admin_listener {
+        let state = http::AdminState {
+            intake: intake.clone(),
+            zones: dns_task
+                .as_ref()
+                .map(|(server, _, _)| server.zones().clone()),
+        };
+        tracker.spawn(http::serve(
+            l,
+            None,
+            http::admin_router(state),
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ));
+    }
+    if let (Some(l), Some(intake), Some(settings)) =
+        (smtp_listener, &intake, daemon.config.tlsrpt.smtp.clone())
+    {
+        tracker.spawn(crate::tlsrpt::smtp::serve(
+            l,
+            settings,
+            Some(tls::smtp_server_config(resolver.clone())),
+            intake.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
+    spawn_critical(
+        &tracker,
+        &died_tx,
+        &shutdown,
+        "https listener",
+        http::serve(
+            https_listener,
+            Some(acceptor),
+            https_router,
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ),
+    );
+    if let Some(l) = http_listener {
+        tracker.spawn(http::serve(
+            l,
+            None,
+            http::http_router(served.clone()),
+            http::Limits::default(),
+            shutdown.clone(),
+            SHUTDOWN_DRAIN,
+        ));
+    }
+    // DNS last: the ids it announces refer to policy texts the HTTPS listener already serves.
+    if let (Some((server, sockets, secondaries)), Some(publisher)) = (dns_task, &daemon.zones) {
+        let tok = shutdown.clone();
+        spawn_critical(&tracker, &died_tx, &shutdown, "dns server", async move {
+            if let Err(e) = server.run(sockets, secondaries, tok).await {
+                tracing::error!(err = %e, "dns server failed");
+            }
+        });
+        tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
+    }
+    // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.
+    spawn_critical(
+        &tracker,
+        &died_tx,
+        &shutdown,
+        "certificate manager",
+        manager.run(shutdown.clone()),
+    );
+    tracker.close();
+    tracing::info!(https = %https_addr, http = ?http_addr, "mxguard running");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut dead = None;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => daemon.reload().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(name) = died.recv() => {
+                tracing::error!(task = name, "a critical task stopped; exiting so that the service manager restarts mxguard");
+                dead = Some(name);
+                break;
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_DRAIN + Duration::from_secs(2), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop in time");
+    }
+    drop(state);
+    match dead {
+        Some(name) => anyhow::bail!("the {name} stopped unexpectedly"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_critical_task_that_ends_before_shutdown_is_reported_and_one_after_is_not() {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let (tx, mut died) = tokio::sync::mpsc::unbounded_channel();
+        spawn_critical(&tracker, &tx, &shutdown, "dns server", async {});
+        assert_eq!(died.recv().await, Some("dns server"));
+        let tok = shutdown.clone();
+        spawn_critical(&tracker, &tx, &shutdown, "https listener", async move {
+            tok.cancelled().await
+        });
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop(tx);
+        assert_eq!(died.recv().await, None);
+    }
+}
