@@ -22,8 +22,9 @@
 #     certificate for the next key, deployed it, saw a stand-in MX (STARTTLS, this script's
 #     python server reading the deployed files) present it, retired the old record, published a
 #     new next key and held it). Reported: wall time, and the daemon's CPU seconds over that time
-#     minus the idle rate × that time. The roll starts at the MX's next rollover poll (default
-#     10 s), so the wall time includes up to 10 s of waiting.
+#     minus the idle rate × that time. The roll starts when the daemon notices the request (a
+#     build that looks only at the MX's next rollover poll, default 10 s, adds up to 10 s of
+#     waiting to the wall time, not to the CPU time).
 #   - UDP queries/s over a query file spread over all N zones (per zone: TXT _mta-sts.<d>,
 #     TLSA _25._tcp.mx.<d>, A mx.<d>, and an NXDOMAIN name: 25 % NXDOMAIN), with the DO bit
 #     (dnsperf -D), SCALE_QPS_SECONDS long (default 8).

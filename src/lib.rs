@@ -14,6 +14,7 @@
 //!   possible).
 //! - [`config`]: the TOML file, validated (every problem with file and dotted key).
 //! - [`state_dir`]: the state directory; the only module that writes files.
+//! - [`x509`]: PEM chains and certificate fields (a pure leaf).
 pub mod acme;
 pub mod cli;
 pub mod config;
@@ -24,4 +25,5 @@ pub mod mtasts;
 pub mod publish;
 pub mod state_dir;
 pub mod tlsrpt;
+pub mod x509;
 pub mod zone;

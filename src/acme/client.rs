@@ -20,6 +20,14 @@ use crate::state_dir::{self as store, StateDir};
 /// Where the account credentials live in the state directory (0600).
 pub const ACCOUNT_FILE: &str = "acme/account.json";
 
+/// The URL of the stored ACME account, once it exists (what CAA `accounturi` names).
+pub fn account_url(state_root: &std::path::Path) -> Option<String> {
+    std::fs::read(state_root.join(ACCOUNT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string))
+}
+
 /// A challenge type, as chosen per certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChallengeKind {

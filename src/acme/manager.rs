@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acme::renewal::{self, FailureClass};
 use crate::acme::tls::{CertResolver, LocalCa};
 use crate::acme::{self, ChallengeKind, Responder};
+use crate::dane::executor::{Issuer, RollError};
 use crate::state_dir::{self as store, StateDir};
 
 /// Where a certificate goes once issued.
@@ -153,6 +154,18 @@ pub enum CertError {
     Bad { path: PathBuf, message: String },
 }
 
+/// The `3 1 1` digest of a certificate's stored key (`None`: no key yet).
+pub fn current_key_digest(root: &Path, name: &str) -> Option<Vec<u8>> {
+    let pem = std::fs::read_to_string(acme::cert_path(root, name, "key.pem")).ok()?;
+    let key = rcgen::KeyPair::from_pem(&pem).ok()?;
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    Some(
+        ring::digest::digest(&ring::digest::SHA256, &spki)
+            .as_ref()
+            .to_vec(),
+    )
+}
+
 /// The key of a certificate, generated on first use (ECDSA P-256) and kept 0600.
 pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair, CertError> {
     let path = acme::cert_path(state.root(), name, "key.pem");
@@ -174,28 +187,7 @@ pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair
     Ok(key)
 }
 
-/// Parses a PEM chain into DER certificates (leaf first).
-pub fn parse_chain(pem: &str) -> Vec<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
-        .filter_map(Result::ok)
-        .collect()
-}
-
-/// Validity of a DER certificate.
-pub fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let v = cert.validity();
-    Some((
-        from_unix(v.not_before.timestamp().max(0) as u64),
-        from_unix(v.not_after.timestamp().max(0) as u64),
-    ))
-}
-
-/// The SubjectPublicKeyInfo (DER) of a certificate: what TLSA selector 1 hashes.
-pub fn spki_of_cert(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.tbs_certificate.subject_pki.raw.to_vec())
-}
+pub use crate::x509::{parse_chain, spki_of_cert, validity};
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, data)
@@ -409,12 +401,10 @@ pub struct Manager<R: Responder> {
     /// The account URL and policy the CAA records were last published with.
     pub caa_account:
         tokio::sync::Mutex<Option<(Option<String>, crate::publish::records::CaaPolicy)>>,
-    /// TTL of TLSA records.
-    pub tlsa_ttl: u32,
-    /// Rollover timing and the TLSA port.
-    pub roll_timing: crate::dane::machine::Timing,
+    /// The DANE rollover and external-certificate passes (None without listen.dns).
+    pub roll: Option<crate::dane::executor::RollExecutor>,
+    /// How often roll requests (`mxguard rotate`) are looked for.
     pub roll_poll: Duration,
-    pub tlsa_port: u16,
 }
 
 impl<R: Responder> Manager<R> {
@@ -520,15 +510,18 @@ impl<R: Responder> Manager<R> {
         now: SystemTime,
         shutdown: &CancellationToken,
     ) -> Option<SystemTime> {
-        if let Role::ExternalMx { file, prepublish } = &spec.role {
-            return Some(self.external_pass(&spec.name, file, prepublish).await);
-        }
         let mut next = now + Duration::from_secs(3600);
+        if let Role::ExternalMx { file, prepublish } = &spec.role {
+            if let Some(roll) = &self.roll {
+                next = roll.external_pass(&spec.name, file, prepublish).await;
+            }
+            return Some(next);
+        }
         if let Role::Mx(mx) = &spec.role
             && mx.rollover
-            && self.sink.is_some()
+            && let Some(roll) = &self.roll
         {
-            next = next.min(self.roll_pass(spec, mx).await);
+            next = next.min(roll.roll_pass(self, &spec.name, mx.verify).await);
             if crate::dane::executor::in_roll(self.state.root(), &spec.name) {
                 // The roll owns this certificate until it completes.
                 return Some(next);
@@ -839,7 +832,7 @@ impl<R: Responder> Manager<R> {
         let Some(sink) = &self.sink else {
             return;
         };
-        let account = crate::daemon::account_url(self.state.root());
+        let account = crate::acme::account_url(self.state.root());
         let policy = crate::publish::records::CaaPolicy::clone(&self.caa.load());
         let mut last = self.caa_account.lock().await;
         if last
@@ -859,6 +852,65 @@ impl<R: Responder> Manager<R> {
             Ok(_) => *last = Some((account, policy)),
             Err(e) => tracing::warn!(err = %e, "cannot update CAA records"),
         }
+    }
+}
+
+impl<R: Responder> Manager<R> {
+    fn spec_of(&self, host: &str) -> Result<CertSpec, RollError> {
+        self.specs
+            .load()
+            .iter()
+            .find(|s| s.name == host)
+            .cloned()
+            .ok_or_else(|| RollError::Order(format!("{host} is no longer configured")))
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: Responder> Issuer for Manager<R> {
+    fn current_key(&self, host: &str) -> Result<rcgen::KeyPair, RollError> {
+        load_or_create_key(&self.state, host).map_err(|e| RollError::Key(e.to_string()))
+    }
+
+    async fn order(&self, host: &str, key: &rcgen::KeyPair) -> Result<String, RollError> {
+        let spec = self.spec_of(host)?;
+        self.order_chain(&spec, key, None)
+            .await
+            .map_err(|e| RollError::Order(e.message))
+    }
+
+    async fn install_and_deploy(
+        &self,
+        host: &str,
+        key: &rcgen::KeyPair,
+        chain_pem: &str,
+    ) -> Result<(), RollError> {
+        let spec = self.spec_of(host)?;
+        let Role::Mx(mx) = &spec.role else {
+            return Err(RollError::Deploy(format!("{host} is not an MX")));
+        };
+        let key_pem = key.serialize_pem();
+        store::write_atomic(
+            &acme::cert_path(self.state.root(), host, "key.pem"),
+            key_pem.as_bytes(),
+            store::SECRET_MODE,
+        )?;
+        let mut st = read_state(&self.state, host);
+        self.commit_chain(&spec, &mut st, key, chain_pem)
+            .await
+            .map_err(|e| RollError::Deploy(e.message))?;
+        let result = deploy(&mx.deploy, chain_pem, &key_pem).await;
+        match &result {
+            Ok(()) => {
+                st.deployed = Some(deployment_fingerprint(&mx.deploy, chain_pem));
+                st.deploy_error = None;
+                st.next_deploy = None;
+                st.deploy_attempts = 0;
+            }
+            Err(e) => st.deploy_error = Some(e.clone()),
+        }
+        write_state(&self.state, host, &st).map_err(|e| RollError::Deploy(e.to_string()))?;
+        result.map_err(RollError::Deploy)
     }
 }
 

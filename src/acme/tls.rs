@@ -266,10 +266,7 @@ impl LocalCa {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(rcgen_err(format!("generating key for {host}")))?;
         let pem = self.issue_pem(&[host.to_string()], &key, now)?;
-        let chain = rustls_pemfile::certs(&mut pem.as_bytes())
-            .filter_map(Result::ok)
-            .collect();
-        certified_key(chain, key.serialized_der())
+        certified_key(crate::x509::parse_chain(&pem), key.serialized_der())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command-line commands other than `run`: each reads the config and the state directory
-//! (or the running daemon over DNS) and prints. Must not change served content: `rotate` only
-//! leaves a request that the daemon's rollover picks up.
+//! (or the running daemon over DNS) and prints. Owns what the commands print (stdout) and the
+//! files `init` writes. Must not change served content: `rotate` only leaves a request that the
+//! daemon's rollover picks up.
 //!
 //! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`.
 //! - [`reports`]: `reports` (summary, show, import).

@@ -241,10 +241,10 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
             }
             (true, None) => println!("  rollover not started yet (the daemon starts it)"),
             (false, _) => {
-                for d in crate::dane::executor::tlsa_digests(&config.state_dir, &m.host, false)
-                    .unwrap_or_default()
+                if let Some(d) =
+                    crate::acme::manager::current_key_digest(&config.state_dir, &m.host)
                 {
-                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    let hex = data_encoding::HEXLOWER.encode(&d);
                     println!("  {owner} IN TLSA 3 1 1 {hex}   ; rollover off");
                 }
             }

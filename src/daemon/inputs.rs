@@ -29,17 +29,9 @@ pub(super) fn domain_zones(config: &Config) -> Vec<DomainZone> {
         .collect()
 }
 
-/// The ACME account URL, once the account exists.
-pub(crate) fn account_url(state_root: &Path) -> Option<String> {
-    std::fs::read(state_root.join(crate::acme::ACCOUNT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["credentials"]["id"].as_str().map(str::to_string))
-}
-
 /// The CAA records of `config` (none unless `acme.caa`): the issuer, the challenge types in
 /// use and, once the account exists, its URL (RFC 8657).
-pub(crate) fn caa_policy(config: &Config) -> rec::CaaPolicy {
+pub(super) fn caa_policy(config: &Config) -> rec::CaaPolicy {
     let mut methods: Vec<String> = config
         .cert_specs()
         .iter()
@@ -85,7 +77,7 @@ pub(super) fn base_changes(
             format!("{cfg}: domain[{i}].tls_rpt"),
         )?);
     }
-    out.extend(caa_policy(config).changes(account_url(state_root).as_deref())?);
+    out.extend(caa_policy(config).changes(crate::acme::account_url(state_root).as_deref())?);
     // TLSA for every MX whose key mxguard keeps: published from the moment the key exists,
     // before any certificate for it is ordered.
     for m in &config.mx {
@@ -106,7 +98,13 @@ pub(super) fn base_changes(
                 .filter_map(|k| crate::dane::tlsa::hex_decode(k))
                 .collect()
         } else {
-            crate::dane::executor::tlsa_digests(state_root, &m.host, m.rollover).unwrap_or_default()
+            m.rollover
+                .then(|| crate::dane::executor::rolled_digests(state_root, &m.host))
+                .flatten()
+                .or_else(|| {
+                    crate::acme::manager::current_key_digest(state_root, &m.host).map(|d| vec![d])
+                })
+                .unwrap_or_default()
         };
         if !digests.is_empty() {
             out.push(rec::dane_ee(&m.host, port, &digests, tlsa_ttl, what)?);
@@ -130,7 +128,9 @@ pub(super) fn base_changes(
     }
     for d in config.domains.iter().filter(|d| d.tlsa_https) {
         let host = d.mta_sts_host();
-        if let Some(digests) = crate::dane::executor::tlsa_digests(state_root, &host, false) {
+        if let Some(digests) =
+            crate::acme::manager::current_key_digest(state_root, &host).map(|d| vec![d])
+        {
             out.push(rec::dane_ee(
                 &host,
                 443,

@@ -13,8 +13,7 @@
 mod inputs;
 mod responder;
 
-pub(crate) use inputs::{account_url, caa_policy};
-use inputs::{bad_name, base_changes, domain_zones, zone_problems};
+use inputs::{bad_name, base_changes, caa_policy, domain_zones, zone_problems};
 pub use inputs::{load, load_all};
 use responder::DaemonResponder;
 
@@ -414,10 +413,18 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         sink: daemon.zones.clone().map(|z| z as Arc<dyn RecordSink>),
         caa,
         caa_account: Default::default(),
-        tlsa_ttl: daemon.config.records.tlsa_ttl,
-        roll_timing: daemon.config.roll_timing(),
+        roll: daemon
+            .zones
+            .clone()
+            .map(|z| crate::dane::executor::RollExecutor {
+                state: state.clone(),
+                sink: z,
+                timing: daemon.config.roll_timing(),
+                poll: daemon.config.rollover.poll,
+                tlsa_port: daemon.config.records.tlsa_port,
+                tlsa_ttl: daemon.config.records.tlsa_ttl,
+            }),
         roll_poll: daemon.config.rollover.poll,
-        tlsa_port: daemon.config.records.tlsa_port,
     };
     let mut https_router = http::https_router(served.clone());
     if let Some(intake) = &intake {

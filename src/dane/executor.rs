@@ -1,6 +1,8 @@
 //! The rollover executor: runs [`crate::dane::machine`]'s state machine for every MX with
-//! `rollover = true`, inside the certificate manager's task (so MX keys, TLSA records and MX
-//! certificates have one writer).
+//! `rollover = true`, called from the certificate manager's task (so MX keys, TLSA records and
+//! MX certificates have one writer). It publishes TLSA records through the
+//! [`RecordSink`] and gets certificates through the [`Issuer`] trait, which the certificate
+//! manager implements: this module depends on neither.
 //!
 //! Files, per MX host, in the state directory:
 //! - `rollover/<host>.json`: the persisted [`RollState`], written *before* each action;
@@ -8,16 +10,74 @@
 //! - `mx-keys/<host>/<key id>.pem`: every key the machine knows (0600);
 //! - `certs/<host>/next-chain.pem`: the certificate ordered for the next key.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::Name;
 
-use crate::acme::manager::{CertSpec, Manager, MxRole, from_unix, read_state, unix, write_state};
-use crate::acme::{self, Responder};
-use crate::dane::machine::{self as rollover, Action, Event, KeyId, Phase, RollState};
+use crate::dane::machine::{self as rollover, Action, Event, KeyId, Phase, RollState, Timing};
 use crate::dane::probe;
-use crate::state_dir::{self as store, StateDir};
+use crate::publish::{RecordSink, SinkError};
+use crate::state_dir::{self as store, StateDir, StoreError};
+
+/// Why a rollover step or an external-certificate pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RollError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("generating a key: {0}")]
+    Generate(String),
+    /// The MX's current key could not be read or created.
+    #[error("the MX key: {0}")]
+    Key(String),
+    /// The issuer could not order a certificate (its message says why).
+    #[error("ordering the certificate for the next key: {0}")]
+    Order(String),
+    /// Installing or deploying the certificate failed (its message says why).
+    #[error("deploying the new key: {0}")]
+    Deploy(String),
+    #[error("{0} is not inside any served zone: its TLSA records cannot be published")]
+    NoZone(String),
+    #[error("publishing TLSA records: {0}")]
+    Sink(#[from] SinkError),
+    #[error("live check of {host}: {reason}")]
+    Probe { host: String, reason: String },
+}
+
+/// What the rollover needs from whoever keeps the MX certificates (the certificate manager):
+/// the current key, certificates for a key, and making one current.
+#[async_trait::async_trait]
+pub trait Issuer: Send + Sync {
+    /// The key of the MX's current certificate (created on first use).
+    fn current_key(&self, host: &str) -> Result<rcgen::KeyPair, RollError>;
+    /// Orders a certificate for the MX's names with `key`; returns the PEM chain. Writes nothing.
+    async fn order(&self, host: &str, key: &rcgen::KeyPair) -> Result<String, RollError>;
+    /// Makes `chain_pem` with `key` the MX's current certificate: stored, scheduled for
+    /// renewal, written for the MTA and the MTA reloaded.
+    async fn install_and_deploy(
+        &self,
+        host: &str,
+        key: &rcgen::KeyPair,
+        chain_pem: &str,
+    ) -> Result<(), RollError>;
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Where the certificate ordered for the next key waits until it is deployed.
+fn next_chain_path(root: &Path, host: &str) -> PathBuf {
+    root.join("certs").join(host).join("next-chain.pem")
+}
 
 pub fn state_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.json"))
@@ -43,45 +103,45 @@ pub fn load(root: &Path, host: &str) -> Option<RollState> {
     }
 }
 
-fn save(state: &StateDir, host: &str, s: &RollState) -> Result<(), String> {
-    store::ensure_dir(&state.path("rollover")).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec_pretty(s).map_err(|e| e.to_string())?;
-    store::write_atomic(&state_path(state.root(), host), &json, store::PUBLIC_MODE)
-        .map_err(|e| e.to_string())
+fn save(state: &StateDir, host: &str, s: &RollState) -> Result<(), RollError> {
+    store::ensure_dir(&state.path("rollover"))?;
+    let json = serde_json::to_vec_pretty(s).map_err(|e| RollError::File {
+        path: state_path(state.root(), host),
+        reason: e.to_string(),
+    })?;
+    store::write_atomic(&state_path(state.root(), host), &json, store::PUBLIC_MODE)?;
+    Ok(())
 }
 
-fn save_key(state: &StateDir, host: &str, key: &rcgen::KeyPair) -> Result<KeyId, String> {
+fn save_key(state: &StateDir, host: &str, key: &rcgen::KeyPair) -> Result<KeyId, RollError> {
     let id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(key));
     let path = key_path(state.root(), host, &id);
-    store::ensure_dir(path.parent().unwrap_or(state.root())).map_err(|e| e.to_string())?;
+    store::ensure_dir(path.parent().unwrap_or(state.root()))?;
     if !path.exists() {
-        store::write_atomic(&path, key.serialize_pem().as_bytes(), store::SECRET_MODE)
-            .map_err(|e| e.to_string())?;
+        store::write_atomic(&path, key.serialize_pem().as_bytes(), store::SECRET_MODE)?;
     }
     Ok(id)
 }
 
-fn load_key(root: &Path, host: &str, id: &str) -> Result<rcgen::KeyPair, String> {
+fn load_key(root: &Path, host: &str, id: &str) -> Result<rcgen::KeyPair, RollError> {
     let path = key_path(root, host, id);
-    let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    let bad = |reason: String| RollError::File {
+        path: path.clone(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))
 }
 
-/// The `3 1 1` digests an MX's zone must carry: from its roll state, or (no state yet, or
-/// rollover off) from its current key.
-pub fn tlsa_digests(root: &Path, host: &str, rollover: bool) -> Option<Vec<Vec<u8>>> {
-    if rollover && let Some(s) = load(root, host) {
-        return Some(
-            rollover::published(&s)
-                .iter()
-                .filter_map(|id| crate::dane::tlsa::hex_decode(id))
-                .collect(),
-        );
-    }
-    let pem = std::fs::read_to_string(crate::acme::cert_path(root, host, "key.pem")).ok()?;
-    let key = rcgen::KeyPair::from_pem(&pem).ok()?;
-    let id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&key));
-    Some(vec![crate::dane::tlsa::hex_decode(&id)?])
+/// The `3 1 1` digests of an MX's roll state (`None`: no roll state yet).
+pub fn rolled_digests(root: &Path, host: &str) -> Option<Vec<Vec<u8>>> {
+    let s = load(root, host)?;
+    Some(
+        rollover::published(&s)
+            .iter()
+            .filter_map(|id| crate::dane::tlsa::hex_decode(id))
+            .collect(),
+    )
 }
 
 /// True while a roll owns the MX certificate (ordinary renewal waits).
@@ -94,19 +154,27 @@ pub fn in_roll(root: &Path, host: &str) -> bool {
     })
 }
 
-impl<R: Responder> Manager<R> {
+/// Runs the rollover of MX hosts and the external-certificate passes.
+pub struct RollExecutor {
+    pub state: Arc<StateDir>,
+    pub sink: Arc<dyn RecordSink>,
+    pub timing: Timing,
+    /// How often servers are polled while a roll waits for them.
+    pub poll: Duration,
+    pub tlsa_port: u16,
+    pub tlsa_ttl: u32,
+}
+
+impl RollExecutor {
     /// The zone an MX host's TLSA records live in.
     fn zone_of(&self, host: &str) -> Option<Name> {
-        let sink = self.sink.as_ref()?;
-        sink.zone_of(&crate::publish::records::tlsa_owner(host, self.tlsa_port).ok()?)
+        self.sink
+            .zone_of(&crate::publish::records::tlsa_owner(host, self.tlsa_port).ok()?)
     }
 
     /// The `3 1 1` records of `keys` at the MX's TLSA owner, through the sink (nothing happens
     /// when they are already published); returns the serial of the zone that carries them.
-    async fn publish_tlsa(&self, host: &str, keys: &[KeyId]) -> Result<Option<u32>, String> {
-        let Some(sink) = &self.sink else {
-            return Err("TLSA records need listen.dns".into());
-        };
+    async fn publish_tlsa(&self, host: &str, keys: &[KeyId]) -> Result<u32, RollError> {
         let digests: Vec<Vec<u8>> = keys
             .iter()
             .filter_map(|id| crate::dane::tlsa::hex_decode(id))
@@ -118,13 +186,17 @@ impl<R: Responder> Manager<R> {
             self.tlsa_ttl,
             format!("TLSA of MX {host}"),
         )
-        .map_err(|e| e.to_string())?;
-        let applied = sink.apply(vec![change]).await.map_err(|e| e.to_string())?;
-        Ok(applied.serials.into_values().next())
+        .map_err(|e| RollError::NoZone(e.to_string()))?;
+        let applied = self.sink.apply(vec![change]).await?;
+        applied
+            .serials
+            .into_values()
+            .next()
+            .ok_or_else(|| RollError::NoZone(host.to_string()))
     }
 
     /// Puts the state's records into the zone; returns the zone's serial.
-    async fn sync_zone(&self, host: &str, s: &RollState) -> Result<Option<u32>, String> {
+    async fn sync_zone(&self, host: &str, s: &RollState) -> Result<u32, RollError> {
         self.publish_tlsa(host, &rollover::published(s)).await
     }
 
@@ -138,12 +210,11 @@ impl<R: Responder> Manager<R> {
         }
     }
 
-    fn init_state(&self, host: &str) -> Result<RollState, String> {
-        let current = crate::acme::manager::load_or_create_key(&self.state, host)
-            .map_err(|e| e.to_string())?;
+    fn init_state(&self, issuer: &dyn Issuer, host: &str) -> Result<RollState, RollError> {
+        let current = issuer.current_key(host)?;
         let current_id = save_key(&self.state, host, &current)?;
         let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RollError::Generate(e.to_string()))?;
         let next_id = save_key(&self.state, host, &next)?;
         Ok(rollover::initial(
             current_id,
@@ -153,12 +224,16 @@ impl<R: Responder> Manager<R> {
     }
 
     /// Runs the machine for one MX until it has to wait; returns when to come back.
-    pub(crate) async fn roll_pass(&self, spec: &CertSpec, mx: &MxRole) -> SystemTime {
-        let host = spec.name.as_str();
-        let poll = self.roll_poll;
+    pub async fn roll_pass(
+        &self,
+        issuer: &dyn Issuer,
+        host: &str,
+        verify: Option<SocketAddr>,
+    ) -> SystemTime {
+        let poll = self.poll;
         let mut s = match load(self.state.root(), host) {
             Some(s) => s,
-            None => match self.init_state(host) {
+            None => match self.init_state(issuer, host) {
                 Ok(s) => {
                     if !self.persist(host, &s) {
                         return SystemTime::now() + poll;
@@ -177,7 +252,7 @@ impl<R: Responder> Manager<R> {
             let n = rollover::step(
                 &s,
                 &Event::RotateRequested,
-                &self.roll_timing,
+                &self.timing,
                 unix(SystemTime::now()),
             );
             if self.persist(host, &n) {
@@ -194,15 +269,12 @@ impl<R: Responder> Manager<R> {
         for _ in 0..16 {
             let now = unix(SystemTime::now());
             let before = s.clone();
-            let event = match rollover::action(&s, &self.roll_timing, now) {
+            let event = match rollover::action(&s, &self.timing, now) {
                 Action::Publish => match self.sync_zone(host, &s).await {
-                    Ok(Some(serial)) => Event::Published { serial },
-                    Ok(None) => Event::Failed {
-                        reason: format!(
-                            "{host} is not inside any served zone: its TLSA records cannot be published"
-                        ),
+                    Ok(serial) => Event::Published { serial },
+                    Err(e) => Event::Failed {
+                        reason: e.to_string(),
                     },
-                    Err(e) => Event::Failed { reason: e },
                 },
                 Action::Wait { deadline } => {
                     let Some(zone) = self.zone_of(host) else {
@@ -210,23 +282,16 @@ impl<R: Responder> Manager<R> {
                     };
                     let serial = match &s.phase {
                         Phase::Propagating { serial, .. } => *serial,
-                        _ => self
-                            .sink
-                            .as_ref()
-                            .and_then(|z| z.serial(&zone))
-                            .unwrap_or(0),
+                        _ => self.sink.serial(&zone).unwrap_or(0),
                     };
-                    let all_serve = match &self.sink {
-                        Some(z) => match z.served_everywhere(&zone, serial).await {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::debug!(mx = host, held = %e, "waiting for every server");
-                                false
-                            }
-                        },
-                        None => false,
+                    let all_serve = match self.sink.served_everywhere(&zone, serial).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::debug!(mx = host, held = %e, "waiting for every server");
+                            false
+                        }
                     };
-                    let n = rollover::step(&s, &Event::Tick { all_serve }, &self.roll_timing, now);
+                    let n = rollover::step(&s, &Event::Tick { all_serve }, &self.timing, now);
                     if n == s {
                         // A deadline is the next time anything can change (roll requests are
                         // noticed by the manager); without one, poll the servers.
@@ -245,10 +310,10 @@ impl<R: Responder> Manager<R> {
                     s = n;
                     continue;
                 }
-                Action::Issue => self.roll_issue(spec, &s).await,
-                Action::Deploy => self.roll_deploy(spec, mx, &s).await,
+                Action::Issue => self.roll_issue(issuer, host, &s).await,
+                Action::Deploy => self.roll_deploy(issuer, host, &s).await,
                 Action::Verify => {
-                    let addr = match mx.verify {
+                    let addr = match verify {
                         Some(a) => Ok(a),
                         None => tokio::net::lookup_host((host, 25))
                             .await
@@ -271,15 +336,17 @@ impl<R: Responder> Manager<R> {
                 }
                 Action::GenerateNext => {
                     match rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| RollError::Generate(e.to_string()))
                         .and_then(|k| save_key(&self.state, host, &k))
                     {
                         Ok(key) => Event::NewNextKey { key },
-                        Err(e) => Event::Failed { reason: e },
+                        Err(e) => Event::Failed {
+                            reason: e.to_string(),
+                        },
                     }
                 }
             };
-            let n = rollover::step(&s, &event, &self.roll_timing, now);
+            let n = rollover::step(&s, &event, &self.timing, now);
             match &event {
                 Event::Failed { reason } => {
                     tracing::error!(mx = host, err = %reason, failures = n.failures, phase = ?n.phase, "rollover step failed; old records stay published")
@@ -306,71 +373,43 @@ impl<R: Responder> Manager<R> {
         SystemTime::now() + Duration::from_millis(200)
     }
 
-    async fn roll_issue(&self, spec: &CertSpec, s: &RollState) -> Event {
-        let host = spec.name.as_str();
-        let next_chain = acme::cert_path(self.state.root(), host, "next-chain.pem");
-        let key = match load_key(self.state.root(), host, &s.next) {
-            Ok(k) => k,
-            Err(e) => return Event::Failed { reason: e },
+    async fn roll_issue(&self, issuer: &dyn Issuer, host: &str, s: &RollState) -> Event {
+        let result = async {
+            let key = load_key(self.state.root(), host, &s.next)?;
+            let pem = issuer.order(host, &key).await?;
+            let path = next_chain_path(self.state.root(), host);
+            store::ensure_dir(path.parent().unwrap_or(self.state.root()))?;
+            store::write_atomic(&path, pem.as_bytes(), store::PUBLIC_MODE)?;
+            Ok::<_, RollError>(())
         };
-        match self.order_chain(spec, &key, None).await {
-            Ok(pem) => match store::write_atomic(&next_chain, pem.as_bytes(), store::PUBLIC_MODE) {
-                Ok(()) => Event::Issued,
-                Err(e) => Event::Failed {
-                    reason: e.to_string(),
-                },
-            },
+        match result.await {
+            Ok(()) => Event::Issued,
             Err(e) => Event::Failed {
-                reason: format!("ordering the certificate for the next key: {}", e.message),
+                reason: e.to_string(),
             },
         }
     }
 
-    async fn roll_deploy(&self, spec: &CertSpec, mx: &MxRole, s: &RollState) -> Event {
-        let host = spec.name.as_str();
+    async fn roll_deploy(&self, issuer: &dyn Issuer, host: &str, s: &RollState) -> Event {
         let root = self.state.root();
-        let fail = |reason: String| Event::Failed { reason };
-        let key = match load_key(root, host, &s.next) {
-            Ok(k) => k,
-            Err(e) => return fail(e),
+        let result = async {
+            let key = load_key(root, host, &s.next)?;
+            let path = next_chain_path(root, host);
+            let chain_pem = std::fs::read_to_string(&path).map_err(|e| RollError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            // The next key and its certificate become the current ones (what renewals use).
+            issuer.install_and_deploy(host, &key, &chain_pem).await
         };
-        let chain_pem = match std::fs::read_to_string(acme::cert_path(root, host, "next-chain.pem"))
-        {
-            Ok(p) => p,
-            Err(e) => return fail(format!("next-chain.pem: {e}")),
-        };
-        // The next key and its certificate become the current ones (and what renewals use).
-        let key_pem = key.serialize_pem();
-        if let Err(e) = store::write_atomic(
-            &acme::cert_path(root, host, "key.pem"),
-            key_pem.as_bytes(),
-            store::SECRET_MODE,
-        ) {
-            return fail(e.to_string());
-        }
-        let mut st = read_state(&self.state, host);
-        if let Err(e) = self.commit_chain(spec, &mut st, &key, &chain_pem).await {
-            return fail(e.message);
-        }
-        let result = crate::acme::manager::deploy(&mx.deploy, &chain_pem, &key_pem).await;
-        match &result {
+        match result.await {
             Ok(()) => {
-                st.deployed = Some(crate::acme::manager::deployment_fingerprint(
-                    &mx.deploy, &chain_pem,
-                ));
-                st.deploy_error = None;
-                st.next_deploy = None;
-                st.deploy_attempts = 0;
                 tracing::info!(mx = host, key = %s.next, "new key deployed to the MTA");
+                Event::Deployed
             }
-            Err(e) => st.deploy_error = Some(e.clone()),
-        }
-        if let Err(e) = write_state(&self.state, host, &st) {
-            return fail(e.to_string());
-        }
-        match result {
-            Ok(()) => Event::Deployed,
-            Err(e) => fail(format!("deploying the new key: {e}")),
+            Err(e) => Event::Failed {
+                reason: e.to_string(),
+            },
         }
     }
 }
@@ -396,14 +435,17 @@ pub fn load_external(root: &Path, host: &str) -> ExternalState {
 }
 
 /// The key of the first certificate in a PEM file.
-pub fn key_of_cert_file(file: &Path) -> Result<KeyId, String> {
-    let pem = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let leaf = crate::acme::manager::parse_chain(&pem)
+pub fn key_of_cert_file(file: &Path) -> Result<KeyId, RollError> {
+    let bad = |reason: &str| RollError::File {
+        path: file.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let pem = std::fs::read_to_string(file).map_err(|e| bad(&e.to_string()))?;
+    let leaf = crate::x509::parse_chain(&pem)
         .into_iter()
         .next()
-        .ok_or_else(|| format!("{}: no certificate in it", file.display()))?;
-    let spki = crate::acme::manager::spki_of_cert(&leaf)
-        .ok_or_else(|| format!("{}: unparseable certificate", file.display()))?;
+        .ok_or_else(|| bad("no certificate in it"))?;
+    let spki = crate::x509::spki_of_cert(&leaf).ok_or_else(|| bad("unparseable certificate"))?;
     Ok(probe::key_id(&spki))
 }
 
@@ -424,7 +466,7 @@ pub fn external_records(s: &ExternalState, prepublish: &[String], now: u64) -> V
     v
 }
 
-impl<R: Responder> Manager<R> {
+impl RollExecutor {
     /// External-certificate mode: watch `file`, publish TLSA for its key (plus
     /// `prepublish`), and warn loudly when a key appears that was not pre-published.
     pub(crate) async fn external_pass(
@@ -433,7 +475,7 @@ impl<R: Responder> Manager<R> {
         file: &Path,
         prepublish: &[String],
     ) -> SystemTime {
-        let poll = self.roll_poll;
+        let poll = self.poll;
         let now = unix(SystemTime::now());
         let mut s = load_external(self.state.root(), host);
         match key_of_cert_file(file) {
@@ -450,7 +492,7 @@ impl<R: Responder> Manager<R> {
                     );
                 }
                 if let Some(old) = s.live.replace(key) {
-                    s.retiring.push((old, now + self.roll_timing.hold));
+                    s.retiring.push((old, now + self.timing.hold));
                 }
             }
             Ok(_) => {}
@@ -470,10 +512,9 @@ impl<R: Responder> Manager<R> {
                 tracing::error!(mx = host, err = %e, "cannot persist external certificate state");
             }
         }
-        if self.sink.is_some()
-            && let Err(e) = self
-                .publish_tlsa(host, &external_records(&s, prepublish, now))
-                .await
+        if let Err(e) = self
+            .publish_tlsa(host, &external_records(&s, prepublish, now))
+            .await
         {
             tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
         }
@@ -484,12 +525,12 @@ impl<R: Responder> Manager<R> {
 }
 
 /// `mxguard rotate`: leaves a roll request for the daemon.
-pub fn request_rotation(root: &Path, host: &str) -> Result<(), String> {
-    store::ensure_dir(&root.join("rollover")).map_err(|e| e.to_string())?;
+pub fn request_rotation(root: &Path, host: &str) -> Result<(), RollError> {
+    store::ensure_dir(&root.join("rollover"))?;
     store::write_atomic(
         &request_path(root, host),
         b"requested\n",
         store::PUBLIC_MODE,
-    )
-    .map_err(|e| e.to_string())
+    )?;
+    Ok(())
 }

@@ -148,7 +148,7 @@ async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, Str
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or_else(|| format!("{addr}: no certificate presented"))?;
-    let spki = crate::acme::manager::spki_of_cert(leaf)
+    let spki = crate::x509::spki_of_cert(leaf)
         .ok_or_else(|| format!("{addr}: unparseable certificate"))?;
     Ok(key_id(&spki))
 }

@@ -3,7 +3,6 @@
 //! Pure: takes public key data, returns record data. Which keys are published when is decided
 //! elsewhere (the rollover); this module only computes.
 
-use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::TLSA;
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 
@@ -17,16 +16,6 @@ pub fn dane_ee_spki_sha256(spki_der: &[u8]) -> TLSA {
         Matching::Sha256,
         digest.as_ref().to_vec(),
     )
-}
-
-/// `3 1 1` from a precomputed SHA-256 digest of the SPKI (a rollover key id).
-pub fn dane_ee_from_digest(digest: Vec<u8>) -> TLSA {
-    TLSA::new(CertUsage::DaneEe, Selector::Spki, Matching::Sha256, digest)
-}
-
-/// `2 1 1` from a precomputed SHA-256 digest of an issuer's SPKI.
-pub fn dane_ta_from_digest(digest: Vec<u8>) -> TLSA {
-    TLSA::new(CertUsage::DaneTa, Selector::Spki, Matching::Sha256, digest)
 }
 
 /// Decodes a hex key id.
@@ -45,14 +34,6 @@ pub fn dane_ta_spki_sha256(spki_der: &[u8]) -> TLSA {
         Matching::Sha256,
         digest.as_ref().to_vec(),
     )
-}
-
-/// The owner name of a TLSA RRset: `_<port>._tcp.<host>.`
-pub fn owner(host: &str, port: u16) -> Result<Name, String> {
-    let mut n = Name::from_ascii(format!("_{port}._tcp.{}", host.trim_end_matches('.')))
-        .map_err(|e| format!("{host}: {e}"))?;
-    n.set_fqdn(true);
-    Ok(n)
 }
 
 /// Presentation form: `3 1 1 <hex>`.
@@ -79,7 +60,9 @@ mod tests {
         assert!(p.starts_with("3 1 1 "), "{p}");
         assert_eq!(p.len(), "3 1 1 ".len() + 64);
         assert_eq!(
-            owner("mx1.example.com.", 25).unwrap().to_ascii(),
+            crate::publish::records::tlsa_owner("mx1.example.com.", 25)
+                .unwrap()
+                .to_ascii(),
             "_25._tcp.mx1.example.com."
         );
     }

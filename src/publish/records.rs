@@ -2,7 +2,8 @@
 //! [`super::RecordSink`]. Pure: no I/O, no clock.
 
 use hickory_proto::rr::rdata::caa::KeyValue;
-use hickory_proto::rr::rdata::{CAA, TXT};
+use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_proto::rr::rdata::{CAA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::{Change, Rrset, RrsetKey, Source};
@@ -94,7 +95,14 @@ pub fn dane_ee(
 ) -> Result<Change, BadName> {
     let data = digests
         .iter()
-        .map(|d| RData::TLSA(crate::dane::tlsa::dane_ee_from_digest(d.clone())))
+        .map(|d| {
+            RData::TLSA(TLSA::new(
+                CertUsage::DaneEe,
+                Selector::Spki,
+                Matching::Sha256,
+                d.clone(),
+            ))
+        })
         .collect();
     Ok(change(
         tlsa_owner(host, port)?,
@@ -116,7 +124,14 @@ pub fn dane_ta(
 ) -> Result<Change, BadName> {
     let data = digests
         .iter()
-        .map(|d| RData::TLSA(crate::dane::tlsa::dane_ta_from_digest(d.clone())))
+        .map(|d| {
+            RData::TLSA(TLSA::new(
+                CertUsage::DaneTa,
+                Selector::Spki,
+                Matching::Sha256,
+                d.clone(),
+            ))
+        })
         .collect();
     Ok(change(
         tlsa_owner(host, port)?,

@@ -230,10 +230,7 @@ fn issue_and_serve(challenge: &str) {
 
 fn spki_sha256_of_cert(chain: &Path) -> String {
     let pem = fs::read_to_string(chain).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
+    let der = mxguard::x509::parse_chain(&pem).remove(0);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     ring::digest::digest(&ring::digest::SHA256, cert.tbs_certificate.subject_pki.raw)
         .as_ref()

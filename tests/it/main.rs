@@ -2,6 +2,7 @@
 //! clients (curl, openssl, dig, unbound, knotd, pebble) as a user would.
 
 mod acme;
+mod architecture;
 mod config_errors;
 mod dns;
 mod harness;

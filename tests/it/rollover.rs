@@ -2,6 +2,8 @@
 //! deployed files, a knotd secondary, a strict unbound validator, and an observer that checks
 //! at every sample that the key the MX presents is in the validated TLSA RRset.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,10 +98,11 @@ async fn serve_smtp(
         } else if cmd == "STARTTLS" {
             tokio::time::sleep(delay).await;
             // Files as deployed right now.
-            let chain: Vec<_> =
-                rustls_pemfile::certs(&mut fs::read(cert)?.as_slice()).collect::<Result<_, _>>()?;
-            let key = rustls_pemfile::private_key(&mut fs::read(key)?.as_slice())?
-                .ok_or_else(|| std::io::Error::other("no key"))?;
+            let chain: Vec<_> = CertificateDer::pem_slice_iter(&fs::read(cert)?)
+                .collect::<Result<_, _>>()
+                .map_err(std::io::Error::other)?;
+            let key =
+                PrivateKeyDer::from_pem_slice(&fs::read(key)?).map_err(std::io::Error::other)?;
             let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

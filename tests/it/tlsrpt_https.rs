@@ -227,8 +227,8 @@ fn numbered_report(i: usize) -> Vec<u8> {
 fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
-        roots.add(c.unwrap()).unwrap();
+    for c in mxguard::x509::parse_chain(&std::fs::read_to_string(ca).unwrap()) {
+        roots.add(c).unwrap();
     }
     let cfg = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
