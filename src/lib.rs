@@ -14,13 +14,15 @@
 //!   possible).
 //! - [`config`]: the TOML file, validated (every problem with file and dotted key).
 //! - [`state_dir`]: the state directory; the only module that writes files.
-//! - [`x509`]: PEM chains and certificate fields (a pure leaf).
+//! - [`x509`]: PEM chains and certificate fields; [`duration`]: the one parser of duration
+//!   keys (pure leaves).
 pub mod acme;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dane;
 pub mod dns;
+pub mod duration;
 pub mod mtasts;
 pub mod publish;
 pub mod state_dir;

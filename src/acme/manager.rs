@@ -190,11 +190,7 @@ pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair
 pub use crate::x509::{parse_chain, spki_of_cert, validity};
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 fn transient(e: CertError) -> acme::AcmeError {
@@ -311,35 +307,36 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
         .collect()
 }
 
-/// Owner of deployed files: `user[:group]`, names or numeric ids.
+/// Resolves `user[:group]` (names or numeric ids) through the system's user database (NSS:
+/// /etc/passwd and /etc/group, LDAP, systemd-userdbd, …). Without a group, the user's primary
+/// group.
 pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+    use nix::unistd::{Gid, Group, Uid, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        if let Ok(id) = name.parse::<u32>() {
-            return Some((id, id));
-        }
-        let text = std::fs::read_to_string(file).ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && f[0] == name).then(|| {
-                let a = f[2].parse().ok()?;
-                let b = f[3].parse().ok()?;
-                Some((a, b))
-            })?
-        })
+    let user = match user.parse::<u32>() {
+        Ok(id) => User::from_uid(Uid::from_raw(id))
+            .map_err(|e| format!("looking up user {id}: {e}"))?
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .unwrap_or((id, id)),
+        Err(_) => User::from_name(user)
+            .map_err(|e| format!("looking up user {user:?}: {e}"))?
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .ok_or_else(|| format!("unknown user {user:?}"))?,
     };
-    let (uid, primary_gid) =
-        lookup("/etc/passwd", user).ok_or_else(|| format!("unknown user {user:?}"))?;
     let gid = match group {
-        Some(g) => lookup("/etc/group", g)
-            .map(|(gid, _)| gid)
-            .ok_or_else(|| format!("unknown group {g:?}"))?,
-        None => primary_gid,
+        None => user.1,
+        Some(g) => match g.parse::<u32>() {
+            Ok(id) => Gid::from_raw(id).as_raw(),
+            Err(_) => Group::from_name(g)
+                .map_err(|e| format!("looking up group {g:?}: {e}"))?
+                .map(|gr| gr.gid.as_raw())
+                .ok_or_else(|| format!("unknown group {g:?}"))?,
+        },
     };
-    Ok((uid, gid))
+    Ok((user.0, gid))
 }
 
 /// Writes chain and key for the MTA (atomically, with modes and owner), then runs the reload
@@ -1000,6 +997,9 @@ mod tests {
     fn owner_numeric_and_root() {
         assert_eq!(resolve_owner("0:0").unwrap(), (0, 0));
         assert_eq!(resolve_owner("root").unwrap(), (0, 0));
+        // Group names resolve (the /etc/group member list once made this "unknown group").
+        assert_eq!(resolve_owner("root:root").unwrap(), (0, 0));
+        assert!(resolve_owner("root:no-such-group-mxguard").is_err());
         assert!(resolve_owner("no-such-user-mxguard").is_err());
     }
 

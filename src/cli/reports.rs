@@ -32,22 +32,9 @@ pub async fn import_reports(path: &Path, paths: &[PathBuf], json: bool) -> anyho
     Ok(())
 }
 
-/// Parses `7d`, `24h`, `90m`, `3600s` or plain seconds.
+/// Parses `--since`: `7d`, `24h`, `90m`, `3600s` or plain seconds.
 pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--since {text:?}: expected e.g. 7d, 24h, 90m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 7 * 86_400,
-        _ => anyhow::bail!("--since {text:?}: unit must be s, m, h, d or w"),
-    };
-    Ok(Duration::from_secs(secs))
+    crate::duration::parse(text).map_err(|e| anyhow::anyhow!("--since: {e}"))
 }
 
 fn open_reports(config: &Config) -> anyhow::Result<crate::tlsrpt::store::ReportStore> {

@@ -155,9 +155,5 @@ async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, Str
 
 /// The key id (hex SHA-256 of the SPKI): the data of its `3 1 1` record.
 pub fn key_id(spki_der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, spki_der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, spki_der).as_ref())
 }

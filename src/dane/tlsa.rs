@@ -38,7 +38,7 @@ pub fn dane_ta_spki_sha256(spki_der: &[u8]) -> TLSA {
 
 /// Presentation form: `3 1 1 <hex>`.
 pub fn presentation(t: &TLSA) -> String {
-    let hex: String = t.cert_data.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = data_encoding::HEXLOWER.encode(&t.cert_data);
     format!(
         "{} {} {} {hex}",
         u8::from(t.cert_usage),

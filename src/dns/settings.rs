@@ -136,11 +136,10 @@ impl SecondarySettings {
             path: file.clone(),
             reason: e.to_string(),
         })?;
-        let secret =
-            crate::zone::encoding_base64_decode(text.trim()).ok_or_else(|| DnsError::Secret {
-                path: file.clone(),
-                reason: "not base64 (expected the secret as tsig-keygen prints it)".into(),
-            })?;
+        let secret = base64_decode(&text).ok_or_else(|| DnsError::Secret {
+            path: file.clone(),
+            reason: "not base64 (expected the secret as tsig-keygen prints it)".into(),
+        })?;
         if secret.len() < 16 {
             return Err(DnsError::Secret {
                 path: file.clone(),
@@ -154,6 +153,12 @@ impl SecondarySettings {
         name.set_fqdn(true);
         secondary.with_tsig(&name, secret)
     }
+}
+
+/// Standard base64 with ASCII whitespace ignored (as `tsig-keygen` and BIND key files write it).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    data_encoding::BASE64.decode(&compact).ok()
 }
 
 #[cfg(test)]

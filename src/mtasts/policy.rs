@@ -287,10 +287,7 @@ impl Published {
 /// exactly when the text changes (RFC 8461 §3.1 allows 1-32 alphanumerics).
 pub fn policy_id(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
 }
 
 /// Errors of parsing a served policy text (used to check what senders would read).

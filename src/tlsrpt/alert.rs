@@ -39,7 +39,7 @@ pub struct AlertSettings {
     #[serde(default = "default_max_failure_ratio")]
     pub max_failure_ratio: f64,
     /// The window, in seconds, over which counts are summed (by report end date).
-    #[serde(default = "default_window")]
+    #[serde(default = "default_window", deserialize_with = "crate::duration::secs")]
     pub window: u64,
 }
 

@@ -63,7 +63,10 @@ pub struct IntakeSettings {
     #[serde(default = "default_max_decompressed")]
     pub max_decompressed: usize,
     /// Seconds allowed to receive the whole body (default 30).
-    #[serde(default = "default_read_timeout_secs")]
+    #[serde(
+        default = "default_read_timeout_secs",
+        deserialize_with = "crate::duration::secs"
+    )]
     pub read_timeout_secs: u64,
 }
 

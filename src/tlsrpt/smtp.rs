@@ -87,7 +87,10 @@ pub struct SmtpSettings {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Seconds allowed for each read, write and TLS handshake (default 300, RFC 5321 4.5.3.2).
-    #[serde(default = "default_timeout_secs")]
+    #[serde(
+        default = "default_timeout_secs",
+        deserialize_with = "crate::duration::secs"
+    )]
     pub timeout_secs: u64,
 }
 

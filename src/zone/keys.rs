@@ -13,10 +13,10 @@ use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSKEY, DS};
 use hickory_proto::dnssec::{DigestType, PublicKey, SigningKey};
 use hickory_proto::rr::Name;
 
-use super::encoding::{base64_encode, hex_upper};
 use super::error::ZoneError;
 use super::settings::DnssecAlgorithm;
 use crate::state_dir::{SECRET_MODE, ensure_dir, read_optional, write_atomic};
+use data_encoding::{BASE64, HEXUPPER};
 
 /// DNSKEY flags of a CSK: Zone Key (256) + Secure Entry Point (1).
 pub const CSK_FLAGS: u16 = 257;
@@ -212,7 +212,7 @@ impl ZoneKey {
         let ds = self.ds()?;
         let algorithm = u8::from(self.algorithm.to_hickory());
         let digest_type = u8::from(DigestType::SHA256);
-        let digest_hex = hex_upper(ds.digest());
+        let digest_hex = HEXUPPER.encode(ds.digest());
         Ok(RegistrarRecords {
             ds: format!(
                 "{} IN DS {} {algorithm} {digest_type} {digest_hex}",
@@ -222,7 +222,7 @@ impl ZoneKey {
                 "{} IN DNSKEY {} 3 {algorithm} {}",
                 self.origin,
                 CSK_FLAGS,
-                base64_encode(self.dnskey.public_key().public_bytes())
+                BASE64.encode(self.dnskey.public_key().public_bytes())
             ),
             key_tag: self.key_tag,
             algorithm,

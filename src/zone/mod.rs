@@ -12,7 +12,6 @@
 //!
 //! Must not touch: sockets, configuration files, the CLI or HTTP.
 
-mod encoding;
 mod error;
 pub mod keys;
 pub mod parse;
@@ -54,11 +53,6 @@ pub fn build_and_persist(
         );
     }
     Ok((zone, state))
-}
-
-/// Decodes standard base64 (for TSIG secrets read by `crate::dns`).
-pub(crate) fn encoding_base64_decode(text: &str) -> Option<Vec<u8>> {
-    encoding::base64_decode(text)
 }
 
 #[cfg(test)]

@@ -50,13 +50,13 @@ pub struct DnssecSettings {
     #[serde(default)]
     pub nsec3: bool,
     /// How long new signatures are valid.
-    #[serde(default = "default_signature_validity", with = "duration_text")]
+    #[serde(default = "default_signature_validity", with = "crate::duration")]
     pub signature_validity: Duration,
     /// Re-sign when this much validity or less remains.
-    #[serde(default = "default_refresh", with = "duration_text")]
+    #[serde(default = "default_refresh", with = "crate::duration")]
     pub refresh: Duration,
     /// How far signature inception is backdated, for validators with slow clocks.
-    #[serde(default = "default_inception_offset", with = "duration_text")]
+    #[serde(default = "default_inception_offset", with = "crate::duration")]
     pub inception_offset: Duration,
     /// TTL of DNSKEY, CDS and CDNSKEY.
     #[serde(default = "default_dnskey_ttl")]
@@ -160,68 +160,6 @@ impl DnssecSettings {
     }
 }
 
-/// Serde helpers for durations written as `"14d"`, `"12h"`, `"30m"`, `"45s"` or seconds.
-pub mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    /// Parses `"14d"`, `"12h"`, `"30m"`, `"45s"` or a bare number of seconds.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-            Some(i) => t.split_at(i),
-            None => (t, "s"),
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected e.g. \"14d\" or \"36h\""))?;
-        let mult = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86400,
-            "w" => 7 * 86400,
-            _ => {
-                return Err(format!(
-                    "invalid duration {text:?}: unit must be one of s, m, h, d, w"
-                ));
-            }
-        };
-        n.checked_mul(mult)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("invalid duration {text:?}: too large"))
-    }
-
-    /// Writes the largest whole unit.
-    pub fn format(d: &Duration) -> String {
-        let s = d.as_secs();
-        for (unit, m) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
-            if s != 0 && s.is_multiple_of(m) {
-                return format!("{}{unit}", s / m);
-            }
-        }
-        format!("{s}s")
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Seconds(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
-            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,13 +176,16 @@ mod tests {
     #[test]
     fn durations_parse_and_round_trip() {
         assert_eq!(
-            duration_text::parse("14d").unwrap(),
+            crate::duration::parse("14d").unwrap(),
             Duration::from_secs(14 * 86400)
         );
-        assert_eq!(duration_text::parse("90").unwrap(), Duration::from_secs(90));
-        assert!(duration_text::parse("3 fortnights").is_err());
         assert_eq!(
-            duration_text::format(&Duration::from_secs(36 * 3600)),
+            crate::duration::parse("90").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert!(crate::duration::parse("3 fortnights").is_err());
+        assert_eq!(
+            crate::duration::format(&Duration::from_secs(36 * 3600)),
             "36h"
         );
     }

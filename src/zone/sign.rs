@@ -14,7 +14,6 @@ use hickory_proto::dnssec::{Nsec3HashAlgorithm, TBS};
 use hickory_proto::rr::{Name, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::encoding::base32hex;
 use super::error::ZoneError;
 use super::keys::ZoneKey;
 use super::parse::ZoneData;
@@ -92,11 +91,7 @@ pub fn content_hash(data: &ZoneData, key: &ZoneKey, settings: &DnssecSettings) -
     }
     ctx.update(&[u8::from(settings.nsec3)]);
     ctx.update(&settings.dnskey_ttl.to_be_bytes());
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
 }
 
 /// Plans the serial/window from `previous` and `now_unix`, then builds and signs the zone.
@@ -335,9 +330,13 @@ pub fn sign_zone(
         let hashes: Vec<&Vec<u8>> = hashed.keys().collect();
         for (i, (h, types)) in hashed.iter().enumerate() {
             let next = hashes[(i + 1) % hashes.len()].clone();
-            let owner = Name::from_ascii(base32hex(h))
-                .and_then(|n| n.append_domain(&origin))
-                .map_err(|e| signer.err(&origin, RecordType::NSEC3, e))?;
+            let owner = Name::from_ascii(
+                data_encoding::BASE32HEX_NOPAD
+                    .encode(h)
+                    .to_ascii_lowercase(),
+            )
+            .and_then(|n| n.append_domain(&origin))
+            .map_err(|e| signer.err(&origin, RecordType::NSEC3, e))?;
             let rd = NSEC3::new(
                 Nsec3HashAlgorithm::SHA1,
                 false,
@@ -485,7 +484,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
                 let reg = k.registrar_records().unwrap();
                 assert!(
                     reg.ds
-                        .contains(&super::super::encoding::hex_upper(zone.ds().digest()))
+                        .contains(&data_encoding::HEXUPPER.encode(zone.ds().digest()))
                 );
                 let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records[0].data;
                 assert_eq!(cds, &RData::from(k.cds().unwrap()));

@@ -1,0 +1,106 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/mxguard/mxguard.toml"), text)
+}
+
+const GOOD: &str = r#"
+state_dir = "state"
+[listen]
+https = "127.0.0.1:8443"
+http = "127.0.0.1:8080"
+dns = "127.0.0.1:8053"
+[acme]
+directory = "local"
+[[domain]]
+name = "Example.COM."
+mx = ["mx1.example.com"]
+tls_rpt = ["mailto:tlsrpt@example.com", "https://mta-sts.example.com/tlsrpt"]
+"#;
+
+#[test]
+fn good_config_resolves_paths_relative_to_config_file() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.state_dir, Path::new("/etc/mxguard/state"));
+    assert_eq!(c.domains[0].name, "example.com");
+    assert_eq!(
+        c.domains[0].policy_file,
+        Path::new("/etc/mxguard/policies/example.com.toml")
+    );
+    assert_eq!(
+        c.domains[0].tls_rpt_record().unwrap(),
+        "v=TLSRPTv1; rua=mailto:tlsrpt@example.com,https://mta-sts.example.com/tlsrpt"
+    );
+}
+
+#[test]
+fn unknown_key_names_key_line_and_column() {
+    let e = parse("[listen]\nhttps = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.starts_with("/etc/mxguard/mxguard.toml:3:1: listen"),
+        "{s}"
+    );
+    assert!(s.contains("unknown field `bogus`"), "{s}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let e = parse(
+        "[acme]\ndirectory = \"ftp://x\"\n[[domain]]\nname = \"a.example\"\nmx = [\"bad host\"]\ntls_rpt = [\"http://x\"]\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["acme.directory", "domain[0].mx[0]", "domain[0].tls_rpt[0]"]
+    );
+}
+
+#[test]
+fn response_cache_default_and_bound() {
+    assert_eq!(
+        parse(GOOD).unwrap().dns.response_cache,
+        crate::dns::DEFAULT_RESPONSE_CACHE
+    );
+    let off = format!("{GOOD}[dns]\nresponse_cache = 0\n");
+    assert_eq!(parse(&off).unwrap().dns.response_cache, 0);
+    let huge = format!("{GOOD}[dns]\nresponse_cache = 20001\n");
+    let e = parse(&huge).unwrap_err().to_string();
+    assert!(
+        e.contains("dns.response_cache") && e.contains("at most 20000"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rua_validation() {
+    assert!(validate_rua("mailto:a@example.com").is_ok());
+    assert!(validate_rua("https://r.example.com/x").is_ok());
+    assert!(validate_rua("mailto:example.com").is_err());
+    assert!(validate_rua("https://a.example.com,mailto:b@example.com").is_err());
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+}
+
+#[test]
+fn every_duration_key_takes_seconds_or_a_unit() {
+    let text = GOOD.replace(
+        "directory = \"local\"",
+        "directory = \"local\"\nretry_initial = \"2m\"\nretry_max = 7200",
+    ) + "[[mx]]\nhost = \"mx1.example.com\"\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nreload_timeout = \"1m\"\n[rollover]\nmin_hold = 600\npoll = \"5s\"\n[tlsrpt.intake]\nread_timeout_secs = \"45s\"\n[tlsrpt.alerts]\nwindow = \"1d\"\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.acme.backoff.base.as_secs(), 120);
+    assert_eq!(c.acme.backoff.cap.as_secs(), 7200);
+    assert_eq!(c.mx[0].deploy.reload_timeout.as_secs(), 60);
+    assert_eq!(c.rollover.min_hold.as_secs(), 600);
+    assert_eq!(c.rollover.poll.as_secs(), 5);
+    assert_eq!(c.tlsrpt.intake.read_timeout_secs, 45);
+    assert_eq!(c.tlsrpt.alerts.window, 86400);
+    let e = parse(&text.replace("\"2m\"", "\"2 minutes\"")).unwrap_err();
+    assert!(e.to_string().contains("acme.retry_initial"), "{e}");
+}

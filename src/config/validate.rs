@@ -1,0 +1,522 @@
+//! Validation of what the user typed into a [`Config`], one function per section. Every
+//! function adds its problems (dotted key and message) to one list, so the user sees all of
+//! them at once. No I/O apart from checking that named files exist.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::acme::manager::Deploy;
+use crate::mtasts::policy;
+
+/// The problems found so far, each naming the config file.
+pub(super) struct Problems {
+    file: PathBuf,
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    fn push(&mut self, key: String, message: String) {
+        self.list.push(Problem {
+            file: self.file.clone(),
+            position: None,
+            key,
+            message,
+        })
+    }
+}
+
+/// Resolves paths in the config relative to the config file's folder.
+pub(super) struct Base(PathBuf);
+
+impl Base {
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.0.join(p)
+        }
+    }
+}
+
+/// `[acme]`: the directory and the contact address.
+fn acme_directory(raw: &RawConfig, p: &mut Problems) -> AcmeDirectory {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let directory = match raw.acme.directory.as_str() {
+        "local" => AcmeDirectory::Local,
+        "letsencrypt" => AcmeDirectory::Url(LETSENCRYPT.into()),
+        "letsencrypt-staging" => AcmeDirectory::Url(LETSENCRYPT_STAGING.into()),
+        url if url.starts_with("https://") => AcmeDirectory::Url(url.into()),
+        other => {
+            problem(
+                "acme.directory".into(),
+                format!(
+                    "{other:?} is not a directory: use letsencrypt, letsencrypt-staging, local or an https:// URL"
+                ),
+            );
+            AcmeDirectory::Local
+        }
+    };
+    if let Some(email) = &raw.acme.email
+        && (!email.contains('@') || email.contains(char::is_whitespace))
+    {
+        problem(
+            "acme.email".into(),
+            format!("{email:?} is not an email address"),
+        );
+    }
+
+    directory
+}
+
+/// `[[domain]]`: names, MX hosts, report addresses, policy and zone files.
+fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let resolve = |f: &Path| base.resolve(f);
+    if raw.domain.is_empty() {
+        problem(
+            "domain".into(),
+            "no [[domain]] configured: add one (e.g. `mxguard init --domain example.com --mx mx1.example.com`)".into(),
+        );
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut domains = Vec::new();
+    for (i, d) in raw.domain.iter().enumerate() {
+        let name = match policy::normalize_hostname(&d.name) {
+            Ok(n) => n,
+            Err(e) => {
+                problem(format!("domain[{i}].name"), e);
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(name.clone(), i) {
+            problem(
+                format!("domain[{i}].name"),
+                format!(
+                    "duplicate domain {name}: already configured as domain[{first}]; remove one"
+                ),
+            );
+        }
+        if d.mx.is_empty() {
+            problem(
+                format!("domain[{i}].mx"),
+                "no MX hosts: list the domain's MX hosts, e.g. mx = [\"mx1.example.com\"]".into(),
+            );
+        }
+        let mut mx = Vec::new();
+        for (j, host) in d.mx.iter().enumerate() {
+            match policy::normalize_hostname(host) {
+                Ok(h) => mx.push(h),
+                Err(e) => problem(format!("domain[{i}].mx[{j}]"), e),
+            }
+        }
+        for (j, uri) in d.tls_rpt.iter().enumerate() {
+            if let Err(e) = validate_rua(uri) {
+                problem(format!("domain[{i}].tls_rpt[{j}]"), e);
+            }
+        }
+        let policy_file = resolve(
+            d.policy
+                .as_deref()
+                .unwrap_or(&PathBuf::from(format!("policies/{name}.toml"))),
+        );
+        let zone_file = resolve(
+            d.zone
+                .as_deref()
+                .unwrap_or(&PathBuf::from(format!("zones/{name}.zone"))),
+        );
+        domains.push(Domain {
+            name,
+            mx,
+            policy_file,
+            zone_file,
+            tls_rpt: d.tls_rpt.clone(),
+            challenge: d.challenge.unwrap_or(raw.acme.challenge),
+            tlsa_https: d.tlsa_https,
+        });
+    }
+
+    domains
+}
+
+/// `[[mx]]`: hosts, files, modes, owner, reload, rollover or external certificate.
+fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) -> Vec<MxCert> {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let resolve = |f: &Path| base.resolve(f);
+    let mut mx_certs = Vec::new();
+    let mut seen_mx: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in raw.mx.iter().enumerate() {
+        let host = match policy::normalize_hostname(&m.host) {
+            Ok(h) => h,
+            Err(e) => {
+                problem(format!("mx[{i}].host"), e);
+                continue;
+            }
+        };
+        if !domains.iter().any(|d| d.mx.contains(&host)) {
+            problem(
+                format!("mx[{i}].host"),
+                format!(
+                    "{host} is not an MX host of any configured domain: add it to a domain's mx list"
+                ),
+            );
+        }
+        if let Some(first) = seen_mx.insert(host.clone(), i) {
+            problem(
+                format!("mx[{i}].host"),
+                format!("{host} is already configured as mx[{first}]"),
+            );
+        }
+        let mut mode = |key: &str, v: &str| match u32::from_str_radix(v, 8) {
+            Ok(m) if m <= 0o777 => m,
+            _ => {
+                problem(
+                    format!("mx[{i}].{key}"),
+                    format!("{v:?} is not a file mode: use octal such as \"0640\""),
+                );
+                0o600
+            }
+        };
+        let cert_mode = mode("cert_mode", &m.cert_mode);
+        let key_mode = mode("key_mode", &m.key_mode);
+        if key_mode & 0o007 != 0 {
+            problem(
+                format!("mx[{i}].key_mode"),
+                format!(
+                    "{} makes the private key readable by everyone: use 0600 or 0640",
+                    m.key_mode
+                ),
+            );
+        }
+        let owner = match &m.owner {
+            Some(o) => match crate::acme::manager::resolve_owner(o) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    problem(format!("mx[{i}].owner"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if m.reload_timeout == 0 {
+            problem(
+                format!("mx[{i}].reload_timeout"),
+                "must be at least 1 second".into(),
+            );
+        }
+        let verify = match &m.verify {
+            Some(v) => match v.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problem(
+                        format!("mx[{i}].verify"),
+                        format!("{v:?} is not an address:port such as \"192.0.2.25:25\""),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if (m.rollover || m.external_cert.is_some()) && raw.listen.dns.is_none() {
+            problem(
+                format!("mx[{i}].rollover"),
+                "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
+            );
+        }
+        let external = m.external_cert.as_deref().map(resolve);
+        match (&external, &m.cert_file, &m.key_file) {
+            (Some(_), None, None) => {
+                if !m.reload.is_empty() {
+                    problem(
+                        format!("mx[{i}].reload"),
+                        "with external_cert the other tool reloads the MTA: remove reload".into(),
+                    );
+                }
+            }
+            (Some(_), _, _) => problem(
+                format!("mx[{i}].external_cert"),
+                "external_cert excludes cert_file and key_file: mxguard either keeps the certificate or watches it".into(),
+            ),
+            (None, Some(_), Some(_)) => {}
+            (None, _, _) => problem(
+                format!("mx[{i}]"),
+                "set cert_file and key_file (mxguard keeps the certificate) or external_cert (another tool does)".into(),
+            ),
+        }
+        if external.is_none() && !m.prepublish.is_empty() {
+            problem(
+                format!("mx[{i}].prepublish"),
+                "prepublish is for external_cert; mxguard pre-publishes its own keys".into(),
+            );
+        }
+        for (j, d) in m.prepublish.iter().enumerate() {
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problem(
+                    format!("mx[{i}].prepublish[{j}]"),
+                    format!(
+                        "{d:?} is not a SHA-256 hex digest (64 hex digits) of a SubjectPublicKeyInfo"
+                    ),
+                );
+            }
+        }
+        mx_certs.push(MxCert {
+            verify,
+            rollover: m.rollover,
+            external,
+            prepublish: m
+                .prepublish
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            dane_ta: m.dane_ta.iter().map(|f| resolve(f)).collect(),
+            host,
+            challenge: m.challenge.unwrap_or(raw.acme.challenge),
+            deploy: Deploy {
+                cert_file: m.cert_file.as_deref().map(resolve).unwrap_or_default(),
+                key_file: m.key_file.as_deref().map(resolve).unwrap_or_default(),
+                owner,
+                cert_mode,
+                key_mode,
+                reload: m.reload.clone(),
+                reload_timeout: std::time::Duration::from_secs(m.reload_timeout),
+            },
+        });
+    }
+    mx_certs
+}
+
+/// `[acme]`: retries, external account binding and CAA.
+fn acme_account(
+    raw: &RawConfig,
+    base: &Base,
+    directory: &AcmeDirectory,
+    p: &mut Problems,
+) -> (Option<(String, PathBuf)>, Option<String>) {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let resolve = |f: &Path| base.resolve(f);
+    if raw.acme.retry_initial == 0 || raw.acme.retry_initial > raw.acme.retry_max {
+        problem(
+            "acme.retry_initial".into(),
+            format!(
+                "{} must be at least 1 and at most acme.retry_max ({})",
+                raw.acme.retry_initial, raw.acme.retry_max
+            ),
+        );
+    }
+    let eab = match (&raw.acme.eab_kid, &raw.acme.eab_hmac_key_file) {
+        (Some(k), Some(f)) => Some((k.clone(), resolve(f))),
+        (None, None) => None,
+        _ => {
+            problem(
+                "acme.eab_kid".into(),
+                "external account binding needs both eab_kid and eab_hmac_key_file".into(),
+            );
+            None
+        }
+    };
+
+    let caa_issuer = if raw.acme.caa {
+        match (&raw.acme.caa_issuer, &directory) {
+            (Some(i), _) => Some(i.clone()),
+            (None, AcmeDirectory::Url(u)) if u.contains("letsencrypt.org") => {
+                Some("letsencrypt.org".to_string())
+            }
+            _ => {
+                problem(
+                    "acme.caa_issuer".into(),
+                    "set the CA's CAA issuer domain (e.g. \"letsencrypt.org\") to publish CAA"
+                        .into(),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    (eab, caa_issuer)
+}
+
+/// `[dnssec]`, `[[secondary]]`, `[dns]` and `[records]`.
+fn dns(raw: &RawConfig, base: &Base, p: &mut Problems) {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let resolve = |f: &Path| base.resolve(f);
+    for p in raw.dnssec.validate("dnssec") {
+        problem(p.key.clone(), p.message.clone());
+    }
+    for (i, sec) in raw.secondary.iter().enumerate() {
+        for p in sec.validate(&format!("secondary[{i}]")) {
+            problem(p.key.clone(), p.message.clone());
+        }
+        if let Some(f) = &sec.tsig_secret_file {
+            let f = resolve(f);
+            if !f.exists() {
+                problem(
+                    format!("secondary[{i}].tsig_secret_file"),
+                    format!(
+                        "{} does not exist: create it (e.g. with tsig-keygen) or fix the path",
+                        f.display()
+                    ),
+                );
+            }
+        }
+    }
+    if !raw.secondary.is_empty() && raw.listen.dns.is_none() {
+        problem(
+            "secondary".into(),
+            "secondaries need the DNS listener: set listen.dns".into(),
+        );
+    }
+    if raw.dns.response_cache > MAX_RESPONSE_CACHE {
+        problem(
+            "dns.response_cache".into(),
+            format!("at most {MAX_RESPONSE_CACHE} responses (0 turns the cache off)"),
+        );
+    }
+    if raw.records.ttl == 0 || raw.records.tlsa_ttl == 0 {
+        problem("records".into(), "TTLs must be at least 1 second".into());
+    }
+}
+
+/// `[tlsrpt]`.
+fn tlsrpt(raw: &RawConfig, p: &mut Problems) {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    for p in raw.tlsrpt.intake.validate("tlsrpt.intake") {
+        problem(String::new(), p);
+    }
+    for p in raw.tlsrpt.alerts.validate("tlsrpt.alerts") {
+        problem(p.key.clone(), p.problem.clone());
+    }
+    if let Some(smtp) = &raw.tlsrpt.smtp {
+        for p in smtp.validate("tlsrpt.smtp") {
+            problem(String::new(), p);
+        }
+        if !raw.tlsrpt.enabled {
+            problem(
+                "tlsrpt.smtp".into(),
+                "the SMTP intake stores into the report database: set tlsrpt.enabled = true".into(),
+            );
+        }
+    }
+    if raw.tlsrpt.retention_days == 0 {
+        problem(
+            "tlsrpt.retention_days".into(),
+            "must be at least 1 day".into(),
+        );
+    }
+}
+
+/// `[listen]` and the SMTP listener: no two TCP listeners on one address.
+fn listeners(raw: &RawConfig, p: &mut Problems) {
+    let mut problem = |key: String, message: String| p.push(key, message);
+    let mut addrs: Vec<(&str, SocketAddr)> = vec![("listen.https", raw.listen.https)];
+    if let Some(a) = raw.listen.http {
+        addrs.push(("listen.http", a));
+    }
+    if let Some(a) = raw.listen.admin {
+        addrs.push(("listen.admin", a));
+    }
+    if let Some(smtp) = &raw.tlsrpt.smtp {
+        addrs.push(("tlsrpt.smtp.listen", smtp.listen));
+    }
+    for (i, (ka, a)) in addrs.iter().enumerate() {
+        for (kb, b) in &addrs[i + 1..] {
+            if a == b && a.port() != 0 {
+                problem(
+                    kb.to_string(),
+                    format!(
+                        "{b} is also used by {ka}: give each TCP listener its own address or port"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Validates every section; all problems at once.
+pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let base = Base(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    );
+    let mut p = Problems {
+        file: path.to_path_buf(),
+        list: Vec::new(),
+    };
+    let directory = acme_directory(&raw, &mut p);
+    let domains = domains(&raw, &base, &mut p);
+    let mx_certs = mx_certs(&raw, &base, &domains, &mut p);
+    let (eab, caa_issuer) = acme_account(&raw, &base, &directory, &mut p);
+    dns(&raw, &base, &mut p);
+    tlsrpt(&raw, &mut p);
+    listeners(&raw, &mut p);
+    let problems = p.list;
+    let resolve = |f: &Path| base.resolve(f);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Config {
+        file: path.to_path_buf(),
+        state_dir: resolve(&raw.state_dir),
+        listen: Listen {
+            https: raw.listen.https,
+            http: raw.listen.http,
+            dns: raw.listen.dns,
+            admin: raw.listen.admin,
+        },
+        acme: Acme {
+            directory,
+            ca_file: raw.acme.ca_file.as_deref().map(resolve),
+            email: raw.acme.email,
+            challenge: raw.acme.challenge,
+            eab,
+            backoff: crate::acme::renewal::Backoff {
+                base: std::time::Duration::from_secs(raw.acme.retry_initial),
+                cap: std::time::Duration::from_secs(raw.acme.retry_max),
+            },
+            caa_issuer,
+            profile: raw.acme.profile,
+        },
+        domains,
+        mx: mx_certs,
+        dnssec: raw.dnssec,
+        secondaries: raw
+            .secondary
+            .into_iter()
+            .map(|mut s| {
+                s.tsig_secret_file = s.tsig_secret_file.as_deref().map(resolve);
+                s
+            })
+            .collect(),
+        dns: raw.dns,
+        records: raw.records,
+        tlsrpt: raw.tlsrpt,
+        rollover: raw.rollover,
+    })
+}
+
+/// A TLS-RPT `rua` URI (RFC 8460 §3): `mailto:` with an address or `https:` with a host.
+pub fn validate_rua(uri: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{uri:?} is not a TLS-RPT report URI: {why}"));
+    if uri.contains([',', ';', ' ', '"']) {
+        return bad("it must not contain commas, semicolons, spaces or quotes");
+    }
+    if let Some(addr) = uri.strip_prefix("mailto:") {
+        match addr.split_once('@') {
+            Some((l, d)) if !l.is_empty() && policy::normalize_hostname(d).is_ok() => Ok(()),
+            _ => bad("expected mailto:user@example.com"),
+        }
+    } else if let Some(rest) = uri.strip_prefix("https://") {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        if policy::normalize_hostname(host).is_ok() {
+            Ok(())
+        } else {
+            bad("expected https://host/path")
+        }
+    } else {
+        bad("use mailto: or https:")
+    }
+}
