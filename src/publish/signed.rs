@@ -4,15 +4,15 @@
 //! Owns the zone snapshots: each domain's zone file parsed at start and on reload only, the
 //! managed RRsets per zone, the zone keys, and the signed zones handed to the DNS server. A
 //! change rebuilds and re-signs only the zone it touches, reusing the signatures of unchanged
-//! RRsets; a change that is already in place does nothing at all. Signing runs on blocking
-//! threads, never on the async workers. The signing state (serial, window) is persisted before
+//! RRsets; a change that is already in place does nothing at all. Parsing and signing run on
+//! one signer thread, never on the async workers. The signing state (serial, window) is persisted before
 //! a zone is served.
 //!
 //! Must not decide what the records are or when they change, and must not read the config
 //! file: the daemon hands in the zone list and DNSSEC settings.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,11 +33,45 @@ pub struct DomainZone {
     pub zone_file: PathBuf,
 }
 
+/// A zone file as read at start or the last reload. Kept as text (a zone file's text is a
+/// fraction of its parsed form) and parsed again from memory when the zone is rebuilt; a file
+/// with `$INCLUDE` is kept parsed, so that nothing is read from disk after the reload.
+#[derive(Clone, PartialEq, Eq)]
+enum ZoneSource {
+    Text { text: Arc<str>, path: Arc<Path> },
+    Parsed(Arc<ZoneData>),
+}
+
+impl ZoneSource {
+    fn read(path: &Path, origin: &Name) -> Result<ZoneSource, ZoneError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let data = ZoneData::parse(&text, path, origin)?;
+        Ok(if text.to_ascii_uppercase().contains("$INCLUDE") {
+            ZoneSource::Parsed(Arc::new(data))
+        } else {
+            ZoneSource::Text {
+                text: text.into(),
+                path: path.into(),
+            }
+        })
+    }
+
+    fn data(&self, origin: &Name) -> Result<ZoneData, ZoneError> {
+        match self {
+            ZoneSource::Text { text, path } => ZoneData::parse(text, path, origin),
+            ZoneSource::Parsed(d) => Ok(ZoneData::clone(d)),
+        }
+    }
+}
+
 /// What is known about one served zone besides its signed form.
 #[derive(Clone)]
 struct Slot {
-    /// The zone file as parsed at start or the last reload.
-    data: Arc<ZoneData>,
+    /// The zone file as read at start or the last reload.
+    source: ZoneSource,
     /// Managed RRsets of this zone, by key.
     managed: BTreeMap<RrsetKey, Rrset>,
     key: Arc<ZoneKey>,
@@ -82,8 +116,8 @@ fn managed_of(slot: &Slot) -> ManagedRecords {
 }
 
 /// The unsigned zone: the zone file plus the managed records.
-fn merged(slot: &Slot) -> Result<ZoneData, ZoneError> {
-    ZoneData::clone(&slot.data).with_managed(&managed_of(slot))
+fn merged(origin: &Name, slot: &Slot) -> Result<ZoneData, ZoneError> {
+    slot.source.data(origin)?.with_managed(&managed_of(slot))
 }
 
 /// The most specific origin in `origins` that contains `owner`.
@@ -117,7 +151,7 @@ fn load_slots(
                 continue;
             }
         };
-        let data = match ZoneData::load(&z.zone_file, &origin) {
+        let source = match ZoneSource::read(&z.zone_file, &origin) {
             Ok(d) => d,
             Err(e) => {
                 problems.push(e.to_string());
@@ -140,7 +174,7 @@ fn load_slots(
         slots.insert(
             origin,
             Slot {
-                data: Arc::new(data),
+                source,
                 managed: BTreeMap::new(),
                 key,
             },
@@ -199,7 +233,7 @@ pub fn check(zones: &[DomainZone], changes: &[Change]) -> Result<(), LoadError> 
     }
 }
 
-/// Builds and signs `jobs` (on the calling thread: call it from a blocking context), persisting
+/// Builds and signs `jobs` (on the calling thread: the signer thread), persisting
 /// each zone's signing state before it is returned. A zone whose content and window did not
 /// change is left out.
 fn build(
@@ -230,7 +264,7 @@ fn build_one(
     job: &Job,
     now: u64,
 ) -> Result<Option<SignedZone>, ZoneError> {
-    let data = merged(&job.slot)?;
+    let data = merged(&job.origin, &job.slot)?;
     let state_file = state.path(&format!("zones/{}signing.json", job.origin.to_ascii()));
     let (zone, new_state) = match &job.previous {
         Some(prev) => match zone::rebuild_signed_zone(&data, &job.slot.key, prev, now, settings)? {
@@ -253,52 +287,47 @@ fn build_one(
     Ok(Some(zone))
 }
 
-/// Builds many zones on every core (start and reload; a change builds one zone).
-fn build_parallel(
-    state: &StateDir,
-    settings: &DnssecSettings,
-    jobs: Vec<Job>,
-    now: u64,
-) -> Result<Vec<Arc<SignedZone>>, Vec<String>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || jobs.len() < 16 {
-        return build(state, settings, jobs, now);
+/// The one thread that parses, builds and signs zones: off the async workers, one job at a
+/// time (the single writer), and one heap arena for all zone memory (zones built on many
+/// threads and freed on others fragment the allocator's arenas).
+struct SignerThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl SignerThread {
+    fn start() -> std::io::Result<SignerThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("zone-signer".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })?;
+        Ok(SignerThread { jobs })
     }
-    let chunk = jobs.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<Job>> = Vec::new();
-    let mut it = jobs.into_iter().peekable();
-    while it.peek().is_some() {
-        chunks.push(it.by_ref().take(chunk).collect());
-    }
-    let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || build(state, settings, c, now)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(vec!["zone signing thread panicked".into()]))
-            })
-            .collect()
-    });
-    let (mut out, mut problems) = (Vec::new(), Vec::new());
-    for r in results {
-        match r {
-            Ok(z) => out.extend(z),
-            Err(p) => problems.extend(p),
-        }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
+
+    /// Runs `f` on the signer thread; a panic in `f` becomes an error, the thread goes on.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(r.map_err(|_| "zone signing panicked".to_string()));
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| "the zone signer thread has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the zone signer thread has stopped".to_string())?
     }
 }
 
 /// The single writer of the served zones.
 pub struct SignedZonePublisher {
+    signer: SignerThread,
     state: Arc<StateDir>,
     server: Arc<DnsServer>,
     secondaries: Vec<Secondary>,
@@ -317,15 +346,19 @@ impl SignedZonePublisher {
         zones: Vec<DomainZone>,
         changes: Vec<Change>,
     ) -> Result<SignedZonePublisher, LoadError> {
+        let signer = SignerThread::start().map_err(|e| LoadError {
+            problems: vec![format!("starting the zone signer thread: {e}")],
+        })?;
         let st = state.clone();
         let s = settings.clone();
-        let slots =
-            tokio::task::spawn_blocking(move || load_slots(&st, &zones, &s, &BTreeMap::new()))
-                .await
-                .map_err(|e| LoadError {
-                    problems: vec![format!("loading zones: {e}")],
-                })??;
+        let slots = signer
+            .run(move || load_slots(&st, &zones, &s, &BTreeMap::new()))
+            .await
+            .map_err(|e| LoadError {
+                problems: vec![format!("loading zones: {e}")],
+            })??;
         let p = SignedZonePublisher {
+            signer,
             state,
             server,
             secondaries,
@@ -346,7 +379,7 @@ impl SignedZonePublisher {
                 })
                 .collect();
             let built = p
-                .run_build(&inner.settings, jobs, true)
+                .run_build(&inner.settings, jobs)
                 .await
                 .map_err(|problems| LoadError { problems })?;
             let mut served = Zones::new();
@@ -359,12 +392,11 @@ impl SignedZonePublisher {
         Ok(p)
     }
 
-    /// Signs `jobs` on blocking threads.
+    /// Signs `jobs` on the signer thread.
     async fn run_build(
         &self,
         settings: &DnssecSettings,
         jobs: Vec<Job>,
-        parallel: bool,
     ) -> Result<Vec<Arc<SignedZone>>, Vec<String>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -372,15 +404,10 @@ impl SignedZonePublisher {
         let state = self.state.clone();
         let settings = settings.clone();
         let now = unix(SystemTime::now());
-        tokio::task::spawn_blocking(move || {
-            if parallel {
-                build_parallel(&state, &settings, jobs, now)
-            } else {
-                build(&state, &settings, jobs, now)
-            }
-        })
-        .await
-        .map_err(|e| vec![format!("zone signing task: {e}")])?
+        self.signer
+            .run(move || build(&state, &settings, jobs, now))
+            .await
+            .map_err(|e| vec![e])?
     }
 
     /// Serves `built` in place of the zones with the same origins and removes `removed`.
@@ -416,7 +443,9 @@ impl SignedZonePublisher {
             .collect();
         let st = self.state.clone();
         let s = settings.clone();
-        let mut slots = tokio::task::spawn_blocking(move || load_slots(&st, &zones, &s, &keys))
+        let mut slots = self
+            .signer
+            .run(move || load_slots(&st, &zones, &s, &keys))
             .await
             .map_err(|e| LoadError {
                 problems: vec![format!("loading zones: {e}")],
@@ -451,7 +480,7 @@ impl SignedZonePublisher {
             let old = inner.slots.get(o);
             let unchanged = !settings_changed
                 && old.is_some_and(|old| {
-                    old.data == slot.data
+                    old.source == slot.source
                         && old.managed == slot.managed
                         && Arc::ptr_eq(&old.key, &slot.key)
                 });
@@ -474,7 +503,7 @@ impl SignedZonePublisher {
             .cloned()
             .collect();
         let built = self
-            .run_build(&settings, jobs, true)
+            .run_build(&settings, jobs)
             .await
             .map_err(|problems| LoadError { problems })?;
         let changed = !built.is_empty() || !removed.is_empty();
@@ -514,7 +543,7 @@ impl SignedZonePublisher {
                 previous: served.get(o).cloned(),
             })
             .collect();
-        let built = self.run_build(&inner.settings, jobs, true).await?;
+        let built = self.run_build(&inner.settings, jobs).await?;
         let n = built.len();
         self.swap(built, &[]);
         Ok(n)
@@ -627,7 +656,7 @@ impl RecordSink for SignedZonePublisher {
                 continue;
             }
             // Validate before signing, so a bad record names itself and changes nothing.
-            merged(slot)?;
+            merged(o, slot)?;
             jobs.push(Job {
                 origin: o.clone(),
                 slot: slot.clone(),
@@ -642,7 +671,7 @@ impl RecordSink for SignedZonePublisher {
         }
         let settings = inner.settings.clone();
         let built = self
-            .run_build(&settings, jobs, false)
+            .run_build(&settings, jobs)
             .await
             .map_err(|p| SinkError::Task(p.join("; ")))?;
         for z in &built {

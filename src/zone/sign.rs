@@ -19,7 +19,7 @@ use super::keys::ZoneKey;
 use super::parse::ZoneData;
 use super::serial::{SigningState, plan};
 use super::settings::DnssecSettings;
-use super::signed::{Nsec3Chain, SignedRrSet, SignedZone};
+use super::signed::{Node, Nsec3Chain, SignedRrSet, SignedZone};
 
 /// RFC 9276: no extra iterations, empty salt.
 const NSEC3_ITERATIONS: u16 = 0;
@@ -373,7 +373,7 @@ pub fn sign_zone(
     }
 
     for (name, sets) in &unsigned {
-        let mut node = BTreeMap::new();
+        let mut node = Node::default();
         for (rtype, (ttl, rdatas)) in sets {
             let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
             node.insert(*rtype, signer.sign(name, *rtype, *ttl, rdatas, previous)?);

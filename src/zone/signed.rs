@@ -43,6 +43,36 @@ impl SignedRrSet {
     }
 }
 
+/// The RRsets of one owner name, sorted by type. A small vector: a name has a handful of
+/// types, and a map per name would allocate room for eleven (most of a zone's memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node(Vec<(RecordType, SignedRrSet)>);
+
+impl Node {
+    pub fn get(&self, rtype: &RecordType) -> Option<&SignedRrSet> {
+        self.0
+            .binary_search_by(|(t, _)| t.cmp(rtype))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Adds or replaces the RRset of `rtype`.
+    pub fn insert(&mut self, rtype: RecordType, set: SignedRrSet) {
+        match self.0.binary_search_by(|(t, _)| t.cmp(&rtype)) {
+            Ok(i) => self.0[i].1 = set,
+            Err(i) => self.0.insert(i, (rtype, set)),
+        }
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SignedRrSet> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&RecordType, &SignedRrSet)> {
+        self.0.iter().map(|(t, s)| (t, s))
+    }
+}
+
 /// The NSEC3 chain of a zone: RFC 9276 parameters and the NSEC3 RRsets by raw owner hash.
 #[derive(Debug, Clone)]
 pub(crate) struct Nsec3Chain {
@@ -77,7 +107,7 @@ impl Nsec3Chain {
 #[derive(Debug, Clone)]
 pub struct SignedZone {
     pub(crate) origin: Name,
-    pub(crate) nodes: BTreeMap<Name, BTreeMap<RecordType, SignedRrSet>>,
+    pub(crate) nodes: BTreeMap<Name, Node>,
     pub(crate) ents: BTreeSet<Name>,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
@@ -170,7 +200,7 @@ impl SignedZone {
         out.extend(soa.records.iter().cloned());
         out.extend(soa.rrsigs.iter().cloned());
         for (name, sets) in &self.nodes {
-            for (rtype, set) in sets {
+            for (rtype, set) in sets.iter() {
                 if *rtype == RecordType::SOA && name == &self.origin {
                     continue;
                 }
