@@ -76,8 +76,39 @@ pub enum Challenge {
 /// Publishes and withdraws challenge responses. `publish` returns once the response is
 /// visible where the CA will look (for dns-01: on every authoritative server).
 pub trait Responder: Send + Sync {
-    fn publish(&self, challenge: &Challenge) -> impl Future<Output = Result<(), String>> + Send;
+    fn publish(
+        &self,
+        challenge: &Challenge,
+    ) -> impl Future<Output = Result<(), ChallengeError>> + Send;
     fn withdraw(&self, challenge: &Challenge) -> impl Future<Output = ()> + Send;
+}
+
+/// Why a challenge could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    /// This challenge type cannot work with this setup (e.g. dns-01 without mxguard's DNS).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("building the tls-alpn-01 certificate: {0}")]
+    Certificate(String),
+    #[error(transparent)]
+    Record(#[from] crate::publish::SinkError),
+    #[error(transparent)]
+    Name(#[from] crate::publish::records::BadName),
+    /// The record is not served by every authoritative server in time.
+    #[error(transparent)]
+    NotServed(#[from] crate::publish::NotServed),
+}
+
+impl ChallengeError {
+    /// Whether the same order may succeed later without a change by the operator.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            ChallengeError::Unsupported(_) | ChallengeError::Name(_) => false,
+            ChallengeError::Record(e) => e.is_temporary(),
+            ChallengeError::Certificate(_) | ChallengeError::NotServed(_) => true,
+        }
+    }
 }
 
 /// An ACME failure, classed for the retry schedule.
@@ -437,7 +468,12 @@ impl Client {
                 },
             };
             responder.publish(&ch).await.map_err(|e| {
-                AcmeError::transient(format!("publishing {} for {host}: {e}", kind.as_str()))
+                let message = format!("publishing {} for {host}: {e}", kind.as_str());
+                if e.is_temporary() {
+                    AcmeError::transient(message)
+                } else {
+                    AcmeError::permanent(message)
+                }
             })?;
             published.push(ch);
             challenge

@@ -310,7 +310,7 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
 /// Resolves `user[:group]` (names or numeric ids) through the system's user database (NSS:
 /// /etc/passwd and /etc/group, LDAP, systemd-userdbd, …). Without a group, the user's primary
 /// group.
-pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
     use nix::unistd::{Gid, Group, Uid, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -318,22 +318,31 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
     };
     let user = match user.parse::<u32>() {
         Ok(id) => User::from_uid(Uid::from_raw(id))
-            .map_err(|e| format!("looking up user {id}: {e}"))?
+            .map_err(|e| OwnerError::Lookup {
+                name: id.to_string(),
+                reason: e.to_string(),
+            })?
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
             .unwrap_or((id, id)),
         Err(_) => User::from_name(user)
-            .map_err(|e| format!("looking up user {user:?}: {e}"))?
+            .map_err(|e| OwnerError::Lookup {
+                name: user.to_string(),
+                reason: e.to_string(),
+            })?
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
-            .ok_or_else(|| format!("unknown user {user:?}"))?,
+            .ok_or_else(|| OwnerError::UnknownUser(user.to_string()))?,
     };
     let gid = match group {
         None => user.1,
         Some(g) => match g.parse::<u32>() {
             Ok(id) => Gid::from_raw(id).as_raw(),
             Err(_) => Group::from_name(g)
-                .map_err(|e| format!("looking up group {g:?}: {e}"))?
+                .map_err(|e| OwnerError::Lookup {
+                    name: g.to_string(),
+                    reason: e.to_string(),
+                })?
                 .map(|gr| gr.gid.as_raw())
-                .ok_or_else(|| format!("unknown group {g:?}"))?,
+                .ok_or_else(|| OwnerError::UnknownGroup(g.to_string()))?,
         },
     };
     Ok((user.0, gid))
@@ -342,15 +351,15 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
 /// Writes chain and key for the MTA (atomically, with modes and owner), then runs the reload
 /// command with a timeout. On a failed command the new files stay (they are complete and
 /// valid); the command is retried later.
-pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), DeployError> {
     for (path, data, mode) in [
         (&d.cert_file, chain_pem.as_bytes(), d.cert_mode),
         (&d.key_file, key_pem.as_bytes(), d.key_mode),
     ] {
         if let Some(parent) = path.parent() {
-            store::ensure_dir(parent).map_err(|e| e.to_string())?;
+            store::ensure_dir(parent)?;
         }
-        store::write_atomic_owned(path, data, mode, d.owner).map_err(|e| e.to_string())?;
+        store::write_atomic_owned(path, data, mode, d.owner)?;
     }
     let Some((prog, args)) = d.reload.split_first() else {
         return Ok(());
@@ -361,23 +370,58 @@ pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), St
         .kill_on_drop(true);
     let out = tokio::time::timeout(d.reload_timeout, cmd.output())
         .await
-        .map_err(|_| {
-            format!(
-                "reload command {:?} timed out after {:?}",
-                d.reload, d.reload_timeout
-            )
+        .map_err(|_| DeployError::Timeout {
+            command: d.reload.clone(),
+            after: d.reload_timeout,
         })?
-        .map_err(|e| format!("reload command {:?}: {e}", d.reload))?;
+        .map_err(|source| DeployError::Spawn {
+            command: d.reload.clone(),
+            source,
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "reload command {:?} failed ({}): {}",
-            d.reload,
-            out.status,
-            stderr.trim().chars().take(500).collect::<String>()
-        ));
+        return Err(DeployError::Failed {
+            command: d.reload.clone(),
+            status: out.status,
+            stderr: stderr.trim().chars().take(500).collect(),
+        });
     }
     Ok(())
+}
+
+/// Why a deployment to the MTA failed. The written files stay; the step is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Write(#[from] store::StoreError),
+    #[error("reload command {command:?}: {source}")]
+    Spawn {
+        command: Vec<String>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reload command {command:?} timed out after {after:?}")]
+    Timeout {
+        command: Vec<String>,
+        after: Duration,
+    },
+    #[error("reload command {command:?} failed ({status}): {stderr}")]
+    Failed {
+        command: Vec<String>,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// A `user[:group]` that names no user or group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error("looking up {name:?}: {reason}")]
+    Lookup { name: String, reason: String },
 }
 
 /// The manager task's shared handles.
@@ -763,7 +807,7 @@ impl<R: Responder> Manager<R> {
                     self.backoff,
                 );
                 tracing::error!(cert = %spec.name, err = %e, attempts = st.deploy_attempts, "deployment failed; will retry");
-                st.deploy_error = Some(e);
+                st.deploy_error = Some(e.to_string());
                 st.next_deploy = Some(unix(retry));
             }
         }
@@ -904,10 +948,10 @@ impl<R: Responder> Issuer for Manager<R> {
                 st.next_deploy = None;
                 st.deploy_attempts = 0;
             }
-            Err(e) => st.deploy_error = Some(e.clone()),
+            Err(e) => st.deploy_error = Some(e.to_string()),
         }
         write_state(&self.state, host, &st).map_err(|e| RollError::Deploy(e.to_string()))?;
-        result.map_err(RollError::Deploy)
+        result.map_err(|e| RollError::Deploy(e.to_string()))
     }
 }
 
@@ -1160,7 +1204,10 @@ mod tests {
             reload: vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()],
             ..d.clone()
         };
-        let err = deploy(&failing, "CHAIN2", "KEY2").await.unwrap_err();
+        let err = deploy(&failing, "CHAIN2", "KEY2")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("exit status: 3") && err.contains("nope"),
             "{err}"
@@ -1171,6 +1218,8 @@ mod tests {
             ..d
         };
         let err = deploy(&slow, "C", "K").await.unwrap_err();
+        assert!(matches!(err, DeployError::Timeout { .. }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("timed out"), "{err}");
     }
 }

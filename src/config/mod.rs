@@ -169,6 +169,43 @@ pub struct Config {
 }
 
 impl Config {
+    /// The one reload contract: the keys that take effect only on restart (listeners, the
+    /// state directory, the ACME account, secondaries, DNS server and TLS-RPT settings, TLSA
+    /// port and TTL, rollover timing). Where `new` differs from the running `self` in one of
+    /// them, `new` keeps the running value and the key is returned, so the daemon can warn for
+    /// each and apply the rest.
+    pub fn keep_restart_only(&self, new: &mut Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! keep {
+            ($($key:literal => $($field:ident).+),* $(,)?) => {$(
+                if new.$($field).+ != self.$($field).+ {
+                    changed.push($key);
+                    new.$($field).+ = self.$($field).+.clone();
+                }
+            )*};
+        }
+        keep!(
+            "state_dir" => state_dir,
+            "listen.https" => listen.https,
+            "listen.http" => listen.http,
+            "listen.dns" => listen.dns,
+            "listen.admin" => listen.admin,
+            "acme.directory" => acme.directory,
+            "acme.ca_file" => acme.ca_file,
+            "acme.email" => acme.email,
+            "acme.eab_kid" => acme.eab,
+            "acme.profile" => acme.profile,
+            "acme.retry_initial" => acme.backoff,
+            "secondary" => secondaries,
+            "dns" => dns,
+            "records.tlsa_ttl" => records.tlsa_ttl,
+            "records.tlsa_port" => records.tlsa_port,
+            "rollover" => rollover,
+            "tlsrpt" => tlsrpt,
+        );
+        changed
+    }
+
     /// Reads and validates a config file (no policy files yet: see [`Config::load_policies`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -104,3 +104,21 @@ fn every_duration_key_takes_seconds_or_a_unit() {
     let e = parse(&text.replace("\"2m\"", "\"2 minutes\"")).unwrap_err();
     assert!(e.to_string().contains("acme.retry_initial"), "{e}");
 }
+
+#[test]
+fn restart_only_keys_keep_their_running_value_on_reload() {
+    let running = parse(GOOD).unwrap();
+    let text = GOOD.replace("127.0.0.1:8443", "127.0.0.1:9443").replace(
+        "directory = \"local\"",
+        "directory = \"local\"\nemail = \"a@example.com\"",
+    ) + "[dnssec]\nnsec3 = true\n[rollover]\npoll = \"3s\"\n";
+    let mut new = parse(&text).unwrap();
+    let changed = running.keep_restart_only(&mut new);
+    assert_eq!(changed, ["listen.https", "acme.email", "rollover"]);
+    assert_eq!(new.listen.https, running.listen.https);
+    assert_eq!(new.acme.email, None);
+    assert_eq!(new.rollover, running.rollover);
+    // Reloadable keys keep the new value.
+    assert!(new.dnssec.nsec3);
+    assert!(running.keep_restart_only(&mut running.clone()).is_empty());
+}

@@ -193,7 +193,7 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
             Some(o) => match crate::acme::manager::resolve_owner(o) {
                 Ok(x) => Some(x),
                 Err(e) => {
-                    problem(format!("mx[{i}].owner"), e);
+                    problem(format!("mx[{i}].owner"), e.to_string());
                     None
                 }
             },

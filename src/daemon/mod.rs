@@ -151,22 +151,11 @@ impl Daemon {
     async fn reload(&mut self) {
         let path = self.config.file.clone();
         match load_all(&path) {
-            Ok((config, loaded)) => {
-                if config.listen.https != self.config.listen.https
-                    || config.listen.http != self.config.listen.http
-                    || config.listen.dns != self.config.listen.dns
-                    || config.state_dir != self.config.state_dir
-                {
-                    tracing::warn!("listen addresses and state_dir change only on restart");
-                }
-                if config.acme.directory != self.config.acme.directory
-                    || config.acme.ca_file != self.config.acme.ca_file
-                    || config.acme.email != self.config.acme.email
-                    || config.acme.eab != self.config.acme.eab
-                    || config.roll_timing() != self.config.roll_timing()
-                {
+            Ok((mut config, loaded)) => {
+                for key in self.config.keep_restart_only(&mut config) {
                     tracing::warn!(
-                        "[acme] account settings and [rollover] timing change only on restart"
+                        key,
+                        "changed in the config file, but takes effect only on restart; the running value stays"
                     );
                 }
                 for w in &loaded.warnings {

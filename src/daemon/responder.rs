@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acme::tls::CertResolver;
-use crate::acme::{Challenge, Responder};
+use crate::acme::{Challenge, ChallengeError, Responder};
 use crate::mtasts::http::Served;
 use crate::publish::records::{self as rec};
 use crate::publish::{self, RecordSink};
@@ -24,7 +24,7 @@ pub(super) struct DaemonResponder {
 const DNS01_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Responder for DaemonResponder {
-    async fn publish(&self, ch: &Challenge) -> Result<(), String> {
+    async fn publish(&self, ch: &Challenge) -> Result<(), ChallengeError> {
         match ch {
             Challenge::Http01 {
                 token,
@@ -40,15 +40,16 @@ impl Responder for DaemonResponder {
                 Ok(())
             }
             Challenge::TlsAlpn01 { host, digest } => {
-                let ck = crate::acme::tls_alpn_certificate(host, digest)?;
+                let ck = crate::acme::tls_alpn_certificate(host, digest)
+                    .map_err(ChallengeError::Certificate)?;
                 self.resolver.set_alpn_challenge(host, Some(ck));
                 Ok(())
             }
             Challenge::Dns01 { host, value } => {
                 let Some(sink) = &self.sink else {
-                    return Err(format!(
+                    return Err(ChallengeError::Unsupported(format!(
                         "dns-01 for {host} needs mxguard's DNS (listen.dns); use http-01 or tls-alpn-01"
-                    ));
+                    )));
                 };
                 let change = {
                     let mut pending = self.dns01.lock().await;
@@ -56,12 +57,12 @@ impl Responder for DaemonResponder {
                     if !values.contains(value) {
                         values.push(value.clone());
                     }
-                    rec::acme_challenge(host, values).map_err(|e| e.to_string())?
+                    rec::acme_challenge(host, values)?
                 };
-                let applied = sink.apply(vec![change]).await.map_err(|e| e.to_string())?;
+                let applied = sink.apply(vec![change]).await?;
                 publish::wait_served(sink.as_ref(), &applied.serials, DNS01_PROPAGATION_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())
+                    .await?;
+                Ok(())
             }
         }
     }

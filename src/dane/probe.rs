@@ -62,30 +62,51 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
+/// Why the live check of an MX failed (always worth retrying: the MX may come back).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr}: {what}")]
+    Smtp { addr: SocketAddr, what: String },
+    #[error("{addr}: TLS handshake: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
+    #[error("{addr}: no STARTTLS handshake within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+}
+
 /// Reads one (possibly multi-line) SMTP reply; returns (code, text).
-async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String), String> {
+async fn reply<R: tokio::io::AsyncBufRead + Unpin>(
+    addr: SocketAddr,
+    r: &mut R,
+) -> Result<(u16, String), ProbeError> {
+    let smtp = |what: String| ProbeError::Smtp { addr, what };
     let mut text = String::new();
     loop {
         let mut line = String::new();
         let n = r
             .read_line(&mut line)
             .await
-            .map_err(|e| format!("reading SMTP reply: {e}"))?;
+            .map_err(|source| ProbeError::Io { addr, source })?;
         if n == 0 {
-            return Err("connection closed during SMTP reply".into());
+            return Err(smtp("connection closed during SMTP reply".into()));
         }
         if line.len() < 4 {
-            return Err(format!("malformed SMTP reply {line:?}"));
+            return Err(smtp(format!("malformed SMTP reply {line:?}")));
         }
         text.push_str(&line);
         let code: u16 = line[..3]
             .parse()
-            .map_err(|_| format!("malformed SMTP reply {line:?}"))?;
+            .map_err(|_| smtp(format!("malformed SMTP reply {line:?}")))?;
         if line.as_bytes()[3] != b'-' {
             return Ok((code, text));
         }
         if text.len() > 64 * 1024 {
-            return Err("SMTP reply too long".into());
+            return Err(smtp("SMTP reply too long".into()));
         }
     }
 }
@@ -96,60 +117,59 @@ pub async fn presented_key(
     addr: SocketAddr,
     host: &str,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, ProbeError> {
     tokio::time::timeout(timeout, presented_key_inner(addr, host))
         .await
-        .map_err(|_| format!("{addr}: no STARTTLS handshake within {timeout:?}"))?
+        .map_err(|_| ProbeError::Timeout { addr, timeout })?
 }
 
-async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, ProbeError> {
+    let io = |source: std::io::Error| ProbeError::Io { addr, source };
+    let smtp = |what: String| ProbeError::Smtp { addr, what };
+    let tls_err = |reason: String| ProbeError::Tls { addr, reason };
+    let tcp = TcpStream::connect(addr).await.map_err(io)?;
     let mut r = BufReader::new(tcp);
-    let (code, text) = reply(&mut r).await?;
+    let (code, text) = reply(addr, &mut r).await?;
     if code != 220 {
-        return Err(format!("{addr}: banner {text:?}"));
+        return Err(smtp(format!("banner {text:?}")));
     }
     r.get_mut()
         .write_all(b"EHLO mxguard.invalid\r\n")
         .await
-        .map_err(|e| e.to_string())?;
-    let (code, text) = reply(&mut r).await?;
+        .map_err(io)?;
+    let (code, text) = reply(addr, &mut r).await?;
     if code != 250 {
-        return Err(format!("{addr}: EHLO answered {text:?}"));
+        return Err(smtp(format!("EHLO answered {text:?}")));
     }
     if !text.to_ascii_uppercase().contains("STARTTLS") {
-        return Err(format!("{addr}: the MX does not offer STARTTLS"));
+        return Err(smtp("the MX does not offer STARTTLS".into()));
     }
-    r.get_mut()
-        .write_all(b"STARTTLS\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let (code, text) = reply(&mut r).await?;
+    r.get_mut().write_all(b"STARTTLS\r\n").await.map_err(io)?;
+    let (code, text) = reply(addr, &mut r).await?;
     if code != 220 {
-        return Err(format!("{addr}: STARTTLS answered {text:?}"));
+        return Err(smtp(format!("STARTTLS answered {text:?}")));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| tls_err(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
-    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|e| tls_err(format!("{host}: {e}")))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, r.into_inner())
         .await
-        .map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
+        .map_err(|e| tls_err(e.to_string()))?;
     let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or_else(|| format!("{addr}: no certificate presented"))?;
-    let spki = crate::x509::spki_of_cert(leaf)
-        .ok_or_else(|| format!("{addr}: unparseable certificate"))?;
+        .ok_or_else(|| tls_err("no certificate presented".into()))?;
+    let spki =
+        crate::x509::spki_of_cert(leaf).ok_or_else(|| tls_err("unparseable certificate".into()))?;
     Ok(key_id(&spki))
 }
 
