@@ -6,7 +6,7 @@
 //! errors, the line and column; the validator reports all problems at once. Owns the config
 //! model; must not open sockets or touch the state directory.
 //!
-//! - [`raw`]: what the user typed. `validate`: one function per section.
+//! - `raw`: what the user typed. `validate`: one function per section.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -7,8 +7,8 @@
 //! that announce them. Errors here are `anyhow` with context; [`ConfigError`]s pass through
 //! so `main` can exit with status 2. Must not print to stdout (the CLI does).
 //!
-//! - [`inputs`]: the zones and the records the daemon owns, derived from config and state.
-//! - [`responder`]: ACME challenges on the daemon's own listeners and zone.
+//! - `inputs`: the zones and the records the daemon owns, derived from config and state.
+//! - `responder`: ACME challenges on the daemon's own listeners and zone.
 
 mod inputs;
 mod responder;

@@ -37,7 +37,7 @@ pub(super) struct Opt {
 /// Encoded RDATA of the zone's records, one cache per query task, for one zone snapshot: keyed
 /// by the record's address inside that (immutable) snapshot, never dereferenced. RRSIG and
 /// NSEC RDATA are the costly part of an answer, and the same few are in many answers.
-pub(super) struct RdataCache {
+pub(crate) struct RdataCache {
     zones: SnapshotTag,
     entries: HashMap<usize, Box<[u8]>>,
 }

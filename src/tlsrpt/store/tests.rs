@@ -1,7 +1,14 @@
 //! Report store tests: sample summaries, dedupe, retention, migrations, batching, durability.
 
 use super::*;
+use std::io::Read;
+
+use flate2::read::GzDecoder;
+use rusqlite::params;
+
+use crate::tlsrpt::alert::WindowCounts;
 use crate::tlsrpt::parse_report;
+use crate::tlsrpt::summary::{Count, GroupSummary, OrgCount};
 use crate::tlsrpt::tests::fixtures;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};

@@ -23,15 +23,31 @@
 //! session, `max_message_bytes` per message (a sender that keeps going past twice that is
 //! disconnected), `max_connections` sessions (more are told `421`), and `timeout_secs` for
 //! every read, write and TLS handshake.
+//!
+//! Parts: `command` (the command parser, pure), `conn` (buffered, bounded, timed I/O),
+//! `session` (the state machine and delivery to the intake).
 
+mod command;
+mod conn;
+mod session;
+
+#[allow(unused_imports)]
+// each child's items, for the others, the tests and (pub ones) the crate
+pub use command::*;
+#[allow(unused_imports)]
+// each child's items, for the others, the tests and (pub ones) the crate
+pub use conn::*;
+#[allow(unused_imports)]
+// each child's items, for the others, the tests and (pub ones) the crate
+pub use session::*;
+
+use crate::tlsrpt::intake::Intake;
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use axum::body::Bytes;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -39,34 +55,38 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::tlsrpt::RejectKind;
-use crate::tlsrpt::intake::{Intake, IntakeError};
-use crate::tlsrpt::mailreport::{self, MailReportError};
-use crate::tlsrpt::store::Stored;
-
 /// Longest command line accepted, CRLF included (RFC 5321 allows 512; extensions add more).
 pub const MAX_COMMAND_LINE: usize = 2048;
+
 /// Longest line accepted inside DATA, CRLF included (RFC 5321 says 1000; senders exceed it).
 pub const MAX_DATA_LINE: usize = 64 * 1024;
+
 /// Recipients accepted per message.
 pub const MAX_RECIPIENTS: usize = 50;
+
 /// Error replies after which a session is closed.
 pub const MAX_ERRORS: usize = 20;
+
 /// How long [`serve`] waits for open sessions after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Messages at most this large are searched on the async thread.
 const INLINE_PARSE_MAX: usize = 64 * 1024;
+
 /// Longest reason text put in a reply.
 const MAX_REPLY_TEXT: usize = 400;
+
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
 fn default_max_message_bytes() -> usize {
     10 * 1024 * 1024
 }
+
 fn default_max_connections() -> usize {
     100
 }
+
 fn default_timeout_secs() -> u64 {
     300
 }
@@ -155,197 +175,6 @@ fn split_address(address: &str) -> Option<(String, String)> {
         return None;
     }
     Some((local.to_string(), domain))
-}
-
-/// One SMTP command, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Ehlo(String),
-    Helo(String),
-    /// `MAIL FROM:<path>`; the null path `<>` is an empty string.
-    Mail {
-        from: String,
-        size: Option<u64>,
-    },
-    Rcpt {
-        to: String,
-    },
-    Data,
-    Rset,
-    Noop,
-    Quit,
-    Vrfy,
-    Help,
-    StartTls,
-}
-
-/// Why a command line was not understood. Variants carry the offending text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("unrecognized command {verb:?}")]
-    Unknown { verb: String },
-    #[error("command {verb} not implemented")]
-    NotImplemented { verb: String },
-    #[error("syntax error in {verb}: {reason}")]
-    Syntax { verb: &'static str, reason: String },
-    #[error("unsupported parameter {param:?} in {verb}")]
-    Parameter { verb: &'static str, param: String },
-}
-
-impl CommandError {
-    /// The reply code and enhanced status for this error.
-    pub fn code(&self) -> (u16, &'static str) {
-        match self {
-            CommandError::Unknown { .. } => (500, "5.5.1"),
-            CommandError::NotImplemented { .. } => (502, "5.5.1"),
-            CommandError::Syntax { .. } => (501, "5.5.4"),
-            CommandError::Parameter { .. } => (555, "5.5.4"),
-        }
-    }
-}
-
-/// Parses one command line (with or without its CRLF). Never panics.
-pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
-    let line = line
-        .strip_suffix(b"\n")
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .unwrap_or(line);
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_start();
-    let (verb, args) = match text.split_once([' ', '\t']) {
-        Some((v, a)) => (v, a.trim()),
-        None => (text.trim_end(), ""),
-    };
-    let upper = verb.to_ascii_uppercase();
-    let no_args = |cmd: Command, name: &'static str| {
-        if args.is_empty() {
-            Ok(cmd)
-        } else {
-            Err(CommandError::Syntax {
-                verb: name,
-                reason: "takes no arguments".to_string(),
-            })
-        }
-    };
-    match upper.as_str() {
-        "EHLO" | "HELO" => {
-            let name: &'static str = if upper == "EHLO" { "EHLO" } else { "HELO" };
-            let host = args.split_whitespace().next().unwrap_or("");
-            if host.is_empty() {
-                return Err(CommandError::Syntax {
-                    verb: name,
-                    reason: "a domain or address literal is required".to_string(),
-                });
-            }
-            let host = clean(host, 255);
-            Ok(if name == "EHLO" {
-                Command::Ehlo(host)
-            } else {
-                Command::Helo(host)
-            })
-        }
-        "MAIL" => {
-            let (path, params) = parse_path(args, "FROM:", "MAIL")?;
-            let mut size = None;
-            for param in params {
-                let (key, value) = param.split_once('=').unwrap_or((param, ""));
-                match key.to_ascii_uppercase().as_str() {
-                    "SIZE" => {
-                        let n = value
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                            .ok_or_else(|| CommandError::Syntax {
-                                verb: "MAIL",
-                                reason: format!("SIZE={} is not a number", clean(value, 40)),
-                            })?;
-                        size = Some(n);
-                    }
-                    "BODY"
-                        if ["7BIT", "8BITMIME"]
-                            .iter()
-                            .any(|b| b.eq_ignore_ascii_case(value)) => {}
-                    // Accepted silently: the address only has to match a configured one.
-                    "SMTPUTF8" if value.is_empty() => {}
-                    _ => {
-                        return Err(CommandError::Parameter {
-                            verb: "MAIL",
-                            param: clean(param, 60),
-                        });
-                    }
-                }
-            }
-            Ok(Command::Mail { from: path, size })
-        }
-        "RCPT" => {
-            let (path, mut params) = parse_path(args, "TO:", "RCPT")?;
-            if let Some(param) = params.next() {
-                return Err(CommandError::Parameter {
-                    verb: "RCPT",
-                    param: clean(param, 60),
-                });
-            }
-            if path.is_empty() {
-                return Err(CommandError::Syntax {
-                    verb: "RCPT",
-                    reason: "an empty recipient is not allowed".to_string(),
-                });
-            }
-            Ok(Command::Rcpt { to: path })
-        }
-        "DATA" => no_args(Command::Data, "DATA"),
-        "RSET" => no_args(Command::Rset, "RSET"),
-        "QUIT" => no_args(Command::Quit, "QUIT"),
-        "STARTTLS" => no_args(Command::StartTls, "STARTTLS"),
-        "NOOP" => Ok(Command::Noop),
-        "VRFY" => Ok(Command::Vrfy),
-        "HELP" => Ok(Command::Help),
-        "EXPN" | "BDAT" | "AUTH" | "ETRN" | "TURN" | "ATRN" | "SEND" | "SOML" | "SAML" => {
-            Err(CommandError::NotImplemented { verb: upper })
-        }
-        _ => Err(CommandError::Unknown {
-            verb: clean(verb, 40),
-        }),
-    }
-}
-
-/// Splits `FROM:<path> PARAM...` into the path (without `<>` and any source route) and the
-/// parameters.
-fn parse_path<'a>(
-    args: &'a str,
-    keyword: &str,
-    verb: &'static str,
-) -> Result<(String, std::str::SplitWhitespace<'a>), CommandError> {
-    let syntax = |reason: &str| CommandError::Syntax {
-        verb,
-        reason: reason.to_string(),
-    };
-    let rest = match args.get(..keyword.len()) {
-        Some(k) if k.eq_ignore_ascii_case(keyword) => args[keyword.len()..].trim_start(),
-        _ => return Err(syntax(&format!("expected {keyword}<address>"))),
-    };
-    let (path, params) = if let Some(inner) = rest.strip_prefix('<') {
-        let end = inner
-            .find('>')
-            .ok_or_else(|| syntax("missing '>' after the address"))?;
-        (&inner[..end], &inner[end + 1..])
-    } else {
-        // Lenient: a bare address without angle brackets.
-        let end = rest.find([' ', '\t']).unwrap_or(rest.len());
-        (&rest[..end], &rest[end..])
-    };
-    // A source route (`@a,@b:user@host`) is ignored, as RFC 5321 allows.
-    let path = match path.strip_prefix('@') {
-        Some(_) => path.split_once(':').map(|(_, p)| p).unwrap_or(""),
-        None => path,
-    };
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) || path.len() > 320 {
-        return Err(syntax("invalid address"));
-    }
-    if !params.is_empty() && !params.starts_with([' ', '\t']) {
-        return Err(syntax("expected a space after the address"));
-    }
-    Ok((path.to_string(), params.split_whitespace()))
 }
 
 /// `s` without control characters, at most `max` bytes.
@@ -548,495 +377,12 @@ where
     Ok(())
 }
 
-/// How a run of the command loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    Closed,
-    StartTls,
-}
-
-/// The state of the current transaction.
-#[derive(Debug, Default)]
-struct State {
-    greeted: bool,
-    from: Option<String>,
-    rcpts: Vec<String>,
-    errors: usize,
-}
-
-impl State {
-    fn reset(&mut self) {
-        self.from = None;
-        self.rcpts.clear();
-    }
-}
-
-/// Why reading input stopped.
-#[derive(Debug)]
-enum ReadError {
-    TooLong,
-    Timeout(Duration),
-    Eof,
-    Shutdown,
-    Io(io::Error),
-}
-
-impl ReadError {
-    fn into_smtp(self, peer: &str) -> SmtpError {
-        match self {
-            ReadError::Timeout(after) => SmtpError::Timeout {
-                peer: peer.to_string(),
-                after,
-            },
-            ReadError::Io(source) => SmtpError::Io {
-                peer: peer.to_string(),
-                source,
-            },
-            other => SmtpError::Io {
-                peer: peer.to_string(),
-                source: io::Error::other(format!("{other:?}")),
-            },
-        }
-    }
-}
-
-/// A buffered connection: lines in, replies out (flushed before waiting for input).
-struct Conn<S> {
-    io: S,
-    /// Unread input is `buf[pos..]`.
-    buf: Vec<u8>,
-    pos: usize,
-    out: Vec<u8>,
-    timeout: Duration,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(io: S, timeout: Duration) -> Conn<S> {
-        Conn {
-            io,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
-            out: Vec::with_capacity(512),
-            timeout,
-        }
-    }
-
-    /// Queues a one-line reply.
-    fn reply(&mut self, code: u16, text: &str) {
-        self.out
-            .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
-    }
-
-    /// Queues a multi-line reply.
-    fn reply_lines(&mut self, code: u16, lines: &[String]) {
-        for (i, line) in lines.iter().enumerate() {
-            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-            self.out
-                .extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), ReadError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let write = async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
-        };
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => {
-                self.out.clear();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(ReadError::Io(e)),
-            Err(_) => Err(ReadError::Timeout(self.timeout)),
-        }
-    }
-
-    /// Reads more input (flushing queued replies first), waiting at most the timeout.
-    async fn fill(&mut self, shutdown: Option<&CancellationToken>) -> Result<(), ReadError> {
-        self.flush().await?;
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.reserve(READ_CHUNK);
-        let timeout = self.timeout;
-        let read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf));
-        let result = match shutdown {
-            Some(token) => tokio::select! {
-                biased;
-                _ = token.cancelled() => return Err(ReadError::Shutdown),
-                r = read => r,
-            },
-            None => read.await,
-        };
-        match result {
-            Ok(Ok(0)) => Err(ReadError::Eof),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(ReadError::Io(e)),
-            Err(_) => Err(ReadError::Timeout(timeout)),
-        }
-    }
-
-    /// The next line including its LF. A line longer than `max` is consumed up to its LF and
-    /// reported as [`ReadError::TooLong`] (memory stays bounded by `max`).
-    async fn read_line(
-        &mut self,
-        max: usize,
-        shutdown: Option<&CancellationToken>,
-    ) -> Result<&[u8], ReadError> {
-        let mut discarding = false;
-        let mut scanned = 0;
-        loop {
-            let unread = &self.buf[self.pos + scanned..];
-            if let Some(i) = unread.iter().position(|&b| b == b'\n') {
-                let start = self.pos;
-                let end = self.pos + scanned + i + 1;
-                self.pos = end;
-                if discarding || end - start > max {
-                    return Err(ReadError::TooLong);
-                }
-                return Ok(&self.buf[start..end]);
-            }
-            scanned = self.buf.len() - self.pos;
-            if scanned > max {
-                discarding = true;
-                self.buf.clear();
-                self.pos = 0;
-                scanned = 0;
-            }
-            self.fill(shutdown).await?;
-        }
-    }
-}
-
-/// The command loop. Returns when the client quits or asks for STARTTLS.
-async fn run<S>(
-    conn: &mut Conn<S>,
-    state: &mut State,
-    ctx: &Ctx,
-    secured: bool,
-) -> Result<Next, ReadError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        if state.errors >= MAX_ERRORS {
-            conn.reply(421, "4.7.0 too many errors, closing connection");
-            conn.flush().await?;
-            return Ok(Next::Closed);
-        }
-        let parsed = match conn.read_line(MAX_COMMAND_LINE, Some(&ctx.shutdown)).await {
-            Ok(line) => parse_command(line),
-            Err(ReadError::TooLong) => {
-                state.errors += 1;
-                conn.reply(500, "5.5.2 line too long");
-                continue;
-            }
-            Err(ReadError::Shutdown) => {
-                conn.reply(421, "4.3.0 shutting down, try again later");
-                conn.flush().await?;
-                return Ok(Next::Closed);
-            }
-            Err(ReadError::Timeout(after)) => {
-                conn.reply(421, "4.4.2 idle too long, closing connection");
-                let _ = conn.flush().await;
-                return Err(ReadError::Timeout(after));
-            }
-            Err(ReadError::Eof) => return Ok(Next::Closed),
-            Err(e) => return Err(e),
-        };
-        let command = match parsed {
-            Ok(c) => c,
-            Err(e) => {
-                state.errors += 1;
-                let (code, status) = e.code();
-                conn.reply(code, &format!("{status} {e}"));
-                continue;
-            }
-        };
-        match command {
-            Command::Ehlo(host) => {
-                state.reset();
-                state.greeted = true;
-                let mut lines = vec![
-                    format!("{} greets {}", ctx.name, host),
-                    "PIPELINING".to_string(),
-                    format!("SIZE {}", ctx.max_message_bytes),
-                    "8BITMIME".to_string(),
-                    "ENHANCEDSTATUSCODES".to_string(),
-                ];
-                if ctx.tls.is_some() && !secured {
-                    lines.push("STARTTLS".to_string());
-                }
-                conn.reply_lines(250, &lines);
-            }
-            Command::Helo(host) => {
-                state.reset();
-                state.greeted = true;
-                conn.reply(250, &format!("{} greets {}", ctx.name, host));
-            }
-            Command::Mail { from, size } => {
-                if !state.greeted {
-                    state.errors += 1;
-                    conn.reply(503, "5.5.1 send EHLO or HELO first");
-                } else if state.from.is_some() {
-                    state.errors += 1;
-                    conn.reply(503, "5.5.1 sender already given; send RSET first");
-                } else if let Some(size) = size.filter(|&s| s > ctx.max_message_bytes as u64) {
-                    tracing::info!(
-                        size,
-                        limit = ctx.max_message_bytes,
-                        "smtp message refused: declared size over the limit"
-                    );
-                    conn.reply(
-                        552,
-                        &format!(
-                            "5.3.4 message size {size} exceeds the limit of {} bytes",
-                            ctx.max_message_bytes
-                        ),
-                    );
-                } else {
-                    state.from = Some(from);
-                    conn.reply(250, "2.1.0 sender ok");
-                }
-            }
-            Command::Rcpt { to } => {
-                if state.from.is_none() {
-                    state.errors += 1;
-                    conn.reply(503, "5.5.1 send MAIL first");
-                } else if state.rcpts.len() >= MAX_RECIPIENTS {
-                    conn.reply(452, "4.5.3 too many recipients");
-                } else if ctx.accepts(&to) {
-                    conn.reply(250, "2.1.5 recipient ok");
-                    state.rcpts.push(to);
-                } else {
-                    state.errors += 1;
-                    tracing::info!(rcpt = %clean(&to, 100), "smtp recipient refused");
-                    conn.reply(
-                        550,
-                        &format!(
-                            "5.1.1 <{}>: no such recipient here; this server only takes TLS-RPT reports",
-                            clean(&to, 100)
-                        ),
-                    );
-                }
-            }
-            Command::Data => {
-                if state.from.is_none() {
-                    state.errors += 1;
-                    conn.reply(503, "5.5.1 send MAIL first");
-                } else if state.rcpts.is_empty() {
-                    state.errors += 1;
-                    conn.reply(554, "5.5.1 no valid recipients");
-                } else {
-                    conn.reply(354, "end data with <CR><LF>.<CR><LF>");
-                    let data = match read_data(conn, ctx.max_message_bytes).await {
-                        Ok(data) => data,
-                        Err(ReadError::Timeout(after)) => {
-                            conn.reply(
-                                421,
-                                "4.4.2 message not received in time, closing connection",
-                            );
-                            let _ = conn.flush().await;
-                            return Err(ReadError::Timeout(after));
-                        }
-                        Err(ReadError::Eof) => {
-                            tracing::info!("smtp client closed the connection during DATA");
-                            return Ok(Next::Closed);
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    let (code, text) = match data {
-                        Data::Message(message) => deliver(ctx, message).await,
-                        Data::TooLarge { close } => {
-                            tracing::info!(
-                                limit = ctx.max_message_bytes,
-                                "smtp message refused: over the size limit"
-                            );
-                            let text = format!(
-                                "5.3.4 message exceeds the limit of {} bytes",
-                                ctx.max_message_bytes
-                            );
-                            if close {
-                                conn.reply(552, &text);
-                                conn.flush().await?;
-                                return Ok(Next::Closed);
-                            }
-                            (552, text)
-                        }
-                        Data::LineTooLong => (
-                            552,
-                            format!("5.3.4 message has a line longer than {MAX_DATA_LINE} bytes"),
-                        ),
-                    };
-                    conn.reply(code, &text);
-                    state.reset();
-                }
-            }
-            Command::Rset => {
-                state.reset();
-                conn.reply(250, "2.0.0 reset");
-            }
-            Command::Noop => conn.reply(250, "2.0.0 ok"),
-            Command::Vrfy => conn.reply(
-                252,
-                "2.5.0 cannot verify, but will take reports for the listed addresses",
-            ),
-            Command::Help => conn.reply(
-                214,
-                "2.0.0 this server takes TLS-RPT reports (RFC 8460) for its listed addresses",
-            ),
-            Command::Quit => {
-                conn.reply(221, "2.0.0 bye");
-                conn.flush().await?;
-                return Ok(Next::Closed);
-            }
-            Command::StartTls => {
-                if secured {
-                    state.errors += 1;
-                    conn.reply(503, "5.5.1 TLS already active");
-                } else if ctx.tls.is_none() {
-                    state.errors += 1;
-                    conn.reply(502, "5.5.1 STARTTLS not available");
-                } else {
-                    conn.reply(220, "2.0.0 ready to start TLS");
-                    conn.flush().await?;
-                    return Ok(Next::StartTls);
-                }
-            }
-        }
-    }
-}
-
-/// What DATA produced.
-enum Data {
-    Message(Vec<u8>),
-    /// Over `max_message_bytes`; `close` when the sender went on so long that the session is
-    /// ended instead of read to the end.
-    TooLarge {
-        close: bool,
-    },
-    LineTooLong,
-}
-
-/// Reads the message up to `CRLF.CRLF`, undoing dot-stuffing, keeping at most `max` bytes.
-async fn read_data<S>(conn: &mut Conn<S>, max: usize) -> Result<Data, ReadError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut message = Vec::new();
-    let mut received: usize = 0;
-    let mut too_long = false;
-    let hard_stop = max.saturating_mul(2).max(max.saturating_add(MAX_DATA_LINE));
-    loop {
-        let line = match conn.read_line(MAX_DATA_LINE, None).await {
-            Ok(line) => line,
-            Err(ReadError::TooLong) => {
-                too_long = true;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if line == b".\r\n" {
-            break;
-        }
-        let line = line.strip_prefix(b".").unwrap_or(line);
-        received = received.saturating_add(line.len());
-        if received <= max {
-            message.extend_from_slice(line);
-        } else if received > hard_stop {
-            return Ok(Data::TooLarge { close: true });
-        }
-    }
-    Ok(if received > max {
-        Data::TooLarge { close: false }
-    } else if too_long {
-        Data::LineTooLong
-    } else {
-        Data::Message(message)
-    })
-}
-
-/// Finds and stores the report in `message`; the reply to send.
-async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
-    let size = message.len();
-    let found = if size <= INLINE_PARSE_MAX {
-        mailreport::find_report(&message)
-    } else {
-        match tokio::task::spawn_blocking(move || mailreport::find_report(&message)).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(err = %e, "smtp message search task failed");
-                return (451, "4.3.0 internal error, try again later".to_string());
-            }
-        }
-    };
-    let report = match found {
-        Ok(r) => r,
-        Err(e) => {
-            let what = match &e {
-                MailReportError::Malformed { .. } => "malformed",
-                MailReportError::NoReport { .. } => "no_report",
-            };
-            tracing::info!(size, reason = what, err = %e, "smtp message refused");
-            return (
-                554,
-                format!("5.6.0 {}", clean(&e.to_string(), MAX_REPLY_TEXT)),
-            );
-        }
-    };
-    tracing::debug!(
-        size,
-        attachment = report.data.len(),
-        declared_type = %report.declared_type,
-        submitter = report.submitter.as_deref().unwrap_or(""),
-        "smtp report found"
-    );
-    let result = ctx
-        .intake
-        .ingest(Bytes::from(report.data), Some(report.content_type), None)
-        .await;
-    match result {
-        Ok(Stored::New { id }) => (250, format!("2.0.0 report stored as {id}")),
-        Ok(Stored::Duplicate { id }) => (250, format!("2.0.0 report already stored as {id}")),
-        Err(e) => {
-            let (code, status) = intake_reply(&e);
-            if code == 451 {
-                tracing::error!(err = %e, "smtp report not stored");
-                (
-                    451,
-                    format!("{status} storage unavailable, try again later"),
-                )
-            } else {
-                tracing::info!(code, err = %e, "smtp report refused");
-                (
-                    code,
-                    format!("{status} {}", clean(&e.client_message(), MAX_REPLY_TEXT)),
-                )
-            }
-        }
-    }
-}
-
-/// The SMTP reply code and enhanced status for an intake refusal.
-fn intake_reply(e: &IntakeError) -> (u16, &'static str) {
-    match e {
-        IntakeError::Storage(_) | IntakeError::ReadTimeout { .. } | IntakeError::Read { .. } => {
-            (451, "4.3.0")
-        }
-        IntakeError::BodyTooLarge { .. } => (552, "5.3.4"),
-        IntakeError::Decode(d) if d.kind() == RejectKind::TooLarge => (552, "5.3.4"),
-        IntakeError::Decode(_) | IntakeError::Parse(_) => (554, "5.6.0"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tlsrpt::intake::IntakeError;
     use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn parses_the_commands() {

@@ -1,0 +1,233 @@
+//! Answers one request from one zone snapshot: the authoritative lookup, refusals, the
+//! UDP path and the hickory TCP path.
+
+use crate::dns::wire;
+use crate::zone::Zones;
+use hickory_proto::ProtoError;
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType, TSigResponseContext};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use tracing::{debug, warn};
+
+use super::*;
+
+impl Authority {
+    /// Decides the answer to `request` from one snapshot of the zones: transport independent
+    /// except that zone transfers are TCP only.
+    pub(crate) fn reply<'z>(&self, zones: &'z Zones, request: &Request, now: u64) -> Reply<'z> {
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let tsig = self.check_tsig(request, now);
+        let response_tsig = |tsig: &Tsig| match tsig {
+            Tsig::Valid {
+                signer,
+                request_mac,
+            } => Some(TSigResponseContext::new(
+                request.metadata.id,
+                now,
+                signer.clone(),
+                request_mac.clone(),
+                None,
+            )),
+            _ => None,
+        };
+        let error = |code, tsig| Reply::Message(Message::error(request, code, tsig));
+        if let Tsig::Rejected(ctx) = tsig {
+            return error(ResponseCode::NotAuth, Some(ctx));
+        }
+        if request.metadata.message_type != MessageType::Query {
+            return error(ResponseCode::FormErr, None);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return error(ResponseCode::NotImp, response_tsig(&tsig));
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return error(ResponseCode::BADVERS, None);
+        }
+        let [query] = request.queries.queries() else {
+            return error(ResponseCode::FormErr, None);
+        };
+        let qname: &Name = query.name(); // lowercase already
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN {
+            return error(ResponseCode::Refused, response_tsig(&tsig));
+        }
+
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            let allowed = match &tsig {
+                Tsig::Valid { .. } => true,
+                _ => self.policy.by_ip.contains(&request.src().ip()),
+            };
+            if !allowed {
+                warn!(src = %request.src(), zone = %qname, "zone transfer refused");
+                return error(ResponseCode::Refused, None);
+            }
+            let Some(zone) = zones.get(qname) else {
+                return error(ResponseCode::NotAuth, response_tsig(&tsig));
+            };
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.authoritative = true;
+            if request.protocol() == Protocol::Udp {
+                // RFC 1995 2: over UDP answer with the current SOA only (client then uses TCP);
+                // AXFR is TCP only (RFC 5936 4.2).
+                if qtype == RecordType::AXFR {
+                    return error(ResponseCode::Refused, None);
+                }
+                let soa = zone
+                    .soa()
+                    .map(|s| s.records.iter().map(Cow::Borrowed).collect())
+                    .unwrap_or_default();
+                return Reply::Message(Message {
+                    metadata,
+                    answers: soa,
+                    authorities: Vec::new(),
+                    additionals: Vec::new(),
+                    tsig: response_tsig(&tsig),
+                    cacheable: false,
+                });
+            }
+            debug!(src = %request.src(), zone = %qname, serial = zone.serial(), "zone transfer");
+            let signing = match tsig {
+                Tsig::Valid {
+                    signer,
+                    request_mac,
+                } => Some((signer, request_mac)),
+                _ => None,
+            };
+            return Reply::Transfer {
+                metadata,
+                zone,
+                signing,
+            };
+        }
+
+        let Some(zone) = zones.find(qname) else {
+            return error(ResponseCode::Refused, response_tsig(&tsig));
+        };
+        let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.rcode != ResponseCode::Refused;
+        Reply::Message(Message {
+            metadata,
+            answers: answer.answers,
+            authorities: answer.authorities,
+            additionals: answer.additionals,
+            cacheable: matches!(tsig, Tsig::Absent),
+            tsig: response_tsig(&tsig),
+        })
+    }
+
+    /// Answers one UDP datagram from `src` with `zones` into `out` (the message
+    /// hickory-server's UDP path sent for it, see [`write_udp`]). Nothing is to be sent for a datagram shorter
+    /// than a header, a response, or a response that could not be encoded.
+    pub(crate) fn answer_udp(
+        &self,
+        zones: &Zones,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+        rdata: Option<&mut wire::RdataCache>,
+    ) -> UdpAnswer {
+        let mut decoder = BinDecoder::new(packet);
+        let Ok(header) = Header::read(&mut decoder) else {
+            return UdpAnswer::Nothing;
+        };
+        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(r) => r,
+            Err(e) => {
+                // Undecodable after the header: FORMERR with no question and no EDNS.
+                debug!(src = %src, err = %e, "undecodable udp request");
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                out.clear();
+                let h = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                return match h.emit(&mut BinEncoder::new(out)) {
+                    Ok(()) => UdpAnswer::Send,
+                    Err(_) => UdpAnswer::Nothing,
+                };
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return UdpAnswer::Nothing; // no reflection
+        }
+        let now = unix_now();
+        let (result, cacheable) = match self.reply(zones, &request, now) {
+            Reply::Message(m) => {
+                let cacheable = m.cacheable;
+                (encode_udp(&request, m, out, rdata), cacheable)
+            }
+            Reply::Transfer { .. } => (Err(ProtoError::from("zone transfer over udp")), false),
+        };
+        match result {
+            Ok(()) if cacheable => UdpAnswer::Reusable,
+            Ok(()) => UdpAnswer::Send,
+            Err(e) => {
+                debug!(src = %src, err = %e, "failed to encode dns response");
+                UdpAnswer::Nothing
+            }
+        }
+    }
+
+    /// Sends one response, truncating over UDP and signing with TSIG when asked.
+    pub(crate) async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: &mut R,
+        m: Message<'_>,
+        edns: Option<&Edns>,
+    ) -> Result<ResponseInfo, NetError> {
+        let limit = match request.protocol() {
+            Protocol::Udp => udp_limit(request),
+            _ => usize::from(u16::MAX),
+        };
+        let mut scratch = Vec::new();
+        let response = build_response(
+            request,
+            edns,
+            m.metadata,
+            [&m.answers, &m.authorities, &m.additionals],
+            m.tsig,
+            limit,
+            &mut scratch,
+        )?;
+        handle.send_response(response).await
+    }
+
+    pub(crate) async fn respond<R: ResponseHandler>(
+        &self,
+        zones: &Zones,
+        request: &Request,
+        mut handle: R,
+    ) -> Result<ResponseInfo, NetError> {
+        let now = unix_now();
+        let edns = response_edns(request);
+        let edns = edns.as_ref();
+        match self.reply(zones, request, now) {
+            Reply::Message(m) => self.send(request, &mut handle, m, edns).await,
+            Reply::Transfer {
+                metadata,
+                zone,
+                signing,
+            } => {
+                self.transfer(
+                    request,
+                    &mut handle,
+                    metadata,
+                    edns,
+                    zone.axfr_records(),
+                    signing,
+                    now,
+                )
+                .await
+            }
+        }
+    }
+}
