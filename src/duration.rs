@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serializer, de};
 
 /// Parses `"14d"`, `"12h"`, `"30m"`, `"45s"`, `"2w"` or a bare number of seconds.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
@@ -37,7 +37,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// Writes the largest whole unit.
-pub fn format(d: &Duration) -> String {
+pub(crate) fn format(d: &Duration) -> String {
     let s = d.as_secs();
     for (unit, m) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
         if s != 0 && s.is_multiple_of(m) {
@@ -47,11 +47,11 @@ pub fn format(d: &Duration) -> String {
     format!("{s}s")
 }
 
-pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(d))
 }
 
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -65,7 +65,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 /// [`deserialize`] into whole seconds, for keys whose value is kept as a number of seconds.
-pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     deserialize(d).map(|d| d.as_secs())
 }
 

@@ -18,10 +18,10 @@ use crate::acme::renewal::FailureClass;
 use crate::state_dir::{self as store, StateDir};
 
 /// Where the account credentials live in the state directory (0600).
-pub const ACCOUNT_FILE: &str = "acme/account.json";
+pub(crate) const ACCOUNT_FILE: &str = "acme/account.json";
 
 /// The URL of the stored ACME account, once it exists (what CAA `accounturi` names).
-pub fn account_url(state_root: &std::path::Path) -> Option<String> {
+pub(crate) fn account_url(state_root: &std::path::Path) -> Option<String> {
     std::fs::read(state_root.join(ACCOUNT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -30,7 +30,7 @@ pub fn account_url(state_root: &std::path::Path) -> Option<String> {
 
 /// A challenge type, as chosen per certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ChallengeKind {
+pub(crate) enum ChallengeKind {
     #[serde(rename = "dns-01")]
     Dns01,
     #[serde(rename = "http-01")]
@@ -48,7 +48,7 @@ impl ChallengeKind {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChallengeKind::Dns01 => "dns-01",
             ChallengeKind::Http01 => "http-01",
@@ -59,7 +59,7 @@ impl ChallengeKind {
 
 /// A challenge response to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     /// Serve `key_authorization` at `http://<host>/.well-known/acme-challenge/<token>`.
     Http01 {
         host: String,
@@ -75,7 +75,7 @@ pub enum Challenge {
 
 /// Publishes and withdraws challenge responses. `publish` returns once the response is
 /// visible where the CA will look (for dns-01: on every authoritative server).
-pub trait Responder: Send + Sync {
+pub(crate) trait Responder: Send + Sync {
     fn publish(
         &self,
         challenge: &Challenge,
@@ -85,7 +85,7 @@ pub trait Responder: Send + Sync {
 
 /// Why a challenge could not be published.
 #[derive(Debug, thiserror::Error)]
-pub enum ChallengeError {
+pub(crate) enum ChallengeError {
     /// This challenge type cannot work with this setup (e.g. dns-01 without mxguard's DNS).
     #[error("{0}")]
     Unsupported(String),
@@ -102,7 +102,7 @@ pub enum ChallengeError {
 
 impl ChallengeError {
     /// Whether the same order may succeed later without a change by the operator.
-    pub fn is_temporary(&self) -> bool {
+    pub(crate) fn is_temporary(&self) -> bool {
         match self {
             ChallengeError::Unsupported(_) | ChallengeError::Name(_) => false,
             ChallengeError::Record(e) => e.is_temporary(),
@@ -114,7 +114,7 @@ impl ChallengeError {
 /// An ACME failure, classed for the retry schedule.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct AcmeError {
+pub(crate) struct AcmeError {
     pub class: FailureClass,
     pub message: String,
     /// The CA's Retry-After, where it sent one.
@@ -124,7 +124,7 @@ pub struct AcmeError {
 }
 
 impl AcmeError {
-    pub fn permanent(message: impl Into<String>) -> Self {
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
         AcmeError {
             class: FailureClass::Permanent,
             message: message.into(),
@@ -133,7 +133,7 @@ impl AcmeError {
         }
     }
 
-    pub fn transient(message: impl Into<String>) -> Self {
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
         AcmeError {
             class: FailureClass::Transient,
             message: message.into(),
@@ -145,7 +145,7 @@ impl AcmeError {
     /// The CA does not know the account that signed the request (RFC 8555 §7.3.1
     /// `accountDoesNotExist`): it was deleted at the CA, or the CA lost its data. Only a new
     /// registration helps.
-    pub fn account_does_not_exist(&self) -> bool {
+    pub(crate) fn account_does_not_exist(&self) -> bool {
         self.problem.as_deref() == Some("accountDoesNotExist")
     }
 
@@ -185,7 +185,7 @@ impl AcmeError {
 
 /// An error and its sources on one line (`client error (Connect): tcp connect error:
 /// Connection refused (os error 111)`): the outermost message alone rarely says what failed.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -201,7 +201,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// RFC 8555 §6.7 problem types: which ones a retry can fix by itself.
-pub fn classify_problem(problem_type: Option<&str>) -> FailureClass {
+pub(crate) fn classify_problem(problem_type: Option<&str>) -> FailureClass {
     let t = problem_type
         .unwrap_or("")
         .trim_start_matches("urn:ietf:params:acme:error:");
@@ -215,7 +215,7 @@ pub fn classify_problem(problem_type: Option<&str>) -> FailureClass {
 
 /// ACME settings the client needs.
 #[derive(Debug, Clone)]
-pub struct AcmeSettings {
+pub(crate) struct AcmeSettings {
     pub directory: String,
     pub ca_file: Option<PathBuf>,
     pub email: Option<String>,
@@ -233,13 +233,11 @@ struct StoredAccount {
 }
 
 /// A logged-in ACME account.
-pub struct Client {
+pub(crate) struct Client {
     account: Account,
     pub directory: String,
     /// The profile to order with (`acme.profile`), if the CA offers it.
     profile: Option<String>,
-    /// True when this start created the account (false: loaded from the state directory).
-    pub created: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -267,7 +265,10 @@ fn decode_b64url(s: &str) -> Option<Vec<u8>> {
 impl Client {
     /// Loads the account from the state directory, or creates it at the CA and stores it.
     /// A stored account of another directory is replaced.
-    pub async fn login(state: &StateDir, settings: &AcmeSettings) -> Result<Client, AcmeError> {
+    pub(crate) async fn login(
+        state: &StateDir,
+        settings: &AcmeSettings,
+    ) -> Result<Client, AcmeError> {
         let path = state.path(ACCOUNT_FILE);
         let stored = store::read_optional(&path)
             .map_err(|e| AcmeError::transient(e.to_string()))?
@@ -281,7 +282,6 @@ impl Client {
                 account,
                 directory: settings.directory.clone(),
                 profile: settings.profile.clone(),
-                created: false,
             });
         }
         Client::register(state, settings).await
@@ -289,7 +289,10 @@ impl Client {
 
     /// Registers a new account at the CA and stores it, replacing any stored account (which
     /// the CA no longer knows, or which belongs to another directory).
-    pub async fn register(state: &StateDir, settings: &AcmeSettings) -> Result<Client, AcmeError> {
+    pub(crate) async fn register(
+        state: &StateDir,
+        settings: &AcmeSettings,
+    ) -> Result<Client, AcmeError> {
         let path = state.path(ACCOUNT_FILE);
         let contact: Vec<String> = settings
             .email
@@ -337,23 +340,22 @@ impl Client {
             account,
             directory: settings.directory.clone(),
             profile: settings.profile.clone(),
-            created: true,
         })
     }
 
     /// Whether the directory lists `profile` (draft-ietf-acme-profiles).
-    pub fn offers_profile(&self, profile: &str) -> bool {
+    pub(crate) fn offers_profile(&self, profile: &str) -> bool {
         self.account.profiles().any(|p| p.name == profile)
     }
 
     /// The account URL (for CAA `accounturi`).
-    pub fn account_id(&self) -> &str {
+    pub(crate) fn account_id(&self) -> &str {
         self.account.id()
     }
 
     /// ARI (RFC 9773): the suggested renewal window for a certificate, when the CA offers
     /// `renewalInfo`; `Ok(None)` when it does not.
-    pub async fn renewal_window(
+    pub(crate) async fn renewal_window(
         &self,
         cert_der: &[u8],
     ) -> Result<Option<(SystemTime, SystemTime)>, AcmeError> {
@@ -374,7 +376,7 @@ impl Client {
     /// `kind` through `responder`. Returns the PEM chain. Challenge responses are withdrawn
     /// whatever the outcome. `replaces` (the DER of the certificate being renewed) is sent
     /// only where the CA offers ARI (the caller learnt that from [`Client::renewal_window`]).
-    pub async fn order<R: Responder>(
+    pub(crate) async fn order<R: Responder>(
         &self,
         names: &[String],
         csr_der: &[u8],
@@ -530,7 +532,7 @@ impl Client {
 }
 
 /// Builds a DER CSR for `names` signed by `key` (no subject CN: SANs only).
-pub fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, String> {
+pub(crate) fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, String> {
     let mut params =
         rcgen::CertificateParams::new(names.to_vec()).map_err(|e| format!("CSR: {e}"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -542,7 +544,7 @@ pub fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, String> {
 
 /// The tls-alpn-01 certificate (RFC 8737): self-signed for `host`, critical acmeIdentifier
 /// extension with the key authorization digest.
-pub fn tls_alpn_certificate(
+pub(crate) fn tls_alpn_certificate(
     host: &str,
     digest: &[u8; 32],
 ) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
@@ -558,7 +560,7 @@ pub fn tls_alpn_certificate(
 }
 
 /// Path of a file in the state directory for the certificate named `name`.
-pub fn cert_path(state_root: &Path, name: &str, file: &str) -> PathBuf {
+pub(crate) fn cert_path(state_root: &Path, name: &str, file: &str) -> PathBuf {
     state_root.join("certs").join(name).join(file)
 }
 

@@ -9,7 +9,7 @@
 //! It decides *when* a certificate is renewed (ARI or the one-third rule, backoff on failure);
 //! it does not change keys (the TLSA rollover does) and does not serve anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ use crate::state_dir::{self as store, StateDir};
 
 /// Where a certificate goes once issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Served by the HTTPS listener for this host.
     Https { host: String },
     /// Written for the MTA, then its reload command is run.
@@ -42,7 +42,7 @@ pub enum Role {
 
 /// An MX certificate: deployment, live check, key rollover.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MxRole {
+pub(crate) struct MxRole {
     pub deploy: Deploy,
     /// STARTTLS address for the live key check; `None`: `<host>:25`.
     pub verify: Option<std::net::SocketAddr>,
@@ -52,7 +52,7 @@ pub struct MxRole {
 
 /// MX deployment: files, ownership, reload command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deploy {
+pub(crate) struct Deploy {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub owner: Option<(u32, u32)>,
@@ -64,7 +64,7 @@ pub struct Deploy {
 
 /// One certificate mxguard keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertSpec {
+pub(crate) struct CertSpec {
     /// Directory name under `certs/` (the first SAN).
     pub name: String,
     pub sans: Vec<String>,
@@ -74,7 +74,7 @@ pub struct CertSpec {
 
 /// Persisted per-certificate state (`certs/<name>/state.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct CertState {
+pub(crate) struct CertState {
     /// Who issued the current chain: `acme:<directory>` or `local`.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -111,16 +111,16 @@ pub struct CertState {
     pub deploy_attempts: u32,
 }
 
-pub fn unix(t: SystemTime) -> u64 {
+pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-pub fn from_unix(s: u64) -> SystemTime {
+pub(crate) fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
 }
 
 /// Who issues certificates.
-pub enum Backend {
+pub(crate) enum Backend {
     Local(Arc<LocalCa>),
     /// An ACME CA; the account is logged in (or created) on first use, and registered anew
     /// when the CA no longer knows it.
@@ -131,7 +131,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn acme(settings: acme::AcmeSettings) -> Backend {
+    pub(crate) fn acme(settings: acme::AcmeSettings) -> Backend {
         Backend::Acme {
             settings,
             client: tokio::sync::Mutex::new(None),
@@ -147,7 +147,7 @@ impl Backend {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{path}: {message}")]
@@ -155,7 +155,7 @@ pub enum CertError {
 }
 
 /// The `3 1 1` digest of a certificate's stored key (`None`: no key yet).
-pub fn current_key_digest(root: &Path, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn current_key_digest(root: &Path, name: &str) -> Option<Vec<u8>> {
     let pem = std::fs::read_to_string(acme::cert_path(root, name, "key.pem")).ok()?;
     let key = rcgen::KeyPair::from_pem(&pem).ok()?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
@@ -167,7 +167,10 @@ pub fn current_key_digest(root: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The key of a certificate, generated on first use (ECDSA P-256) and kept 0600.
-pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair, CertError> {
+pub(crate) fn load_or_create_key(
+    state: &StateDir,
+    name: &str,
+) -> Result<rcgen::KeyPair, CertError> {
     let path = acme::cert_path(state.root(), name, "key.pem");
     if let Some(pem) = store::read_optional(&path)? {
         let text = String::from_utf8_lossy(&pem);
@@ -187,7 +190,7 @@ pub fn load_or_create_key(state: &StateDir, name: &str) -> Result<rcgen::KeyPair
     Ok(key)
 }
 
-pub use crate::x509::{parse_chain, spki_of_cert, validity};
+pub(crate) use crate::x509::{parse_chain, spki_of_cert, validity};
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
@@ -221,7 +224,7 @@ pub(crate) fn write_state(state: &StateDir, name: &str, s: &CertState) -> Result
 
 /// A summary of one certificate, for `mxguard certs` and `status`.
 #[derive(Debug, Clone, Serialize)]
-pub struct CertReport {
+pub(crate) struct CertReport {
     pub name: String,
     pub sans: Vec<String>,
     pub challenge: &'static str,
@@ -243,7 +246,7 @@ fn rfc3339(t: u64) -> String {
 }
 
 /// Reads the stored state of every certificate in `specs` (no lock needed).
-pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<CertReport> {
+pub(crate) fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<CertReport> {
     specs
         .iter()
         .map(|spec| {
@@ -310,7 +313,7 @@ pub fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<Cer
 /// Resolves `user[:group]` (names or numeric ids) through the system's user database (NSS:
 /// /etc/passwd and /etc/group, LDAP, systemd-userdbd, …). Without a group, the user's primary
 /// group.
-pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
+pub(crate) fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
     use nix::unistd::{Gid, Group, Uid, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -351,7 +354,7 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
 /// Writes chain and key for the MTA (atomically, with modes and owner), then runs the reload
 /// command with a timeout. On a failed command the new files stay (they are complete and
 /// valid); the command is retried later.
-pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), DeployError> {
+pub(crate) async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), DeployError> {
     for (path, data, mode) in [
         (&d.cert_file, chain_pem.as_bytes(), d.cert_mode),
         (&d.key_file, key_pem.as_bytes(), d.key_mode),
@@ -391,7 +394,7 @@ pub async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), De
 
 /// Why a deployment to the MTA failed. The written files stay; the step is retried.
 #[derive(Debug, thiserror::Error)]
-pub enum DeployError {
+pub(crate) enum DeployError {
     #[error(transparent)]
     Write(#[from] store::StoreError),
     #[error("reload command {command:?}: {source}")]
@@ -415,7 +418,7 @@ pub enum DeployError {
 
 /// A `user[:group]` that names no user or group.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OwnerError {
+pub(crate) enum OwnerError {
     #[error("unknown user {0:?}")]
     UnknownUser(String),
     #[error("unknown group {0:?}")]
@@ -425,7 +428,7 @@ pub enum OwnerError {
 }
 
 /// The manager task's shared handles.
-pub struct Manager<R: Responder> {
+pub(crate) struct Manager<R: Responder> {
     pub state: Arc<StateDir>,
     pub backend: Backend,
     pub resolver: Arc<CertResolver>,
@@ -450,7 +453,7 @@ pub struct Manager<R: Responder> {
 
 impl<R: Responder> Manager<R> {
     /// Installs stored chains (HTTPS role) so the listener serves them from the start.
-    pub fn install_stored(&self) {
+    pub(crate) fn install_stored(&self) {
         for spec in self.specs.load().iter() {
             if let Role::Https { host } = &spec.role
                 && let Some((chain, key)) = self.stored_chain(spec)
@@ -496,7 +499,7 @@ impl<R: Responder> Manager<R> {
 
     /// Runs until `shutdown`: sleeps until the earliest due certificate (or a wake-up), then
     /// works on every due one.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         self.install_stored();
         // When each certificate (by name) next needs a look: kept in memory, so a wake-up
         // costs nothing for the certificates that are not due.
@@ -845,7 +848,7 @@ fn due(
 
 /// What a deployment wrote, as a hex SHA-256: the chain, the files' paths, modes, owner
 /// and the reload command. A change to any of them (a reload of the config) deploys again.
-pub fn deployment_fingerprint(d: &Deploy, chain_pem: &str) -> String {
+pub(crate) fn deployment_fingerprint(d: &Deploy, chain_pem: &str) -> String {
     let target = format!(
         "{}\0{}\0{:o}\0{:o}\0{:?}\0{:?}\0",
         d.cert_file.display(),
@@ -1026,11 +1029,6 @@ async fn acme_register(
     );
     *guard = Some(c.clone());
     Ok(c)
-}
-
-/// Certificates by name, for lookups.
-pub fn by_name(specs: &[CertSpec]) -> BTreeMap<String, CertSpec> {
-    specs.iter().map(|s| (s.name.clone(), s.clone())).collect()
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@
 //! - [`manager`]: the certificate manager task; it also drives the DANE rollover executor.
 //! - [`tls`]: the swappable certificate resolver, rustls configs and the local CA.
 
-pub mod client;
-pub mod manager;
-pub mod renewal;
-pub mod tls;
+pub(crate) mod client;
+pub(crate) mod manager;
+pub(crate) mod renewal;
+pub(crate) mod tls;
 
-pub use client::*;
+pub(crate) use client::*;

@@ -12,15 +12,15 @@
 use std::time::{Duration, SystemTime};
 
 /// Largest jitter before the one-third point, as a fraction of the lifetime.
-pub const JITTER_FRACTION: f64 = 0.05;
+pub(crate) const JITTER_FRACTION: f64 = 0.05;
 /// First retry delay after a transient failure (default of `acme.retry_initial`).
-pub const BACKOFF_BASE: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(60);
 /// Longest retry delay (default of `acme.retry_max`).
-pub const BACKOFF_CAP: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(6 * 3600);
 
 /// Retry delays: `base` doubling per attempt up to `cap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub base: Duration,
     pub cap: Duration,
 }
@@ -37,7 +37,7 @@ impl Default for Backoff {
 /// How a failed attempt is classed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// Network trouble, CA errors, timeouts: retried soon with backoff.
     Transient,
     /// The CA refused (unauthorized, CAA, rejected identifier): retried only at the cap, and
@@ -46,7 +46,11 @@ pub enum FailureClass {
 }
 
 /// Renewal time without ARI. `jitter` is a random number in `[0, 1)`.
-pub fn one_third_rule(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+pub(crate) fn one_third_rule(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    jitter: f64,
+) -> SystemTime {
     let lifetime = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::ZERO);
@@ -56,7 +60,12 @@ pub fn one_third_rule(not_before: SystemTime, not_after: SystemTime, jitter: f64
 }
 
 /// Renewal time from an ARI suggested window. `pick` is a random number in `[0, 1)`.
-pub fn ari_time(start: SystemTime, end: SystemTime, now: SystemTime, pick: f64) -> SystemTime {
+pub(crate) fn ari_time(
+    start: SystemTime,
+    end: SystemTime,
+    now: SystemTime,
+    pick: f64,
+) -> SystemTime {
     if end <= now {
         return now;
     }
@@ -66,7 +75,7 @@ pub fn ari_time(start: SystemTime, end: SystemTime, now: SystemTime, pick: f64) 
 }
 
 /// Delay before retry number `attempt` (1 = first retry).
-pub fn backoff(attempt: u32, class: FailureClass, b: Backoff) -> Duration {
+pub(crate) fn backoff(attempt: u32, class: FailureClass, b: Backoff) -> Duration {
     match class {
         FailureClass::Permanent => b.cap,
         FailureClass::Transient => {
@@ -78,7 +87,7 @@ pub fn backoff(attempt: u32, class: FailureClass, b: Backoff) -> Duration {
 
 /// When to retry after a failure: the backoff, or the CA's Retry-After if later (but never
 /// beyond the cap from now).
-pub fn retry_time(
+pub(crate) fn retry_time(
     now: SystemTime,
     attempt: u32,
     class: FailureClass,
@@ -96,7 +105,7 @@ pub fn retry_time(
 /// the backoff (also the cap a permanent failure waits at once) never reaches past half the
 /// remaining lifetime, so a failure hours before expiry is retried before it, not after.
 /// Retries never come closer than `b.base`; a CA's Retry-After still wins.
-pub fn retry_time_before_expiry(
+pub(crate) fn retry_time_before_expiry(
     now: SystemTime,
     attempt: u32,
     class: FailureClass,
@@ -120,7 +129,7 @@ pub fn retry_time_before_expiry(
 /// emergency: less than a tenth of its lifetime, or under 3 days, remains — but never before
 /// half the renewal window (the last third) has passed, so a short-lived certificate (6 days)
 /// is not an emergency the moment its renewal starts.
-pub fn near_expiry(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
+pub(crate) fn near_expiry(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
     let lifetime = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::ZERO);

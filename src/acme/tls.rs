@@ -21,7 +21,7 @@ use rustls::sign::CertifiedKey;
 use crate::state_dir::{self as store, StateDir, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{what}: {source}")]
@@ -40,7 +40,7 @@ pub enum TlsError {
 
 /// Certificates by host name, swapped whole at runtime; the HTTPS listener's rustls resolver.
 #[derive(Default)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     /// tls-alpn-01 challenge certificates (RFC 8737), presented only to clients that offer
     /// ALPN `acme-tls/1`.
@@ -48,7 +48,7 @@ pub struct CertResolver {
 }
 
 /// The ALPN protocol of tls-alpn-01 validation.
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,7 +63,7 @@ impl fmt::Debug for CertResolver {
 
 impl CertResolver {
     /// Installs (or replaces) the certificate for `host`; used from the next handshake on.
-    pub fn set(&self, host: &str, key: Arc<CertifiedKey>) {
+    pub(crate) fn set(&self, host: &str, key: Arc<CertifiedKey>) {
         let host = host.to_ascii_lowercase();
         self.certs.rcu(|old| {
             let mut m = HashMap::clone(old);
@@ -73,7 +73,7 @@ impl CertResolver {
     }
 
     /// Removes hosts not in `keep`.
-    pub fn retain(&self, keep: &[String]) {
+    pub(crate) fn retain(&self, keep: &[String]) {
         self.certs.rcu(|old| {
             let mut m = HashMap::clone(old);
             m.retain(|h, _| keep.contains(h));
@@ -81,12 +81,12 @@ impl CertResolver {
         });
     }
 
-    pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         self.certs.load().get(&host.to_ascii_lowercase()).cloned()
     }
 
     /// Presents `key` to tls-alpn-01 validators for `host` (None: stop).
-    pub fn set_alpn_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
+    pub(crate) fn set_alpn_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
         let host = host.to_ascii_lowercase();
         self.alpn_challenges.rcu(|old| {
             let mut m = HashMap::clone(old);
@@ -96,12 +96,6 @@ impl CertResolver {
             };
             m
         });
-    }
-
-    pub fn hosts(&self) -> Vec<String> {
-        let mut v: Vec<_> = self.certs.load().keys().cloned().collect();
-        v.sort();
-        v
     }
 }
 
@@ -120,7 +114,7 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// The rustls configuration of the HTTPS listener (h2 and HTTP/1.1).
-pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+pub(crate) fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -151,7 +145,7 @@ impl ResolvesServerCert for AnyHostResolver {
 }
 
 /// The rustls configuration of the SMTP listener's STARTTLS (no ALPN).
-pub fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+pub(crate) fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -163,7 +157,7 @@ pub fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConf
 }
 
 /// Builds a rustls `CertifiedKey` from a DER chain (leaf first) and a PKCS#8 key.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: &[u8],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -179,7 +173,7 @@ pub fn certified_key(
 /// mxguard's own certificate authority, kept in `<state_dir>/local-ca/`. Its certificates are
 /// not publicly trusted: senders will not accept them; they serve demos, tests and the time
 /// before the first ACME certificate.
-pub struct LocalCa {
+pub(crate) struct LocalCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
 }
@@ -191,11 +185,11 @@ impl fmt::Debug for LocalCa {
 }
 
 /// Relative paths of the local CA in the state directory.
-pub const LOCAL_CA_CERT: &str = "local-ca/ca.pem";
-pub const LOCAL_CA_KEY: &str = "local-ca/ca.key";
+pub(crate) const LOCAL_CA_CERT: &str = "local-ca/ca.pem";
+pub(crate) const LOCAL_CA_KEY: &str = "local-ca/ca.key";
 
 /// Lifetime of certificates the local CA issues.
-pub const LOCAL_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+pub(crate) const LOCAL_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 fn rcgen_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> TlsError {
     let what = what.into();
@@ -204,7 +198,7 @@ fn rcgen_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> TlsError {
 
 impl LocalCa {
     /// Loads the CA from the state directory, creating it on first use (key 0600).
-    pub fn load_or_create(state: &StateDir) -> Result<LocalCa, TlsError> {
+    pub(crate) fn load_or_create(state: &StateDir) -> Result<LocalCa, TlsError> {
         let cert_path = state.path(LOCAL_CA_CERT);
         let key_path = state.path(LOCAL_CA_KEY);
         if let (Some(cert), Some(key)) = (
@@ -256,13 +250,14 @@ impl LocalCa {
         })
     }
 
+    #[cfg(test)]
     /// The CA certificate (PEM) that clients must trust to accept local certificates.
-    pub fn cert_pem(&self) -> &str {
+    pub(crate) fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
     /// Issues a certificate for `host` with a fresh P-256 key, valid from an hour before `now`.
-    pub fn issue(&self, host: &str, now: SystemTime) -> Result<Arc<CertifiedKey>, TlsError> {
+    pub(crate) fn issue(&self, host: &str, now: SystemTime) -> Result<Arc<CertifiedKey>, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(rcgen_err(format!("generating key for {host}")))?;
         let pem = self.issue_pem(&[host.to_string()], &key, now)?;
@@ -272,7 +267,7 @@ impl LocalCa {
 
 impl LocalCa {
     /// Issues a certificate for `sans` with the given key; returns the PEM chain (leaf, CA).
-    pub fn issue_pem(
+    pub(crate) fn issue_pem(
         &self,
         sans: &[String],
         key: &KeyPair,

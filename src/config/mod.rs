@@ -69,30 +69,30 @@ impl fmt::Display for ConfigError {
 mod raw;
 mod validate;
 
-pub use raw::*;
+pub(crate) use raw::*;
 use validate::validate;
-pub use validate::validate_rua;
+pub(crate) use validate::validate_rua;
 
 // ---------------------------------------------------------------------------------------------
 // Validated.
 
 /// The ACME directory to obtain certificates from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AcmeDirectory {
+pub(crate) enum AcmeDirectory {
     /// mxguard's own CA in the state directory: not publicly trusted, for demos and tests.
     Local,
     Url(String),
 }
 
-pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT_STAGING: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone)]
-pub struct Acme {
+pub(crate) struct Acme {
     pub directory: AcmeDirectory,
     pub ca_file: Option<PathBuf>,
     pub email: Option<String>,
-    pub challenge: ChallengeKind,
     /// External account binding: key id and HMAC key file.
     pub eab: Option<(String, PathBuf)>,
     pub backoff: crate::acme::renewal::Backoff,
@@ -103,7 +103,7 @@ pub struct Acme {
 
 /// An MX host whose certificate mxguard keeps and deploys.
 #[derive(Debug, Clone)]
-pub struct MxCert {
+pub(crate) struct MxCert {
     /// STARTTLS address to check the presented key; `None`: `<host>:25`.
     pub verify: Option<SocketAddr>,
     pub rollover: bool,
@@ -119,7 +119,7 @@ pub struct MxCert {
 }
 
 #[derive(Debug, Clone)]
-pub struct Domain {
+pub(crate) struct Domain {
     /// Lowercase, no trailing dot.
     pub name: String,
     /// Lowercase, no trailing dot.
@@ -133,18 +133,18 @@ pub struct Domain {
 
 impl Domain {
     /// The HTTPS host senders fetch the policy from.
-    pub fn mta_sts_host(&self) -> String {
+    pub(crate) fn mta_sts_host(&self) -> String {
         format!("mta-sts.{}", self.name)
     }
 
     /// The `_smtp._tls` TXT data, if report URIs are configured.
-    pub fn tls_rpt_record(&self) -> Option<String> {
+    pub(crate) fn tls_rpt_record(&self) -> Option<String> {
         (!self.tls_rpt.is_empty()).then(|| format!("v=TLSRPTv1; rua={}", self.tls_rpt.join(",")))
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Listen {
+pub(crate) struct Listen {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
@@ -153,7 +153,7 @@ pub struct Listen {
 
 /// A validated configuration; paths are absolute or relative to the working directory.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub file: PathBuf,
     pub state_dir: PathBuf,
     pub listen: Listen,
@@ -174,7 +174,7 @@ impl Config {
     /// port and TTL, rollover timing). Where `new` differs from the running `self` in one of
     /// them, `new` keeps the running value and the key is returned, so the daemon can warn for
     /// each and apply the rest.
-    pub fn keep_restart_only(&self, new: &mut Config) -> Vec<&'static str> {
+    pub(crate) fn keep_restart_only(&self, new: &mut Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
         macro_rules! keep {
             ($($key:literal => $($field:ident).+),* $(,)?) => {$(
@@ -207,7 +207,7 @@ impl Config {
     }
 
     /// Reads and validates a config file (no policy files yet: see [`Config::load_policies`]).
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![Problem {
                 file: path.to_path_buf(),
@@ -220,13 +220,13 @@ impl Config {
     }
 
     /// Parses and validates config text; `path` locates relative paths and names errors.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw = parse_raw(path, text)?;
         validate(path, raw)
     }
 
     /// Problem about this config file at a dotted key.
-    pub fn problem(&self, key: impl Into<String>, message: impl Into<String>) -> Problem {
+    pub(crate) fn problem(&self, key: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem {
             file: self.file.clone(),
             position: None,
@@ -236,7 +236,7 @@ impl Config {
     }
 
     /// The certificates mxguard keeps: `mta-sts.<domain>` for each domain, then each `[[mx]]`.
-    pub fn cert_specs(&self) -> Vec<CertSpec> {
+    pub(crate) fn cert_specs(&self) -> Vec<CertSpec> {
         let mut v: Vec<CertSpec> = self
             .domains
             .iter()
@@ -270,7 +270,7 @@ impl Config {
 
     /// Reads, parses and validates every domain's policy source, returning the published
     /// policies by domain plus warnings, or every problem found.
-    pub fn load_policies(&self) -> Result<LoadedPolicies, ConfigError> {
+    pub(crate) fn load_policies(&self) -> Result<LoadedPolicies, ConfigError> {
         let mut problems = Vec::new();
         let mut policies = BTreeMap::new();
         let mut warnings = Vec::new();
@@ -345,7 +345,7 @@ impl Config {
 
 /// Policies of every domain, ready to serve and announce.
 #[derive(Debug, Clone)]
-pub struct LoadedPolicies {
+pub(crate) struct LoadedPolicies {
     pub policies: BTreeMap<String, Published>,
     pub warnings: Vec<Problem>,
 }
@@ -360,7 +360,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Deserializes TOML text into `T`, naming file, line, column and dotted key on error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
@@ -388,7 +388,7 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
 
 impl Config {
     /// The rollover timing: hold = max(2 × TLSA TTL, min_hold).
-    pub fn roll_timing(&self) -> crate::dane::machine::Timing {
+    pub(crate) fn roll_timing(&self) -> crate::dane::machine::Timing {
         crate::dane::machine::Timing {
             hold: (2 * u64::from(self.records.tlsa_ttl)).max(self.rollover.min_hold.as_secs()),
             key_age: self.rollover.key_age.as_secs(),

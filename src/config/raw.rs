@@ -12,7 +12,7 @@ use crate::zone::DnssecSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     /// Where keys, certificates, serials and reports live.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -48,7 +48,7 @@ pub struct RawConfig {
 /// `[rollover]`: when MX keys roll (RFC 7671 §8.1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rollover {
+pub(crate) struct Rollover {
     /// Roll an MX key when it is this old (e.g. "90d").
     #[serde(default = "default_key_age", with = "crate::duration")]
     pub key_age: std::time::Duration,
@@ -84,7 +84,7 @@ fn default_roll_poll() -> std::time::Duration {
 /// `[tlsrpt]`: receiving and keeping RFC 8460 reports.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsRpt {
+pub(crate) struct TlsRpt {
     /// Accept reports by HTTPS POST on every `mta-sts.<domain>` host.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -122,7 +122,7 @@ fn default_retention_days() -> u32 {
 /// `[dns]`: how the authoritative server answers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DnsOptions {
+pub(crate) struct DnsOptions {
     /// UDP responses each query task keeps for reuse while the zones are unchanged; 0: none.
     #[serde(default = "default_response_cache")]
     pub response_cache: usize,
@@ -142,12 +142,12 @@ fn default_response_cache() -> usize {
 
 /// Largest `dns.response_cache`: each entry takes at most about 2 KiB (request key up to 512
 /// bytes, response up to 1232, overhead), per query task (up to 4 per DNS address).
-pub const MAX_RESPONSE_CACHE: usize = 20_000;
+pub(crate) const MAX_RESPONSE_CACHE: usize = 20_000;
 
 /// TTLs and ports of managed records.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Records {
+pub(crate) struct Records {
     /// TTL of the `_mta-sts`, `_smtp._tls` and CAA records.
     #[serde(default = "default_record_ttl")]
     pub ttl: u32,
@@ -178,7 +178,7 @@ fn default_tlsa_port() -> u16 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMx {
+pub(crate) struct RawMx {
     /// The MX host name (must be an MX of a configured domain).
     pub host: String,
     /// Challenge for this certificate; default `acme.challenge`.
@@ -242,7 +242,7 @@ fn default_state_dir() -> PathBuf {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawListen {
+pub(crate) struct RawListen {
     /// HTTPS listener serving the MTA-STS policies.
     #[serde(default = "default_https")]
     pub https: SocketAddr,
@@ -284,7 +284,7 @@ fn default_dns() -> Option<SocketAddr> {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAcme {
+pub(crate) struct RawAcme {
     /// `letsencrypt`, `letsencrypt-staging`, `local` (mxguard's own CA) or a directory URL.
     #[serde(default = "default_directory")]
     pub directory: String,
@@ -363,7 +363,7 @@ fn default_directory() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDomain {
+pub(crate) struct RawDomain {
     /// The mail domain, e.g. `example.com`.
     pub name: String,
     /// The domain's MX hosts.

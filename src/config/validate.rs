@@ -471,7 +471,6 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
             directory,
             ca_file: raw.acme.ca_file.as_deref().map(resolve),
             email: raw.acme.email,
-            challenge: raw.acme.challenge,
             eab,
             backoff: crate::acme::renewal::Backoff {
                 base: std::time::Duration::from_secs(raw.acme.retry_initial),
@@ -499,7 +498,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
 }
 
 /// A TLS-RPT `rua` URI (RFC 8460 §3): `mailto:` with an address or `https:` with a host.
-pub fn validate_rua(uri: &str) -> Result<(), String> {
+pub(crate) fn validate_rua(uri: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("{uri:?} is not a TLS-RPT report URI: {why}"));
     if uri.contains([',', ';', ' ', '"']) {
         return bad("it must not contain commas, semicolons, spaces or quotes");

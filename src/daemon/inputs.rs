@@ -11,7 +11,7 @@ use crate::publish::records::{self as rec, BadName};
 use crate::publish::{self, Change, DomainZone};
 
 /// Loads config and policies, printing warnings; every problem becomes one `ConfigError`.
-pub fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     let config = Config::load(path)?;
     let loaded = config.load_policies()?;
     Ok((config, loaded))
@@ -165,7 +165,7 @@ pub(super) fn zone_problems(e: publish::signed::LoadError) -> ConfigError {
 }
 
 /// Loads config, policies and zones: everything `check-config` validates.
-pub fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
+pub(crate) fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     let (config, loaded) = load(path)?;
     let mut problems = Vec::new();
     match base_changes(&config, &loaded, &config.state_dir) {

@@ -14,7 +14,7 @@ mod inputs;
 mod responder;
 
 use inputs::{bad_name, base_changes, caa_policy, domain_zones, zone_problems};
-pub use inputs::{load, load_all};
+pub(crate) use inputs::{load, load_all};
 use responder::DaemonResponder;
 
 use std::collections::HashMap;
@@ -43,7 +43,7 @@ use crate::publish::{Change, RecordSink, RrsetKey, SignedZonePublisher};
 use crate::state_dir::StateDir;
 
 /// The TLS-RPT database in the state directory.
-pub const REPORTS_DB: &str = "reports.sqlite";
+pub(crate) const REPORTS_DB: &str = "reports.sqlite";
 /// How often firing alerts are re-evaluated (so they can resolve).
 const ALERT_RECHECK: Duration = Duration::from_secs(300);
 /// How often old reports are deleted.

@@ -24,7 +24,7 @@ use crate::state_dir::{self as store, StateDir, StoreError};
 
 /// Why a rollover step or an external-certificate pass failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RollError {
+pub(crate) enum RollError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {reason}")]
@@ -51,7 +51,7 @@ pub enum RollError {
 /// What the rollover needs from whoever keeps the MX certificates (the certificate manager):
 /// the current key, certificates for a key, and making one current.
 #[async_trait::async_trait]
-pub trait Issuer: Send + Sync {
+pub(crate) trait Issuer: Send + Sync {
     /// The key of the MX's current certificate (created on first use).
     fn current_key(&self, host: &str) -> Result<rcgen::KeyPair, RollError>;
     /// Orders a certificate for the MX's names with `key`; returns the PEM chain. Writes nothing.
@@ -79,11 +79,11 @@ fn next_chain_path(root: &Path, host: &str) -> PathBuf {
     root.join("certs").join(host).join("next-chain.pem")
 }
 
-pub fn state_path(root: &Path, host: &str) -> PathBuf {
+pub(crate) fn state_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.json"))
 }
 
-pub fn request_path(root: &Path, host: &str) -> PathBuf {
+pub(crate) fn request_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.rotate"))
 }
 
@@ -92,7 +92,7 @@ fn key_path(root: &Path, host: &str, id: &str) -> PathBuf {
 }
 
 /// Reads a persisted roll state (`None` when there is none yet or it is unreadable).
-pub fn load(root: &Path, host: &str) -> Option<RollState> {
+pub(crate) fn load(root: &Path, host: &str) -> Option<RollState> {
     let bytes = std::fs::read(state_path(root, host)).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(s) => Some(s),
@@ -134,7 +134,7 @@ fn load_key(root: &Path, host: &str, id: &str) -> Result<rcgen::KeyPair, RollErr
 }
 
 /// The `3 1 1` digests of an MX's roll state (`None`: no roll state yet).
-pub fn rolled_digests(root: &Path, host: &str) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn rolled_digests(root: &Path, host: &str) -> Option<Vec<Vec<u8>>> {
     let s = load(root, host)?;
     Some(
         rollover::published(&s)
@@ -145,7 +145,7 @@ pub fn rolled_digests(root: &Path, host: &str) -> Option<Vec<Vec<u8>>> {
 }
 
 /// True while a roll owns the MX certificate (ordinary renewal waits).
-pub fn in_roll(root: &Path, host: &str) -> bool {
+pub(crate) fn in_roll(root: &Path, host: &str) -> bool {
     load(root, host).is_some_and(|s| {
         matches!(
             s.phase,
@@ -155,7 +155,7 @@ pub fn in_roll(root: &Path, host: &str) -> bool {
 }
 
 /// Runs the rollover of MX hosts and the external-certificate passes.
-pub struct RollExecutor {
+pub(crate) struct RollExecutor {
     pub state: Arc<StateDir>,
     pub sink: Arc<dyn RecordSink>,
     pub timing: Timing,
@@ -224,7 +224,7 @@ impl RollExecutor {
     }
 
     /// Runs the machine for one MX until it has to wait; returns when to come back.
-    pub async fn roll_pass(
+    pub(crate) async fn roll_pass(
         &self,
         issuer: &dyn Issuer,
         host: &str,
@@ -325,12 +325,20 @@ impl RollExecutor {
                             match probe::presented_key(a, host, Duration::from_secs(15)).await {
                                 Ok(key) => Event::Observed { key },
                                 Err(e) => Event::Failed {
-                                    reason: format!("live check of {host}: {e}"),
+                                    reason: RollError::Probe {
+                                        host: host.to_string(),
+                                        reason: e.to_string(),
+                                    }
+                                    .to_string(),
                                 },
                             }
                         }
                         Err(e) => Event::Failed {
-                            reason: format!("live check of {host}: cannot resolve: {e}"),
+                            reason: RollError::Probe {
+                                host: host.to_string(),
+                                reason: format!("cannot resolve: {e}"),
+                            }
+                            .to_string(),
                         },
                     }
                 }
@@ -416,7 +424,7 @@ impl RollExecutor {
 
 /// External-certificate mode state (`rollover/<host>.external.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ExternalState {
+pub(crate) struct ExternalState {
     /// The key of the certificate file as last seen.
     pub live: Option<KeyId>,
     /// Keys no longer live whose records stay until the deadline (unix seconds).
@@ -427,7 +435,7 @@ fn external_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.external.json"))
 }
 
-pub fn load_external(root: &Path, host: &str) -> ExternalState {
+pub(crate) fn load_external(root: &Path, host: &str) -> ExternalState {
     std::fs::read(external_path(root, host))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -435,7 +443,7 @@ pub fn load_external(root: &Path, host: &str) -> ExternalState {
 }
 
 /// The key of the first certificate in a PEM file.
-pub fn key_of_cert_file(file: &Path) -> Result<KeyId, RollError> {
+pub(crate) fn key_of_cert_file(file: &Path) -> Result<KeyId, RollError> {
     let bad = |reason: &str| RollError::File {
         path: file.to_path_buf(),
         reason: reason.to_string(),
@@ -451,7 +459,7 @@ pub fn key_of_cert_file(file: &Path) -> Result<KeyId, RollError> {
 
 /// The records of an external MX: its live key, the pre-published digests, and retiring
 /// keys until their deadline.
-pub fn external_records(s: &ExternalState, prepublish: &[String], now: u64) -> Vec<KeyId> {
+pub(crate) fn external_records(s: &ExternalState, prepublish: &[String], now: u64) -> Vec<KeyId> {
     let mut v: Vec<KeyId> = s.live.iter().cloned().collect();
     for k in prepublish.iter().cloned().chain(
         s.retiring
@@ -525,7 +533,7 @@ impl RollExecutor {
 }
 
 /// `mxguard rotate`: leaves a roll request for the daemon.
-pub fn request_rotation(root: &Path, host: &str) -> Result<(), RollError> {
+pub(crate) fn request_rotation(root: &Path, host: &str) -> Result<(), RollError> {
     store::ensure_dir(&root.join("rollover"))?;
     store::write_atomic(
         &request_path(root, host),

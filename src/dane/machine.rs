@@ -14,12 +14,12 @@
 use serde::{Deserialize, Serialize};
 
 /// A key, named by the SHA-256 of its SubjectPublicKeyInfo (hex) — also its `3 1 1` data.
-pub type KeyId = String;
+pub(crate) type KeyId = String;
 
 /// Where a roll is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Records {current, next} are published; waiting until every authoritative server serves
     /// `serial` (or a later one), then until `hold` has passed since then.
     Propagating {
@@ -39,7 +39,7 @@ pub enum Phase {
 
 /// One MX host's persisted rollover state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RollState {
+pub(crate) struct RollState {
     /// The key the MTA presents (or presented before the current roll).
     pub current: KeyId,
     /// The pre-published key the next roll switches to.
@@ -63,7 +63,7 @@ pub struct RollState {
 
 /// Timing of rolls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// How long a record must be served everywhere before its key may go live:
     /// max(2×TTL, configured minimum).
     pub hold: u64,
@@ -76,7 +76,7 @@ pub struct Timing {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Periodic check; `all_serve` says whether every authoritative server serves the state's
     /// propagation serial (or later).
     Tick { all_serve: bool },
@@ -98,7 +98,7 @@ pub enum Event {
 
 /// What the executor must do for a state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Build and publish the zone with [`published`] records, then report `Published`.
     Publish,
     /// Wait (tick later): until `deadline` or for secondaries.
@@ -114,7 +114,7 @@ pub enum Action {
 }
 
 /// The initial state for an MX whose key is `current`, with a freshly generated `next`.
-pub fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
+pub(crate) fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
     RollState {
         current,
         next,
@@ -132,7 +132,7 @@ pub fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
 
 /// The TLSA keys that must be published for a state: always the current and the next key.
 /// During a roll the MTA may present either, so both stay until verification.
-pub fn published(s: &RollState) -> Vec<KeyId> {
+pub(crate) fn published(s: &RollState) -> Vec<KeyId> {
     let mut v = vec![s.current.clone()];
     if s.next != s.current && !s.next.is_empty() {
         v.push(s.next.clone());
@@ -140,8 +140,9 @@ pub fn published(s: &RollState) -> Vec<KeyId> {
     v
 }
 
+#[cfg(test)]
 /// Keys the MTA might present in this state (for checking the invariant).
-pub fn possibly_deployed(s: &RollState) -> Vec<KeyId> {
+pub(crate) fn possibly_deployed(s: &RollState) -> Vec<KeyId> {
     match s.phase {
         // From the moment files may have been written until verification, either key.
         Phase::Deploying | Phase::Verifying => vec![s.current.clone(), s.next.clone()],
@@ -155,7 +156,7 @@ fn backoff(t: &Timing, failures: u32) -> u64 {
 }
 
 /// The next action for a state at `now`.
-pub fn action(s: &RollState, t: &Timing, now: u64) -> Action {
+pub(crate) fn action(s: &RollState, t: &Timing, now: u64) -> Action {
     if let Some(r) = s.retry_at
         && r > now
     {
@@ -191,7 +192,7 @@ pub fn action(s: &RollState, t: &Timing, now: u64) -> Action {
 }
 
 /// The transition function.
-pub fn step(s: &RollState, e: &Event, t: &Timing, now: u64) -> RollState {
+pub(crate) fn step(s: &RollState, e: &Event, t: &Timing, now: u64) -> RollState {
     let mut n = s.clone();
     let ok = |n: &mut RollState| {
         n.failures = 0;

@@ -11,7 +11,7 @@
 //!   external-certificate mode.
 //! - [`tlsa`]: TLSA record data (pure). [`probe`]: which key a live MX presents.
 
-pub mod executor;
-pub mod machine;
+pub(crate) mod executor;
+pub(crate) mod machine;
 pub mod probe;
-pub mod tlsa;
+pub(crate) mod tlsa;

@@ -28,7 +28,7 @@ use tower::ServiceExt;
 
 /// What the HTTP listeners serve, swapped whole by the daemon.
 #[derive(Debug, Default)]
-pub struct Served {
+pub(crate) struct Served {
     /// Policy text by HTTPS host (`mta-sts.<domain>`, lowercase).
     pub policies: ArcSwap<HashMap<String, Arc<str>>>,
     /// ACME http-01 key authorizations by token.
@@ -37,7 +37,7 @@ pub struct Served {
 
 /// Timeouts and limits of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// TLS handshake must finish within this.
     pub handshake_timeout: Duration,
     /// HTTP/1 request headers must arrive within this.
@@ -64,7 +64,7 @@ impl Default for Limits {
 struct Sni(Option<String>);
 
 /// Routes of the HTTPS listener.
-pub fn https_router(served: Arc<Served>) -> Router {
+pub(crate) fn https_router(served: Arc<Served>) -> Router {
     Router::new()
         .route("/.well-known/mta-sts.txt", get(policy))
         .fallback(not_found)
@@ -72,7 +72,7 @@ pub fn https_router(served: Arc<Served>) -> Router {
 }
 
 /// Routes of the plain HTTP listener: challenges only, never the policy.
-pub fn http_router(served: Arc<Served>) -> Router {
+pub(crate) fn http_router(served: Arc<Served>) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(challenge))
         .fallback(not_found)
@@ -81,13 +81,13 @@ pub fn http_router(served: Arc<Served>) -> Router {
 
 /// What the admin listener reports on: TLS-RPT intake and/or the served zones.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub intake: Option<Arc<crate::tlsrpt::intake::Intake>>,
     pub zones: Option<Arc<ArcSwap<crate::zone::Zones>>>,
 }
 
 /// Routes of the admin listener: Prometheus metrics and a health check.
-pub fn admin_router(state: AdminState) -> Router {
+pub(crate) fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -198,7 +198,7 @@ async fn challenge(State(served): State<Arc<Served>>, Path(token): Path<String>)
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
 /// finish for up to `drain` before returning. With `tls`, every connection is TLS (h2 or
 /// HTTP/1.1 by ALPN); without, plain HTTP/1.1 and h2c.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,

@@ -6,5 +6,5 @@
 //! daemon publishes the policy id through the record sink) or certificates (it serves what the
 //! resolver in [`crate::acme::tls`] holds).
 
-pub mod http;
-pub mod policy;
+pub(crate) mod http;
+pub(crate) mod policy;

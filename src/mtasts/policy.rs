@@ -10,11 +10,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Largest max_age RFC 8461 §3.2 allows (one year).
-pub const MAX_AGE_LIMIT: u64 = 31_557_600;
+pub(crate) const MAX_AGE_LIMIT: u64 = 31_557_600;
 /// Below this, senders re-fetch the policy often; RFC 8461 recommends weeks.
-pub const MAX_AGE_WARN_BELOW: u64 = 86_400;
+pub(crate) const MAX_AGE_WARN_BELOW: u64 = 86_400;
 /// Senders may refuse policies larger than this (RFC 8461 §3.3).
-pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_POLICY_BYTES: usize = 64 * 1024;
 
 /// The policy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Testing => "testing",
@@ -58,7 +58,7 @@ impl std::str::FromStr for Mode {
 /// A policy source file (`policies/<domain>.toml`), as the user typed it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicySource {
+pub(crate) struct PolicySource {
     pub mode: Mode,
     /// Seconds senders may cache the policy.
     #[serde(default = "default_max_age")]
@@ -74,7 +74,7 @@ fn default_max_age() -> u64 {
 
 /// One problem found in a policy, with the key it concerns (e.g. `mx[1]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub key: String,
     pub message: String,
 }
@@ -87,7 +87,7 @@ impl fmt::Display for Problem {
 
 /// A validated MTA-STS policy, ready to render.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub mode: Mode,
     pub max_age: u64,
     pub mx: Vec<String>,
@@ -95,7 +95,7 @@ pub struct Policy {
 
 /// Result of validating a source: the policy plus non-fatal warnings.
 #[derive(Debug, Clone)]
-pub struct Validated {
+pub(crate) struct Validated {
     pub policy: Policy,
     pub warnings: Vec<Problem>,
 }
@@ -104,7 +104,7 @@ pub struct Validated {
 ///
 /// All problems are returned at once. Hostnames are compared case-insensitively and without a
 /// trailing dot; the rendered policy uses lowercase names.
-pub fn validate(src: &PolicySource, mx_hosts: &[String]) -> Result<Validated, Vec<Problem>> {
+pub(crate) fn validate(src: &PolicySource, mx_hosts: &[String]) -> Result<Validated, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if src.max_age == 0 || src.max_age > MAX_AGE_LIMIT {
@@ -187,7 +187,7 @@ pub fn validate(src: &PolicySource, mx_hosts: &[String]) -> Result<Validated, Ve
 
 /// Checks that `name` is a DNS hostname (LDH labels, 1..=63 octets each, ≤ 253 total, at least
 /// two labels) and returns it lowercase without a trailing dot.
-pub fn normalize_hostname(name: &str) -> Result<String, String> {
+pub(crate) fn normalize_hostname(name: &str) -> Result<String, String> {
     let n = name.trim_end_matches('.').to_ascii_lowercase();
     if n.is_empty() {
         return Err("empty hostname".into());
@@ -239,7 +239,7 @@ fn normalize_pattern(p: &str) -> Result<String, String> {
 }
 
 /// RFC 8461 §4.1: a `*.` pattern matches exactly one extra leftmost label.
-pub fn pattern_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => host
             .split_once('.')
@@ -251,7 +251,7 @@ pub fn pattern_matches(pattern: &str, host: &str) -> bool {
 impl Policy {
     /// The exact policy text served at `/.well-known/mta-sts.txt`: `version: STSv1` first,
     /// CRLF line endings.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("version: STSv1\r\n");
         s.push_str(&format!("mode: {}\r\n", self.mode));
@@ -265,34 +265,35 @@ impl Policy {
 
 /// A policy as published: the served text and the id announcing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     pub text: String,
     pub id: String,
 }
 
 impl Published {
-    pub fn new(policy: &Policy) -> Published {
+    pub(crate) fn new(policy: &Policy) -> Published {
         let text = policy.render();
         let id = policy_id(&text);
         Published { text, id }
     }
 
     /// The data of the `_mta-sts.<domain>` TXT record.
-    pub fn txt_record(&self) -> String {
+    pub(crate) fn txt_record(&self) -> String {
         format!("v=STSv1; id={}", self.id)
     }
 }
 
 /// The policy id: 32 lowercase hex digits of SHA-256 over the rendered text, so it changes
 /// exactly when the text changes (RFC 8461 §3.1 allows 1-32 alphanumerics).
-pub fn policy_id(text: &str) -> String {
+pub(crate) fn policy_id(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
 }
 
-/// Errors of parsing a served policy text (used to check what senders would read).
+/// Errors of parsing a served policy text (the tests check what senders would read).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("line {line}: {message}")]
     Line { line: usize, message: String },
     #[error("missing field {0}")]
@@ -301,7 +302,8 @@ pub enum ParseError {
 
 /// Parses policy text as a sender would (RFC 8461 §3.2): `key: value` lines separated by CRLF
 /// (LF tolerated), `version: STSv1` first.
-pub fn parse(text: &str) -> Result<Policy, ParseError> {
+#[cfg(test)]
+pub(crate) fn parse(text: &str) -> Result<Policy, ParseError> {
     let mut version = false;
     let mut mode = None;
     let mut max_age = None;

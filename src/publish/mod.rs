@@ -10,21 +10,21 @@
 //! Must not decide *when* records change (the daemon, the rollover state machine and the
 //! certificate manager do), and must not read the configuration file.
 
-pub mod records;
-pub mod signed;
+pub(crate) mod records;
+pub(crate) mod signed;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 
-pub use signed::{DomainZone, SignedZonePublisher};
+pub(crate) use signed::{DomainZone, SignedZonePublisher};
 
 /// Who produces an RRset. Several producers may contribute records to one owner and type
 /// (e.g. DANE-EE records from the rollover and DANE-TA records from the config at the same
 /// TLSA owner); the sink serves their union, and each producer replaces only its own part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     /// `_mta-sts` TXT (the daemon, from the policies).
     Policy,
     /// `_smtp._tls` TXT (the daemon, from the config).
@@ -41,7 +41,7 @@ pub enum Source {
 
 /// Which part of which RRset a change is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RrsetKey {
+pub(crate) struct RrsetKey {
     /// Absolute, lowercase owner name.
     pub owner: Name,
     pub rtype: RecordType,
@@ -49,7 +49,7 @@ pub struct RrsetKey {
 }
 
 impl RrsetKey {
-    pub fn new(owner: Name, rtype: RecordType, source: Source) -> RrsetKey {
+    pub(crate) fn new(owner: Name, rtype: RecordType, source: Source) -> RrsetKey {
         let mut owner = owner.to_lowercase();
         owner.set_fqdn(true);
         RrsetKey {
@@ -62,7 +62,7 @@ impl RrsetKey {
 
 /// The records one producer wants at a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rrset {
+pub(crate) struct Rrset {
     pub ttl: u32,
     pub data: Vec<RData>,
     /// Where the records come from, for error messages (e.g. `mxguard.toml: TLSA of MX mx1.example.com`).
@@ -71,7 +71,7 @@ pub struct Rrset {
 
 /// One change through a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Replace the producer's part of the RRset (an empty `data` withdraws it).
     Set(RrsetKey, Rrset),
     /// Remove the producer's part of the RRset.
@@ -79,7 +79,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn key(&self) -> &RrsetKey {
+    pub(crate) fn key(&self) -> &RrsetKey {
         match self {
             Change::Set(k, _) | Change::Withdraw(k) => k,
         }
@@ -88,7 +88,7 @@ impl Change {
 
 /// What a sink did with a batch of changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Each zone the changes touched, with the serial that carries them.
     pub serials: BTreeMap<Name, u32>,
     /// Whether anything served changed (false: every change was already in place).
@@ -97,7 +97,7 @@ pub struct Applied {
 
 /// Why a sink could not apply a change. Nothing of the batch was applied.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// The owner is in no zone the sink serves.
     #[error("{owner} is not inside any served zone")]
     OutsideZones { owner: String },
@@ -111,7 +111,7 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whether trying again later can help (temporary) or the input must change (permanent).
-    pub fn is_temporary(&self) -> bool {
+    pub(crate) fn is_temporary(&self) -> bool {
         matches!(self, SinkError::Task(_))
             || matches!(self, SinkError::Zone(crate::zone::ZoneError::Store(_)))
     }
@@ -120,7 +120,7 @@ impl SinkError {
 /// Which authoritative server does not serve a serial yet, and what it answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{server} does not serve {zone} serial {serial} yet ({answer})")]
-pub struct NotServed {
+pub(crate) struct NotServed {
     /// e.g. `secondary ns2 (192.0.2.2:53)` or `mxguard`.
     pub server: String,
     pub zone: String,
@@ -131,7 +131,7 @@ pub struct NotServed {
 /// The one way producers change DNS records. `apply` is atomic per batch: every change is
 /// applied, or (on error) none.
 #[async_trait::async_trait]
-pub trait RecordSink: Send + Sync {
+pub(crate) trait RecordSink: Send + Sync {
     /// Applies `changes`; changes that are already in place cost nothing (no signing, no I/O).
     async fn apply(&self, changes: Vec<Change>) -> Result<Applied, SinkError>;
 
@@ -148,7 +148,7 @@ pub trait RecordSink: Send + Sync {
 
 /// Waits until every authoritative server serves each zone at its serial, or `timeout` passes
 /// (then: which server was behind).
-pub async fn wait_served(
+pub(crate) async fn wait_served(
     sink: &dyn RecordSink,
     serials: &BTreeMap<Name, u32>,
     timeout: Duration,

@@ -9,18 +9,18 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use super::{Change, Rrset, RrsetKey, Source};
 
 /// TTL of `_acme-challenge` TXT records: short, so validators never cache a stale challenge.
-pub const CHALLENGE_TTL: u32 = 60;
+pub(crate) const CHALLENGE_TTL: u32 = 60;
 
 /// A name that cannot be a DNS owner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}: not a valid DNS name ({reason})")]
-pub struct BadName {
+pub(crate) struct BadName {
     pub name: String,
     pub reason: String,
 }
 
 /// The absolute, lowercase name for `text` (with or without the trailing dot).
-pub fn fqdn(text: &str) -> Result<Name, BadName> {
+pub(crate) fn fqdn(text: &str) -> Result<Name, BadName> {
     let mut n = Name::from_ascii(text.trim_end_matches('.')).map_err(|e| BadName {
         name: text.to_string(),
         reason: e.to_string(),
@@ -46,7 +46,12 @@ fn change(
 }
 
 /// `_mta-sts.<domain>` TXT with the policy's `v=STSv1; id=…` record.
-pub fn policy_id(domain: &str, txt: &str, ttl: u32, what: String) -> Result<Change, BadName> {
+pub(crate) fn policy_id(
+    domain: &str,
+    txt: &str,
+    ttl: u32,
+    what: String,
+) -> Result<Change, BadName> {
     let owner = fqdn(&format!("_mta-sts.{domain}"))?;
     let data = vec![RData::TXT(TXT::new(vec![txt.to_string()]))];
     Ok(change(
@@ -60,7 +65,7 @@ pub fn policy_id(domain: &str, txt: &str, ttl: u32, what: String) -> Result<Chan
 }
 
 /// `_smtp._tls.<domain>` TXT (`None`: withdrawn).
-pub fn tls_rpt(
+pub(crate) fn tls_rpt(
     domain: &str,
     record: Option<&str>,
     ttl: u32,
@@ -81,12 +86,12 @@ pub fn tls_rpt(
 }
 
 /// The TLSA owner of a TLS service: `_<port>._tcp.<host>`.
-pub fn tlsa_owner(host: &str, port: u16) -> Result<Name, BadName> {
+pub(crate) fn tlsa_owner(host: &str, port: u16) -> Result<Name, BadName> {
     fqdn(&format!("_{port}._tcp.{host}"))
 }
 
 /// `3 1 1` records (SHA-256 of the SPKI of each key) at `_<port>._tcp.<host>`; none: withdrawn.
-pub fn dane_ee(
+pub(crate) fn dane_ee(
     host: &str,
     port: u16,
     digests: &[Vec<u8>],
@@ -115,7 +120,7 @@ pub fn dane_ee(
 }
 
 /// `2 1 1` records (SHA-256 of issuer SPKIs) at `_<port>._tcp.<host>`; none: withdrawn.
-pub fn dane_ta(
+pub(crate) fn dane_ta(
     host: &str,
     port: u16,
     digests: &[Vec<u8>],
@@ -144,7 +149,7 @@ pub fn dane_ta(
 }
 
 /// `_acme-challenge.<host>` TXT with every pending dns-01 value; none: withdrawn.
-pub fn acme_challenge(host: &str, values: &[String]) -> Result<Change, BadName> {
+pub(crate) fn acme_challenge(host: &str, values: &[String]) -> Result<Change, BadName> {
     let owner = fqdn(&format!(
         "_acme-challenge.{}",
         host.trim_start_matches("*.")
@@ -165,7 +170,12 @@ pub fn acme_challenge(host: &str, values: &[String]) -> Result<Change, BadName> 
 
 /// CAA `issue` records at the apex of `domain`, one per value (`ca; key=value; …`); none:
 /// withdrawn.
-pub fn caa(domain: &str, issue: &[String], ttl: u32, what: String) -> Result<Change, BadName> {
+pub(crate) fn caa(
+    domain: &str,
+    issue: &[String],
+    ttl: u32,
+    what: String,
+) -> Result<Change, BadName> {
     let mut data = Vec::new();
     for value in issue {
         let (ca, params) = match value.split_once(';') {
@@ -199,7 +209,7 @@ pub fn caa(domain: &str, issue: &[String], ttl: u32, what: String) -> Result<Cha
 
 /// What the CAA records of every zone say: `acme.caa` with the challenge types in use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CaaPolicy {
+pub(crate) struct CaaPolicy {
     /// The CA's issuer domain (`None`: mxguard publishes no CAA records).
     pub issuer: Option<String>,
     /// The challenge types certificates are validated with (`validationmethods`, RFC 8657).
@@ -212,7 +222,7 @@ pub struct CaaPolicy {
 
 impl CaaPolicy {
     /// The `issue` value, naming the ACME account once it exists (`accounturi`, RFC 8657).
-    pub fn value(&self, account: Option<&str>) -> Option<String> {
+    pub(crate) fn value(&self, account: Option<&str>) -> Option<String> {
         let issuer = self.issuer.as_ref()?;
         let mut v = format!("{issuer}; validationmethods={}", self.methods.join(","));
         if let Some(a) = account {
@@ -222,7 +232,7 @@ impl CaaPolicy {
     }
 
     /// The CAA RRset of every apex (withdrawn when there is no issuer).
-    pub fn changes(&self, account: Option<&str>) -> Result<Vec<Change>, BadName> {
+    pub(crate) fn changes(&self, account: Option<&str>) -> Result<Vec<Change>, BadName> {
         let values: Vec<String> = self.value(account).into_iter().collect();
         self.apexes
             .iter()

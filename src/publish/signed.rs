@@ -28,7 +28,7 @@ use crate::zone::{
 
 /// One zone to serve: the mail domain and its zone file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainZone {
+pub(crate) struct DomainZone {
     pub domain: String,
     pub zone_file: PathBuf,
 }
@@ -92,7 +92,7 @@ struct Job {
 /// Zones that could not be loaded or built; each message names the zone and the problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("; "))]
-pub struct LoadError {
+pub(crate) struct LoadError {
     pub problems: Vec<String>,
 }
 
@@ -101,7 +101,7 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 /// The zone origin of a mail domain.
-pub fn origin(domain: &str) -> Result<Name, super::records::BadName> {
+pub(crate) fn origin(domain: &str) -> Result<Name, super::records::BadName> {
     super::records::fqdn(domain)
 }
 
@@ -189,7 +189,7 @@ fn load_slots(
 
 /// Parses and merges every zone with `changes` without keys, signing or writing anything:
 /// what `check-config` validates.
-pub fn check(zones: &[DomainZone], changes: &[Change]) -> Result<(), LoadError> {
+pub(crate) fn check(zones: &[DomainZone], changes: &[Change]) -> Result<(), LoadError> {
     let mut problems = Vec::new();
     let mut slots = BTreeMap::new();
     for z in zones {
@@ -326,7 +326,7 @@ impl SignerThread {
 }
 
 /// The single writer of the served zones.
-pub struct SignedZonePublisher {
+pub(crate) struct SignedZonePublisher {
     signer: SignerThread,
     state: Arc<StateDir>,
     server: Arc<DnsServer>,
@@ -338,7 +338,7 @@ impl SignedZonePublisher {
     /// Loads every zone file and key, applies `changes`, signs every zone and serves them.
     /// Fails (naming each problem) if any zone cannot be built: the daemon does not start with
     /// a broken zone.
-    pub async fn start(
+    pub(crate) async fn start(
         state: Arc<StateDir>,
         server: Arc<DnsServer>,
         secondaries: Vec<Secondary>,
@@ -429,7 +429,7 @@ impl SignedZonePublisher {
     /// settings, and rebuilds only the zones whose file, settings or key changed. Managed
     /// records of remaining zones stay; `changes` are applied in the same step. On error
     /// nothing changes.
-    pub async fn reload(
+    pub(crate) async fn reload(
         &self,
         settings: DnssecSettings,
         zones: Vec<DomainZone>,
@@ -550,12 +550,12 @@ impl SignedZonePublisher {
     }
 
     /// The zones being served.
-    pub fn served(&self) -> Arc<Zones> {
+    pub(crate) fn served(&self) -> Arc<Zones> {
         self.server.zones().load_full()
     }
 
     /// Re-signs zones before their signatures run out; runs until `shutdown`.
-    pub async fn run_resigner(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(crate) async fn run_resigner(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let next = {
                 let inner = self.inner.lock().await;

@@ -27,7 +27,7 @@ fn default_window() -> u64 {
 /// `[tlsrpt.alerts]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AlertSettings {
+pub(crate) struct AlertSettings {
     /// Where to POST alerts (`http://host[:port]/path`); no alerts are sent when absent.
     /// `https://` is not supported yet.
     #[serde(default)]
@@ -57,7 +57,7 @@ impl Default for AlertSettings {
 /// A problem in [`AlertSettings`], naming the dotted config key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {problem}")]
-pub struct AlertSettingsError {
+pub(crate) struct AlertSettingsError {
     pub key: String,
     pub problem: String,
 }
@@ -65,7 +65,7 @@ pub struct AlertSettingsError {
 impl AlertSettings {
     /// Checks the settings without I/O and returns every problem, each prefixed with
     /// `prefix` (e.g. `tlsrpt.alerts`).
-    pub fn validate(&self, prefix: &str) -> Vec<AlertSettingsError> {
+    pub(crate) fn validate(&self, prefix: &str) -> Vec<AlertSettingsError> {
         let mut errors = Vec::new();
         let mut problem = |key: &str, p: String| {
             errors.push(AlertSettingsError {
@@ -97,7 +97,7 @@ impl AlertSettings {
     }
 
     /// The start of the window ending at `now`.
-    pub fn window_start(&self, now: OffsetDateTime) -> OffsetDateTime {
+    pub(crate) fn window_start(&self, now: OffsetDateTime) -> OffsetDateTime {
         let secs = i64::try_from(self.window).unwrap_or(i64::MAX);
         now.checked_sub(time::Duration::seconds(secs))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -113,7 +113,7 @@ pub struct WindowCounts {
 
 impl WindowCounts {
     /// Failed sessions as a fraction of all sessions.
-    pub fn failure_ratio(&self) -> f64 {
+    pub(crate) fn failure_ratio(&self) -> f64 {
         super::summary::ratio(self.failed, self.successful)
     }
 }
@@ -121,7 +121,7 @@ impl WindowCounts {
 /// Whether a domain's alert is currently raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AlertState {
+pub(crate) enum AlertState {
     #[default]
     Armed,
     Firing,
@@ -129,7 +129,7 @@ pub enum AlertState {
 
 /// What the sender should do after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertAction {
+pub(crate) enum AlertAction {
     None,
     /// The condition became true: send an alert.
     Fire,
@@ -138,14 +138,14 @@ pub enum AlertAction {
 }
 
 /// Whether the alert condition holds for these counts.
-pub fn condition(settings: &AlertSettings, counts: WindowCounts) -> bool {
+pub(crate) fn condition(settings: &AlertSettings, counts: WindowCounts) -> bool {
     counts.failed > 0
         && counts.failed >= settings.min_failures
         && counts.failure_ratio() > settings.max_failure_ratio
 }
 
 /// The transition function: the next state and the action to take.
-pub fn decide(
+pub(crate) fn decide(
     settings: &AlertSettings,
     counts: WindowCounts,
     state: AlertState,
@@ -160,7 +160,7 @@ pub fn decide(
 
 /// The JSON body POSTed to the webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertPayload {
+pub(crate) struct AlertPayload {
     /// `firing` or `resolved`.
     pub status: String,
     pub domain: String,
@@ -175,7 +175,7 @@ pub struct AlertPayload {
 }
 
 /// Builds the webhook payload for an action (`None` for [`AlertAction::None`]).
-pub fn payload(
+pub(crate) fn payload(
     settings: &AlertSettings,
     domain: &str,
     counts: WindowCounts,
@@ -216,7 +216,7 @@ pub fn payload(
 
 /// A parsed `http://` webhook URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
+pub(crate) struct WebhookUrl {
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -225,7 +225,7 @@ pub struct WebhookUrl {
 
 /// Why a webhook URL is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WebhookUrlError {
+pub(crate) enum WebhookUrlError {
     #[error(
         "{url:?}: https webhooks are not supported yet; use an http:// URL (e.g. a local relay)"
     )]
@@ -236,7 +236,7 @@ pub enum WebhookUrlError {
 
 impl WebhookUrl {
     /// Parses `http://host[:port][/path]` (IPv6 hosts in brackets).
-    pub fn parse(url: &str) -> Result<WebhookUrl, WebhookUrlError> {
+    pub(crate) fn parse(url: &str) -> Result<WebhookUrl, WebhookUrlError> {
         let malformed = || WebhookUrlError::Malformed {
             url: url.to_string(),
         };

@@ -35,14 +35,14 @@ use crate::tlsrpt::alert::{
 use crate::tlsrpt::store::{ReportsError, ReportsHandle};
 
 /// Time allowed for one webhook delivery (connect, send, status line).
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Least time from the end of one evaluation pass to the start of the next.
-pub const MIN_EVAL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_EVAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An alerting error, naming the webhook or the store.
 #[derive(Debug, thiserror::Error)]
-pub enum AlertError {
+pub(crate) enum AlertError {
     #[error("tlsrpt.alerts.webhook: {0}")]
     Url(#[from] WebhookUrlError),
     #[error("webhook {url}: {reason}")]
@@ -67,7 +67,10 @@ pub struct Alerter {
 
 impl Alerter {
     /// Fails when the webhook URL is unusable (e.g. `https://`).
-    pub fn new(settings: AlertSettings, store: ReportsHandle) -> Result<Alerter, AlertError> {
+    pub(crate) fn new(
+        settings: AlertSettings,
+        store: ReportsHandle,
+    ) -> Result<Alerter, AlertError> {
         let webhook = settings
             .webhook
             .as_deref()
@@ -85,19 +88,21 @@ impl Alerter {
         })
     }
 
+    #[cfg(test)]
     /// Sets the least time between evaluation passes (default [`MIN_EVAL_INTERVAL`]).
-    pub fn with_min_interval(mut self, interval: Duration) -> Alerter {
+    pub(crate) fn with_min_interval(mut self, interval: Duration) -> Alerter {
         self.min_interval = interval;
         self
     }
 
+    #[cfg(test)]
     /// How many domain evaluations (window queries) have run.
-    pub fn evaluations(&self) -> u64 {
+    pub(crate) fn evaluations(&self) -> u64 {
         self.evaluations.load(Ordering::Relaxed)
     }
 
     /// Queues domains for evaluation; returns at once.
-    pub fn notify(&self, domains: Vec<String>) {
+    pub(crate) fn notify(&self, domains: Vec<String>) {
         if domains.is_empty() {
             return;
         }
@@ -108,7 +113,7 @@ impl Alerter {
     }
 
     /// The current alert state of a domain.
-    pub fn state(&self, domain: &str) -> AlertState {
+    pub(crate) fn state(&self, domain: &str) -> AlertState {
         self.states
             .lock()
             .ok()
@@ -119,7 +124,7 @@ impl Alerter {
     /// Evaluates queued domains until `cancel`; re-checks firing domains every `recheck`.
     /// Passes start at least the minimum interval after the previous one ended; domains
     /// notified in between wait in the pending set and are evaluated once in the next pass.
-    pub async fn run(&self, cancel: CancellationToken, recheck: Duration) {
+    pub(crate) async fn run(&self, cancel: CancellationToken, recheck: Duration) {
         let mut next_recheck = tokio::time::Instant::now() + recheck;
         let mut earliest = tokio::time::Instant::now();
         loop {
@@ -170,7 +175,7 @@ impl Alerter {
     /// Evaluates each domain at `now` and delivers the resulting alerts. Returns the actions
     /// taken. Must not run concurrently with itself ([`Alerter::run`] is its only caller in
     /// the daemon).
-    pub async fn process(
+    pub(crate) async fn process(
         &self,
         domains: BTreeSet<String>,
         now: OffsetDateTime,
@@ -215,7 +220,7 @@ impl Alerter {
 }
 
 /// POSTs `body` as JSON over plain HTTP/1.1; succeeds on a 2xx status, which it returns.
-pub async fn post_json(
+pub(crate) async fn post_json(
     url: &WebhookUrl,
     body: &[u8],
     timeout: Duration,

@@ -37,7 +37,8 @@ pub enum RejectKind {
 
 impl RejectKind {
     /// The HTTP status code for this kind.
-    pub fn status(self) -> u16 {
+    #[cfg(test)]
+    pub(crate) fn status(self) -> u16 {
         match self {
             RejectKind::Invalid => 400,
             RejectKind::TooLarge => 413,
@@ -69,7 +70,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The HTTP mapping of this error.
-    pub fn kind(&self) -> RejectKind {
+    pub(crate) fn kind(&self) -> RejectKind {
         match self {
             DecodeError::UnsupportedMediaType { .. } | DecodeError::UnsupportedEncoding { .. } => {
                 RejectKind::UnsupportedType
@@ -80,15 +81,6 @@ impl DecodeError {
             DecodeError::Gzip { .. } | DecodeError::NotGzip | DecodeError::Empty => {
                 RejectKind::Invalid
             }
-        }
-    }
-
-    /// A short, stable label for metrics (`reason="..."`).
-    pub fn reason_label(&self) -> &'static str {
-        match self.kind() {
-            RejectKind::Invalid => "invalid_gzip",
-            RejectKind::TooLarge => "too_large",
-            RejectKind::UnsupportedType => "unsupported_media_type",
         }
     }
 }
@@ -131,7 +123,7 @@ fn encoding_is_gzip(content_encoding: Option<&str>) -> Result<bool, DecodeError>
 
 /// Checks the headers alone, so a wrong media type or coding is refused before the body is
 /// read. [`decode_body`] applies the same checks.
-pub fn check_headers(
+pub(crate) fn check_headers(
     content_type: Option<&str>,
     content_encoding: Option<&str>,
 ) -> Result<(), DecodeError> {
@@ -144,7 +136,7 @@ pub fn check_headers(
 ///
 /// `max_compressed` bounds `body` itself; `max_decompressed` bounds the output of every gunzip
 /// layer. The JSON is not parsed here.
-pub fn decode_body(
+pub(crate) fn decode_body(
     body: &[u8],
     content_type: Option<&str>,
     content_encoding: Option<&str>,
@@ -195,7 +187,7 @@ fn looks_like_json(body: &[u8]) -> bool {
 
 /// Gunzips `input` (one or more gzip members), failing as soon as the output would exceed
 /// `cap` bytes. The output buffer never holds more than `cap + 1` bytes.
-pub fn gunzip_capped(input: &[u8], cap: usize) -> Result<Vec<u8>, DecodeError> {
+pub(crate) fn gunzip_capped(input: &[u8], cap: usize) -> Result<Vec<u8>, DecodeError> {
     let mut decoder = MultiGzDecoder::new(input);
     let mut out: Vec<u8> = Vec::new();
     let hard = cap.saturating_add(1);

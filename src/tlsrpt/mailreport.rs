@@ -32,13 +32,13 @@ const MAX_NESTING: usize = 4;
 const MAX_FOUND: usize = 8;
 
 /// The media type handed to the intake for a gzip report.
-pub const TLSRPT_GZIP: &str = "application/tlsrpt+gzip";
+pub(crate) const TLSRPT_GZIP: &str = "application/tlsrpt+gzip";
 /// The media type handed to the intake for a JSON report.
-pub const TLSRPT_JSON: &str = "application/tlsrpt+json";
+pub(crate) const TLSRPT_JSON: &str = "application/tlsrpt+json";
 
 /// Why no report could be taken from a message. Variants carry what was seen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MailReportError {
+pub(crate) enum MailReportError {
     #[error("malformed MIME: {reason}")]
     Malformed { reason: String },
     #[error("no TLS-RPT report in message: found {}", found_text(.found))]
@@ -58,7 +58,7 @@ fn found_text(found: &[String]) -> String {
 
 /// The report taken from a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailReport {
+pub(crate) struct MailReport {
     /// The attachment after transfer decoding (still gzip when it was gzip).
     pub data: Vec<u8>,
     /// [`TLSRPT_GZIP`] or [`TLSRPT_JSON`]: what to pass to `Intake::ingest`.
@@ -74,7 +74,7 @@ pub struct MailReport {
 }
 
 /// Finds the TLS-RPT report in `raw` (an RFC 5322 message, CRLF or LF line ends).
-pub fn find_report(raw: &[u8]) -> Result<MailReport, MailReportError> {
+pub(crate) fn find_report(raw: &[u8]) -> Result<MailReport, MailReportError> {
     let message = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| malformed("no header section"))?;
@@ -238,7 +238,7 @@ fn rank(media: &str, filename: Option<&str>) -> u8 {
 
 /// The domain of a report address such as `mailto:tlsrpt@example.org?subject=x` or
 /// `tlsrpt@Example.ORG.`: lowercased, without a trailing dot. `None` when there is no `@`.
-pub fn report_address_domain(address: &str) -> Option<String> {
+pub(crate) fn report_address_domain(address: &str) -> Option<String> {
     let address = address.trim();
     let address = match address.get(..7) {
         Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => &address[7..],
@@ -258,7 +258,7 @@ pub fn report_address_domain(address: &str) -> Option<String> {
 ///
 /// Names compare case-insensitively and without a trailing dot; an address without `@` is not
 /// judged (false).
-pub fn report_address_behind_mx(address: &str, mx_hosts: &[String], domain: &str) -> bool {
+pub(crate) fn report_address_behind_mx(address: &str, mx_hosts: &[String], domain: &str) -> bool {
     let Some(addr_domain) = report_address_domain(address) else {
         return false;
     };

@@ -41,7 +41,7 @@ pub mod smtp;
 pub mod store;
 pub mod summary;
 
-pub use decode::{DecodeError, RejectKind, check_headers, decode_body};
+pub(crate) use decode::{DecodeError, RejectKind, check_headers, decode_body};
 
 /// The largest session count accepted: counts are stored as SQLite `INTEGER` (i64).
 pub const MAX_COUNT: u64 = i64::MAX as u64;

@@ -7,13 +7,13 @@ use time::macros::datetime;
 /// The real sample reports (copied from /work/shared/samples/tlsrpt; compiled in so tests
 /// never read shared paths at run time).
 pub(crate) mod fixtures {
-    pub const GOOGLE: &[u8] =
+    pub(crate) const GOOGLE: &[u8] =
         include_bytes!("../../tests/fixtures/tlsrpt/google.com.from-eml.json");
-    pub const MAIL_RU: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/mail.ru.json");
-    pub const RFC8460: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/rfc8460.json");
-    pub const SMTP_TLS: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/smtp_tls.json");
+    pub(crate) const MAIL_RU: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/mail.ru.json");
+    pub(crate) const RFC8460: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/rfc8460.json");
+    pub(crate) const SMTP_TLS: &[u8] = include_bytes!("../../tests/fixtures/tlsrpt/smtp_tls.json");
     /// Every JSON sample, by file name.
-    pub const ALL: [(&str, &[u8]); 4] = [
+    pub(crate) const ALL: [(&str, &[u8]); 4] = [
         ("google.com.from-eml.json", GOOGLE),
         ("mail.ru.json", MAIL_RU),
         ("rfc8460.json", RFC8460),
@@ -22,7 +22,13 @@ pub(crate) mod fixtures {
 
     /// A small valid report: one `sts` policy for `domain` with one failure detail when
     /// `failed > 0`, ending on 2024-06-01.
-    pub fn synthetic(org: &str, report_id: &str, domain: &str, ok: u64, failed: u64) -> Vec<u8> {
+    pub(crate) fn synthetic(
+        org: &str,
+        report_id: &str,
+        domain: &str,
+        ok: u64,
+        failed: u64,
+    ) -> Vec<u8> {
         let details = if failed > 0 {
             format!(
                 r#","failure-details":[{{"result-type":"certificate-expired","sending-mta-ip":"192.0.2.1","receiving-mx-hostname":"mx.{domain}","failed-session-count":{failed}}}]"#

@@ -5,7 +5,7 @@ use super::*;
 
 /// One SMTP command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Ehlo(String),
     Helo(String),
     /// `MAIL FROM:<path>`; the null path `<>` is an empty string.
@@ -27,7 +27,7 @@ pub enum Command {
 
 /// Why a command line was not understood. Variants carry the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("unrecognized command {verb:?}")]
     Unknown { verb: String },
     #[error("command {verb} not implemented")]
@@ -40,7 +40,7 @@ pub enum CommandError {
 
 impl CommandError {
     /// The reply code and enhanced status for this error.
-    pub fn code(&self) -> (u16, &'static str) {
+    pub(crate) fn code(&self) -> (u16, &'static str) {
         match self {
             CommandError::Unknown { .. } => (500, "5.5.1"),
             CommandError::NotImplemented { .. } => (502, "5.5.1"),
@@ -51,7 +51,7 @@ impl CommandError {
 }
 
 /// Parses one command line (with or without its CRLF). Never panics.
-pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+pub(crate) fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let line = line
         .strip_suffix(b"\n")
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
