@@ -958,7 +958,7 @@ impl<R: Responder> Issuer for Manager<R> {
     }
 }
 
-/// Notices `mxguard rotate` requests (`rollover/<host>.rotate`) by the rollover folder's
+/// Notices `mxguard rotate` requests (`rollover/requests/<host>.rotate`) by that folder's
 /// modification time, so that the folder is listed only when something was added to it.
 #[derive(Default)]
 struct RotateRequests {
@@ -968,7 +968,7 @@ struct RotateRequests {
 impl RotateRequests {
     /// Hosts with a pending request, when the folder changed since the last call.
     fn poll(&mut self, root: &std::path::Path) -> Vec<String> {
-        let dir = root.join("rollover");
+        let dir = crate::dane::executor::requests_dir(root);
         let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
             return Vec::new();
         };

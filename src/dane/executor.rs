@@ -6,7 +6,8 @@
 //!
 //! Files, per MX host, in the state directory:
 //! - `rollover/<host>.json`: the persisted [`RollState`], written *before* each action;
-//! - `rollover/<host>.rotate`: a roll request left by `mxguard rotate`;
+//! - `rollover/requests/<host>.rotate`: a roll request left by `mxguard rotate` (a folder of
+//!   its own, so that noticing one does not list every MX's state);
 //! - `mx-keys/<host>/<key id>.pem`: every key the machine knows (0600);
 //! - `certs/<host>/next-chain.pem`: the certificate ordered for the next key.
 
@@ -83,8 +84,13 @@ pub(crate) fn state_path(root: &Path, host: &str) -> PathBuf {
     root.join("rollover").join(format!("{host}.json"))
 }
 
+/// The folder of roll requests.
+pub(crate) fn requests_dir(root: &Path) -> PathBuf {
+    root.join("rollover").join("requests")
+}
+
 pub(crate) fn request_path(root: &Path, host: &str) -> PathBuf {
-    root.join("rollover").join(format!("{host}.rotate"))
+    requests_dir(root).join(format!("{host}.rotate"))
 }
 
 fn key_path(root: &Path, host: &str, id: &str) -> PathBuf {
@@ -534,7 +540,7 @@ impl RollExecutor {
 
 /// `mxguard rotate`: leaves a roll request for the daemon.
 pub(crate) fn request_rotation(root: &Path, host: &str) -> Result<(), RollError> {
-    store::ensure_dir(&root.join("rollover"))?;
+    store::ensure_dir(&requests_dir(root))?;
     store::write_atomic(
         &request_path(root, host),
         b"requested\n",
