@@ -354,7 +354,12 @@ impl SignedZone {
                 return answer;
             };
             if qtype == RecordType::ANY {
-                for set in sets.values() {
+                // RFC 8482 4.1: one RRset of the name, not all of them (an ANY query is a cheap
+                // amplifier otherwise). The first by type that is not a DNSSEC proof.
+                if let Some((_, set)) = sets
+                    .iter()
+                    .find(|(t, _)| !matches!(t, RecordType::NSEC | RecordType::NSEC3))
+                {
                     set.append_ref(&mut answer.answers, dnssec_ok);
                 }
                 return answer;

@@ -391,3 +391,43 @@ fn a_zone_file_edit_is_served_after_sighup_only() {
     assert_eq!(ask(d.dns, "www.example.com.", "A").trim(), "192.0.2.80");
     assert_eq!(serial(d.dns), s1);
 }
+
+/// dig output (no +short) for `args` against the daemon.
+fn dig_full(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new(dig());
+    cmd.args(["@127.0.0.1", "-p", &port.to_string(), "+norec", "+nocookie"]);
+    cmd.args(args);
+    run(&mut cmd).1
+}
+
+#[test]
+fn any_and_rrsig_queries_over_udp_are_no_amplifiers() {
+    let p = project();
+    let d = p.start();
+    // RFC 8482: ANY gets one RRset (with its signature), not the apex's dozen.
+    let out = dig_full(d.dns, &["+dnssec", "+ignore", "example.com.", "ANY"]);
+    let answer_types: std::collections::BTreeSet<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert!(
+        answer_types.len() <= 2 && answer_types.iter().any(|t| *t != "RRSIG"),
+        "{out}"
+    );
+    let size: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix(";; MSG SIZE  rcvd: "))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size in {out}"));
+    assert!(size < 400, "ANY answer of {size} bytes: {out}");
+    // RRSIG over UDP: truncated at once, answered over TCP.
+    let udp = dig_full(d.dns, &["+ignore", "+notcp", "example.com.", "RRSIG"]);
+    assert!(udp.contains(" tc"), "no TC over UDP: {udp}");
+    assert!(udp.contains("ANSWER: 0"), "{udp}");
+    let tcp = dig_full(d.dns, &["+tcp", "example.com.", "RRSIG"]);
+    assert!(
+        tcp.contains("IN\tRRSIG\tSOA") || tcp.contains("RRSIG SOA"),
+        "{tcp}"
+    );
+}

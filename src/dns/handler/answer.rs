@@ -108,6 +108,21 @@ impl Authority {
         let Some(zone) = zones.find(qname) else {
             return error(ResponseCode::Refused, response_tsig(&tsig));
         };
+        if qtype == RecordType::RRSIG && request.protocol() == Protocol::Udp {
+            // Every signature of a name is a 20x amplifier: over UDP say "truncated" at once,
+            // so that a real client asks again over TCP (RFC 7766).
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.authoritative = true;
+            metadata.truncation = true;
+            return Reply::Message(Message {
+                metadata,
+                answers: Vec::new(),
+                authorities: Vec::new(),
+                additionals: Vec::new(),
+                tsig: response_tsig(&tsig),
+                cacheable: matches!(tsig, Tsig::Absent),
+            });
+        }
         let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
