@@ -415,9 +415,7 @@ impl Client {
         let result = self
             .answer_and_finalize(&mut order, csr_der, kind, responder, &mut published)
             .await;
-        for ch in &published {
-            responder.withdraw(ch).await;
-        }
+        withdraw_all(responder, &published).await;
         result
     }
 
@@ -469,15 +467,16 @@ impl Client {
                     value: ka.dns_value(),
                 },
             };
-            responder.publish(&ch).await.map_err(|e| {
-                let message = format!("publishing {} for {host}: {e}", kind.as_str());
-                if e.is_temporary() {
-                    AcmeError::transient(message)
-                } else {
-                    AcmeError::permanent(message)
-                }
-            })?;
-            published.push(ch);
+            publish_tracked(responder, ch, published)
+                .await
+                .map_err(|e| {
+                    let message = format!("publishing {} for {host}: {e}", kind.as_str());
+                    if e.is_temporary() {
+                        AcmeError::transient(message)
+                    } else {
+                        AcmeError::permanent(message)
+                    }
+                })?;
             challenge
                 .set_ready()
                 .await
@@ -542,6 +541,28 @@ pub(crate) fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, Str
     Ok(req.der().to_vec())
 }
 
+/// Publishes `ch`, tracked in `published` *before* it is published: a publish that fails half
+/// way (a dns-01 record that is in the zone but not yet on every secondary) is withdrawn with
+/// the rest.
+async fn publish_tracked<R: Responder>(
+    responder: &R,
+    ch: Challenge,
+    published: &mut Vec<Challenge>,
+) -> Result<(), ChallengeError> {
+    published.push(ch);
+    match published.last() {
+        Some(ch) => responder.publish(ch).await,
+        None => Ok(()),
+    }
+}
+
+/// Withdraws every challenge of an order, whatever its outcome.
+async fn withdraw_all<R: Responder>(responder: &R, published: &[Challenge]) {
+    for ch in published {
+        responder.withdraw(ch).await;
+    }
+}
+
 /// The tls-alpn-01 certificate (RFC 8737): self-signed for `host`, critical acmeIdentifier
 /// extension with the key authorization digest.
 pub(crate) fn tls_alpn_certificate(
@@ -568,6 +589,46 @@ pub(crate) fn cert_path(state_root: &Path, name: &str, file: &str) -> PathBuf {
 mod tests {
     use super::*;
     use x509_parser::prelude::FromDer;
+
+    /// A responder that puts a challenge "in place" and then fails, like a dns-01 record that
+    /// is in the zone while a secondary is down.
+    #[derive(Default)]
+    struct HalfPublishes {
+        in_place: std::sync::Mutex<Vec<Challenge>>,
+    }
+
+    impl Responder for HalfPublishes {
+        async fn publish(&self, ch: &Challenge) -> Result<(), ChallengeError> {
+            self.in_place.lock().unwrap().push(ch.clone());
+            Err(ChallengeError::NotServed(crate::publish::NotServed {
+                server: "secondary ns2 (127.0.0.1:1)".into(),
+                zone: "example.com.".into(),
+                serial: 7,
+                answer: "connection refused".into(),
+            }))
+        }
+
+        async fn withdraw(&self, ch: &Challenge) {
+            self.in_place.lock().unwrap().retain(|c| c != ch);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_challenge_that_failed_half_way_is_withdrawn() {
+        let responder = HalfPublishes::default();
+        let mut published = Vec::new();
+        let ch = Challenge::Dns01 {
+            host: "mta-sts.example.com".into(),
+            value: "v1".into(),
+        };
+        let e = publish_tracked(&responder, ch.clone(), &mut published)
+            .await
+            .unwrap_err();
+        assert!(e.is_temporary(), "{e}");
+        assert_eq!(*responder.in_place.lock().unwrap(), vec![ch]);
+        withdraw_all(&responder, &published).await;
+        assert!(responder.in_place.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn problem_types_are_classed() {
