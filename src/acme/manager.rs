@@ -427,6 +427,37 @@ pub(crate) enum OwnerError {
     Lookup { name: String, reason: String },
 }
 
+/// The stored chain of `spec` and its key, if the chain's leaf carries that key.
+fn stored_chain(
+    state: &StateDir,
+    spec: &CertSpec,
+) -> Option<(Vec<CertificateDer<'static>>, rcgen::KeyPair)> {
+    let pem =
+        std::fs::read_to_string(acme::cert_path(state.root(), &spec.name, "chain.pem")).ok()?;
+    let chain = parse_chain(&pem);
+    let key = load_or_create_key(state, &spec.name).ok()?;
+    // Only a chain whose leaf matches our key is usable.
+    let leaf_spki = spki_of_cert(chain.first()?)?;
+    (leaf_spki == rcgen::PublicKeyData::subject_public_key_info(&key)).then_some((chain, key))
+}
+
+/// Puts the stored chains of the HTTPS certificates into `resolver` (at start, before anything
+/// is served, so that no stand-in certificate is needed for them).
+pub(crate) fn install_stored(state: &StateDir, specs: &[CertSpec], resolver: &CertResolver) {
+    for spec in specs {
+        if let Role::Https { host } = &spec.role
+            && let Some((chain, key)) = stored_chain(state, spec)
+        {
+            match crate::acme::tls::certified_key(chain, key.serialized_der()) {
+                Ok(ck) => resolver.set(host, ck),
+                Err(e) => {
+                    tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
+                }
+            }
+        }
+    }
+}
+
 /// The manager task's shared handles.
 pub(crate) struct Manager<R: Responder> {
     pub state: Arc<StateDir>,
@@ -454,32 +485,14 @@ pub(crate) struct Manager<R: Responder> {
 impl<R: Responder> Manager<R> {
     /// Installs stored chains (HTTPS role) so the listener serves them from the start.
     pub(crate) fn install_stored(&self) {
-        for spec in self.specs.load().iter() {
-            if let Role::Https { host } = &spec.role
-                && let Some((chain, key)) = self.stored_chain(spec)
-            {
-                match crate::acme::tls::certified_key(chain, key.serialized_der()) {
-                    Ok(ck) => self.resolver.set(host, ck),
-                    Err(e) => {
-                        tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
-                    }
-                }
-            }
-        }
+        install_stored(&self.state, &self.specs.load(), &self.resolver);
     }
 
     pub(crate) fn stored_chain(
         &self,
         spec: &CertSpec,
     ) -> Option<(Vec<CertificateDer<'static>>, rcgen::KeyPair)> {
-        let pem =
-            std::fs::read_to_string(acme::cert_path(self.state.root(), &spec.name, "chain.pem"))
-                .ok()?;
-        let chain = parse_chain(&pem);
-        let key = load_or_create_key(&self.state, &spec.name).ok()?;
-        // Only a chain whose leaf matches our key is usable.
-        let leaf_spki = spki_of_cert(chain.first()?)?;
-        (leaf_spki == rcgen::PublicKeyData::subject_public_key_info(&key)).then_some((chain, key))
+        stored_chain(&self.state, spec)
     }
 
     /// When `spec` next needs work, from its persisted state.
@@ -705,6 +718,7 @@ impl<R: Responder> Manager<R> {
                 "issued certificate does not carry our key",
             ));
         }
+        tracing::info!(cert = %spec.name, issuer = %self.backend.label(), "certificate issued");
         Ok(chain_pem)
     }
 
@@ -768,7 +782,7 @@ impl<R: Responder> Manager<R> {
         st.failed_issuer = None;
         st.last_success = Some(unix(now));
         st.deployed = None; // a new chain must be deployed
-        tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate issued");
+        tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate installed");
         Ok(())
     }
 
@@ -794,7 +808,11 @@ impl<R: Responder> Manager<R> {
         }
         match deploy(d, &chain_pem, &key.serialize_pem()).await {
             Ok(()) => {
-                tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed and MTA reloaded");
+                if d.reload.is_empty() {
+                    tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed (no reload command configured)");
+                } else {
+                    tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed and MTA reloaded");
+                }
                 st.deployed = Some(digest);
                 st.deploy_error = None;
                 st.next_deploy = None;

@@ -85,7 +85,7 @@ impl Daemon {
                 self.resolver.set(host, ck);
                 tracing::info!(
                     host = %host,
-                    "issued certificate from the local CA (not publicly trusted)"
+                    "no certificate yet: serving one from the local CA (not publicly trusted) until one is issued"
                 );
             }
         }
@@ -285,6 +285,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 
     let served = Arc::new(Served::default());
     let resolver = Arc::new(CertResolver::default());
+    // Stored certificates first: the listeners never serve a stand-in for a host that has one.
+    crate::acme::manager::install_stored(&state, &config.cert_specs(), &resolver);
     let cert_specs = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let cert_wake = Arc::new(Notify::new());
     let caa = Arc::new(ArcSwap::from_pointee(caa_policy(&config)));

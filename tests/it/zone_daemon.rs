@@ -431,3 +431,45 @@ fn any_and_rrsig_queries_over_udp_are_no_amplifiers() {
         "{tcp}"
     );
 }
+
+#[test]
+fn log_lines_say_what_happened_to_certificates() {
+    let p = project();
+    let d = p.start();
+    // The MX has no reload command: the deployment must not claim an MTA reload.
+    wait_for(
+        "the MX certificate deployed",
+        Duration::from_secs(30),
+        || d.log_text().contains("certificate deployed").then_some(()),
+    );
+    let first = d.log_text();
+    assert!(
+        first.contains("certificate deployed (no reload command configured)")
+            && !first.contains("MTA reloaded"),
+        "{first}"
+    );
+    assert!(first.contains("certificate issued") && first.contains("certificate installed"));
+    wait_for(
+        "the policy host's certificate stored",
+        Duration::from_secs(30),
+        || {
+            p.path("state/certs/mta-sts.example.com/chain.pem")
+                .exists()
+                .then_some(())
+        },
+    );
+    drop(d);
+    // A restart serves the stored certificates at once: no stand-in from the local CA.
+    let d = p.start();
+    let again = d.log_text();
+    assert!(
+        !again.contains("from the local CA (not publicly trusted)"),
+        "{again}"
+    );
+    assert!(
+        d.curl("mta-sts.example.com", &[])
+            .body
+            .contains("version: STSv1"),
+        "{again}"
+    );
+}

@@ -226,7 +226,7 @@ impl Ctx {
         let domain = crate::tlsrpt::normalize_domain(domain);
         self.addresses
             .iter()
-            .any(|(l, d)| l == local && *d == domain)
+            .any(|(l, d)| l.eq_ignore_ascii_case(local) && *d == domain)
     }
 }
 
@@ -562,6 +562,22 @@ mod tests {
         );
         assert!(out.contains("250-SIZE 4096"), "{out}");
         assert!(!out.contains("STARTTLS"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn recipient_addresses_compare_without_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = test_ctx(dir.path(), CancellationToken::new());
+        let out = converse(
+            &ctx,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<TLSRPT@EXAMPLE.ORG>\r\nRCPT TO:<TlsRpt@example.org>\r\nRCPT TO:<tlsrpt2@example.org>\r\nQUIT\r\n",
+        )
+        .await;
+        assert_eq!(
+            codes(&out),
+            vec![220, 250, 250, 250, 250, 550, 221],
+            "{out}"
+        );
     }
 
     #[tokio::test]
