@@ -235,6 +235,9 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
                     other => format!("rolling: {other:?}").to_lowercase(),
                 };
                 println!("  state: {phase}");
+                if let Some(why) = &s.held {
+                    println!("  held: {why}");
+                }
                 if let Some(e) = &s.last_error {
                     println!("  last error: {e} (failures: {})", s.failures);
                 }

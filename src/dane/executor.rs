@@ -290,14 +290,30 @@ impl RollExecutor {
                         Phase::Propagating { serial, .. } => *serial,
                         _ => self.sink.serial(&zone).unwrap_or(0),
                     };
-                    let all_serve = match self.sink.served_everywhere(&zone, serial).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::debug!(mx = host, held = %e, "waiting for every server");
-                            false
+                    let served = self.sink.served_everywhere(&zone, serial).await;
+                    let all_serve = served.is_ok();
+                    let mut n = rollover::step(&s, &Event::Tick { all_serve }, &self.timing, now);
+                    // Only a roll that waits for the servers is held by them.
+                    let waits = matches!(
+                        n.phase,
+                        Phase::Propagating {
+                            seen_everywhere_at: None,
+                            ..
                         }
+                    ) || (matches!(n.phase, Phase::Stable)
+                        && (n.requested || now >= n.current_since + self.timing.key_age));
+                    n.held = match served {
+                        Err(e) if waits => Some(e.to_string()),
+                        _ => None,
                     };
-                    let n = rollover::step(&s, &Event::Tick { all_serve }, &self.timing, now);
+                    if n.held != s.held {
+                        match &n.held {
+                            Some(why) => {
+                                tracing::warn!(mx = host, held = %why, "rollover held until every server serves the zone")
+                            }
+                            None => tracing::info!(mx = host, "rollover no longer held"),
+                        }
+                    }
                     if n == s {
                         // A deadline is the next time anything can change (roll requests are
                         // noticed by the manager); without one, poll the servers.

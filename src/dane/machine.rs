@@ -59,6 +59,9 @@ pub(crate) struct RollState {
     /// Not before this time is the current step retried (unix seconds).
     #[serde(default)]
     pub retry_at: Option<u64>,
+    /// Why the roll waits for the servers, while it does (e.g. which secondary is behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Timing of rolls.
@@ -127,6 +130,7 @@ pub(crate) fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
         failures: 0,
         last_error: None,
         retry_at: None,
+        held: None,
     }
 }
 

@@ -518,11 +518,24 @@ fn a_stopped_secondary_holds_the_roll_before_the_switch() {
     assert_eq!(phase(&p), "stable");
     assert_eq!(current_key(&p), key);
     assert!(roll_state(&p).unwrap()["requested"].as_bool().unwrap());
+    // `tlsa` and the log say which server holds it.
+    let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("held: secondary") && text.contains("does not serve example.com."),
+        "{text}"
+    );
+    assert!(
+        d.log_text()
+            .contains("rollover held until every server serves the zone")
+    );
     // Back online: it catches up and the roll completes.
     let _knot = Knot::start(kport, d.dns, &["example.com."]);
     wait_for("the roll to complete", Duration::from_secs(90), || {
         (current_key(&p) != key && phase(&p) == "stable").then_some(())
     });
+    let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("held:"));
     drop((mx, unbound, d));
 }
 
