@@ -2,8 +2,9 @@
 //! request. Decides nothing about answers.
 
 use crate::dns::settings::Secondary;
-use hickory_proto::rr::rdata::tsig::TsigError;
-use hickory_proto::rr::{TSigResponseContext, TSigner};
+use hickory_proto::ProtoError;
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
+use hickory_proto::rr::{Name, Record, TSigResponseContext, TSigner};
 use hickory_server::server::Request;
 use std::net::IpAddr;
 use tracing::warn;
@@ -40,7 +41,46 @@ pub(crate) enum Tsig {
         request_mac: Vec<u8>,
     },
     /// Invalid: answer NOTAUTH with this (unsigned or error) TSIG.
-    Rejected(TSigResponseContext),
+    Rejected(ResponseTsig),
+}
+
+/// The TSIG of a response: signed by a known key, or an unsigned error record.
+pub(crate) enum ResponseTsig {
+    Context(TSigResponseContext),
+    /// BADKEY (RFC 8945 5.3.2): unsigned, naming the key and the algorithm of the request (a
+    /// client that asked with hmac-sha512 is told about hmac-sha512).
+    BadKey {
+        key_name: Name,
+        algorithm: TsigAlgorithm,
+        request_id: u16,
+        time: u64,
+    },
+}
+
+impl ResponseTsig {
+    /// The TSIG record for the encoded response.
+    pub(crate) fn sign(self, response: &[u8]) -> Result<Box<Record<TSIG>>, ProtoError> {
+        match self {
+            ResponseTsig::Context(ctx) => ctx.sign(response),
+            ResponseTsig::BadKey {
+                key_name,
+                algorithm,
+                request_id,
+                time,
+            } => Ok(Box::new(make_tsig_record(
+                key_name,
+                TSIG::new(
+                    algorithm,
+                    time,
+                    300,
+                    Vec::new(),
+                    request_id,
+                    Some(TsigError::BadKey),
+                    Vec::new(),
+                ),
+            ))),
+        }
+    }
 }
 
 impl Authority {
@@ -56,22 +96,31 @@ impl Authority {
             .find(|k| k.signer_name() == &tsig.name && k.algorithm() == &tsig.data.algorithm)
         else {
             warn!(src = %request.src(), key = %tsig.name, "tsig key unknown");
-            return Tsig::Rejected(TSigResponseContext::unknown_key(id, now, tsig.name.clone()));
+            return Tsig::Rejected(ResponseTsig::BadKey {
+                key_name: tsig.name.clone(),
+                algorithm: tsig.data.algorithm.clone(),
+                request_id: id,
+                time: now,
+            });
         };
         match signer.verify_message_byte(request.as_slice(), None, true) {
             Err(e) => {
                 warn!(src = %request.src(), key = %tsig.name, err = %e, "tsig signature invalid");
-                Tsig::Rejected(TSigResponseContext::bad_signature(id, now, signer.clone()))
+                Tsig::Rejected(ResponseTsig::Context(TSigResponseContext::bad_signature(
+                    id,
+                    now,
+                    signer.clone(),
+                )))
             }
             Ok((_, _, range)) if !range.contains(&now) => {
                 warn!(src = %request.src(), key = %tsig.name, "tsig time outside fudge");
-                Tsig::Rejected(TSigResponseContext::new(
+                Tsig::Rejected(ResponseTsig::Context(TSigResponseContext::new(
                     id,
                     now,
                     signer.clone(),
                     tsig.data.mac.clone(),
                     Some(TsigError::BadTime),
-                ))
+                )))
             }
             Ok(_) => Tsig::Valid {
                 signer: signer.clone(),

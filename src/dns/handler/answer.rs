@@ -26,13 +26,13 @@ impl Authority {
             Tsig::Valid {
                 signer,
                 request_mac,
-            } => Some(TSigResponseContext::new(
+            } => Some(ResponseTsig::Context(TSigResponseContext::new(
                 request.metadata.id,
                 now,
                 signer.clone(),
                 request_mac.clone(),
                 None,
-            )),
+            ))),
             _ => None,
         };
         let error = |code, tsig| Reply::Message(Message::error(request, code, tsig));

@@ -5,7 +5,7 @@ use crate::dns::wire;
 use crate::zone::SignedZone;
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Record, TSigResponseContext, TSigner};
+use hickory_proto::rr::{Record, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
@@ -27,18 +27,14 @@ pub(crate) struct Message<'z> {
     pub(crate) answers: Vec<Cow<'z, Record>>,
     pub(crate) authorities: Vec<Cow<'z, Record>>,
     pub(crate) additionals: Vec<Cow<'z, Record>>,
-    pub(crate) tsig: Option<TSigResponseContext>,
+    pub(crate) tsig: Option<ResponseTsig>,
     /// The encoding depends on nothing but the request bytes (ID aside) and the zones: no
     /// TSIG, no source address check. Such UDP answers may be reused (see `super::cache`).
     pub(crate) cacheable: bool,
 }
 
 impl Message<'_> {
-    pub(crate) fn error(
-        request: &Request,
-        code: ResponseCode,
-        tsig: Option<TSigResponseContext>,
-    ) -> Self {
+    pub(crate) fn error(request: &Request, code: ResponseCode, tsig: Option<ResponseTsig>) -> Self {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = code;
         Message {
@@ -164,7 +160,7 @@ pub(crate) fn build_response<'q, 'a>(
     edns: Option<&'q Edns>,
     mut metadata: Metadata,
     sections: [&'a [Cow<'a, Record>]; 3],
-    tsig: Option<TSigResponseContext>,
+    tsig: Option<ResponseTsig>,
     limit: usize,
     scratch: &mut Vec<u8>,
 ) -> Result<

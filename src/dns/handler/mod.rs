@@ -450,6 +450,38 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
     }
 
     #[test]
+    fn badkey_answers_name_the_algorithm_of_the_request() {
+        for alg in [TsigAlgorithm::HmacSha512, TsigAlgorithm::HmacSha256] {
+            let unknown = TSigner::new(
+                b"another secret, another key name".to_vec(),
+                alg.clone(),
+                Name::from_ascii("nobody-key.").unwrap(),
+                300,
+            )
+            .unwrap();
+            let mut m = Message::query();
+            m.metadata.id = 77;
+            m.add_query(Query::query(
+                Name::from_ascii("example.com.").unwrap(),
+                RecordType::SOA,
+            ));
+            m.finalize(&unknown, unix_now()).unwrap();
+            for tcp in [true, false] {
+                let sent = handle(m.to_vec().unwrap(), tcp).unwrap();
+                let r = Message::from_vec(&sent[0]).unwrap();
+                assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
+                let tsig = r.signature.as_ref().expect("a TSIG record");
+                assert_eq!(tsig.name.to_ascii(), "nobody-key.");
+                assert_eq!(tsig.data.algorithm, alg, "tcp {tcp}");
+                assert_eq!(
+                    tsig.data.error,
+                    Some(hickory_proto::rr::rdata::tsig::TsigError::BadKey)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn seeds_are_answered() {
         for s in seeds() {
             for tcp in [true, false] {
