@@ -50,7 +50,7 @@ pub(crate) enum ResponseTsig {
     /// BADKEY (RFC 8945 5.3.2): unsigned, naming the key and the algorithm of the request (a
     /// client that asked with hmac-sha512 is told about hmac-sha512).
     BadKey {
-        key_name: Name,
+        key_name: Box<Name>,
         algorithm: TsigAlgorithm,
         request_id: u16,
         time: u64,
@@ -68,7 +68,7 @@ impl ResponseTsig {
                 request_id,
                 time,
             } => Ok(Box::new(make_tsig_record(
-                key_name,
+                *key_name,
                 TSIG::new(
                     algorithm,
                     time,
@@ -97,7 +97,7 @@ impl Authority {
         else {
             warn!(src = %request.src(), key = %tsig.name, "tsig key unknown");
             return Tsig::Rejected(ResponseTsig::BadKey {
-                key_name: tsig.name.clone(),
+                key_name: Box::new(tsig.name.clone()),
                 algorithm: tsig.data.algorithm.clone(),
                 request_id: id,
                 time: now,
