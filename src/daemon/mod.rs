@@ -202,6 +202,21 @@ fn listening_note(https: SocketAddr, http: Option<SocketAddr>, dns: Option<Socke
     s
 }
 
+/// Raises the soft limit of open files to the hard limit: every connection, zone file and
+/// report costs a descriptor, and the default soft limit (often 1024) runs out long before the
+/// hard one under load.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "open files limit raised"),
+            Err(e) => tracing::warn!(soft, hard, err = %e, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(err = %e, "cannot read the open files limit"),
+    }
+}
+
 /// Spawns a task the daemon cannot run without: when it ends before shutdown, `died` is told
 /// its name, and the daemon exits with status 1 (so systemd restarts it).
 fn spawn_critical(
@@ -223,6 +238,7 @@ fn spawn_critical(
 /// `mxguard run`: the daemon, until SIGTERM or SIGINT, or until a critical task dies (then
 /// an error: exit status 1).
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let (config, loaded) = load_all(path)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");

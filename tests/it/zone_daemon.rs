@@ -473,3 +473,43 @@ fn log_lines_say_what_happened_to_certificates() {
         "{again}"
     );
 }
+
+#[test]
+fn the_daemon_raises_its_open_files_limit_to_the_hard_limit() {
+    let p = project();
+    let log = p.path("nofile.log");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -Sn 256 && exec {} run -c {}",
+                crate::harness::BIN,
+                p.config_str()
+            ),
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let limits = wait_for("the daemon's limits", Duration::from_secs(20), || {
+        let text = fs::read_to_string(format!("/proc/{}/limits", child.id())).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))?
+            .to_string();
+        let v: Vec<&str> = line.split_whitespace().collect();
+        (v.len() >= 5 && v[3] != "256").then_some((v[3].to_string(), v[4].to_string()))
+    });
+    let logged = wait_for("the log line", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("open files limit raised"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        limits.0, limits.1,
+        "soft limit not raised to the hard limit"
+    );
+    assert!(logged.contains("from=256"), "{logged}");
+}
