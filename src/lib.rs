@@ -15,7 +15,7 @@
 //! - [`config`]: the TOML file, validated (every problem with file and dotted key).
 //! - [`state_dir`]: the state directory; the only module that writes files.
 //! - [`x509`]: PEM chains and certificate fields; [`duration`]: the one parser of duration
-//!   keys (pure leaves).
+//!   keys; [`logfield`]: network values made safe to log (pure leaves).
 pub mod acme;
 pub mod cli;
 pub mod config;
@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod dane;
 pub mod dns;
 pub mod duration;
+pub mod logfield;
 pub mod mtasts;
 pub mod publish;
 pub mod state_dir;

@@ -188,10 +188,10 @@ impl Alerter {
             let counts = self.store.window_counts(domain.clone(), since).await?;
             let (next, action) = alert::decide(&self.settings, counts, self.state(&domain));
             if let Some(payload) = alert::payload(&self.settings, &domain, counts, action) {
-                tracing::info!(domain = %domain, status = %payload.status, failed = counts.failed, successful = counts.successful, "tlsrpt alert");
+                tracing::info!(domain = %crate::logfield::untrusted(&domain), status = %payload.status, failed = counts.failed, successful = counts.successful, "tlsrpt alert");
                 if let Err(e) = self.deliver(&payload).await {
                     // Keep the old state: the next evaluation retries.
-                    tracing::warn!(domain = %domain, err = %e, "tlsrpt alert delivery failed");
+                    tracing::warn!(domain = %crate::logfield::untrusted(&domain), err = %e, "tlsrpt alert delivery failed");
                     first_error.get_or_insert(e);
                     continue;
                 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+use crate::logfield::untrusted;
 use crate::tlsrpt::alerter::Alerter;
 use crate::tlsrpt::metrics::{self, IntakeCounters, RejectReason};
 use crate::tlsrpt::store::{NewReport, ReportsError, ReportsHandle, Stored};
@@ -269,13 +270,24 @@ impl Intake {
         let stored = self.store.insert(new).await?;
         match stored {
             Stored::New { id } => {
-                tracing::info!(id, org = %org, report_id = %report_id, domains = ?domains, "tlsrpt report stored");
+                tracing::info!(
+                    id,
+                    org = %untrusted(&org),
+                    report_id = %untrusted(&report_id),
+                    domains = %untrusted(domains.join(",")),
+                    "tlsrpt report stored"
+                );
                 if let Some(alerter) = &self.alerter {
                     alerter.notify(domains);
                 }
             }
             Stored::Duplicate { id } => {
-                tracing::info!(id, org = %org, report_id = %report_id, "tlsrpt report already stored");
+                tracing::info!(
+                    id,
+                    org = %untrusted(&org),
+                    report_id = %untrusted(&report_id),
+                    "tlsrpt report already stored"
+                );
             }
         }
         Ok(stored)
@@ -315,9 +327,9 @@ async fn post_report(State(intake): State<Arc<Intake>>, req: Request) -> Respons
         Err(e) => {
             let status = e.status();
             if status.is_server_error() {
-                tracing::error!(status = status.as_u16(), err = %e, "tlsrpt report not stored");
+                tracing::error!(status = status.as_u16(), err = %untrusted(&e), "tlsrpt report not stored");
             } else {
-                tracing::info!(status = status.as_u16(), reason = e.reason().label(), err = %e, "tlsrpt report refused");
+                tracing::info!(status = status.as_u16(), reason = e.reason().label(), err = %untrusted(&e), "tlsrpt report refused");
             }
             let mut resp = (status, format!("{}\n", e.client_message())).into_response();
             if status == StatusCode::SERVICE_UNAVAILABLE {

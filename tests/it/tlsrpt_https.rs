@@ -324,3 +324,36 @@ fn sigkill_during_ingestion_loses_no_acknowledged_report() {
     let d = p.start();
     assert_eq!(d.curl("mta-sts.example.com", &[]).status, 200);
 }
+
+#[test]
+fn report_fields_cannot_forge_or_flood_log_lines() {
+    let p = project();
+    let d = p.start();
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("rfc8460.json")).unwrap()).unwrap();
+    report["report-id"] = "r1\n2026-11-30T00:00:00.000000Z ERROR forged line\u{1b}[31m\u{0}".into();
+    report["organization-name"] = "o".repeat(100_000).into();
+    let body = serde_json::to_vec(&report).unwrap();
+    assert_eq!(post(&d, &body, "application/tlsrpt+json", &[]), 201);
+    crate::harness::wait_for(
+        "the report in the log",
+        std::time::Duration::from_secs(10),
+        || d.log_text().contains("tlsrpt report stored").then_some(()),
+    );
+    let log = d.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-11-30T00:00:00.000000Z ERROR")),
+        "a forged line:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\u{0}'),
+        "raw control characters"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2_000, "a log line of {longest} bytes");
+    assert!(
+        log.contains("r1\\n2026-11-30"),
+        "the report id is logged escaped"
+    );
+}

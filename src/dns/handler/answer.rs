@@ -63,7 +63,7 @@ impl Authority {
                 _ => self.policy.by_ip.contains(&request.src().ip()),
             };
             if !allowed {
-                warn!(src = %request.src(), zone = %qname, "zone transfer refused");
+                warn!(src = %request.src(), zone = %crate::logfield::untrusted(qname), "zone transfer refused");
                 return error(ResponseCode::Refused, None);
             }
             let Some(zone) = zones.get(qname) else {

@@ -308,7 +308,7 @@ async fn serve_inner(
             async move {
                 let _permit = permit;
                 if let Err(e) = session(stream, peer.to_string(), &ctx).await {
-                    tracing::info!(err = %e, "smtp session ended with an error");
+                    tracing::info!(err = %crate::logfield::untrusted(&e), "smtp session ended with an error");
                 }
             }
             .instrument(span),

@@ -1,6 +1,7 @@
 //! The SMTP session state machine: greeting, EHLO, STARTTLS, MAIL, RCPT, DATA, RSET,
 //! QUIT, error limits; a received message goes to the intake.
 
+use crate::logfield::untrusted;
 use crate::tlsrpt::RejectKind;
 use crate::tlsrpt::intake::IntakeError;
 use crate::tlsrpt::mailreport::{self, MailReportError};
@@ -135,7 +136,7 @@ where
                     state.rcpts.push(to);
                 } else {
                     state.errors += 1;
-                    tracing::info!(rcpt = %clean(&to, 100), "smtp recipient refused");
+                    tracing::info!(rcpt = %untrusted(&to), "smtp recipient refused");
                     conn.reply(
                         550,
                         &format!(
@@ -253,7 +254,7 @@ pub(super) async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
                 MailReportError::Malformed { .. } => "malformed",
                 MailReportError::NoReport { .. } => "no_report",
             };
-            tracing::info!(size, reason = what, err = %e, "smtp message refused");
+            tracing::info!(size, reason = what, err = %untrusted(&e), "smtp message refused");
             return (
                 554,
                 format!("5.6.0 {}", clean(&e.to_string(), MAX_REPLY_TEXT)),
@@ -263,8 +264,8 @@ pub(super) async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
     tracing::debug!(
         size,
         attachment = report.data.len(),
-        declared_type = %report.declared_type,
-        submitter = report.submitter.as_deref().unwrap_or(""),
+        declared_type = %untrusted(&report.declared_type),
+        submitter = %untrusted(report.submitter.as_deref().unwrap_or("")),
         "smtp report found"
     );
     let result = ctx
@@ -277,13 +278,13 @@ pub(super) async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
         Err(e) => {
             let (code, status) = intake_reply(&e);
             if code == 451 {
-                tracing::error!(err = %e, "smtp report not stored");
+                tracing::error!(err = %untrusted(&e), "smtp report not stored");
                 (
                     451,
                     format!("{status} storage unavailable, try again later"),
                 )
             } else {
-                tracing::info!(code, err = %e, "smtp report refused");
+                tracing::info!(code, err = %untrusted(&e), "smtp report refused");
                 (
                     code,
                     format!("{status} {}", clean(&e.client_message(), MAX_REPLY_TEXT)),

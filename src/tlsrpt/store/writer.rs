@@ -355,7 +355,7 @@ pub(super) fn write_batch(store: &mut ReportStore, jobs: Vec<InsertJob>) {
             for (r, ack) in jobs {
                 let result = store.insert(&r);
                 if let Err(e) = &result {
-                    tracing::error!(err = %e, report_id = %r.report.report_id, "storing report failed");
+                    tracing::error!(err = %e, report_id = %crate::logfield::untrusted(&r.report.report_id), "storing report failed");
                 }
                 let _ = ack.send(result);
             }
