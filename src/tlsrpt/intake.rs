@@ -123,6 +123,9 @@ pub enum IntakeError {
     Read { reason: String },
     #[error("storing the report failed: {0}")]
     Storage(#[from] ReportsError),
+    /// Every decode slot stayed taken for `waited` (decoding is bounded in memory).
+    #[error("no decode slot free within {waited:?}")]
+    Busy { waited: Duration },
 }
 
 impl IntakeError {
@@ -136,7 +139,7 @@ impl IntakeError {
             IntakeError::Parse(_) | IntakeError::Read { .. } => StatusCode::BAD_REQUEST,
             IntakeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::ReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            IntakeError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IntakeError::Storage(_) | IntakeError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -152,6 +155,7 @@ impl IntakeError {
             IntakeError::ReadTimeout { .. } => RejectReason::ReadTimeout,
             IntakeError::Read { .. } => RejectReason::ReadError,
             IntakeError::Storage(_) => RejectReason::Storage,
+            IntakeError::Busy { .. } => RejectReason::Busy,
         }
     }
 
@@ -170,6 +174,7 @@ impl IntakeError {
             IntakeError::ReadTimeout { .. } => "request body timeout".to_string(),
             IntakeError::Read { .. } => "could not read request body".to_string(),
             IntakeError::Storage(_) => "storage unavailable, retry later".to_string(),
+            IntakeError::Busy { .. } => "too many reports at once, retry later".to_string(),
         };
         let clean: String = text
             .chars()
@@ -186,7 +191,17 @@ pub struct Intake {
     settings: IntakeSettings,
     counters: IntakeCounters,
     alerter: Option<Arc<Alerter>>,
+    /// Reports decoded at once: memory for decoding stays below this many times
+    /// `max_decompressed` (plus the parsed reports), however many arrive.
+    decode_slots: tokio::sync::Semaphore,
+    /// How long a report waits for a decode slot before 503 (Retry-After).
+    decode_wait: Duration,
 }
+
+/// Reports decoded (gunzip + parse) at the same time.
+pub const DECODE_SLOTS: usize = 4;
+/// How long a report waits for a decode slot.
+const DECODE_WAIT: Duration = Duration::from_secs(10);
 
 impl Intake {
     pub fn new(store: ReportsHandle, settings: IntakeSettings) -> Intake {
@@ -195,6 +210,8 @@ impl Intake {
             settings,
             counters: IntakeCounters::default(),
             alerter: None,
+            decode_slots: tokio::sync::Semaphore::new(DECODE_SLOTS),
+            decode_wait: DECODE_WAIT,
         }
     }
 
@@ -249,6 +266,14 @@ impl Intake {
             let report = tlsrpt::parse_report(&json)?;
             Ok::<_, IntakeError>(NewReport::new(report, &json, received_at))
         };
+        let _slot = tokio::time::timeout(self.decode_wait, self.decode_slots.acquire())
+            .await
+            .map_err(|_| IntakeError::Busy {
+                waited: self.decode_wait,
+            })?
+            .map_err(|_| IntakeError::Busy {
+                waited: self.decode_wait,
+            })?;
         let new = if body.len() <= INLINE_DECODE_MAX {
             prepare(&body, content_type, content_encoding)?
         } else {

@@ -21,10 +21,11 @@ pub enum RejectReason {
     ReadTimeout,
     ReadError,
     Storage,
+    Busy,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::UnsupportedMediaType,
         RejectReason::TooLarge,
         RejectReason::InvalidGzip,
@@ -32,6 +33,7 @@ impl RejectReason {
         RejectReason::ReadTimeout,
         RejectReason::ReadError,
         RejectReason::Storage,
+        RejectReason::Busy,
     ];
 
     /// The label value.
@@ -43,6 +45,7 @@ impl RejectReason {
             RejectReason::InvalidReport => "invalid_report",
             RejectReason::ReadTimeout => "read_timeout",
             RejectReason::ReadError => "read_error",
+            RejectReason::Busy => "busy",
             RejectReason::Storage => "storage",
         }
     }

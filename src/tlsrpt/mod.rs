@@ -318,7 +318,82 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
+/// Longest string field of a report, in bytes (organization, report id, contact, policy
+/// strings, host names, failure details): real reports stay far below it.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// Most policies in one report, and most entries in one list (policy strings, MX hosts,
+/// failure details) of one policy.
+pub const MAX_LIST_LEN: usize = 1000;
+
+fn check_len(field: &str, value: &str) -> Result<(), ParseError> {
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(ParseError::field(
+            field,
+            format!(
+                "{} bytes long; at most {MAX_FIELD_BYTES} are accepted",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_list<T>(field: &str, list: &[T]) -> Result<(), ParseError> {
+    if list.len() > MAX_LIST_LEN {
+        return Err(ParseError::field(
+            field,
+            format!(
+                "{} entries; at most {MAX_LIST_LEN} are accepted",
+                list.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Length limits of every string and list of a report, each error naming the field.
+fn check_limits(r: &Report) -> Result<(), ParseError> {
+    check_len("organization-name", &r.organization_name)?;
+    check_len("report-id", &r.report_id)?;
+    if let Some(c) = &r.contact_info {
+        check_len("contact-info", c)?;
+    }
+    check_list("policies", &r.policies)?;
+    for (i, p) in r.policies.iter().enumerate() {
+        let at = |f: &str| format!("policies[{i}].{f}");
+        check_list(&at("policy.policy-string"), &p.policy.policy_string)?;
+        for s in &p.policy.policy_string {
+            check_len(&at("policy.policy-string"), s)?;
+        }
+        if let Some(d) = &p.policy.policy_domain {
+            check_len(&at("policy.policy-domain"), d)?;
+        }
+        check_list(&at("policy.mx-host"), &p.policy.mx_host)?;
+        for h in &p.policy.mx_host {
+            check_len(&at("policy.mx-host"), h)?;
+        }
+        check_list(&at("failure-details"), &p.failure_details)?;
+        for (j, f) in p.failure_details.iter().enumerate() {
+            let fat = |n: &str| format!("policies[{i}].failure-details[{j}].{n}");
+            for (name, v) in [
+                ("sending-mta-ip", &f.sending_mta_ip),
+                ("receiving-mx-hostname", &f.receiving_mx_hostname),
+                ("receiving-mx-helo", &f.receiving_mx_helo),
+                ("receiving-ip", &f.receiving_ip),
+                ("additional-information", &f.additional_information),
+                ("failure-reason-code", &f.failure_reason_code),
+            ] {
+                if let Some(v) = v {
+                    check_len(&fat(name), v)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn validate(r: &Report) -> Result<(), ParseError> {
+    check_limits(r)?;
     if r.organization_name.trim().is_empty() {
         return Err(ParseError::field("organization-name", "must not be empty"));
     }

@@ -542,3 +542,76 @@ async fn a_body_that_stalls_is_408_after_the_read_timeout() {
     let (status, _) = app.post(JSON, fixtures::GOOGLE.to_vec()).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn oversized_fields_are_400_naming_the_field() {
+    let app = app();
+    let report = |field: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_slice(fixtures::RFC8460).unwrap();
+        v[field] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    // A 15 MB organization name compresses to a few KB: refused, naming the field.
+    let body = gz(&report("organization-name", "o".repeat(15_000_000).into()));
+    assert!(body.len() < 64 * 1024, "{}", body.len());
+    let (status, text) = app.post(GZIP, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("organization-name") && text.contains("at most 1024"),
+        "{text}"
+    );
+    let (status, text) = app
+        .post(JSON, report("report-id", "r".repeat(1025).into()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("report-id"), "{text}");
+    let mut v: serde_json::Value = serde_json::from_slice(fixtures::RFC8460).unwrap();
+    v["policies"][0]["policy"]["mx-host"] = serde_json::Value::Array(
+        (0..1001)
+            .map(|i| format!("mx{i}.example.com").into())
+            .collect(),
+    );
+    let (status, text) = app.post(JSON, serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("policies[0].policy.mx-host"), "{text}");
+    assert_eq!(app.count().await, 0);
+}
+
+#[tokio::test]
+async fn reports_wait_for_a_decode_slot_then_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportsHandle::open(&dir.path().join("tlsrpt.sqlite3")).unwrap();
+    let mut intake = Intake::new(store, IntakeSettings::default());
+    intake.decode_wait = Duration::from_millis(200);
+    let intake = Arc::new(intake);
+    let router = router(intake.clone());
+    // Every slot taken (as by slow decodes of big reports).
+    let _held = intake
+        .decode_slots
+        .acquire_many(DECODE_SLOTS as u32)
+        .await
+        .unwrap();
+    let resp = router
+        .clone()
+        .oneshot(
+            axum::http::Request::post("/tlsrpt")
+                .header(header::CONTENT_TYPE, JSON)
+                .body(Body::from(fixtures::RFC8460))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "60");
+    drop(_held);
+    let resp = router
+        .oneshot(
+            axum::http::Request::post("/tlsrpt")
+                .header(header::CONTENT_TYPE, JSON)
+                .body(Body::from(fixtures::RFC8460))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}

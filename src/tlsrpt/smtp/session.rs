@@ -297,9 +297,10 @@ pub(super) async fn deliver(ctx: &Ctx, message: Vec<u8>) -> (u16, String) {
 /// The SMTP reply code and enhanced status for an intake refusal.
 pub(super) fn intake_reply(e: &IntakeError) -> (u16, &'static str) {
     match e {
-        IntakeError::Storage(_) | IntakeError::ReadTimeout { .. } | IntakeError::Read { .. } => {
-            (451, "4.3.0")
-        }
+        IntakeError::Storage(_)
+        | IntakeError::ReadTimeout { .. }
+        | IntakeError::Read { .. }
+        | IntakeError::Busy { .. } => (451, "4.3.0"),
         IntakeError::BodyTooLarge { .. } => (552, "5.3.4"),
         IntakeError::Decode(d) if d.kind() == RejectKind::TooLarge => (552, "5.3.4"),
         IntakeError::Decode(_) | IntakeError::Parse(_) => (554, "5.6.0"),
