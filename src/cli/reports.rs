@@ -19,7 +19,8 @@ pub async fn import_reports(path: &Path, paths: &[PathBuf], json: bool) -> anyho
     let db = config.state_dir.join(REPORTS_DB);
     let handle = crate::tlsrpt::store::ReportsHandle::open(&db)
         .with_context(|| format!("opening the report store {}", db.display()))?;
-    let intake = crate::tlsrpt::intake::Intake::new(handle, config.tlsrpt.intake.clone());
+    let intake = crate::tlsrpt::intake::Intake::new(handle, config.tlsrpt.intake.clone())
+        .with_retention(config.tlsrpt.retention_days);
     let summary = crate::tlsrpt::import::import(&intake, paths).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

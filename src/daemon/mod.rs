@@ -339,6 +339,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             ));
             Some(Arc::new(
                 crate::tlsrpt::intake::Intake::new(handle, config.tlsrpt.intake.clone())
+                    .with_retention(config.tlsrpt.retention_days)
                     .with_alerter(alerter),
             ))
         }

@@ -356,7 +356,8 @@ async fn store(intake: &Intake, body: Vec<u8>, content_type: &str) -> Outcome {
         Err(
             e @ (IntakeError::Storage(_)
             | IntakeError::Read { .. }
-            | IntakeError::ReadTimeout { .. }),
+            | IntakeError::ReadTimeout { .. }
+            | IntakeError::Busy { .. }),
         ) => Outcome::Failed {
             reason: e.to_string(),
         },

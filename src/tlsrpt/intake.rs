@@ -126,6 +126,10 @@ pub enum IntakeError {
     /// Every decode slot stayed taken for `waited` (decoding is bounded in memory).
     #[error("no decode slot free within {waited:?}")]
     Busy { waited: Duration },
+    /// The report ended before the retention period: it would be deleted at once (and then
+    /// accepted again as new), so it is not stored. Answered with 200: nothing to retry.
+    #[error("report ended {ended}, before the retention period of {days} days")]
+    Expired { ended: String, days: u32 },
 }
 
 impl IntakeError {
@@ -140,6 +144,7 @@ impl IntakeError {
             IntakeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::ReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IntakeError::Storage(_) | IntakeError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IntakeError::Expired { .. } => StatusCode::OK,
         }
     }
 
@@ -156,6 +161,7 @@ impl IntakeError {
             IntakeError::Read { .. } => RejectReason::ReadError,
             IntakeError::Storage(_) => RejectReason::Storage,
             IntakeError::Busy { .. } => RejectReason::Busy,
+            IntakeError::Expired { .. } => RejectReason::Expired,
         }
     }
 
@@ -175,6 +181,9 @@ impl IntakeError {
             IntakeError::Read { .. } => "could not read request body".to_string(),
             IntakeError::Storage(_) => "storage unavailable, retry later".to_string(),
             IntakeError::Busy { .. } => "too many reports at once, retry later".to_string(),
+            IntakeError::Expired { .. } => {
+                "report older than the retention period: expired, not stored".to_string()
+            }
         };
         let clean: String = text
             .chars()
@@ -196,6 +205,8 @@ pub struct Intake {
     decode_slots: tokio::sync::Semaphore,
     /// How long a report waits for a decode slot before 503 (Retry-After).
     decode_wait: Duration,
+    /// Reports that ended more than this many days ago are not stored (`tlsrpt.retention_days`).
+    retention_days: Option<u32>,
 }
 
 /// Reports decoded (gunzip + parse) at the same time.
@@ -212,7 +223,14 @@ impl Intake {
             alerter: None,
             decode_slots: tokio::sync::Semaphore::new(DECODE_SLOTS),
             decode_wait: DECODE_WAIT,
+            retention_days: None,
         }
+    }
+
+    /// Refuses (with 200, "expired, not stored") reports that the retention would delete.
+    pub fn with_retention(mut self, days: u32) -> Intake {
+        self.retention_days = Some(days);
+        self
     }
 
     /// Notifies `alerter` of the domains of each newly stored report.
@@ -287,6 +305,15 @@ impl Intake {
                     reason: format!("decode task failed: {e}"),
                 })??
         };
+        if let Some(days) = self.retention_days {
+            let end = new.report.date_range.end_datetime;
+            if end < received_at - time::Duration::days(i64::from(days)) {
+                return Err(IntakeError::Expired {
+                    ended: end.date().to_string(),
+                    days,
+                });
+            }
+        }
         let domains = new.report.domains();
         let (org, report_id) = (
             new.report.organization_name.clone(),

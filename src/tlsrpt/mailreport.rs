@@ -75,9 +75,11 @@ pub(crate) struct MailReport {
 
 /// Finds the TLS-RPT report in `raw` (an RFC 5322 message, CRLF or LF line ends).
 pub(crate) fn find_report(raw: &[u8]) -> Result<MailReport, MailReportError> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or_else(|| malformed("no header section"))?;
+    // mail-parser 0.11 panics on some broken multipart nestings ("Invalid part ID, could not
+    // find multipart"); a message it cannot parse is malformed, never a crash.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .map_err(|_| malformed("broken MIME structure (the parser gave up)"))?;
+    let message = parsed.ok_or_else(|| malformed("no header section"))?;
     if message.parts.is_empty() || message.root_part().headers.is_empty() {
         return Err(malformed("no header section"));
     }
@@ -271,6 +273,17 @@ pub(crate) fn report_address_behind_mx(address: &str, mx_hosts: &[String], domai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_rfc822_parts_that_crash_the_mime_parser_are_malformed() {
+        // Found by `find_report_never_panics_on_mime_shaped_text`: mail-parser 0.11.9 panics.
+        let raw = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n\n--b--\n";
+        let e = find_report(raw.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, MailReportError::Malformed { reason } if reason.contains("broken MIME")),
+            "{e}"
+        );
+    }
     use flate2::Compression;
     use flate2::write::GzEncoder;
     use proptest::prelude::*;

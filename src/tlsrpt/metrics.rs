@@ -22,10 +22,11 @@ pub enum RejectReason {
     ReadError,
     Storage,
     Busy,
+    Expired,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::UnsupportedMediaType,
         RejectReason::TooLarge,
         RejectReason::InvalidGzip,
@@ -34,6 +35,7 @@ impl RejectReason {
         RejectReason::ReadError,
         RejectReason::Storage,
         RejectReason::Busy,
+        RejectReason::Expired,
     ];
 
     /// The label value.
@@ -46,6 +48,7 @@ impl RejectReason {
             RejectReason::ReadTimeout => "read_timeout",
             RejectReason::ReadError => "read_error",
             RejectReason::Busy => "busy",
+            RejectReason::Expired => "expired",
             RejectReason::Storage => "storage",
         }
     }

@@ -332,7 +332,8 @@ fn report_fields_cannot_forge_or_flood_log_lines() {
     let mut report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("rfc8460.json")).unwrap()).unwrap();
     report["report-id"] = "r1\n2026-11-30T00:00:00.000000Z ERROR forged line\u{1b}[31m\u{0}".into();
-    report["organization-name"] = "o".repeat(100_000).into();
+    // Within the 1 KiB field limit, but still more than a log line should carry.
+    report["organization-name"] = "o".repeat(1000).into();
     let body = serde_json::to_vec(&report).unwrap();
     assert_eq!(post(&d, &body, "application/tlsrpt+json", &[]), 201);
     crate::harness::wait_for(
@@ -355,5 +356,9 @@ fn report_fields_cannot_forge_or_flood_log_lines() {
     assert!(
         log.contains("r1\\n2026-11-30"),
         "the report id is logged escaped"
+    );
+    assert!(
+        log.contains("(800 more characters)"),
+        "the organization is capped"
     );
 }

@@ -615,3 +615,33 @@ async fn reports_wait_for_a_decode_slot_then_get_503() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_report_older_than_the_retention_is_answered_200_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportsHandle::open(&dir.path().join("tlsrpt.sqlite3")).unwrap();
+    // The RFC 8460 sample ended in 2016.
+    let intake = Arc::new(Intake::new(store, IntakeSettings::default()).with_retention(30));
+    let router = router(intake.clone());
+    for _ in 0..2 {
+        let resp = router
+            .clone()
+            .oneshot(
+                axum::http::Request::post("/tlsrpt")
+                    .header(header::CONTENT_TYPE, JSON)
+                    .body(Body::from(fixtures::RFC8460))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert_eq!(
+            &text[..],
+            b"report older than the retention period: expired, not stored\n"
+        );
+    }
+    assert_eq!(intake.store().read(|s| s.count()).await.unwrap(), 0);
+    let counters = intake.counters().snapshot();
+    assert_eq!(counters.received, 0, "{counters:?}");
+}

@@ -301,6 +301,7 @@ pub(super) fn intake_reply(e: &IntakeError) -> (u16, &'static str) {
         | IntakeError::ReadTimeout { .. }
         | IntakeError::Read { .. }
         | IntakeError::Busy { .. } => (451, "4.3.0"),
+        IntakeError::Expired { .. } => (250, "2.0.0"),
         IntakeError::BodyTooLarge { .. } => (552, "5.3.4"),
         IntakeError::Decode(d) if d.kind() == RejectKind::TooLarge => (552, "5.3.4"),
         IntakeError::Decode(_) | IntakeError::Parse(_) => (554, "5.6.0"),
