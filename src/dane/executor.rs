@@ -8,7 +8,8 @@
 //! - `rollover/<host>.json`: the persisted [`RollState`], written *before* each action;
 //! - `rollover/requests/<host>.rotate`: a roll request left by `mxguard rotate` (a folder of
 //!   its own, so that noticing one does not list every MX's state);
-//! - `mx-keys/<host>/<key id>.pem`: every key the machine knows (0600);
+//! - `mx-keys/<host>/<key id>.pem`: the current, the next and the last retired key (0600;
+//!   older retired keys are deleted when a roll completes);
 //! - `certs/<host>/next-chain.pem`: the certificate ordered for the next key.
 
 use std::net::SocketAddr;
@@ -137,6 +138,31 @@ fn load_key(root: &Path, host: &str, id: &str) -> Result<rcgen::KeyPair, RollErr
     };
     let pem = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
     rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))
+}
+
+/// Deletes the MX's key files other than `keep` (retired keys whose records are long gone).
+fn prune_keys(root: &Path, host: &str, keep: &[&KeyId]) {
+    let dir = root.join("mx-keys").join(host);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pem"))
+        else {
+            continue;
+        };
+        if keep.iter().any(|k| k.as_str() == id) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(mx = host, key = id, "retired key deleted"),
+            Err(e) => tracing::warn!(mx = host, key = id, err = %e, "cannot delete a retired key"),
+        }
+    }
 }
 
 /// The `3 1 1` digests of an MX's roll state (`None`: no roll state yet).
@@ -392,12 +418,20 @@ impl RollExecutor {
             if !self.persist(host, &n) {
                 return SystemTime::now() + poll;
             }
+            let retired = matches!(&event, Event::Observed { key } if *key == s.next)
+                .then(|| s.current.clone());
             s = n;
             if s != before
                 && let Err(e) = self.sync_zone(host, &s).await
             {
                 tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
                 return SystemTime::now() + poll;
+            }
+            // The records of the key retired now are withdrawn (synced above): older retired
+            // keys have had their records gone for at least one roll. Keep this one, for a
+            // rollback, and nothing older.
+            if let Some(previous) = retired {
+                prune_keys(self.state.root(), host, &[&s.current, &s.next, &previous]);
             }
         }
         SystemTime::now() + Duration::from_millis(200)

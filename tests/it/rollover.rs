@@ -455,6 +455,17 @@ fn two_full_rolls(pebble: bool) {
         "{text}"
     );
     assert!(text.contains("; next"), "{text}");
+    // Retired keys do not pile up: the first key is gone, the one retired last is kept for a
+    // rollback, beside the current and the next key.
+    let dir = s.p.path(&format!("state/mx-keys/{MX}"));
+    let files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.contains(&format!("{}.pem", keys[0])), "{files:?}");
+    assert!(files.contains(&format!("{}.pem", keys[1])), "{files:?}");
+    assert!(files.contains(&format!("{}.pem", keys[2])), "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
     drop(d);
 }
 
