@@ -354,7 +354,16 @@ pub(crate) fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
 /// Writes chain and key for the MTA (atomically, with modes and owner), then runs the reload
 /// command with a timeout. On a failed command the new files stay (they are complete and
 /// valid); the command is retried later.
-pub(crate) async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result<(), DeployError> {
+///
+/// The reload command runs in a process group of its own whose id is kept in `pid_file` while
+/// it runs: a command left running by a daemon that died is killed before the next one starts
+/// (never two for one MX at once), and a command that times out is killed with its children.
+pub(crate) async fn deploy(
+    d: &Deploy,
+    chain_pem: &str,
+    key_pem: &str,
+    pid_file: &Path,
+) -> Result<(), DeployError> {
     for (path, data, mode) in [
         (&d.cert_file, chain_pem.as_bytes(), d.cert_mode),
         (&d.key_file, key_pem.as_bytes(), d.key_mode),
@@ -367,12 +376,33 @@ pub(crate) async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result
     let Some((prog, args)) = d.reload.split_first() else {
         return Ok(());
     };
+    kill_leftover_reload(pid_file);
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    let out = tokio::time::timeout(d.reload_timeout, cmd.output())
-        .await
+    let child = cmd.spawn().map_err(|source| DeployError::Spawn {
+        command: d.reload.clone(),
+        source,
+    })?;
+    let group = child.id();
+    if let Some(g) = group {
+        let record = format!("{g} {}\n", process_start(g).unwrap_or_default());
+        if let Err(e) = store::write_atomic(pid_file, record.as_bytes(), store::PUBLIC_MODE) {
+            tracing::warn!(file = %pid_file.display(), err = %e, "cannot record the reload command's process group");
+        }
+    }
+    let waited = tokio::time::timeout(d.reload_timeout, child.wait_with_output()).await;
+    if waited.is_err()
+        && let Some(g) = group
+    {
+        kill_group(g);
+    }
+    let _ = std::fs::remove_file(pid_file);
+    let out = waited
         .map_err(|_| DeployError::Timeout {
             command: d.reload.clone(),
             after: d.reload_timeout,
@@ -390,6 +420,48 @@ pub(crate) async fn deploy(d: &Deploy, chain_pem: &str, key_pem: &str) -> Result
         });
     }
     Ok(())
+}
+
+/// When process `pid` started (field 22 of /proc/PID/stat), to tell it from a later process
+/// with the same id; `None` where /proc has no such process.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn kill_group(group: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Ok(g) = i32::try_from(group) {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+/// Kills the reload command recorded in `pid_file` if that very process still runs (its
+/// daemon died before it finished).
+fn kill_leftover_reload(pid_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return;
+    };
+    let mut fields = text.split_whitespace();
+    let group = fields.next().and_then(|g| g.parse::<u32>().ok());
+    let started = fields.next().and_then(|s| s.parse::<u64>().ok());
+    if let (Some(g), Some(t)) = (group, started)
+        && process_start(g) == Some(t)
+    {
+        tracing::warn!(
+            group = g,
+            "a reload command of an earlier run is still running; killing it before the next one"
+        );
+        kill_group(g);
+    }
+    let _ = std::fs::remove_file(pid_file);
 }
 
 /// Why a deployment to the MTA failed. The written files stay; the step is retried.
@@ -806,7 +878,8 @@ impl<R: Responder> Manager<R> {
         {
             return;
         }
-        match deploy(d, &chain_pem, &key.serialize_pem()).await {
+        let pid_file = acme::cert_path(self.state.root(), &spec.name, "reload.pid");
+        match deploy(d, &chain_pem, &key.serialize_pem(), &pid_file).await {
             Ok(()) => {
                 if d.reload.is_empty() {
                     tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed (no reload command configured)");
@@ -961,7 +1034,8 @@ impl<R: Responder> Issuer for Manager<R> {
         self.commit_chain(&spec, &mut st, key, chain_pem)
             .await
             .map_err(|e| RollError::Deploy(e.message))?;
-        let result = deploy(&mx.deploy, chain_pem, &key_pem).await;
+        let pid_file = acme::cert_path(self.state.root(), host, "reload.pid");
+        let result = deploy(&mx.deploy, chain_pem, &key_pem, &pid_file).await;
         match &result {
             Ok(()) => {
                 st.deployed = Some(deployment_fingerprint(&mx.deploy, chain_pem));
@@ -1195,6 +1269,72 @@ mod tests {
         );
     }
 
+    fn alive(pid: u32) -> bool {
+        // A zombie (exited, not yet reaped) counts as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reload_command_left_running_is_killed_before_the_next_and_a_slow_one_with_its_children()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("reload.pid");
+        let d = Deploy {
+            cert_file: dir.path().join("mx.crt"),
+            key_file: dir.path().join("mx.key"),
+            owner: None,
+            cert_mode: 0o644,
+            key_mode: 0o600,
+            reload: vec!["true".into()],
+            reload_timeout: Duration::from_secs(10),
+        };
+        // A reload command of a daemon that died: its own process group, recorded.
+        use std::os::unix::process::CommandExt;
+        let mut left = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let g = left.id();
+        std::fs::write(&pid_file, format!("{g} {}\n", process_start(g).unwrap())).unwrap();
+        deploy(&d, "C", "K", &pid_file).await.unwrap();
+        let status = left.wait().unwrap();
+        assert!(
+            !status.success(),
+            "the leftover command was not killed: {status}"
+        );
+        assert!(!pid_file.exists());
+        // A record of a process that is gone, or of another process with that id, kills nothing.
+        std::fs::write(&pid_file, format!("{} 1\n", std::process::id())).unwrap();
+        deploy(&d, "C", "K", &pid_file).await.unwrap();
+        // A command that times out is killed with what it started.
+        let marker = dir.path().join("child.pid");
+        let slow = Deploy {
+            reload: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("sleep 60 & echo $! > {}; wait", marker.display()),
+            ],
+            reload_timeout: Duration::from_millis(500),
+            ..d
+        };
+        let err = deploy(&slow, "C", "K", &pid_file).await.unwrap_err();
+        assert!(matches!(err, DeployError::Timeout { .. }), "{err}");
+        let child: u32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(child) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(child), "the reload command's child survived");
+    }
+
     #[tokio::test]
     async fn deploy_replaces_files_with_modes_and_reports_failing_reload() {
         use std::os::unix::fs::PermissionsExt;
@@ -1209,7 +1349,9 @@ mod tests {
             reload: vec!["touch".into(), marker.to_string_lossy().into_owned()],
             reload_timeout: Duration::from_secs(10),
         };
-        deploy(&d, "CHAIN", "KEY").await.unwrap();
+        deploy(&d, "CHAIN", "KEY", &dir.path().join("reload.pid"))
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&d.cert_file).unwrap(), "CHAIN");
         assert_eq!(
             std::fs::metadata(&d.key_file).unwrap().permissions().mode() & 0o777,
@@ -1220,7 +1362,7 @@ mod tests {
             reload: vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()],
             ..d.clone()
         };
-        let err = deploy(&failing, "CHAIN2", "KEY2")
+        let err = deploy(&failing, "CHAIN2", "KEY2", &dir.path().join("reload.pid"))
             .await
             .unwrap_err()
             .to_string();
@@ -1233,7 +1375,9 @@ mod tests {
             reload_timeout: Duration::from_millis(200),
             ..d
         };
-        let err = deploy(&slow, "C", "K").await.unwrap_err();
+        let err = deploy(&slow, "C", "K", &dir.path().join("reload.pid"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, DeployError::Timeout { .. }), "{err}");
         let err = err.to_string();
         assert!(err.contains("timed out"), "{err}");
@@ -1277,7 +1421,9 @@ mod owner_tests {
             reload: vec![],
             reload_timeout: Duration::from_secs(5),
         };
-        deploy(&d, "CHAIN", "KEY").await.unwrap();
+        deploy(&d, "CHAIN", "KEY", &dir.path().join("reload.pid"))
+            .await
+            .unwrap();
         for f in [&d.cert_file, &d.key_file] {
             let m = std::fs::metadata(f).unwrap();
             assert_eq!((m.uid(), m.gid()), owner, "{}", f.display());
