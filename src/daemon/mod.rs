@@ -162,7 +162,13 @@ impl Daemon {
                     tracing::warn!("{w}");
                 }
                 match self.apply(config, loaded).await {
-                    Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+                    Ok(()) => {
+                        tracing::info!(config = %path.display(), "reloaded");
+                        if let Some(zones) = &self.zones {
+                            let zones = zones.clone();
+                            tokio::spawn(async move { zones.catch_up_serials().await });
+                        }
+                    }
                     Err(e) => tracing::error!(
                         err = format!("{e:#}"),
                         "reload failed; keeping the previous configuration"
@@ -499,6 +505,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }
         });
         tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
+        // A secondary that serves a higher serial (mxguard's state restored from a backup)
+        // never transfers again: move above it first thing.
+        let (p, tok) = (publisher.clone(), shutdown.clone());
+        tracker.spawn(async move { tok.run_until_cancelled(p.catch_up_serials()).await });
     }
     // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.
     spawn_critical(

@@ -87,6 +87,8 @@ struct Job {
     origin: Name,
     slot: Slot,
     previous: Option<Arc<SignedZone>>,
+    /// A serial a secondary serves: the new serial must be above it (RFC 1982).
+    above: Option<u32>,
 }
 
 /// Zones that could not be loaded or built; each message names the zone and the problem.
@@ -266,7 +268,18 @@ fn build_one(
 ) -> Result<Option<SignedZone>, ZoneError> {
     let data = merged(&job.origin, &job.slot)?;
     let state_file = state.path(&format!("zones/{}signing.json", job.origin.to_ascii()));
-    let (zone, new_state) = match &job.previous {
+    // To get above a secondary's serial, plan from that serial as if the content had changed:
+    // a new serial above it, the same window, every unchanged signature kept.
+    let lifted = match (&job.previous, job.above) {
+        (Some(prev), Some(above)) => {
+            let mut z = SignedZone::clone(prev);
+            z.state.serial = above;
+            z.state.content_hash = String::new();
+            Some(Arc::new(z))
+        }
+        _ => None,
+    };
+    let (zone, new_state) = match lifted.as_ref().or(job.previous.as_ref()) {
         Some(prev) => match zone::rebuild_signed_zone(&data, &job.slot.key, prev, now, settings)? {
             Some(z) => z,
             None => return Ok(None),
@@ -376,6 +389,7 @@ impl SignedZonePublisher {
                     origin: o.clone(),
                     slot: s.clone(),
                     previous: None,
+                    above: None,
                 })
                 .collect();
             let built = p
@@ -493,6 +507,7 @@ impl SignedZonePublisher {
                     } else {
                         served.get(o).cloned()
                     },
+                    above: None,
                 });
             }
         }
@@ -541,12 +556,82 @@ impl SignedZonePublisher {
                 origin: o.clone(),
                 slot: s.clone(),
                 previous: served.get(o).cloned(),
+                above: None,
             })
             .collect();
         let built = self.run_build(&inner.settings, jobs).await?;
         let n = built.len();
         self.swap(built, &[]);
         Ok(n)
+    }
+
+    /// Asks every secondary for each zone's serial and lifts every zone that a secondary serves
+    /// with a higher serial (RFC 1982) above it, so the secondary transfers again (after a
+    /// restore from backup or a second state directory, mxguard's serial can be behind). A
+    /// secondary that times out is skipped for the rest of the pass. Returns the zones lifted.
+    pub(crate) async fn catch_up_serials(&self) -> usize {
+        if self.secondaries.is_empty() {
+            return 0;
+        }
+        let served = self.served();
+        let mut above: BTreeMap<Name, (u32, String)> = BTreeMap::new();
+        for s in &self.secondaries {
+            for z in served.iter() {
+                let got = crate::dns::query_soa_serial(
+                    s.address,
+                    z.origin(),
+                    s.tsig.as_ref(),
+                    Duration::from_secs(1),
+                )
+                .await;
+                let theirs = match got {
+                    Ok(t) => t,
+                    // Down: the rest of the pass would only wait (the rollover reports it).
+                    Err(crate::dns::DnsError::Timeout { .. }) => break,
+                    // Not authoritative for this zone (yet): nothing to catch up with.
+                    Err(_) => continue,
+                };
+                let ours = above.get(z.origin()).map_or(z.serial(), |(s, _)| *s);
+                if zone::serial::serial_gt(theirs, ours) {
+                    above.insert(z.origin().clone(), (theirs, s.name.clone()));
+                }
+            }
+        }
+        if above.is_empty() {
+            return 0;
+        }
+        let inner = self.inner.lock().await;
+        let served = self.served();
+        let mut jobs = Vec::new();
+        for (origin, (theirs, name)) in &above {
+            let (Some(slot), Some(zone)) = (inner.slots.get(origin), served.get(origin)) else {
+                continue;
+            };
+            tracing::warn!(
+                zone = %origin,
+                ours = zone.serial(),
+                theirs,
+                secondary = %name,
+                "a secondary serves a higher serial than mxguard; moving above it"
+            );
+            jobs.push(Job {
+                origin: origin.clone(),
+                slot: slot.clone(),
+                previous: Some(zone.clone()),
+                above: Some(*theirs),
+            });
+        }
+        match self.run_build(&inner.settings, jobs).await {
+            Ok(built) => {
+                let n = built.len();
+                self.swap(built, &[]);
+                n
+            }
+            Err(e) => {
+                tracing::error!(err = %e.join("; "), "cannot move the serials above the secondaries'");
+                0
+            }
+        }
     }
 
     /// The zones being served.
@@ -661,6 +746,7 @@ impl RecordSink for SignedZonePublisher {
                 origin: o.clone(),
                 slot: slot.clone(),
                 previous: served.get(o).cloned(),
+                above: None,
             });
         }
         if jobs.is_empty() {

@@ -513,3 +513,41 @@ fn the_daemon_raises_its_open_files_limit_to_the_hard_limit() {
     );
     assert!(logged.contains("from=256"), "{logged}");
 }
+
+#[test]
+fn a_restored_state_behind_the_secondary_moves_above_its_serial() {
+    let p = project();
+    let kport = free_port();
+    p.append_config(&format!(
+        "[[secondary]]\nname = \"knot\"\naddress = \"127.0.0.1:{kport}\"\n"
+    ));
+    let d = p.start();
+    let _knot = Knot::start(kport, d.dns, &["example.com."]);
+    let s0 = serial(d.dns);
+    wait_for("knot to load the zone", Duration::from_secs(15), || {
+        (ask(kport, "example.com.", "SOA").split_whitespace().nth(2) == Some(&s0.to_string()))
+            .then_some(())
+    });
+    drop(d);
+    // A state directory restored from an older backup: a serial far behind knot's.
+    let state_file = p.path("state/zones/example.com.signing.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&state_file).unwrap()).unwrap();
+    state["serial"] = (s0 - 100_000).into();
+    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let d = p.start();
+    let lifted = wait_for("a serial above knot's", Duration::from_secs(20), || {
+        let s = serial(d.dns);
+        zone_serial_gt(s, s0).then_some(s)
+    });
+    wait_for("knot to transfer it", Duration::from_secs(15), || {
+        (ask(kport, "example.com.", "SOA").split_whitespace().nth(2) == Some(&lifted.to_string()))
+            .then_some(())
+    });
+    assert!(
+        d.log_text()
+            .contains("a secondary serves a higher serial than mxguard; moving above it"),
+        "{}",
+        d.log_text()
+    );
+}
