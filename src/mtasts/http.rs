@@ -46,6 +46,15 @@ pub(crate) struct Limits {
     pub connection_lifetime: Duration,
     /// Concurrent connections; further ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Concurrent connections from one address; further ones from it are closed at once, so
+    /// one address cannot take the listener.
+    pub max_per_source: usize,
+    /// A connection that has not started a request this long after it was accepted is
+    /// closed (an idle HTTP/2 connection after the preface, for example).
+    pub first_request_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed (HTTP/1 keep-alive
+    /// and HTTP/2 alike).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +64,9 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(300),
             max_connections: 4096,
+            max_per_source: 1024,
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -214,6 +226,7 @@ pub(crate) async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -231,13 +244,21 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let Some(source_slot) = SourceSlot::take(&per_source, peer.ip(), limits.max_per_source)
+        else {
+            tracing::debug!(%peer, max = limits.max_per_source, "connection refused: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = ActivityIo::new(stream, activity.clone());
         let router = router.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _source_slot = source_slot;
             match tls {
                 Some(acceptor) => {
                     let tls_stream = match tokio::time::timeout(
@@ -263,21 +284,27 @@ pub(crate) async fn serve(
                         return;
                     }
                     let sni = Sni(tls_stream.get_ref().1.server_name().map(str::to_string));
+                    let seen = activity.clone();
                     let svc = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        seen.request();
                         req.extensions_mut().insert(sni.clone());
                         req
                     });
                     let conn = builder
                         .serve_connection(TokioIo::new(tls_stream), TowerToHyperService::new(svc))
                         .into_owned();
-                    run_connection(watcher.watch(conn), peer, limits).await;
+                    run_connection(watcher.watch(conn), peer, limits, activity).await;
                 }
                 None => {
-                    let svc = router.map_request(|req: Request<hyper::body::Incoming>| req);
+                    let seen = activity.clone();
+                    let svc = router.map_request(move |req: Request<hyper::body::Incoming>| {
+                        seen.request();
+                        req
+                    });
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
                         .into_owned();
-                    run_connection(watcher.watch(conn), peer, limits).await;
+                    run_connection(watcher.watch(conn), peer, limits, activity).await;
                 }
             }
         });
@@ -291,21 +318,232 @@ pub(crate) async fn serve(
     }
 }
 
-async fn run_connection<F, E>(conn: F, peer: SocketAddr, limits: Limits)
+async fn run_connection<F, E>(conn: F, peer: SocketAddr, limits: Limits, activity: Activity)
 where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    match tokio::time::timeout(limits.connection_lifetime, conn).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(%peer, err = %e, "connection ended with error"),
-        Err(_) => tracing::debug!(%peer, "connection lifetime reached"),
+    tokio::select! {
+        r = tokio::time::timeout(limits.connection_lifetime, conn) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(%peer, err = %e, "connection ended with error"),
+            Err(_) => tracing::debug!(%peer, "connection lifetime reached"),
+        },
+        why = activity.watch(limits.first_request_timeout, limits.idle_timeout) => {
+            tracing::debug!(%peer, why, "connection closed");
+        }
+    }
+}
+
+/// One connection's slot in the per-address count; freed on drop.
+struct SourceSlot {
+    map: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<SourceSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection has done: when it last read or wrote, and whether a request started.
+#[derive(Clone)]
+struct Activity(Arc<ActivityInner>);
+
+struct ActivityInner {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` of the last read or write of at least one byte.
+    last: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Arc::new(ActivityInner {
+            start: tokio::time::Instant::now(),
+            last: Default::default(),
+            requests: Default::default(),
+        }))
+    }
+
+    fn touch(&self) {
+        let ms = self.0.start.elapsed().as_millis() as u64;
+        self.0.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn request(&self) {
+        self.0
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves when the connection must be closed: no request within `first_request`, or
+    /// no bytes moved for `idle`. Says which.
+    async fn watch(&self, first_request: Duration, idle: Duration) -> &'static str {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            let now = tokio::time::Instant::now();
+            let last = self.0.start + Duration::from_millis(self.0.last.load(Relaxed));
+            let no_request = self.0.requests.load(Relaxed) == 0;
+            if no_request && now >= self.0.start + first_request {
+                return "no request within the first-request deadline";
+            }
+            if now >= last + idle {
+                return "idle";
+            }
+            let mut next = last + idle;
+            if no_request {
+                next = next.min(self.0.start + first_request);
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// An I/O stream that records its activity.
+struct ActivityIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> ActivityIo<T> {
+    fn new(inner: T, activity: Activity) -> Self {
+        ActivityIo { inner, activity }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_address_gets_at_most_its_share_of_connections() {
+        let map = Arc::default();
+        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        let a = SourceSlot::take(&map, ip, 2).unwrap();
+        let _b = SourceSlot::take(&map, ip, 2).unwrap();
+        assert!(SourceSlot::take(&map, ip, 2).is_none());
+        assert!(SourceSlot::take(&map, other, 2).is_some());
+        drop(a);
+        assert!(SourceSlot::take(&map, ip, 2).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_without_a_request_or_any_traffic_are_closed() {
+        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(20));
+        // No request at all: closed at the first-request deadline, traffic or not.
+        let a = Activity::new();
+        let t0 = tokio::time::Instant::now();
+        let keep_busy = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                loop {
+                    a.touch();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        assert_eq!(
+            a.watch(first, idle).await,
+            "no request within the first-request deadline"
+        );
+        assert_eq!(t0.elapsed(), first);
+        keep_busy.abort();
+        // A request, then silence: closed after the idle time.
+        let a = Activity::new();
+        a.request();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        a.touch();
+        let t1 = tokio::time::Instant::now();
+        assert_eq!(a.watch(first, idle).await, "idle");
+        assert_eq!(t1.elapsed(), idle);
+    }
 
     fn served() -> Arc<Served> {
         let s = Served::default();

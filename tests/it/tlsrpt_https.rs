@@ -362,3 +362,56 @@ fn report_fields_cannot_forge_or_flood_log_lines() {
         "the organization is capped"
     );
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed_at_the_first_request_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = project();
+    let d = p.start();
+    let port = d.https;
+    let ca = d.ca.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed_after = rt.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in mxguard::x509::parse_chain(&std::fs::read_to_string(&ca).unwrap()) {
+            roots.add(c).unwrap();
+        }
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("mta-sts.example.com").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(40), tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+                Ok(Ok(_)) => continue, // the server's SETTINGS, its ACK, GOAWAY
+                Err(_) => return None,
+            }
+        }
+    });
+    let after = closed_after.expect("the idle connection was still open after 40 s");
+    assert!(
+        after <= Duration::from_secs(15),
+        "closed only after {after:?}"
+    );
+    // The listener still serves policies.
+    assert_eq!(d.curl("mta-sts.example.com", &[]).status, 200);
+}
