@@ -123,7 +123,13 @@ pub(crate) fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerCo
     .with_no_client_auth()
     .with_cert_resolver(resolver);
     // acme-tls/1 last: only validators that offer nothing else negotiate it.
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // http/1.0 too: an HTTP/1.0 client that offers only it is served, not refused.
+    cfg.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        b"http/1.0".to_vec(),
+        ACME_TLS_ALPN.to_vec(),
+    ];
     Arc::new(cfg)
 }
 

@@ -169,8 +169,12 @@ fn request_host(req_uri: &axum::http::Uri, headers: &HeaderMap) -> Option<String
 }
 
 async fn policy(State(served): State<Arc<Served>>, req: Request<Body>) -> Response {
-    let host = request_host(req.uri(), req.headers());
     let sni = req.extensions().get::<Sni>().and_then(|s| s.0.clone());
+    // An HTTP/1.0 request may come without Host: the TLS server name says which host it is.
+    let host = request_host(req.uri(), req.headers()).or_else(|| {
+        sni.as_deref()
+            .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+    });
     let Some(host) = host else {
         return not_found().await;
     };
@@ -580,6 +584,26 @@ mod tests {
             get_policy("mta-sts.unknown.example", Some("mta-sts.unknown.example")).await,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_host_is_answered_for_its_tls_server_name() {
+        let mut req = Request::builder()
+            .version(axum::http::Version::HTTP_10)
+            .uri("/.well-known/mta-sts.txt")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(Sni(Some("mta-sts.example.com".into())));
+        let resp = https_router(served()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // Without SNI either, there is nothing to answer for.
+        let req = Request::builder()
+            .uri("/.well-known/mta-sts.txt")
+            .body(Body::empty())
+            .unwrap();
+        let resp = https_router(served()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -209,3 +209,13 @@ fn second_daemon_on_same_state_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another mxguard process"), "{err}");
 }
+
+#[test]
+fn an_http10_request_without_host_gets_the_policy_of_its_server_name() {
+    let p = two_domains();
+    let d = p.start();
+    // curl drops the Host header when given an empty one.
+    let r = d.curl("mta-sts.example.net", &["--http1.0", "-H", "Host:"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, NET_TEXT);
+}
