@@ -450,6 +450,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             zones: dns_task
                 .as_ref()
                 .map(|(server, _, _)| server.zones().clone()),
+            refresh: daemon.config.dnssec.refresh,
         };
         tracker.spawn(http::serve(
             l,

@@ -96,15 +96,51 @@ pub(crate) fn http_router(served: Arc<Served>) -> Router {
 pub(crate) struct AdminState {
     pub intake: Option<Arc<crate::tlsrpt::intake::Intake>>,
     pub zones: Option<Arc<ArcSwap<crate::zone::Zones>>>,
+    /// `dnssec.refresh`: a zone whose signatures were due for replacement more than an hour
+    /// ago (or expire within a day) is unhealthy.
+    pub refresh: Duration,
 }
 
 /// Routes of the admin listener: Prometheus metrics and a health check.
 pub(crate) fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `ok` (200), or 503 with every reason the daemon cannot do its job right now.
+async fn healthz(State(state): State<AdminState>) -> Response {
+    let mut problems = Vec::new();
+    if let Some(why) = state.intake.as_ref().and_then(|i| i.health()) {
+        problems.push(why);
+    }
+    if let Some(zones) = &state.zones {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for z in zones.load().iter() {
+            let st = z.signing_state();
+            let expires = u64::from(st.expiration);
+            let due = expires.saturating_sub(state.refresh.as_secs());
+            if expires < now + 86_400 || now > due + 3600 {
+                problems.push(format!(
+                    "zone {}: signatures expire at {expires} (unix time) and were not replaced",
+                    z.origin()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -604,6 +640,56 @@ mod tests {
             .unwrap();
         let resp = https_router(served()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn healthz_names_a_zone_whose_signatures_were_not_replaced() {
+        use crate::zone::{DnssecSettings, ZoneData, ZoneKey, Zones, keys};
+        let zone_at = |origin: &str, signed_at: u64| {
+            let name = hickory_proto::rr::Name::from_ascii(origin).unwrap();
+            let text = format!(
+                "$ORIGIN {origin}\n@ 300 IN SOA ns1 h 1 2 3 4 5\n@ 300 IN NS ns1\nns1 300 IN A 192.0.2.1\n"
+            );
+            let data = ZoneData::parse(&text, std::path::Path::new("z"), &name).unwrap();
+            let s = DnssecSettings::default();
+            let der = keys::generate_pkcs8(s.algorithm).unwrap();
+            let key =
+                ZoneKey::from_pkcs8(&name, s.algorithm, &der, std::path::Path::new("k")).unwrap();
+            crate::zone::build_signed_zone(&data, &key, None, signed_at, &s)
+                .unwrap()
+                .0
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let get = |zones: Zones| async move {
+            let state = AdminState {
+                intake: None,
+                zones: Some(Arc::new(ArcSwap::from_pointee(zones))),
+                refresh: DnssecSettings::default().refresh,
+            };
+            let req = Request::builder()
+                .uri("/healthz")
+                .body(Body::empty())
+                .unwrap();
+            let resp = admin_router(state).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        let (status, body) = get(Zones::new().with(zone_at("fresh.example.", now))).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        // Signed 10 days ago with 14 days of validity: due for replacement 3 days ago.
+        let stale = Zones::new()
+            .with(zone_at("fresh.example.", now))
+            .with(zone_at("stale.example.", now - 10 * 86_400));
+        let (status, body) = get(stale).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("zone stale.example.") && !body.contains("fresh"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -207,6 +207,8 @@ pub struct Intake {
     decode_wait: Duration,
     /// Reports that ended more than this many days ago are not stored (`tlsrpt.retention_days`).
     retention_days: Option<u32>,
+    /// The last storage failure, until a report is stored again (for `/healthz`).
+    storage_failure: std::sync::Mutex<Option<String>>,
 }
 
 /// Reports decoded (gunzip + parse) at the same time.
@@ -224,7 +226,21 @@ impl Intake {
             decode_slots: tokio::sync::Semaphore::new(DECODE_SLOTS),
             decode_wait: DECODE_WAIT,
             retention_days: None,
+            storage_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Why the intake cannot store reports right now (its writer stopped, or the last
+    /// report failed to be stored and none was stored since); `None` when it can.
+    pub fn health(&self) -> Option<String> {
+        if self.store.writer_is_stopped() {
+            return Some("the report writer has stopped".into());
+        }
+        self.storage_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|e| format!("the report store fails: {e}"))
     }
 
     /// Refuses (with 200, "expired, not stored") reports that the retention would delete.
@@ -263,10 +279,24 @@ impl Intake {
             .ingest_inner(body, content_type, content_encoding)
             .await;
         match &result {
-            Ok(stored) => self
-                .counters
-                .received(matches!(stored, Stored::Duplicate { .. })),
-            Err(e) => self.counters.rejected(e.reason()),
+            Ok(stored) => {
+                self.counters
+                    .received(matches!(stored, Stored::Duplicate { .. }));
+                *self
+                    .storage_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Err(e) => {
+                self.counters.rejected(e.reason());
+                if let IntakeError::Storage(s) = e {
+                    *self
+                        .storage_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) =
+                        Some(crate::logfield::untrusted(s).to_string());
+                }
+            }
         }
         result
     }

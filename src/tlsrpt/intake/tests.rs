@@ -370,9 +370,12 @@ async fn storage_failure_is_503_and_recovers() {
     // The client is not told about paths or SQL.
     assert_eq!(&text[..], b"storage unavailable, retry later\n");
     assert_eq!(side.count().unwrap(), 0);
+    let health = app.intake.health().expect("unhealthy while storing fails");
+    assert!(health.contains("disk on fire"), "{health}");
     raw("DROP TRIGGER fail;");
     let (status, _) = app.post(JSON, fixtures::RFC8460.to_vec()).await;
     assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(app.intake.health(), None);
 }
 
 #[tokio::test]

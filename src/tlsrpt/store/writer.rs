@@ -185,6 +185,11 @@ impl ReportsHandle {
         &self.path
     }
 
+    /// Whether the writer thread has stopped.
+    pub fn writer_is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Resolves when the writer thread has stopped (it panicked or could not go on).
     pub async fn writer_stopped(&self) {
         self.tx.closed().await
