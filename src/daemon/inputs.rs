@@ -165,6 +165,73 @@ pub(super) fn zone_problems(e: publish::signed::LoadError) -> ConfigError {
 }
 
 /// Loads config, policies and zones: everything `check-config` validates.
+/// Whether an MTA-STS `mx` pattern matches `host` (RFC 8461 4.1: exact, or `*.` for one
+/// leftmost label).
+fn mx_pattern_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(base) => host.split_once('.').is_some_and(|(_, rest)| rest == base),
+        None => pattern == host,
+    }
+}
+
+/// The MX hosts a zone publishes at its apex that its domain's `enforce` policy does not
+/// cover: senders that apply the policy would refuse to deliver to them.
+fn uncovered_zone_mx(config: &Config, loaded: &LoadedPolicies) -> Vec<crate::config::Problem> {
+    let mut out = Vec::new();
+    for (i, d) in config.domains.iter().enumerate() {
+        let Some(p) = loaded.policies.get(&d.name) else {
+            continue;
+        };
+        let field = |name: &'static str| -> Vec<String> {
+            p.text
+                .lines()
+                .filter_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_ascii_lowercase())
+                .collect()
+        };
+        if !field("mode:").iter().any(|m| m == "enforce") {
+            continue;
+        }
+        let patterns = field("mx:");
+        let Ok(origin) = publish::signed::origin(&d.name) else {
+            continue;
+        };
+        // An unreadable zone is reported by the zone check.
+        let Ok(zone) = crate::zone::ZoneData::load(&d.zone_file, &origin) else {
+            continue;
+        };
+        let Some(mx) = zone
+            .rrsets()
+            .get(&origin)
+            .and_then(|n| n.get(&hickory_proto::rr::RecordType::MX))
+        else {
+            continue;
+        };
+        for rd in &mx.data {
+            let hickory_proto::rr::RData::MX(mx) = rd else {
+                continue;
+            };
+            let host = mx
+                .exchange
+                .to_ascii()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            if !patterns.iter().any(|p| mx_pattern_matches(p, &host)) {
+                out.push(config.problem(
+                    format!("domain[{i}]"),
+                    format!(
+                        "{}: MX {host} is not covered by the enforce policy of {} (mx: {}): senders that apply it refuse to deliver there; add it to the policy's mx or remove it from the zone",
+                        d.zone_file.display(),
+                        d.name,
+                        patterns.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError> {
     let (config, loaded) = load(path)?;
     let mut problems = Vec::new();
@@ -181,6 +248,7 @@ pub(crate) fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigEr
             problems.push(config.problem(format!("secondary[{i}]"), e.to_string()));
         }
     }
+    problems.extend(uncovered_zone_mx(&config, &loaded));
     if problems.is_empty() {
         Ok((config, loaded))
     } else {

@@ -551,3 +551,26 @@ fn a_restored_state_behind_the_secondary_moves_above_its_serial() {
         d.log_text()
     );
 }
+
+#[test]
+fn a_zone_mx_outside_the_enforce_policy_is_refused_by_check_config_and_sighup() {
+    let p = project();
+    let d = p.start();
+    let zone = p.path("zones/example.com.zone");
+    let text = fs::read_to_string(&zone).unwrap();
+    fs::write(&zone, format!("{text}@ 3600 IN MX 20 mx9.example.com.\n")).unwrap();
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MX mx9.example.com is not covered by the enforce policy of example.com"),
+        "{err}"
+    );
+    d.signal("HUP");
+    wait_for("the refused reload", Duration::from_secs(15), || {
+        d.log_text()
+            .contains("MX mx9.example.com is not covered")
+            .then_some(())
+    });
+    assert_eq!(ask(d.dns, "example.com.", "MX").lines().count(), 1);
+}
