@@ -574,3 +574,32 @@ fn a_zone_mx_outside_the_enforce_policy_is_refused_by_check_config_and_sighup() 
     });
     assert_eq!(ask(d.dns, "example.com.", "MX").lines().count(), 1);
 }
+
+#[test]
+fn a_malformed_dns_cookie_gets_formerr() {
+    let p = project();
+    let d = p.start();
+    let q = |cookie: &str, tcp: bool| {
+        let mut cmd = Command::new(dig());
+        cmd.args(["@127.0.0.1", "-p", &d.dns.to_string(), "+norec"]);
+        cmd.arg(format!("+cookie={cookie}"));
+        cmd.arg(if tcp { "+tcp" } else { "+notcp" });
+        cmd.args(["example.com.", "SOA"]);
+        run(&mut cmd).1
+    };
+    for tcp in [false, true] {
+        // A client cookie is 8 bytes; 2 or 12 are malformed (RFC 7873 5.2.2).
+        for bad in ["0011", "000102030405060708090a0b"] {
+            let out = q(bad, tcp);
+            assert!(
+                out.contains("status: FORMERR"),
+                "tcp {tcp}, cookie {bad}: {out}"
+            );
+        }
+        let out = q("0102030405060708", tcp);
+        assert!(
+            out.contains("status: NOERROR") && out.contains("ANSWER: 1"),
+            "{out}"
+        );
+    }
+}

@@ -48,6 +48,9 @@ impl Authority {
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return error(ResponseCode::BADVERS, None);
         }
+        if request.edns.as_ref().is_some_and(malformed_cookie) {
+            return error(ResponseCode::FormErr, None);
+        }
         let [query] = request.queries.queries() else {
             return error(ResponseCode::FormErr, None);
         };
@@ -245,4 +248,19 @@ impl Authority {
             }
         }
     }
+}
+
+/// RFC 7873 5.2.2: a COOKIE option must be a client cookie (8 bytes) with an optional server
+/// cookie (8 to 32 bytes), and there must be at most one.
+fn malformed_cookie(edns: &Edns) -> bool {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let cookies = edns.options().get_all(EdnsCode::Cookie);
+    cookies.len() > 1
+        || cookies.iter().any(|o| {
+            let n = match o {
+                EdnsOption::Unknown(_, data) => data.len(),
+                other => usize::from(other.len()),
+            };
+            !(n == 8 || (16..=40).contains(&n))
+        })
 }
