@@ -10,7 +10,7 @@
 # The server under test runs on CPU 0 (taskset -c 0), dnsperf on CPU 1: mxguard's tokio
 # runtime then starts one worker (it sizes itself from the affinity mask); knotd gets
 # udp-workers 1, tcp-workers 1, background-workers 1. No response rate limiting anywhere
-# (knot's rrl is a module that is not loaded here; mxguard has none). mxguard runs twice: with
+# (knot's rrl is a module that is not loaded here; mxguard's is turned off with `[dns] rate_limit = 0`). mxguard runs twice: with
 # its default response cache, then restarted with the cache off (each query looked up).
 # Env: SERVER_CPU_PCT=N caps each server at N % of its core (a cgroup CPU quota, v1 or v2; needs
 # root): with N=50 neither server can outrun the one dnsperf core, so qps measures the servers,
@@ -90,6 +90,9 @@ dns = "127.0.0.1:$mx_dns"
 admin = "127.0.0.1:$(port)"
 [acme]
 directory = "local"
+[dns]
+# One dnsperf client sends far above any real resolver's rate: no response rate limiting.
+rate_limit = 0
 [dnssec]
 nsec3 = $nsec3
 [[domain]]
@@ -288,7 +291,7 @@ kill -0 "$mx_pid" && kill -0 "$knot_pid" || die "a server died during the run"
 # cache hit: this pass shows the cost of a miss.
 kill -STOP "$knot_pid"
 kill "$mx_pid"; wait "$mx_pid" 2>/dev/null || true
-printf '[dns]\nresponse_cache = 0\n' >> "$work/mx/mxguard.toml"
+sed -i 's/^rate_limit = 0$/rate_limit = 0\nresponse_cache = 0/' "$work/mx/mxguard.toml"
 RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguard.log" &
 mx_pid=$!
 limit_cpu "$mx_pid" mxguard-nocache

@@ -126,14 +126,32 @@ pub(crate) struct DnsOptions {
     /// UDP responses each query task keeps for reuse while the zones are unchanged; 0: none.
     #[serde(default = "default_response_cache")]
     pub response_cache: usize,
+    /// UDP responses per second to one client network (IPv4 /24, IPv6 /56) before response
+    /// rate limiting starts; 0: no limit.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Over the limit, every `rate_limit_slip`-th response is sent truncated (the client asks
+    /// again over TCP), the others are dropped; 0: all dropped.
+    #[serde(default = "default_rate_limit_slip")]
+    pub rate_limit_slip: u32,
 }
 
 impl Default for DnsOptions {
     fn default() -> Self {
         DnsOptions {
             response_cache: default_response_cache(),
+            rate_limit: default_rate_limit(),
+            rate_limit_slip: default_rate_limit_slip(),
         }
     }
+}
+
+fn default_rate_limit() -> u32 {
+    200
+}
+
+fn default_rate_limit_slip() -> u32 {
+    2
 }
 
 fn default_response_cache() -> usize {

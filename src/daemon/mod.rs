@@ -374,7 +374,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }
             let server = Arc::new(
                 DnsServer::new(Arc::new(ArcSwap::from_pointee(crate::zone::Zones::new())))
-                    .with_response_cache(config.dns.response_cache),
+                    .with_response_cache(config.dns.response_cache)
+                    .with_rate_limit(config.dns.rate_limit, config.dns.rate_limit_slip),
             );
             let changes =
                 base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;

@@ -11,6 +11,7 @@ mod cache;
 mod handler;
 mod mmsg;
 pub mod notify;
+mod rrl;
 pub mod settings;
 mod udp;
 mod wire;
@@ -84,6 +85,8 @@ pub struct DnsServer {
     zones: Arc<ArcSwap<Zones>>,
     changed: Arc<tokio::sync::Notify>,
     response_cache: usize,
+    /// Response rate limit per client network and slip (see `rrl`).
+    rate_limit: (u32, u32),
 }
 
 impl DnsServer {
@@ -92,10 +95,18 @@ impl DnsServer {
             zones,
             changed: Arc::new(tokio::sync::Notify::new()),
             response_cache: DEFAULT_RESPONSE_CACHE,
+            rate_limit: (0, 0),
         }
     }
 
     /// Reusable UDP responses kept per query task (0: none); see `cache`.
+    /// UDP response rate limiting: `rate` responses per second per client network (0: off),
+    /// every `slip`-th limited response truncated.
+    pub fn with_rate_limit(mut self, rate: u32, slip: u32) -> Self {
+        self.rate_limit = (rate, slip);
+        self
+    }
+
     pub fn with_response_cache(mut self, entries: usize) -> Self {
         self.response_cache = entries;
         self
@@ -130,11 +141,16 @@ impl DnsServer {
             let s = Arc::new(s);
             for _ in 0..udp::tasks_per_socket() {
                 let (s, a, stop) = (s.clone(), authority.clone(), udp_stop.clone());
-                let cache = self.response_cache;
+                let (cache, (rate, slip)) = (self.response_cache, self.rate_limit);
                 udp_tasks.spawn(async move {
-                    stop.run_until_cancelled(udp::serve(s, a, cache))
-                        .await
-                        .unwrap_or(Ok(()))
+                    stop.run_until_cancelled(udp::serve(
+                        s,
+                        a,
+                        cache,
+                        rrl::RateLimiter::new(rate, slip),
+                    ))
+                    .await
+                    .unwrap_or(Ok(()))
                 });
             }
         }

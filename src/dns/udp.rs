@@ -15,6 +15,7 @@ use super::DnsError;
 use super::cache::ResponseCache;
 use super::handler::{Authority, UdpAnswer, answerable};
 use super::mmsg;
+use super::rrl::{RateLimiter, Verdict, truncate_in_place};
 use super::wire::RdataCache;
 
 /// Pause after a receive error other than "nothing to read".
@@ -35,6 +36,7 @@ pub(super) async fn serve(
     socket: Arc<UdpSocket>,
     authority: Authority,
     cache: usize,
+    mut limiter: RateLimiter,
 ) -> Result<(), DnsError> {
     let mut cache = ResponseCache::new(cache);
     let mut rdata = RdataCache::new();
@@ -72,6 +74,7 @@ pub(super) async fn serve(
         cache.follow(&zones);
         rdata.follow(&zones);
         let mut replies = 0;
+        let now = std::time::Instant::now();
         for (buf, &(len, src)) in bufs.iter().zip(&got).take(n) {
             let Some(src) = src.filter(|s| answerable(*s)) else {
                 debug!(src = ?src, "address can not be responded to");
@@ -87,6 +90,12 @@ pub(super) async fn serve(
                         cache.insert(packet, out);
                         true
                     }
+                };
+            let send = send
+                && match limiter.check(src.ip(), now) {
+                    Verdict::Send => true,
+                    Verdict::Slip => truncate_in_place(packet, out),
+                    Verdict::Drop => false,
                 };
             if send {
                 dests[replies] = src;

@@ -603,3 +603,49 @@ fn a_malformed_dns_cookie_gets_formerr() {
         );
     }
 }
+
+#[test]
+fn a_udp_flood_from_one_network_is_rate_limited_with_slip() {
+    use std::net::UdpSocket;
+    let p = project();
+    let d = p.start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let query = |id: u16| {
+        let mut m = hickory_proto::op::Message::query();
+        m.metadata.id = id;
+        m.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("_mta-sts.example.com.").unwrap(),
+            hickory_proto::rr::RecordType::TXT,
+        ));
+        m.to_vec().unwrap()
+    };
+    // 1,000 queries at once: far above the default 200 responses per second.
+    for id in 0..1000u16 {
+        sock.send_to(&query(id), ("127.0.0.1", d.dns)).unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            truncated += 1;
+        } else {
+            full += 1;
+        }
+    }
+    // At most the burst of each query task (one per core, 200 each) is answered in full
+    // (without limiting nearly all 1,000 are); some of the rest are truncated (slip), the
+    // others dropped (the kernel may drop some of the flood as well).
+    assert!((100..=450).contains(&full), "{full} full answers");
+    assert!(truncated >= 20, "{truncated} truncated answers (slip)");
+    assert!(full + truncated < 1000, "nothing dropped");
+    // TCP is not limited: the client that retries over it gets its answer.
+    let out = dig_full(d.dns, &["+tcp", "_mta-sts.example.com.", "TXT"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("v=STSv1"),
+        "{out}"
+    );
+}

@@ -361,7 +361,12 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         rt.block_on(async {
             let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
             let addr = server.local_addr().unwrap();
-            let task = tokio::spawn(super::super::udp::serve(server, authority().clone(), 16));
+            let task = tokio::spawn(super::super::udp::serve(
+                server,
+                authority().clone(),
+                16,
+                crate::dns::rrl::RateLimiter::new(0, 0),
+            ));
             let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 4096]];
             for (i, seed) in seeds().into_iter().enumerate() {
@@ -414,7 +419,12 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             let authority = Authority::new(zones.clone(), TransferPolicy::default());
             let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
             let addr = server.local_addr().unwrap();
-            let task = tokio::spawn(super::super::udp::serve(server, authority, 16));
+            let task = tokio::spawn(super::super::udp::serve(
+                server,
+                authority,
+                16,
+                crate::dns::rrl::RateLimiter::new(0, 0),
+            ));
             let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let ask = |id: u16| {
                 let mut q = Message::query();
