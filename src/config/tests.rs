@@ -122,3 +122,35 @@ fn restart_only_keys_keep_their_running_value_on_reload() {
     assert!(new.dnssec.nsec3);
     assert!(running.keep_restart_only(&mut running.clone()).is_empty());
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // PROPTEST_CASES=20000 for a longer run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn config_loader_never_panics_on_mutated_configs(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+            extra in "[\\[\\]a-z_.=\"0-9 \n]{0,80}",
+        ) {
+            let mut bytes = format!("{GOOD}{extra}").into_bytes();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = parse(&text) {
+                // Every problem names the file.
+                prop_assert!(e.to_string().contains("mxguard.toml"), "{e}");
+            }
+        }
+    }
+}

@@ -694,4 +694,67 @@ www IN CNAME mx1
             "{e}"
         );
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const SAMPLE: &str = "$ORIGIN example.com.\n$TTL 3600\n@ IN SOA ns1 hostmaster ( 1 7200 3600 1209600 300 )\n@ IN NS ns1\n@ IN MX 10 mx1\nns1 IN A 192.0.2.1\nmx1 IN AAAA 2001:db8::1\nwww IN CNAME mx1\n_25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\ntxt IN TXT \"a\" \"b\"\n";
+
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("@".to_string()),
+                Just("IN".to_string()),
+                Just("$ORIGIN".to_string()),
+                Just("$TTL".to_string()),
+                Just("$INCLUDE".to_string()),
+                Just("(".to_string()),
+                Just(")".to_string()),
+                Just(";".to_string()),
+                Just("\"".to_string()),
+                Just("\\".to_string()),
+                Just("SOA".to_string()),
+                Just("CNAME".to_string()),
+                Just("TLSA".to_string()),
+                Just("*".to_string()),
+                Just("example.com.".to_string()),
+                "[a-z0-9.\\-*_]{0,12}",
+                "[0-9]{1,11}",
+                any::<char>().prop_map(|c| c.to_string()),
+            ]
+        }
+
+        proptest! {
+            // PROPTEST_CASES=20000 for a longer run.
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn zone_parser_never_panics_on_token_soup(
+                lines in proptest::collection::vec(proptest::collection::vec(token(), 0..8), 0..12)
+            ) {
+                let text: String = lines.iter().map(|l| l.join(" ") + "\n").collect();
+                let origin = Name::from_ascii("example.com.").unwrap();
+                let _ = ZoneData::parse(&text, Path::new("fuzz.zone"), &origin);
+            }
+
+            #[test]
+            fn zone_parser_never_panics_on_mutated_sample(
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = SAMPLE.as_bytes().to_vec();
+                for (at, b) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = b;
+                }
+                bytes.truncate(cut.index(bytes.len() + 1));
+                let text = String::from_utf8_lossy(&bytes);
+                let origin = Name::from_ascii("example.com.").unwrap();
+                let _ = ZoneData::parse(&text, Path::new("fuzz.zone"), &origin);
+            }
+        }
+    }
 }
