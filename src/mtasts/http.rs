@@ -278,7 +278,9 @@ pub(crate) async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(err = %e, "accept failed");
+                    if let Some(suppressed) = crate::logfield::throttle("https accept failed") {
+                        tracing::warn!(err = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -649,3 +649,19 @@ fn a_udp_flood_from_one_network_is_rate_limited_with_slip() {
         "{out}"
     );
 }
+
+#[test]
+fn a_flood_of_refused_transfers_logs_one_warning_per_interval() {
+    let p = project();
+    let d = p.start();
+    for _ in 0..30 {
+        let out = dig_full(d.dns, &["+tcp", "+tries=1", "example.com.", "AXFR"]);
+        assert!(
+            out.contains("Transfer failed") || out.contains("REFUSED"),
+            "{out}"
+        );
+    }
+    let log = d.log_text();
+    let lines = log.matches("zone transfer refused").count();
+    assert!((1..=2).contains(&lines), "{lines} warnings for 30 refusals");
+}

@@ -95,7 +95,9 @@ impl Authority {
             .iter()
             .find(|k| k.signer_name() == &tsig.name && k.algorithm() == &tsig.data.algorithm)
         else {
-            warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), "tsig key unknown");
+            if let Some(suppressed) = crate::logfield::throttle("tsig key unknown") {
+                warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), suppressed, "tsig key unknown");
+            }
             return Tsig::Rejected(ResponseTsig::BadKey {
                 key_name: Box::new(tsig.name.clone()),
                 algorithm: tsig.data.algorithm.clone(),
@@ -105,7 +107,9 @@ impl Authority {
         };
         match signer.verify_message_byte(request.as_slice(), None, true) {
             Err(e) => {
-                warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), err = %e, "tsig signature invalid");
+                if let Some(suppressed) = crate::logfield::throttle("tsig signature invalid") {
+                    warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), err = %e, suppressed, "tsig signature invalid");
+                }
                 Tsig::Rejected(ResponseTsig::Context(TSigResponseContext::bad_signature(
                     id,
                     now,
@@ -113,7 +117,9 @@ impl Authority {
                 )))
             }
             Ok((_, _, range)) if !range.contains(&now) => {
-                warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), "tsig time outside fudge");
+                if let Some(suppressed) = crate::logfield::throttle("tsig time outside fudge") {
+                    warn!(src = %request.src(), key = %crate::logfield::untrusted(&tsig.name), suppressed, "tsig time outside fudge");
+                }
                 Tsig::Rejected(ResponseTsig::Context(TSigResponseContext::new(
                     id,
                     now,

@@ -66,7 +66,9 @@ impl Authority {
                 _ => self.policy.by_ip.contains(&request.src().ip()),
             };
             if !allowed {
-                warn!(src = %request.src(), zone = %crate::logfield::untrusted(qname), "zone transfer refused");
+                if let Some(suppressed) = crate::logfield::throttle("zone transfer refused") {
+                    warn!(src = %request.src(), zone = %crate::logfield::untrusted(qname), suppressed, "zone transfer refused");
+                }
                 return error(ResponseCode::Refused, None);
             }
             let Some(zone) = zones.get(qname) else {

@@ -288,7 +288,9 @@ async fn serve_inner(
             Ok(a) => a,
             Err(e) => {
                 // Usually out of file descriptors: give sessions a moment to end.
-                tracing::warn!(err = %e, "smtp accept failed");
+                if let Some(suppressed) = crate::logfield::throttle("smtp accept failed") {
+                    tracing::warn!(err = %e, suppressed, "smtp accept failed");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -296,7 +298,9 @@ async fn serve_inner(
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, max = settings.max_connections, "smtp connection refused: too many sessions");
+            if let Some(suppressed) = crate::logfield::throttle("smtp connection refused") {
+                tracing::warn!(%peer, max = settings.max_connections, suppressed, "smtp connection refused: too many sessions");
+            }
             // Best effort, never blocks the accept loop.
             let _ = stream.try_write(b"421 4.3.2 too many connections, try again later\r\n");
             continue;
@@ -351,9 +355,12 @@ where
     let Some(acceptor) = &ctx.tls else {
         return Ok(());
     };
-    if conn.pos < conn.buf.len() {
+    if conn.pos < conn.buf.len()
+        && let Some(suppressed) = crate::logfield::throttle("input pipelined after STARTTLS")
+    {
         tracing::warn!(
             bytes = conn.buf.len() - conn.pos,
+            suppressed,
             "discarding input pipelined after STARTTLS"
         );
     }
