@@ -665,3 +665,39 @@ fn a_flood_of_refused_transfers_logs_one_warning_per_interval() {
     let lines = log.matches("zone transfer refused").count();
     assert!((1..=2).contains(&lines), "{lines} warnings for 30 refusals");
 }
+
+#[test]
+fn a_client_cookie_gets_a_server_cookie_back() {
+    let p = project();
+    let d = p.start();
+    let cookie_of = |tcp: bool| {
+        let mut cmd = Command::new(dig());
+        cmd.args(["@127.0.0.1", "-p", &d.dns.to_string(), "+norec"]);
+        cmd.arg("+cookie=0102030405060708");
+        cmd.arg(if tcp { "+tcp" } else { "+notcp" });
+        cmd.args(["example.com.", "SOA"]);
+        let out = run(&mut cmd).1;
+        let line = out
+            .lines()
+            .find(|l| l.contains("; COOKIE: "))
+            .unwrap_or_else(|| panic!("no cookie in {out}"))
+            .to_string();
+        let hex = line
+            .split("; COOKIE: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(out.contains("status: NOERROR"), "{out}");
+        hex
+    };
+    let udp = cookie_of(false);
+    // The client cookie echoed, then a 16-byte server cookie.
+    assert!(udp.starts_with("0102030405060708"), "{udp}");
+    assert_eq!(udp.len(), 48, "{udp}");
+    // Stable for the same client and address, over UDP and TCP alike.
+    assert_eq!(cookie_of(false), udp);
+    assert_eq!(cookie_of(true), udp);
+}

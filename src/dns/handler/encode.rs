@@ -92,8 +92,49 @@ pub(crate) fn response_edns(request: &Request) -> Option<Edns> {
         r.set_max_payload(UDP_PAYLOAD_MAX);
         r.set_dnssec_ok(e.flags().dnssec_ok);
         r.set_version(0);
+        if let Some(client) = client_cookie(request) {
+            let mut cookie = client.to_vec();
+            cookie.extend(server_cookie(client, request.src().ip()));
+            r.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    10, cookie,
+                ));
+        }
         r
     })
+}
+
+/// The client cookie of a well-formed COOKIE option (RFC 7873), if the request has one.
+pub(crate) fn client_cookie(request: &Request) -> Option<&[u8]> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match request.edns.as_ref()?.option(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) if data.len() == 8 || (16..=40).contains(&data.len()) => {
+            Some(&data[..8])
+        }
+        _ => None,
+    }
+}
+
+/// This server's cookie for a client cookie and address (RFC 7873 4.2): an HMAC over both
+/// with a secret of this process, 16 bytes. A client that sends it back proves it received
+/// our answer at that address; the same client gets the same cookie while the daemon runs.
+fn server_cookie(client: &[u8], ip: std::net::IpAddr) -> [u8; 16] {
+    static SECRET: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+    let key = SECRET.get_or_init(|| {
+        let rng = ring::rand::SystemRandom::new();
+        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"mxguard"))
+    });
+    let mut ctx = ring::hmac::Context::with_key(key);
+    ctx.update(client);
+    match ip {
+        std::net::IpAddr::V4(a) => ctx.update(&a.octets()),
+        std::net::IpAddr::V6(a) => ctx.update(&a.octets()),
+    }
+    let tag = ctx.sign();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&tag.as_ref()[..16]);
+    out
 }
 
 /// Encodes response sections without TSIG (for size checks and as TSIG input) into `buf`
@@ -228,7 +269,8 @@ pub(crate) fn encode_udp(
     out: &mut Vec<u8>,
     rdata: Option<&mut wire::RdataCache>,
 ) -> Result<(), ProtoError> {
-    if m.tsig.is_none() && request.queries.len() == 1 {
+    // The direct writer's OPT carries no options: a cookie goes the general way.
+    if m.tsig.is_none() && request.queries.len() == 1 && client_cookie(request).is_none() {
         return write_udp(request, m, out, rdata);
     }
     let edns = response_edns(request);
