@@ -4,14 +4,14 @@
 //!
 //! Owns: `certs/<name>/` and the ACME account in the state directory, the certificates the
 //! HTTPS and SMTP listeners present. Must not touch: DNS records except through the
-//! [`crate::publish::RecordSink`] (dns-01 through the daemon's responder, CAA), and must not
+//! `crate::publish::RecordSink` (dns-01 through the daemon's responder, CAA), and must not
 //! decide when an MX key changes (the rollover state machine in [`crate::dane`] does).
 //!
-//! - [`client`] (re-exported here): ACME orders with our own key and CSR, challenges through a
-//!   [`Responder`].
-//! - [`renewal`]: when to renew and retry (pure).
-//! - [`manager`]: the certificate manager task; it also drives the DANE rollover executor.
-//! - [`tls`]: the swappable certificate resolver, rustls configs and the local CA.
+//! - `client` (re-exported here): ACME orders with our own key and CSR, challenges through a
+//!   `Responder`.
+//! - `renewal`: when to renew and retry (pure).
+//! - `manager`: the certificate manager task; it also drives the DANE rollover executor.
+//! - `tls`: the swappable certificate resolver, rustls configs and the local CA.
 
 pub(crate) mod client;
 pub(crate) mod manager;

@@ -1,5 +1,5 @@
 //! The configuration file: what the user typed (`Raw*`, strict serde with
-//! `deny_unknown_fields`), validated without I/O into a [`Config`], then resolved (policy files
+//! `deny_unknown_fields`), validated without I/O into a `Config`, then resolved (policy files
 //! read and checked) into per-domain policies.
 //!
 //! Every problem names the config file, the dotted key (`domain[1].mx[0]`) and, for syntax

@@ -3,13 +3,13 @@
 //! which key an MX presents.
 //!
 //! Owns: `rollover/` and `mx-keys/` in the state directory. Must not touch the zone except
-//! through the [`crate::publish::RecordSink`], and must not order certificates itself (the
-//! executor asks the certificate manager in [`crate::acme::manager`]).
+//! through the `crate::publish::RecordSink`, and must not order certificates itself (the
+//! executor asks the certificate manager in `crate::acme::manager`).
 //!
-//! - [`machine`]: the rollover state machine (pure): the one place that decides *when*.
-//! - [`executor`]: runs the machine per MX, persisting each state before acting on it; also the
+//! - `machine`: the rollover state machine (pure): the one place that decides *when*.
+//! - `executor`: runs the machine per MX, persisting each state before acting on it; also the
 //!   external-certificate mode.
-//! - [`tlsa`]: TLSA record data (pure). [`probe`]: which key a live MX presents.
+//! - `tlsa`: TLSA record data (pure). [`probe`]: which key a live MX presents.
 
 pub(crate) mod executor;
 pub(crate) mod machine;

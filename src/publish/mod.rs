@@ -1,10 +1,10 @@
 //! The record sink: the one narrow way into the DNS for everything that produces records
 //! (MTA-STS policy id, TLS-RPT record, DANE TLSA rollover, ACME dns-01, CAA).
 //!
-//! Owns the [`RecordSink`] trait, the change types that cross it ([`RrsetKey`], [`Rrset`],
-//! [`Change`]) and the record constructors every producer uses ([`records`]). Producers say
+//! Owns the `RecordSink` trait, the change types that cross it (`RrsetKey`, `Rrset`,
+//! `Change`) and the record constructors every producer uses (`records`). Producers say
 //! *which* RRset an owner should have; a sink decides how it gets there and reports the serial
-//! and whether every authoritative server serves it. Implementations: [`signed`], mxguard's
+//! and whether every authoritative server serves it. Implementations: `signed`, mxguard's
 //! own signed zones served as a hidden primary.
 //!
 //! Must not decide *when* records change (the daemon, the rollover state machine and the

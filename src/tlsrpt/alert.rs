@@ -1,7 +1,7 @@
 //! TLS-RPT alerting: the settings, the decision whether to alert, and the webhook payload.
 //!
-//! Owns: [`AlertSettings`] (strict serde config), [`decide`] (a pure transition function over
-//! [`AlertState`]) and [`WebhookUrl`] parsing. Must not touch the network, storage or the
+//! Owns: `AlertSettings` (strict serde config), `decide` (a pure transition function over
+//! `AlertState`) and `WebhookUrl` parsing. Must not touch the network, storage or the
 //! clock: the effectful sender is `crate::tlsrpt::alerter`.
 //!
 //! A domain alerts when, within the window, at least `min_failures` sessions failed **and**

@@ -5,13 +5,13 @@
 //! `crate::tlsrpt::alert::decide`; counts come from `crate::tlsrpt::store`. Must not touch HTTP
 //! serving, config files or the report tables.
 //!
-//! One task ([`Alerter::run`]) is the only writer of alert state: the intake calls
-//! [`Alerter::notify`] with the domains of each new report (never blocking), the task drains
+//! One task (`Alerter::run`) is the only writer of alert state: the intake calls
+//! `Alerter::notify` with the domains of each new report (never blocking), the task drains
 //! the pending set, and also re-checks firing domains periodically so an alert resolves when
 //! old failures leave the window even without new reports. A state change is kept only after
 //! the webhook accepted it (2xx), so a failed delivery is retried at the next evaluation.
 //!
-//! Passes are at least [`MIN_EVAL_INTERVAL`] apart: under steady intake the domains notified
+//! Passes are at least `MIN_EVAL_INTERVAL` apart: under steady intake the domains notified
 //! in between are evaluated together in the next pass (each at most once per interval)
 //! instead of once per report; a notification is never dropped, only delayed by at most the
 //! interval.

@@ -1,8 +1,8 @@
 //! Finding the TLS-RPT report inside a mail message (RFC 8460 section 5.3, `rua=mailto:`).
 //!
-//! Owns: [`find_report`], which takes raw RFC 5322 message bytes and returns the report
+//! Owns: `find_report`, which takes raw RFC 5322 message bytes and returns the report
 //! attachment, transfer-decoded (base64 / quoted-printable), plus the media type to hand to
-//! `Intake::ingest`; and [`report_address_behind_mx`], the config check that warns when report
+//! `Intake::ingest`; and `report_address_behind_mx`, the config check that warns when report
 //! mail would travel through the very MX hosts the reports are about.
 //!
 //! Must not touch: sockets, files, the clock, tokio, the report model. Gunzip and JSON parsing
@@ -17,9 +17,9 @@
 //! 3. any other non-multipart part whose file name ends in `.json.gz`, `.json` or `.gz`
 //!    (for example `application/octet-stream` from senders that do not label reports).
 //!
-//! Refusals: [`MailReportError::Malformed`] when the MIME structure cannot be trusted (no
+//! Refusals: `MailReportError::Malformed` when the MIME structure cannot be trusted (no
 //! header section, a multipart without a boundary or whose boundary never occurs, a report
-//! part whose base64 does not decode); [`MailReportError::NoReport`] listing the media types
+//! part whose base64 does not decode); `MailReportError::NoReport` listing the media types
 //! that were found instead. Arbitrary bytes never panic (property-tested).
 
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};

@@ -1,9 +1,9 @@
 //! The optional SMTP listener for TLS-RPT reports sent by mail (RFC 8460 `rua=mailto:`).
 //!
 //! Owns: [`SmtpSettings`] (a `[tlsrpt.smtp]`-style config section and its validation), the
-//! command parser ([`parse_command`], pure), and [`serve`]: an RFC 5321 receiver that accepts
+//! command parser (`parse_command`, pure), and [`serve`]: an RFC 5321 receiver that accepts
 //! mail only for the configured report addresses, takes the report out of each message with
-//! [`crate::tlsrpt::mailreport::find_report`] and hands it to [`Intake::ingest`].
+//! `crate::tlsrpt::mailreport::find_report` and hands it to [`Intake::ingest`].
 //!
 //! Must not touch: config files, the CLI, the report store's SQL (through [`Intake`] only),
 //! certificates (the caller passes a ready `rustls::ServerConfig`).
