@@ -13,6 +13,7 @@ mod mmsg;
 pub mod notify;
 mod rrl;
 pub mod settings;
+mod tcp;
 mod udp;
 mod wire;
 
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,10 +33,6 @@ pub use settings::{Secondary, SecondarySettings};
 
 use crate::zone::Zones;
 
-/// How long an idle TCP connection is kept open.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses buffered per TCP connection (a multi-message AXFR uses several).
-const TCP_RESPONSE_BUFFER: usize = 64;
 /// Reusable UDP responses kept per query task unless configured otherwise.
 pub const DEFAULT_RESPONSE_CACHE: usize = 2048;
 /// How long shutdown waits for in-flight work.
@@ -133,7 +129,8 @@ impl DnsServer {
     ) -> Result<(), DnsError> {
         let policy = TransferPolicy::new(&secondaries);
         let authority = Authority::new(self.zones.clone(), policy);
-        // UDP: our own query loops (see `udp`); TCP (queries, AXFR/IXFR): hickory's Server.
+        // UDP: our own query loops (see `udp`); TCP (queries, AXFR/IXFR): our accept loop with
+        // connection caps (see `tcp`), answering through the same Authority.
         let udp_stop = CancellationToken::new();
         let mut udp_tasks = JoinSet::new();
         for s in sockets.udp {
@@ -154,11 +151,16 @@ impl DnsServer {
                 });
             }
         }
-        let has_tcp = !sockets.tcp.is_empty();
-        let mut server = Server::new(authority);
+        let tcp_stop = CancellationToken::new();
+        let mut tcp_tasks = JoinSet::new();
         for l in sockets.tcp {
             tracing::info!(addr = ?l.local_addr().ok(), "dns listening on tcp");
-            server.register_listener(l, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+            tcp_tasks.spawn(tcp::serve(
+                l,
+                authority.clone(),
+                tcp::TcpLimits::default(),
+                tcp_stop.clone(),
+            ));
         }
         let notifier = tokio::spawn(notify::run_notifier(
             self.zones.clone(),
@@ -166,20 +168,17 @@ impl DnsServer {
             secondaries,
             shutdown.clone(),
         ));
-        let server_token = server.shutdown_token().clone();
         // Done when every TCP and UDP task is; an error of any of them is the result.
         let all = async {
             let tcp = async {
-                if has_tcp {
-                    server
-                        .block_until_done()
-                        .await
-                        .map_err(|e| DnsError::Server {
-                            reason: e.to_string(),
-                        })
-                } else {
-                    Ok(())
+                while let Some(r) = tcp_tasks.join_next().await {
+                    if let Err(e) = r {
+                        return Err(DnsError::Server {
+                            reason: format!("dns tcp task: {e}"),
+                        });
+                    }
                 }
+                Ok(())
             };
             let udp = async {
                 let mut out = Ok(());
@@ -203,7 +202,7 @@ impl DnsServer {
         let result = tokio::select! {
             r = &mut all => r,
             _ = shutdown.cancelled() => {
-                server_token.cancel();
+                tcp_stop.cancel();
                 udp_stop.cancel();
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await {
                     Ok(r) => r,

@@ -701,3 +701,40 @@ fn a_client_cookie_gets_a_server_cookie_back() {
     assert_eq!(cookie_of(false), udp);
     assert_eq!(cookie_of(true), udp);
 }
+
+#[test]
+fn idle_dns_tcp_connections_from_one_address_are_capped() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let p = project();
+    let d = p.start();
+    // 32 idle connections are allowed from one address…
+    let held: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.dns)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // …the next is closed at once.
+    let mut extra = TcpStream::connect(("127.0.0.1", d.dns)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let started = std::time::Instant::now();
+    let n = extra.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "the 33rd connection got data");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not closed at once"
+    );
+    // A query from that address is not served either while the cap is reached; once the
+    // idle ones are gone, it is.
+    let out = dig_full(d.dns, &["+tcp", "+tries=1", "example.com.", "SOA"]);
+    assert!(
+        !out.contains("status: NOERROR"),
+        "served beyond the cap: {out}"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = dig_full(d.dns, &["+tcp", "example.com.", "SOA"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+}
