@@ -212,7 +212,7 @@ pub struct Intake {
 }
 
 /// Reports decoded (gunzip + parse) at the same time.
-pub const DECODE_SLOTS: usize = 4;
+pub const DECODE_SLOTS: usize = 2;
 /// How long a report waits for a decode slot.
 const DECODE_WAIT: Duration = Duration::from_secs(10);
 
