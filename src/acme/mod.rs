@@ -14,6 +14,7 @@
 //! - `tls`: the swappable certificate resolver, rustls configs and the local CA.
 
 pub(crate) mod client;
+pub(crate) mod deploy;
 pub(crate) mod manager;
 pub(crate) mod renewal;
 pub(crate) mod tls;

@@ -190,7 +190,7 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
             );
         }
         let owner = match &m.owner {
-            Some(o) => match crate::acme::manager::resolve_owner(o) {
+            Some(o) => match crate::acme::deploy::resolve_owner(o) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     problem(format!("mx[{i}].owner"), e.to_string());
