@@ -19,6 +19,7 @@
 pub mod acme;
 pub mod cli;
 pub mod config;
+mod conn_limit;
 pub mod daemon;
 pub mod dane;
 pub mod dns;

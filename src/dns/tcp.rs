@@ -3,9 +3,8 @@
 //! [`Authority`] as hickory's `RequestHandler` (queries and zone transfers). A flood of idle
 //! connections can neither take every descriptor of the process nor every slot.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Record;
@@ -22,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::Authority;
+use crate::conn_limit::{PerSource, SourceSlot};
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
@@ -40,41 +40,6 @@ impl Default for TcpLimits {
             max_connections: 256,
             max_per_source: 32,
             idle: Duration::from_secs(10),
-        }
-    }
-}
-
-type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One connection's slot in the per-address count; freed on drop.
-struct SourceSlot {
-    map: PerSource,
-    ip: IpAddr,
-}
-
-impl SourceSlot {
-    fn take(map: &PerSource, ip: IpAddr, max: usize) -> Option<SourceSlot> {
-        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            map: map.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
         }
     }
 }
@@ -212,16 +177,6 @@ impl ResponseHandler for Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn per_source_slots_are_capped_and_freed() {
-        let map: PerSource = Arc::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let a = SourceSlot::take(&map, ip, 1).unwrap();
-        assert!(SourceSlot::take(&map, ip, 1).is_none());
-        drop(a);
-        assert!(SourceSlot::take(&map, ip, 1).is_some());
-    }
 
     #[test]
     fn undecodable_requests_get_formerr_with_their_id() {

@@ -266,7 +266,7 @@ pub(crate) async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let per_source: crate::conn_limit::PerSource = Arc::default();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -286,7 +286,8 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Some(source_slot) = SourceSlot::take(&per_source, peer.ip(), limits.max_per_source)
+        let Some(source_slot) =
+            crate::conn_limit::SourceSlot::take(&per_source, peer.ip(), limits.max_per_source)
         else {
             tracing::debug!(%peer, max = limits.max_per_source, "connection refused: too many from this address");
             continue;
@@ -373,43 +374,6 @@ where
         },
         why = activity.watch(limits.first_request_timeout, limits.idle_timeout) => {
             tracing::debug!(%peer, why, "connection closed");
-        }
-    }
-}
-
-/// One connection's slot in the per-address count; freed on drop.
-struct SourceSlot {
-    map: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    fn take(
-        map: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-        ip: std::net::IpAddr,
-        max: usize,
-    ) -> Option<SourceSlot> {
-        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            map: map.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
         }
     }
 }
@@ -542,19 +506,6 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ActivityIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_address_gets_at_most_its_share_of_connections() {
-        let map = Arc::default();
-        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
-        let a = SourceSlot::take(&map, ip, 2).unwrap();
-        let _b = SourceSlot::take(&map, ip, 2).unwrap();
-        assert!(SourceSlot::take(&map, ip, 2).is_none());
-        assert!(SourceSlot::take(&map, other, 2).is_some());
-        drop(a);
-        assert!(SourceSlot::take(&map, ip, 2).is_some());
-    }
 
     #[tokio::test(start_paused = true)]
     async fn connections_without_a_request_or_any_traffic_are_closed() {

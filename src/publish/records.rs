@@ -90,8 +90,10 @@ pub(crate) fn tlsa_owner(host: &str, port: u16) -> Result<Name, BadName> {
     fqdn(&format!("_{port}._tcp.{host}"))
 }
 
-/// `3 1 1` records (SHA-256 of the SPKI of each key) at `_<port>._tcp.<host>`; none: withdrawn.
-pub(crate) fn dane_ee(
+/// `<usage> 1 1` records (SHA-256 of each SPKI) at `_<port>._tcp.<host>`; none: withdrawn.
+fn tlsa_spki_sha256(
+    usage: CertUsage,
+    source: Source,
     host: &str,
     port: u16,
     digests: &[Vec<u8>],
@@ -102,7 +104,7 @@ pub(crate) fn dane_ee(
         .iter()
         .map(|d| {
             RData::TLSA(TLSA::new(
-                CertUsage::DaneEe,
+                usage,
                 Selector::Spki,
                 Matching::Sha256,
                 d.clone(),
@@ -112,11 +114,30 @@ pub(crate) fn dane_ee(
     Ok(change(
         tlsa_owner(host, port)?,
         RecordType::TLSA,
-        Source::DaneEe,
+        source,
         ttl,
         data,
         what,
     ))
+}
+
+/// `3 1 1` records (SHA-256 of the SPKI of each key) at `_<port>._tcp.<host>`; none: withdrawn.
+pub(crate) fn dane_ee(
+    host: &str,
+    port: u16,
+    digests: &[Vec<u8>],
+    ttl: u32,
+    what: String,
+) -> Result<Change, BadName> {
+    tlsa_spki_sha256(
+        CertUsage::DaneEe,
+        Source::DaneEe,
+        host,
+        port,
+        digests,
+        ttl,
+        what,
+    )
 }
 
 /// `2 1 1` records (SHA-256 of issuer SPKIs) at `_<port>._tcp.<host>`; none: withdrawn.
@@ -127,25 +148,15 @@ pub(crate) fn dane_ta(
     ttl: u32,
     what: String,
 ) -> Result<Change, BadName> {
-    let data = digests
-        .iter()
-        .map(|d| {
-            RData::TLSA(TLSA::new(
-                CertUsage::DaneTa,
-                Selector::Spki,
-                Matching::Sha256,
-                d.clone(),
-            ))
-        })
-        .collect();
-    Ok(change(
-        tlsa_owner(host, port)?,
-        RecordType::TLSA,
+    tlsa_spki_sha256(
+        CertUsage::DaneTa,
         Source::DaneTa,
+        host,
+        port,
+        digests,
         ttl,
-        data,
         what,
-    ))
+    )
 }
 
 /// `_acme-challenge.<host>` TXT with every pending dns-01 value; none: withdrawn.
