@@ -191,6 +191,7 @@ pub(crate) fn load_or_create_key(
 }
 
 use super::deploy::{deploy, deployment_fingerprint, needs_deploy};
+use super::report::rfc3339;
 pub(crate) use crate::x509::{parse_chain, spki_of_cert, validity};
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -221,94 +222,6 @@ pub(crate) fn write_state(state: &StateDir, name: &str, s: &CertState) -> Result
     })?;
     store::write_atomic(&path, &json, store::PUBLIC_MODE)?;
     Ok(())
-}
-
-/// A summary of one certificate, for `mxguard certs` and `status`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct CertReport {
-    pub name: String,
-    pub sans: Vec<String>,
-    pub challenge: &'static str,
-    pub key: String,
-    pub issuer: Option<String>,
-    pub not_after: Option<String>,
-    pub next_renewal: Option<String>,
-    /// Consecutive failed attempts since the last success (`next_renewal` is then the retry).
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub deploy_error: Option<String>,
-    pub near_expiry: bool,
-}
-
-fn rfc3339(t: u64) -> String {
-    time::OffsetDateTime::from(from_unix(t))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
-/// Reads the stored state of every certificate in `specs` (no lock needed).
-pub(crate) fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> Vec<CertReport> {
-    specs
-        .iter()
-        .map(|spec| {
-            if let Role::ExternalMx { file, .. } = &spec.role {
-                let leaf = std::fs::read_to_string(file)
-                    .ok()
-                    .and_then(|pem| parse_chain(&pem).into_iter().next());
-                let key = leaf
-                    .as_ref()
-                    .and_then(|c| spki_of_cert(c))
-                    .map(|spki| format!("SPKI sha256 {}", sha256_hex(&spki)))
-                    .unwrap_or_else(|| format!("unreadable ({})", file.display()));
-                let validity = leaf.as_ref().and_then(|c| validity(c));
-                return CertReport {
-                    name: spec.name.clone(),
-                    sans: spec.sans.clone(),
-                    challenge: "external",
-                    key,
-                    issuer: Some(format!("external: {}", file.display())),
-                    not_after: validity.map(|(_, na)| rfc3339(unix(na))),
-                    next_renewal: None,
-                    last_error: None,
-                    attempts: 0,
-                    deploy_error: None,
-                    near_expiry: validity.is_some_and(|(nb, na)| renewal::near_expiry(nb, na, now)),
-                };
-            }
-            let st: CertState =
-                std::fs::read(acme::cert_path(state_root, &spec.name, "state.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
-            let key = std::fs::read_to_string(acme::cert_path(state_root, &spec.name, "key.pem"))
-                .ok()
-                .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
-                .map(|k| {
-                    format!(
-                        "ECDSA P-256, SPKI sha256 {}",
-                        sha256_hex(&rcgen::PublicKeyData::subject_public_key_info(&k))
-                    )
-                })
-                .unwrap_or_else(|| "none yet".into());
-            let near = match (st.not_before, st.not_after) {
-                (Some(a), Some(b)) => renewal::near_expiry(from_unix(a), from_unix(b), now),
-                _ => false,
-            };
-            CertReport {
-                name: spec.name.clone(),
-                sans: spec.sans.clone(),
-                challenge: spec.challenge.as_str(),
-                key,
-                issuer: st.issuer.clone(),
-                not_after: st.not_after.map(rfc3339),
-                next_renewal: st.next_attempt.map(rfc3339),
-                attempts: st.attempts,
-                last_error: st.last_error.clone(),
-                deploy_error: st.deploy_error.clone(),
-                near_expiry: near,
-            }
-        })
-        .collect()
 }
 
 /// The stored chain of `spec` and its key, if the chain's leaf carries that key.
@@ -402,7 +315,7 @@ impl<R: Responder> Manager<R> {
         // costs nothing for the certificates that are not due.
         let mut schedule: HashMap<String, SystemTime> = HashMap::new();
         let mut specs = self.specs.load_full();
-        let mut requests = RotateRequests::default();
+        let mut requests = crate::dane::executor::RotateRequests::default();
         loop {
             let now = SystemTime::now();
             let current = self.specs.load_full();
@@ -839,39 +752,6 @@ impl<R: Responder> Issuer for Manager<R> {
     }
 }
 
-/// Notices `mxguard rotate` requests (`rollover/requests/<host>.rotate`) by that folder's
-/// modification time, so that the folder is listed only when something was added to it.
-#[derive(Default)]
-struct RotateRequests {
-    seen: Option<SystemTime>,
-}
-
-impl RotateRequests {
-    /// Hosts with a pending request, when the folder changed since the last call.
-    fn poll(&mut self, root: &std::path::Path) -> Vec<String> {
-        let dir = crate::dane::executor::requests_dir(root);
-        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
-            return Vec::new();
-        };
-        if self.seen == Some(modified) {
-            return Vec::new();
-        }
-        self.seen = Some(modified);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".rotate")
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-}
-
 /// The logged-in ACME client, logging in (or registering) on first use.
 async fn acme_login(
     state: &StateDir,
@@ -913,138 +793,5 @@ async fn acme_register(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn https_spec() -> CertSpec {
-        CertSpec {
-            name: "mta-sts.example.com".into(),
-            sans: vec!["mta-sts.example.com".into()],
-            challenge: ChallengeKind::Http01,
-            role: Role::Https {
-                host: "mta-sts.example.com".into(),
-            },
-        }
-    }
-
-    fn mx_spec(dir: &Path) -> CertSpec {
-        CertSpec {
-            name: "mx1.example.com".into(),
-            sans: vec!["mx1.example.com".into()],
-            challenge: ChallengeKind::Http01,
-            role: Role::Mx(MxRole {
-                deploy: Deploy {
-                    cert_file: dir.join("mx1.crt"),
-                    key_file: dir.join("mx1.key"),
-                    owner: None,
-                    cert_mode: 0o644,
-                    key_mode: 0o600,
-                    reload: vec![],
-                    reload_timeout: Duration::from_secs(5),
-                },
-                verify: None,
-                rollover: false,
-            }),
-        }
-    }
-
-    const STAGING: &str = "acme:https://acme-staging-v02.api.letsencrypt.org/directory";
-    const PRODUCTION: &str = "acme:https://acme-v02.api.letsencrypt.org/directory";
-
-    #[test]
-    fn switching_ca_orders_at_once_instead_of_waiting_for_the_old_renewal_time() {
-        let in_60_days = unix(SystemTime::now()) + 60 * 86_400;
-        let st = CertState {
-            issuer: Some(STAGING.into()),
-            next_attempt: Some(in_60_days),
-            ..CertState::default()
-        };
-        let spec = https_spec();
-        assert_eq!(due(&spec, &st, PRODUCTION, true, None), UNIX_EPOCH);
-        // Same issuer: the renewal time stands.
-        assert_eq!(due(&spec, &st, STAGING, true, None), from_unix(in_60_days));
-        // A retry after a failure with the new issuer is honoured...
-        let failed = CertState {
-            attempts: 2,
-            failed_issuer: Some(PRODUCTION.into()),
-            next_attempt: Some(in_60_days),
-            ..st.clone()
-        };
-        assert_eq!(
-            due(&spec, &failed, PRODUCTION, true, None),
-            from_unix(in_60_days)
-        );
-        // ...but not one scheduled for another issuer (the user switched CA to fix it).
-        let failed_elsewhere = CertState {
-            failed_issuer: Some(STAGING.into()),
-            ..failed
-        };
-        assert_eq!(
-            due(&spec, &failed_elsewhere, PRODUCTION, true, None),
-            UNIX_EPOCH
-        );
-    }
-
-    #[test]
-    fn lost_chain_is_ordered_at_once_instead_of_at_the_renewal_time() {
-        let st = CertState {
-            issuer: Some(PRODUCTION.into()),
-            next_attempt: Some(unix(SystemTime::now()) + 86_400),
-            ..CertState::default()
-        };
-        assert_eq!(due(&https_spec(), &st, PRODUCTION, false, None), UNIX_EPOCH);
-    }
-
-    #[test]
-    fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = mx_spec(dir.path());
-        let Role::Mx(mx) = &spec.role else {
-            unreachable!()
-        };
-        let d = &mx.deploy;
-        std::fs::write(&d.cert_file, "CHAIN").unwrap();
-        std::fs::write(&d.key_file, "KEY").unwrap();
-        let renewal = unix(SystemTime::now()) + 86_400;
-        let st = CertState {
-            issuer: Some(PRODUCTION.into()),
-            next_attempt: Some(renewal),
-            deployed: Some(deployment_fingerprint(d, "CHAIN")),
-            ..CertState::default()
-        };
-        assert_eq!(
-            due(&spec, &st, PRODUCTION, true, Some("CHAIN")),
-            from_unix(renewal)
-        );
-        // The config now names another file: deploy now.
-        let moved = Deploy {
-            cert_file: dir.path().join("new.crt"),
-            ..d.clone()
-        };
-        let moved_spec = CertSpec {
-            role: Role::Mx(MxRole {
-                deploy: moved,
-                ..mx.clone()
-            }),
-            ..spec.clone()
-        };
-        assert_eq!(
-            due(&moved_spec, &st, PRODUCTION, true, Some("CHAIN")),
-            UNIX_EPOCH
-        );
-        // The deployed file was deleted: deploy again.
-        std::fs::remove_file(&d.key_file).unwrap();
-        assert_eq!(due(&spec, &st, PRODUCTION, true, Some("CHAIN")), UNIX_EPOCH);
-        // A failed deployment waits for its retry time.
-        let retry = renewal - 3600;
-        let failed = CertState {
-            deploy_error: Some("reload failed".into()),
-            next_deploy: Some(retry),
-            ..st
-        };
-        assert_eq!(
-            due(&spec, &failed, PRODUCTION, true, Some("CHAIN")),
-            from_unix(retry)
-        );
-    }
-}
+#[path = "manager_tests.rs"]
+mod tests;

@@ -152,8 +152,7 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    for r in
-        crate::acme::manager::report(&config.state_dir, &config.cert_specs(), SystemTime::now())
+    for r in crate::acme::report::report(&config.state_dir, &config.cert_specs(), SystemTime::now())
     {
         println!(
             "certificate {}: {} until {}{}{}",
@@ -293,7 +292,7 @@ pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
 pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let reports =
-        crate::acme::manager::report(&config.state_dir, &config.cert_specs(), SystemTime::now());
+        crate::acme::report::report(&config.state_dir, &config.cert_specs(), SystemTime::now());
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(());

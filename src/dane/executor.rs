@@ -90,6 +90,39 @@ pub(crate) fn requests_dir(root: &Path) -> PathBuf {
     root.join("rollover").join("requests")
 }
 
+/// Notices `mxguard rotate` requests (`rollover/requests/<host>.rotate`) by that folder's
+/// modification time, so that the folder is listed only when something was added to it.
+#[derive(Default)]
+pub(crate) struct RotateRequests {
+    seen: Option<SystemTime>,
+}
+
+impl RotateRequests {
+    /// Hosts with a pending request, when the folder changed since the last call.
+    pub(crate) fn poll(&mut self, root: &std::path::Path) -> Vec<String> {
+        let dir = requests_dir(root);
+        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
+            return Vec::new();
+        };
+        if self.seen == Some(modified) {
+            return Vec::new();
+        }
+        self.seen = Some(modified);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rotate")
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+}
+
 pub(crate) fn request_path(root: &Path, host: &str) -> PathBuf {
     requests_dir(root).join(format!("{host}.rotate"))
 }
