@@ -12,6 +12,8 @@
 //! - `renewal`: when to renew and retry (pure).
 //! - `manager`: the certificate manager task; it also drives the DANE rollover executor.
 //! - `tls`: the swappable certificate resolver, rustls configs and the local CA.
+//! - `deploy`: chain and key written for the MTA, the reload command in its process group.
+//! - `report`: what `mxguard certs` and `status` show (read-only).
 
 pub(crate) mod client;
 pub(crate) mod deploy;
