@@ -80,6 +80,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the posture as a sender sees it: DNSSEC-validated MX, MTA-STS, TLSA, TLS-RPT,
+    /// CAA and DS records, the policy over HTTPS, STARTTLS on every MX. Exit 0 when everything
+    /// configured works, 1 when a check fails, 2 on usage errors.
+    Check(mxguard::cli::CheckOptions),
     /// Print the rendered MTA-STS policy and the DNS records announcing it.
     Policy {
         #[arg(short, long)]
@@ -110,6 +114,19 @@ fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()>
         .and_then(|rt| rt.block_on(fut))
 }
 
+/// Commands that print: a closed pipe (`| head`) ends the process quietly, as for any Unix
+/// tool, instead of a panic in `println!`. The daemon keeps ignoring SIGPIPE (sockets).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every rustls user (HTTPS listener, ACME client).
@@ -122,7 +139,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !matches!(cli.command, Command::Run { .. }) {
+        restore_sigpipe();
+    }
     let result = match cli.command {
+        Command::Check(opts) => {
+            let mut ok = true;
+            let r = block_on(async {
+                ok = mxguard::cli::check(&opts).await?;
+                Ok(())
+            });
+            match r {
+                Ok(()) if ok => return ExitCode::SUCCESS,
+                Ok(()) => return ExitCode::from(1),
+                Err(e) if e.downcast_ref::<mxguard::cli::UsageError>().is_some() => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+                Err(e) => Err(e),
+            }
+        }
         Command::Init(opts) => mxguard::cli::init(&opts).map(|paths| {
             for p in paths {
                 println!("wrote {}", p.display());

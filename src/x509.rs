@@ -28,6 +28,27 @@ pub fn spki_of_cert(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
+/// The DNS names of a certificate's subjectAltName extension and its issuer (RFC 4514 text).
+pub fn names_and_issuer(der: &[u8]) -> Option<(Vec<String>, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((names, cert.issuer().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +75,8 @@ mod tests {
         );
         let (nb, na) = validity(&chain[0]).unwrap();
         assert!(nb < na);
+        let (names, issuer) = names_and_issuer(&chain[0]).unwrap();
+        assert_eq!(names, ["a.example"]);
+        assert!(!issuer.is_empty());
     }
 }

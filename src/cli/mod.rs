@@ -6,11 +6,14 @@
 //! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`.
 //! - [`reports`]: `reports` (summary, show, import).
 //! - [`init`](mod@init): `init`.
+//! - [`check`](mod@check): `check`.
 
+pub mod check;
 pub mod init;
 pub mod reports;
 pub mod show;
 
+pub use check::{CheckOptions, UsageError, check};
 pub use init::{InitOptions, init};
 pub use reports::{import_reports, parse_since, print_report, print_reports};
 pub use show::{check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status};

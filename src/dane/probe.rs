@@ -118,12 +118,32 @@ pub async fn presented_key(
     host: &str,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
-    tokio::time::timeout(timeout, presented_key_inner(addr, host))
+    let chain = presented_chain(addr, host, timeout).await?;
+    let tls_err = |reason: String| ProbeError::Tls { addr, reason };
+    let leaf = chain
+        .first()
+        .ok_or_else(|| tls_err("no certificate presented".into()))?;
+    let spki =
+        crate::x509::spki_of_cert(leaf).ok_or_else(|| tls_err("unparseable certificate".into()))?;
+    Ok(key_id(&spki))
+}
+
+/// Connects to the MX at `addr` (SNI `host`), performs STARTTLS and returns the certificate
+/// chain it presents, leaf first (not verified: the caller decides what to trust).
+pub async fn presented_chain(
+    addr: SocketAddr,
+    host: &str,
+    timeout: Duration,
+) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
+    tokio::time::timeout(timeout, presented_chain_inner(addr, host))
         .await
         .map_err(|_| ProbeError::Timeout { addr, timeout })?
 }
 
-async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, ProbeError> {
+async fn presented_chain_inner(
+    addr: SocketAddr,
+    host: &str,
+) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
     let io = |source: std::io::Error| ProbeError::Io { addr, source };
     let smtp = |what: String| ProbeError::Smtp { addr, what };
     let tls_err = |reason: String| ProbeError::Tls { addr, reason };
@@ -162,15 +182,16 @@ async fn presented_key_inner(addr: SocketAddr, host: &str) -> Result<String, Pro
         .connect(name, r.into_inner())
         .await
         .map_err(|e| tls_err(e.to_string()))?;
-    let leaf = tls
+    let chain = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| tls_err("no certificate presented".into()))?;
-    let spki =
-        crate::x509::spki_of_cert(leaf).ok_or_else(|| tls_err("unparseable certificate".into()))?;
-    Ok(key_id(&spki))
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if chain.is_empty() {
+        return Err(tls_err("no certificate presented".into()));
+    }
+    Ok(chain)
 }
 
 /// The key id (hex SHA-256 of the SPKI): the data of its `3 1 1` record.

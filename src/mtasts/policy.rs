@@ -290,8 +290,8 @@ pub(crate) fn policy_id(text: &str) -> String {
     data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
 }
 
-/// Errors of parsing a served policy text (the tests check what senders would read).
-#[cfg(test)]
+/// Errors of parsing a served policy text (what `mxguard check` and the tests read as a
+/// sender would).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ParseError {
     #[error("line {line}: {message}")]
@@ -302,7 +302,6 @@ pub(crate) enum ParseError {
 
 /// Parses policy text as a sender would (RFC 8461 §3.2): `key: value` lines separated by CRLF
 /// (LF tolerated), `version: STSv1` first.
-#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Result<Policy, ParseError> {
     let mut version = false;
     let mut mode = None;

@@ -3,6 +3,7 @@
 
 mod acme;
 mod architecture;
+mod check;
 mod config_errors;
 mod dns;
 mod harness;

@@ -2,137 +2,16 @@
 //! deployed files, a knotd secondary, a strict unbound validator, and an observer that checks
 //! at every sample that the key the MX presents is in the validated TLSA RRset.
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
 use crate::dns::{Knot, Unbound, dig, run};
-use crate::harness::{Daemon, DomainSpec, Project, free_port, mxguard, wait_for};
+use crate::harness::{Daemon, DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
 use crate::pebble::{Pebble, PebbleOptions};
-
-/// A stand-in MX: SMTP with STARTTLS, reading the certificate and key files on every
-/// connection (the strictest MTA: a deployed file is live at once).
-struct StandInMx {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl StandInMx {
-    fn start(cert: PathBuf, key: PathBuf, starttls_delay: Duration) -> StandInMx {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                while !stop2.load(Ordering::Relaxed) {
-                    let accepted =
-                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
-                    let Ok(Ok((stream, _))) = accepted else {
-                        continue;
-                    };
-                    let (cert, key) = (cert.clone(), key.clone());
-                    tokio::spawn(async move {
-                        let _ = serve_smtp(stream, &cert, &key, starttls_delay).await;
-                    });
-                }
-            });
-        });
-        StandInMx {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for StandInMx {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn serve_smtp(
-    stream: tokio::net::TcpStream,
-    cert: &Path,
-    key: &Path,
-    delay: Duration,
-) -> std::io::Result<()> {
-    let mut r = BufReader::new(stream);
-    r.get_mut()
-        .write_all(b"220 mx1.example.com ESMTP stand-in\r\n")
-        .await?;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let cmd = line.trim().to_ascii_uppercase();
-        if cmd.starts_with("EHLO") {
-            r.get_mut()
-                .write_all(b"250-mx1.example.com\r\n250 STARTTLS\r\n")
-                .await?;
-        } else if cmd == "STARTTLS" {
-            tokio::time::sleep(delay).await;
-            // Files as deployed right now.
-            let chain: Vec<_> = CertificateDer::pem_slice_iter(&fs::read(cert)?)
-                .collect::<Result<_, _>>()
-                .map_err(std::io::Error::other)?;
-            let key =
-                PrivateKeyDer::from_pem_slice(&fs::read(key)?).map_err(std::io::Error::other)?;
-            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(std::io::Error::other)?;
-            r.get_mut().write_all(b"220 go ahead\r\n").await?;
-            let mut tls = tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-                .accept(r.into_inner())
-                .await?;
-            let mut buf = [0u8; 512];
-            // Answer QUIT politely; otherwise just hold until the client leaves.
-            use tokio::io::AsyncReadExt;
-            while let Ok(n) = tls.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                tls.write_all(b"221 bye\r\n").await?;
-            }
-            return Ok(());
-        } else if cmd == "QUIT" {
-            r.get_mut().write_all(b"221 bye\r\n").await?;
-            return Ok(());
-        } else {
-            r.get_mut().write_all(b"250 ok\r\n").await?;
-        }
-    }
-}
 
 const MX: &str = "mx1.example.com";
 
