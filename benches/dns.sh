@@ -83,6 +83,9 @@ mx_dns=$(udp_tcp_port); knot_port=$(udp_tcp_port); secondary_port=$(port)
 mkdir -p "$work/mx/policies" "$work/mx/zones" "$work/mx/mta"
 cat > "$work/mx/mxguard.toml" <<TOML
 state_dir = "state"
+[check]
+interval = 0 # benchmarks measure serving, not the posture checks
+
 [listen]
 https = "127.0.0.1:$(port)"
 http = "127.0.0.1:$(port)"

@@ -328,6 +328,9 @@ mkdir -p "$work/mx/policies" "$work/mx/zones" "$work/mx/mta"
 mx_https=$(port); mx_dns=$(udp_tcp_port); ng_port=$(port); kn_port=$(udp_tcp_port)
 cat > "$work/mx/mxguard.toml" <<TOML
 state_dir = "state"
+[check]
+interval = 0 # benchmarks measure serving, not the posture checks
+
 [listen]
 https = "127.0.0.1:$mx_https"
 http = "127.0.0.1:$(port)"

@@ -19,6 +19,9 @@ mx_port=$(port); ng_port=$(port)
 mkdir -p "$work/policies" "$work/zones"
 cat > "$work/mxguard.toml" <<TOML
 state_dir = "state"
+[check]
+interval = 0 # benchmarks measure serving, not the posture checks
+
 [listen]
 https = "127.0.0.1:$mx_port"
 http = "127.0.0.1:$(port)"

@@ -269,6 +269,9 @@ cfg=$work/mx/mxguard.toml
 {
   cat <<TOML
 state_dir = "state"
+[check]
+interval = 0 # benchmarks measure serving, not the posture checks
+
 [listen]
 https = "127.0.0.1:$(port)"
 http = "127.0.0.1:$(port)"

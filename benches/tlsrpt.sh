@@ -44,6 +44,9 @@ https_port=$(port)
 mkdir -p "$work/policies" "$work/zones"
 cat > "$work/mxguard.toml" <<TOML
 state_dir = "state"
+[check]
+interval = 0 # benchmarks measure serving, not the posture checks
+
 [listen]
 https = "127.0.0.1:$https_port"
 http = "127.0.0.1:$(port)"

@@ -5,19 +5,23 @@
 //! Owns: the checks and their verdicts. Reads the DNS only through [`resolve::Resolver`] (one
 //! configured resolver or the system's), the network only towards the hosts of the domain
 //! checked. Must not touch the state directory, the zone, certificates or the rollover: it
-//! observes, it decides nothing.
+//! observes, it decides nothing (the daemon tells the monitor when something changed).
 //!
 //! - [`resolve`]: the validating resolver and the trust anchors.
 //! - [`pki`]: WebPKI roots, chain verification, the policy fetch.
 //! - [`tlsa`]: matching a chain against TLSA records (pure).
 //! - [`domain`]: the checks of a domain; [`mx`]: the checks of one MX host.
 //! - [`report`]: findings, verdicts, text and JSON (pure).
+//! - [`targets`]: what a configuration promises, as targets and resolver settings.
+//! - [`monitor`]: the daemon's periodic run, its transitions, metrics and alerts.
 
 pub mod domain;
+pub mod monitor;
 pub mod mx;
 pub mod pki;
 pub mod report;
 pub mod resolve;
+pub mod targets;
 pub mod tlsa;
 
 use std::collections::BTreeMap;

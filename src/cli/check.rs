@@ -3,9 +3,9 @@
 //! [`crate::check`], prints text or JSON.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::check::{CaaExpect, Expect, Options, Report, Target};
+use crate::check::{Expect, Options, Report, ResolverSettings, Target};
 use crate::config::Config;
 
 /// The arguments of `mxguard check`.
@@ -19,9 +19,11 @@ pub struct CheckOptions {
     #[arg(long = "domain")]
     pub domains: Vec<String>,
     /// Send every DNS query to this server (ADDR:PORT) instead of the system's resolvers.
+    /// With -c, default: `[check] resolver`.
     #[arg(long)]
     pub resolver: Option<std::net::SocketAddr>,
-    /// DS or DNSKEY lines that replace the root trust anchor.
+    /// DS or DNSKEY lines that replace the root trust anchor (with -c also `zone-keys`:
+    /// the keys mxguard signs its zones with). With -c, default: `[check] trust_anchor`.
     #[arg(long)]
     pub trust_anchor: Option<PathBuf>,
     /// The only root CA trusted for WebPKI (labs); default: the system's store.
@@ -50,13 +52,47 @@ pub async fn check(opts: &CheckOptions) -> anyhow::Result<bool> {
         .iter()
         .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    let targets = match &opts.config {
-        Some(path) => config_targets(path, &wanted, opts.https_port)?,
+    let (targets, run_opts) = match &opts.config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let targets = crate::check::targets::from_config(&config, &wanted, opts.https_port)
+                .map_err(UsageError)?;
+            // The flags override the config's [check] resolver settings.
+            let mut resolver = match (&opts.resolver, &opts.trust_anchor) {
+                (Some(_), Some(_)) => ResolverSettings::default(),
+                _ => {
+                    crate::check::targets::resolver_settings(&config).map_err(anyhow::Error::msg)?
+                }
+            };
+            if opts.resolver.is_some() {
+                resolver.server = opts.resolver;
+            }
+            if let Some(t) = &opts.trust_anchor {
+                if t.as_os_str() == crate::config::ZONE_KEYS {
+                    resolver.trust_anchor = None;
+                    resolver.trusted_keys = crate::check::targets::zone_key_anchors(&config)
+                        .map_err(anyhow::Error::msg)?;
+                } else {
+                    resolver.trust_anchor = Some(t.clone());
+                    resolver.trusted_keys.clear();
+                }
+            }
+            let run = Options {
+                resolver,
+                ca_file: opts
+                    .ca_file
+                    .clone()
+                    .or_else(|| crate::check::targets::ca_file(&config)),
+                smtp_port: opts.smtp_port,
+                ..Options::default()
+            };
+            (targets, run)
+        }
         None => {
             if wanted.is_empty() {
                 return Err(UsageError("give --domain (or -c CONFIG)".into()).into());
             }
-            wanted
+            let targets = wanted
                 .iter()
                 .map(|d| Target {
                     domain: d.clone(),
@@ -64,17 +100,19 @@ pub async fn check(opts: &CheckOptions) -> anyhow::Result<bool> {
                     endpoints: BTreeMap::new(),
                     https_port: opts.https_port.unwrap_or(443),
                 })
-                .collect()
+                .collect();
+            let run = Options {
+                resolver: ResolverSettings {
+                    server: opts.resolver,
+                    trust_anchor: opts.trust_anchor.clone(),
+                    trusted_keys: Vec::new(),
+                },
+                ca_file: opts.ca_file.clone(),
+                smtp_port: opts.smtp_port,
+                ..Options::default()
+            };
+            (targets, run)
         }
-    };
-    let run_opts = Options {
-        resolver: crate::check::ResolverSettings {
-            server: opts.resolver,
-            trust_anchor: opts.trust_anchor.clone(),
-        },
-        ca_file: opts.ca_file.clone(),
-        smtp_port: opts.smtp_port,
-        ..Options::default()
     };
     let report: Report = crate::check::run(targets, &run_opts).await?;
     let out = if opts.json {
@@ -86,61 +124,4 @@ pub async fn check(opts: &CheckOptions) -> anyhow::Result<bool> {
     };
     print!("{out}");
     Ok(report.ok)
-}
-
-/// One target per configured domain (or the wanted ones), with what the config promises.
-fn config_targets(
-    path: &Path,
-    wanted: &[String],
-    https_port: Option<u16>,
-) -> anyhow::Result<Vec<Target>> {
-    let config = Config::load(path)?;
-    for w in wanted {
-        if !config.domains.iter().any(|d| &d.name == w) {
-            return Err(UsageError(format!("{w} is not a domain of {}", path.display())).into());
-        }
-    }
-    let account = crate::acme::client::account_url(&config.state_dir);
-    let mut methods: Vec<String> = config
-        .cert_specs()
-        .iter()
-        .map(|s| s.challenge.as_str().to_string())
-        .collect();
-    methods.sort();
-    methods.dedup();
-    Ok(config
-        .domains
-        .iter()
-        .filter(|d| wanted.is_empty() || wanted.contains(&d.name))
-        .map(|d| {
-            let mx: Vec<_> = config
-                .mx
-                .iter()
-                .filter(|m| d.mx.contains(&m.host))
-                .collect();
-            Target {
-                domain: d.name.clone(),
-                expect: Expect {
-                    mta_sts: true,
-                    tls_rpt: !d.tls_rpt.is_empty(),
-                    dnssec: config.listen.dns.is_some(),
-                    dane: if config.listen.dns.is_some() {
-                        mx.iter().map(|m| m.host.clone()).collect()
-                    } else {
-                        Vec::new()
-                    },
-                    caa: config.acme.caa_issuer.clone().map(|issuer| CaaExpect {
-                        issuer,
-                        account: account.clone(),
-                        methods: methods.clone(),
-                    }),
-                },
-                endpoints: mx
-                    .iter()
-                    .filter_map(|m| m.verify.map(|a| (m.host.clone(), a)))
-                    .collect(),
-                https_port: https_port.unwrap_or(config.listen.https.port()),
-            }
-        })
-        .collect())
 }

@@ -166,6 +166,7 @@ pub(crate) struct Config {
     pub records: Records,
     pub tlsrpt: TlsRpt,
     pub rollover: Rollover,
+    pub check: CheckSettings,
 }
 
 impl Config {

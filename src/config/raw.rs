@@ -43,7 +43,47 @@ pub(crate) struct RawConfig {
     /// DANE key rollover timing.
     #[serde(default)]
     pub rollover: Rollover,
+    /// The daemon's own posture checks (`mxguard check`, continuously).
+    #[serde(default)]
+    pub check: CheckSettings,
 }
+
+/// `[check]`: how often and through what the daemon checks its domains as a sender would.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckSettings {
+    /// Between two runs; `0` turns the checks off.
+    #[serde(default = "default_check_interval", with = "crate::duration")]
+    pub interval: std::time::Duration,
+    /// Every query to this resolver (ADDR:PORT); default: the system's resolvers.
+    #[serde(default)]
+    pub resolver: Option<SocketAddr>,
+    /// DS or DNSKEY lines replacing the root trust anchor, or `"zone-keys"`: the keys
+    /// mxguard signs its zones with (labs, hidden setups without a registered DS).
+    #[serde(default)]
+    pub trust_anchor: Option<PathBuf>,
+    /// The only root CA trusted for WebPKI; default: the system's store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            interval: default_check_interval(),
+            resolver: None,
+            trust_anchor: None,
+            ca_file: None,
+        }
+    }
+}
+
+fn default_check_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(15 * 60)
+}
+
+/// The `[check] trust_anchor` value that names mxguard's own zone keys.
+pub(crate) const ZONE_KEYS: &str = "zone-keys";
 
 /// `[rollover]`: when MX keys roll (RFC 7671 §8.1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

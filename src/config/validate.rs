@@ -339,6 +339,57 @@ fn acme_account(
 }
 
 /// `[dnssec]`, `[[secondary]]`, `[dns]` and `[records]`.
+/// `[check]`: the files it names exist and parse.
+fn check(raw: &RawConfig, base: &Base, p: &mut Problems) {
+    let c = &raw.check;
+    if let Some(t) = c
+        .trust_anchor
+        .as_deref()
+        .filter(|t| t.as_os_str() != super::raw::ZONE_KEYS)
+    {
+        let f = base.resolve(t);
+        match std::fs::read_to_string(&f) {
+            Ok(text) => match crate::zone::anchors::parse_anchor_lines(&text) {
+                Ok(a) if a.is_empty() => p.push(
+                    "check.trust_anchor".into(),
+                    format!("{}: no DS or DNSKEY records", f.display()),
+                ),
+                Ok(_) => {}
+                Err(e) => p.push("check.trust_anchor".into(), format!("{}: {e}", f.display())),
+            },
+            Err(e) => p.push(
+                "check.trust_anchor".into(),
+                format!(
+                    "{}: {e} (DS or DNSKEY lines, or \"{}\" for mxguard's own zone keys)",
+                    f.display(),
+                    super::raw::ZONE_KEYS
+                ),
+            ),
+        }
+    }
+    if let Some(f) = &c.ca_file {
+        let f = base.resolve(f);
+        match std::fs::read_to_string(&f) {
+            Ok(pem) if !crate::x509::parse_chain(&pem).is_empty() => {}
+            Ok(_) => p.push(
+                "check.ca_file".into(),
+                format!("{}: no PEM certificate", f.display()),
+            ),
+            Err(e) => p.push("check.ca_file".into(), format!("{}: {e}", f.display())),
+        }
+    }
+    if c.trust_anchor
+        .as_deref()
+        .is_some_and(|t| t.as_os_str() == super::raw::ZONE_KEYS)
+        && raw.listen.dns.is_none()
+    {
+        p.push(
+            "check.trust_anchor".into(),
+            "\"zone-keys\" trusts the keys of the zones mxguard serves: set listen.dns".into(),
+        );
+    }
+}
+
 fn dns(raw: &RawConfig, base: &Base, p: &mut Problems) {
     let mut problem = |key: String, message: String| p.push(key, message);
     let resolve = |f: &Path| base.resolve(f);
@@ -453,6 +504,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     dns(&raw, &base, &mut p);
     tlsrpt(&raw, &mut p);
     listeners(&raw, &mut p);
+    check(&raw, &base, &mut p);
     let problems = p.list;
     let resolve = |f: &Path| base.resolve(f);
     if !problems.is_empty() {
@@ -494,6 +546,18 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         records: raw.records,
         tlsrpt: raw.tlsrpt,
         rollover: raw.rollover,
+        check: {
+            let mut c = raw.check;
+            c.trust_anchor = c.trust_anchor.map(|t| {
+                if t.as_os_str() == super::raw::ZONE_KEYS {
+                    t
+                } else {
+                    resolve(&t)
+                }
+            });
+            c.ca_file = c.ca_file.as_deref().map(resolve);
+            c
+        },
     })
 }
 

@@ -68,6 +68,8 @@ struct Daemon {
     zones_reloadable: bool,
     caa: Arc<ArcSwap<rec::CaaPolicy>>,
     state: Arc<StateDir>,
+    /// The posture checks' inputs (replaced on reload, which also runs them).
+    checks: tokio::sync::watch::Sender<Arc<crate::check::monitor::Inputs>>,
 }
 
 impl Daemon {
@@ -138,6 +140,8 @@ impl Daemon {
             self.base_keys = keys;
         }
         self.caa.store(Arc::new(caa_policy(&config)));
+        self.checks
+            .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
         self.policies = loaded.policies.into_iter().collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
@@ -263,7 +267,11 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     };
     // Metrics of the TLS-RPT intake and/or of the served zones.
     let admin_listener = match config.listen.admin {
-        Some(a) if config.tlsrpt.enabled || config.listen.dns.is_some() => {
+        Some(a)
+            if config.tlsrpt.enabled
+                || config.listen.dns.is_some()
+                || !config.check.interval.is_zero() =>
+        {
             Some(bind_tcp(&config, "listen.admin", a).await?)
         }
         _ => None,
@@ -397,6 +405,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         None => None,
     };
 
+    let monitor = Arc::new(crate::check::monitor::Monitor::default());
+    let (checks, check_inputs) =
+        tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
     let mut daemon = Daemon {
         config: config.clone(),
         policies: HashMap::new(),
@@ -410,6 +421,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         zones_reloadable: false,
         caa: caa.clone(),
         state: state.clone(),
+        checks,
     };
     daemon.apply(config, loaded).await?;
     let manager = Manager {
@@ -438,8 +450,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 poll: daemon.config.rollover.poll,
                 tlsa_port: daemon.config.records.tlsa_port,
                 tlsa_ttl: daemon.config.records.tlsa_ttl,
+                changed: monitor.changes(),
             }),
         roll_poll: daemon.config.rollover.poll,
+        changed: monitor.changes(),
     };
     let mut https_router = http::https_router(served.clone());
     if let Some(intake) = &intake {
@@ -452,6 +466,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|(server, _, _)| server.zones().clone()),
             refresh: daemon.config.dnssec.refresh,
+            sources: vec![monitor.clone() as Arc<dyn http::AdminSource>],
         };
         tracker.spawn(http::serve(
             l,
@@ -512,6 +527,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         let (p, tok) = (publisher.clone(), shutdown.clone());
         tracker.spawn(async move { tok.run_until_cancelled(p.catch_up_serials()).await });
     }
+    // The posture checks: first run once everything above serves.
+    tracker.spawn(monitor.clone().run(check_inputs, shutdown.clone()));
     // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.
     spawn_critical(
         &tracker,

@@ -228,6 +228,8 @@ pub(crate) struct RollExecutor {
     pub poll: Duration,
     pub tlsa_port: u16,
     pub tlsa_ttl: u32,
+    /// Notified after each step that changes what is served or presented.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl RollExecutor {
@@ -384,6 +386,7 @@ impl RollExecutor {
                     }
                     if matches!(n.phase, Phase::Issuing) {
                         tracing::info!(mx = host, from = %n.current, to = %n.next, "key roll starts");
+                        self.changed.notify_one();
                     }
                     if !self.persist(host, &n) {
                         return SystemTime::now() + poll;
@@ -444,7 +447,8 @@ impl RollExecutor {
                     tracing::error!(mx = host, presented = %key, expected = %s.next, "MX presents an unexpected key; nothing retired")
                 }
                 Event::Observed { .. } => {
-                    tracing::info!(mx = host, key = %n.current, "MX presents the new key; old key retired")
+                    tracing::info!(mx = host, key = %n.current, "MX presents the new key; old key retired");
+                    self.changed.notify_one();
                 }
                 _ => {}
             }
@@ -502,6 +506,7 @@ impl RollExecutor {
         match result.await {
             Ok(()) => {
                 tracing::info!(mx = host, key = %s.next, "new key deployed to the MTA");
+                self.changed.notify_one();
                 Event::Deployed
             }
             Err(e) => Event::Failed {
@@ -582,6 +587,7 @@ impl RollExecutor {
                     tracing::info!(mx = host, key = %key, file = %file.display(), "watching external certificate");
                 } else if known {
                     tracing::info!(mx = host, key = %key, "external certificate switched to a pre-published key");
+                    self.changed.notify_one();
                 } else {
                     tracing::error!(
                         mx = host, key = %key, file = %file.display(),

@@ -99,6 +99,14 @@ pub(crate) struct AdminState {
     /// `dnssec.refresh`: a zone whose signatures were due for replacement more than an hour
     /// ago (or expire within a day) is unhealthy.
     pub refresh: Duration,
+    /// Other parts of the daemon that add metrics (the posture checks).
+    pub sources: Vec<Arc<dyn AdminSource>>,
+}
+
+/// A part of the daemon that shows itself on the admin listener.
+pub(crate) trait AdminSource: Send + Sync {
+    /// Prometheus text appended to `/metrics`.
+    fn metrics(&self) -> String;
 }
 
 /// Routes of the admin listener: Prometheus metrics and a health check.
@@ -150,19 +158,24 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     };
     // The zones' metrics even when the report store cannot be read (that failure is logged;
     // with nothing else to show, the scrape fails).
-    let text = match (intake, &state.zones) {
-        (Ok(mut text), zones) => {
-            if let Some(zones) = zones {
-                text.push_str(&crate::dns::render_metrics(&zones.load()));
-            }
-            Ok(text)
-        }
-        (Err(e), Some(zones)) => {
+    let others = state.zones.is_some() || !state.sources.is_empty();
+    let text = match intake {
+        Ok(text) => Ok(text),
+        Err(e) if others => {
             tracing::error!(err = %e, "tlsrpt metrics unavailable");
-            Ok(crate::dns::render_metrics(&zones.load()))
+            Ok(String::new())
         }
-        (Err(e), None) => Err(e),
-    };
+        Err(e) => Err(e),
+    }
+    .map(|mut text| {
+        if let Some(zones) = &state.zones {
+            text.push_str(&crate::dns::render_metrics(&zones.load()));
+        }
+        for s in &state.sources {
+            text.push_str(&s.metrics());
+        }
+        text
+    });
     match text {
         Ok(text) => (
             StatusCode::OK,
@@ -621,6 +634,7 @@ mod tests {
                 intake: None,
                 zones: Some(Arc::new(ArcSwap::from_pointee(zones))),
                 refresh: DnssecSettings::default().refresh,
+                sources: Vec::new(),
             };
             let req = Request::builder()
                 .uri("/healthz")

@@ -63,6 +63,19 @@ pub fn key_path(key_dir: &Path, origin: &Name, algorithm: DnssecAlgorithm) -> Pa
     key_dir.join(format!("{zone}.{}.csk.pk8", algorithm.as_str()))
 }
 
+/// Loads the key of `origin` from `key_dir`; `None` when it does not exist yet.
+pub fn load(
+    key_dir: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<Option<ZoneKey>, ZoneError> {
+    let path = key_path(key_dir, origin, algorithm);
+    match read_optional(&path)? {
+        Some(der) => ZoneKey::from_pkcs8(origin, algorithm, &der, &path).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Loads the key of `origin` from `key_dir`, generating and storing it (0600) on first use.
 pub fn load_or_generate(
     key_dir: &Path,

@@ -5,13 +5,15 @@
 //! the combined signing key (CSK) and the signature window. The result is an immutable
 //! [`SignedZone`] that servers read and never modify; a change is a complete new zone.
 //!
-//! Pure parts (no clock, no sockets): [`parse`], [`serial`] arithmetic and planning, [`sign`]
+//! Pure parts (no clock, no sockets): [`parse`], [`anchors`] (trust-anchor files), [`serial`]
+//! arithmetic and planning, [`sign`]
 //! (apart from the randomness ECDSA needs) and the lookup logic in [`signed`]. Effectful parts are
 //! small and explicit: [`keys::load_or_generate`] and [`serial::load_state`] /
 //! [`serial::save_state`], which write only through `crate::state_dir`.
 //!
 //! Must not touch: sockets, configuration files, the CLI or HTTP.
 
+pub mod anchors;
 mod error;
 pub mod keys;
 pub mod parse;

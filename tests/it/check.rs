@@ -9,13 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::dns::{Proc, Unbound};
-use crate::harness::{Daemon, DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
+use crate::harness::{
+    CHECKS_OFF, Daemon, DomainSpec, Project, StandInMx, free_port, mxguard, wait_for,
+};
 
 const MX: &str = "mx1.example.com";
 
 struct Lab {
     p: Project,
-    _d: Daemon,
+    d: Daemon,
     mx: StandInMx,
     unbound: Unbound,
     anchor: PathBuf,
@@ -68,6 +70,11 @@ impl TestCa {
 }
 
 fn lab(policy: &str) -> Lab {
+    lab_with(policy, "")
+}
+
+/// `extra` is appended to the config before the daemon starts.
+fn lab_with(policy: &str, extra: &str) -> Lab {
     let probe = free_port();
     let p = Project::new(&[DomainSpec {
         name: "example.com",
@@ -79,6 +86,9 @@ fn lab(policy: &str) -> Lab {
         "[[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\n",
         m = mta.display()
     ));
+    if !extra.is_empty() {
+        p.append_config(extra);
+    }
     let d = p.start();
     let (cert, key) = (p.path("mta/mx1.crt"), p.path("mta/mx1.key"));
     wait_for("first MX deployment", Duration::from_secs(60), || {
@@ -112,7 +122,7 @@ fn lab(policy: &str) -> Lab {
     .unwrap();
     Lab {
         p,
-        _d: d,
+        d,
         mx,
         unbound,
         anchor,
@@ -293,6 +303,34 @@ fn negative_controls_name_their_problem() {
     );
     assert_eq!(doc["domains"][0]["mx"][0]["dane"], "fail");
     assert_eq!(doc["domains"][0]["mta_sts"], "fail");
+    // As text: one line per problem with what was seen and the fix.
+    let resolver = lab.resolver();
+    let port = other.addr().port().to_string();
+    let https = lab.p.https.to_string();
+    let out = mxguard(&[
+        "check",
+        "--domain",
+        "example.com",
+        "--resolver",
+        &resolver,
+        "--trust-anchor",
+        &lab.anchor.to_string_lossy(),
+        "--ca-file",
+        &lab.cas.to_string_lossy(),
+        "--https-port",
+        &https,
+        "--smtp-port",
+        &port,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("  FAIL dane.match mx1.example.com: the presented key (3 1 1 ")
+            && l.contains("— fix: ")),
+        "{text}"
+    );
     drop(other);
 
     // 2. An expired certificate for the right name.
@@ -443,4 +481,141 @@ impl Nginx {
         fs::write(&f, text).unwrap();
         let _ = Command::new("chmod").arg("a+r").arg(&f).status();
     }
+}
+
+/// A webhook receiver: collects request bodies, answers 204.
+struct Hook {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut r = BufReader::new(stream);
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len.min(1 << 20)];
+                if r.read_exact(&mut body).is_ok() {
+                    b.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                }
+                let _ = r
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Hook { port, bodies }
+    }
+
+    fn all(&self) -> String {
+        self.bodies.lock().unwrap().join("\n")
+    }
+}
+
+fn metrics(p: &Project) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{}/metrics", p.admin)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_daemon_checks_itself_and_alerts_on_each_transition() {
+    // The webhook is the TLS-RPT alert webhook ([tlsrpt] takes effect on restart only).
+    let hook = Hook::start();
+    let lab = lab_with(
+        "mode = \"enforce\"\nmax_age = 604800\n",
+        &format!(
+            "[tlsrpt.alerts]\nwebhook = \"http://127.0.0.1:{}/hook\"\n",
+            hook.port
+        ),
+    );
+    // Turn the checks on, through the lab's resolver and anchor, with an alert webhook.
+    let cfg = fs::read_to_string(lab.p.config()).unwrap();
+    let on = format!(
+        "[check]\ninterval = \"1h\"\nresolver = \"{}\"\ntrust_anchor = \"{}\"\nca_file = \"{}\"\n\n",
+        lab.resolver(),
+        lab.anchor.display(),
+        lab.cas.display()
+    );
+    assert!(cfg.contains(CHECKS_OFF));
+    fs::write(lab.p.config(), cfg.replace(CHECKS_OFF, &on)).unwrap();
+    lab.d.reload();
+    let ok =
+        format!("mxguard_check_ok{{domain=\"example.com\",mx=\"{MX}\",check=\"dane.match\"}} 1\n");
+    wait_for("a passing self-check", Duration::from_secs(30), || {
+        metrics(&lab.p).contains(&ok).then_some(())
+    });
+    let m = metrics(&lab.p);
+    assert!(m.contains("mxguard_check_run_ok 1\n"), "{m}");
+    assert!(
+        m.contains("mxguard_check_last_run_timestamp_seconds "),
+        "{m}"
+    );
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("mxguard_check_ok") && l.ends_with(" 0")),
+        "nothing fails in the good lab:\n{m}"
+    );
+
+    // The MX starts presenting a key that no TLSA record names: the reload runs the checks,
+    // the metric drops, the log and the webhook say what broke.
+    let dir = lab.p.path("monitor");
+    fs::create_dir_all(&dir).unwrap();
+    let (c, k) = lab.test_ca.leaf(&dir, "rogue", &[MX], (2020, 2090));
+    let rogue = StandInMx::start(c, k, Duration::ZERO);
+    let good = lab.mx.addr().to_string();
+    let cfg = fs::read_to_string(lab.p.config()).unwrap();
+    fs::write(
+        lab.p.config(),
+        cfg.replace(&good, &rogue.addr().to_string()),
+    )
+    .unwrap();
+    lab.d.reload();
+    let failing = ok.replace("} 1\n", "} 0\n");
+    wait_for("the failing self-check", Duration::from_secs(30), || {
+        metrics(&lab.p).contains(&failing).then_some(())
+    });
+    wait_for("the failure alert", Duration::from_secs(30), || {
+        let all = hook.all();
+        (all.contains("\"state\":\"failing\"") && all.contains("dane.match")).then_some(())
+    });
+    let log = lab.d.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("posture check failing")
+            && l.contains("check=dane.match")),
+        "{log}"
+    );
+
+    // Back to the right MX: recovery is reported once.
+    let cfg = fs::read_to_string(lab.p.config()).unwrap();
+    fs::write(
+        lab.p.config(),
+        cfg.replace(&rogue.addr().to_string(), &good),
+    )
+    .unwrap();
+    lab.d.reload();
+    wait_for("the recovery alert", Duration::from_secs(30), || {
+        let all = hook.all();
+        (all.contains("\"state\":\"recovered\"") && metrics(&lab.p).contains(&ok)).then_some(())
+    });
+    assert!(lab.d.log_text().contains("posture check recovered"));
 }

@@ -81,6 +81,10 @@ pub fn reports_json(p: &Project) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The posture checks are off in test daemons unless a test turns them on (replace this
+/// text): they would otherwise ask the system's resolvers about the test domains.
+pub const CHECKS_OFF: &str = "[check]\ninterval = 0\n\n";
+
 /// A demo project in a temp dir: config, policies/, zones/.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -109,7 +113,7 @@ impl Project {
         fs::create_dir_all(dir.path().join("policies")).unwrap();
         fs::create_dir_all(dir.path().join("zones")).unwrap();
         let mut cfg = format!(
-            "state_dir = \"state\"\n{extra}\n[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\ndns = \"127.0.0.1:{dns}\"\nadmin = \"127.0.0.1:{admin}\"\n\n[acme]\ndirectory = \"local\"\n"
+            "state_dir = \"state\"\n{extra}\n{CHECKS_OFF}[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\ndns = \"127.0.0.1:{dns}\"\nadmin = \"127.0.0.1:{admin}\"\n\n[acme]\ndirectory = \"local\"\n"
         );
         for d in domains {
             let mx: Vec<String> = d.mx.iter().map(|m| format!("\"{m}\"")).collect();
