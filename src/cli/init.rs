@@ -1,7 +1,7 @@
 //! `mxguard init`: writes a config (or adds a domain to it), a policy and a zone skeleton.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -25,6 +25,13 @@ pub struct InitOptions {
     pub http: SocketAddr,
     #[arg(long, default_value = "0.0.0.0:53")]
     pub dns: SocketAddr,
+    /// Metrics, health and the status page (keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:9425")]
+    pub admin: SocketAddr,
+    /// Where the MX certificates and keys are written for the MTA (relative paths: to the
+    /// config's folder).
+    #[arg(long, default_value = "mx-certs")]
+    pub mx_cert_dir: PathBuf,
     /// letsencrypt, letsencrypt-staging, local, or a directory URL.
     #[arg(long, default_value = "letsencrypt")]
     pub acme_directory: String,
@@ -50,6 +57,55 @@ fn toml_str(s: &str) -> String {
 fn toml_list(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|s| toml_str(s)).collect();
     format!("[{}]", items.join(", "))
+}
+
+/// The sections a new config shows with their defaults, commented out.
+const DEFAULTS: &str = "
+# Managed records (defaults shown).
+[records]
+# ttl = 300          # _mta-sts, _smtp._tls, CAA
+# tlsa_ttl = 300     # TLSA; a key roll waits at least twice this
+# tlsa_port = 25
+
+# DANE key rollover of every [[mx]] (defaults shown).
+[rollover]
+# key_age = \"90d\"    # roll an MX key when it is this old
+# min_hold = \"1h\"    # least time a new TLSA record is public before its key goes live
+# poll = \"10s\"
+
+# The daemon checks every domain as a sender would (`mxguard check -c`), every interval
+# and after every change; results on the admin listener (defaults shown).
+[check]
+# interval = \"15m\"             # 0: off
+# resolver = \"127.0.0.1:53\"    # default: the system's resolvers
+# trust_anchor = \"ds.txt\"      # DS/DNSKEY lines, or \"zone-keys\"; default: the root
+# ca_file = \"roots.pem\"        # default: the system's roots
+";
+
+/// `[[mx]]` tables for the MX hosts inside `domain` that no `[[mx]]` covers yet: mxguard
+/// keeps their certificate and key and publishes their TLSA records (DANE). Hosts outside
+/// the domain get a comment: their TLSA records belong in their own zone.
+fn mx_tables(domain: &str, mx: &[String], configured: &[String], dir: &Path) -> String {
+    let mut s = String::new();
+    for m in mx {
+        if configured.contains(m) {
+            continue;
+        }
+        if !m.ends_with(&format!(".{domain}")) && m != domain {
+            s.push_str(&format!(
+                "\n# {m} is outside {domain}: DANE for it needs TLSA records in its own zone.\n"
+            ));
+            continue;
+        }
+        let file = |ext: &str| toml_str(&dir.join(format!("{m}.{ext}")).display().to_string());
+        s.push_str(&format!(
+            "\n# The MX certificate and key mxguard keeps for the MTA, with DANE key rollover.\n[[mx]]\nhost = {}\ncert_file = {}\nkey_file = {}\n# owner = \"postfix\"                          # who the MTA runs as\n# reload = [\"systemctl\", \"reload\", \"postfix\"]  # after new files are written\n# verify = \"{m}:25\"                # where the MTA's STARTTLS is checked\n",
+            toml_str(m),
+            file("crt"),
+            file("key"),
+        ));
+    }
+    s
 }
 
 /// `mxguard init`: writes a config (or adds a domain to it), a policy and a zone skeleton.
@@ -78,6 +134,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| config_path.display().to_string()),
     };
+    let mut configured_mx: Vec<String> = Vec::new();
     if let Some(text) = &existing {
         let c = Config::parse(&config_path, text)?;
         if c.domains.iter().any(|d| d.name == domain) {
@@ -86,6 +143,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
                 config_path.display()
             );
         }
+        configured_mx = c.mx.iter().map(|m| m.host.clone()).collect();
     }
     for p in [&policy_path, &zone_path] {
         if p.exists() && !o.force {
@@ -104,6 +162,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
         toml_str(&zone_rel),
         toml_list(&o.rua),
     );
+    let domain_table = domain_table + &mx_tables(&domain, &mx, &configured_mx, &o.mx_cert_dir);
     let config_text = match &existing {
         Some(text) => format!(
             "{}{domain_table}",
@@ -115,9 +174,10 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
             );
             s.push_str(&format!("https = {}\n", toml_str(&o.https.to_string())));
             s.push_str(&format!("http = {}\n", toml_str(&o.http.to_string())));
+            s.push_str(&format!("dns = {}\n", toml_str(&o.dns.to_string())));
             s.push_str(&format!(
-                "dns = {}\n\n[acme]\n",
-                toml_str(&o.dns.to_string())
+                "# metrics, /healthz and the status page: keep it on loopback\nadmin = {}\n\n[acme]\n",
+                toml_str(&o.admin.to_string())
             ));
             s.push_str(&format!("directory = {}\n", toml_str(&o.acme_directory)));
             if let Some(ca) = &o.acme_ca_file {
@@ -129,6 +189,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<Vec<PathBuf>> {
             if let Some(e) = &o.email {
                 s.push_str(&format!("email = {}\n", toml_str(e)));
             }
+            s.push_str(DEFAULTS);
             s.push_str(&domain_table);
             s
         }

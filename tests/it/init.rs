@@ -28,6 +28,19 @@ fn init_writes_a_config_that_checks_and_adds_a_second_domain() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("https = \"0.0.0.0:443\""), "{text}");
     assert!(text.contains("directory = \"local\""), "{text}");
+    assert!(text.contains("admin = \"127.0.0.1:9425\""), "{text}");
+    // Every MX gets its certificate, key and DANE rollover; the defaults are shown.
+    for m in ["mx1.example.org", "mx2.example.org"] {
+        assert!(
+            text.contains(&format!(
+                "[[mx]]\nhost = \"{m}\"\ncert_file = \"mx-certs/{m}.crt\"\nkey_file = \"mx-certs/{m}.key\"\n"
+            )),
+            "{text}"
+        );
+    }
+    for section in ["[records]", "[rollover]", "[check]", "# interval = \"15m\""] {
+        assert!(text.contains(section), "{section}: {text}");
+    }
     let out = mxguard(&["check-config", "-c", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
 
@@ -106,4 +119,87 @@ fn init_refuses_to_overwrite_without_force() {
         "--force",
     ]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// What init writes runs: on loopback ports with the local CA, the daemon deploys the MX
+/// certificate and publishes its TLSA record (DANE from the first start).
+#[test]
+fn an_init_config_runs_with_dane_for_its_mx() {
+    use crate::harness::{free_port, wait_for};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (https, http, dns, admin) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let out = mxguard(&[
+        "init",
+        "--dir",
+        d,
+        "--domain",
+        "example.org",
+        "--mx",
+        "mx1.example.org",
+        "--mx",
+        "mx.provider.example",
+        "--acme-directory",
+        "local",
+        "--https",
+        &addr(https),
+        "--http",
+        &addr(http),
+        "--dns",
+        &addr(dns),
+        "--admin",
+        &addr(admin),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let cfg = dir.path().join("mxguard.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains("# mx.provider.example is outside example.org: DANE for it needs TLSA records in its own zone."),
+        "{text}"
+    );
+    // The posture checks would ask the system's resolvers about example.org: off here.
+    let text = text.replace("# interval = \"15m\"", "interval = 0");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = crate::dns::Proc(
+        std::process::Command::new(crate::harness::BIN)
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let cert = dir.path().join("mx-certs/mx1.example.org.crt");
+    wait_for(
+        "the MX certificate",
+        std::time::Duration::from_secs(30),
+        || {
+            if let Ok(Some(s)) = child.0.try_wait() {
+                panic!(
+                    "daemon exited {s}: {}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+            }
+            cert.exists().then_some(())
+        },
+    );
+    let tlsa = wait_for(
+        "the TLSA record",
+        std::time::Duration::from_secs(30),
+        || {
+            let (_, out) = crate::dns::run(
+                std::process::Command::new(crate::dns::dig())
+                    .arg("@127.0.0.1")
+                    .args([
+                        "-p",
+                        &dns.to_string(),
+                        "+short",
+                        "_25._tcp.mx1.example.org",
+                        "TLSA",
+                    ]),
+            );
+            out.trim().starts_with("3 1 1 ").then_some(out)
+        },
+    );
+    assert!(!tlsa.is_empty());
 }
