@@ -84,6 +84,15 @@ enum Command {
     /// CAA and DS records, the policy over HTTPS, STARTTLS on every MX. Exit 0 when everything
     /// configured works, 1 when a check fails, 2 on usage errors.
     Check(mxguard::cli::CheckOptions),
+    /// A new HMAC-SHA256 TSIG secret for a `tsig_secret_file`: printed, or written to --out
+    /// (0600) with the Knot and BIND snippets for the peer.
+    TsigKeygen {
+        /// The key name, e.g. xfr-key.
+        name: String,
+        /// Write the secret to this file (0600; refuses an existing file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the rendered MTA-STS policy and the DNS records announcing it.
     Policy {
         #[arg(short, long)]
@@ -181,6 +190,7 @@ fn main() -> ExitCode {
             }
             None => mxguard::cli::print_reports(&config, domain.as_deref(), &since, json),
         },
+        Command::TsigKeygen { name, out } => mxguard::cli::tsig_keygen(&name, out.as_deref()),
         Command::Tlsa { config } => mxguard::cli::print_tlsa(&config),
         Command::Rotate { config, mx } => mxguard::cli::rotate(&config, mx.as_deref()),
         Command::Ds { config, domain } => mxguard::cli::print_ds(&config, domain.as_deref()),

@@ -3,7 +3,8 @@
 //! files `init` writes. Must not change served content: `rotate` only leaves a request that the
 //! daemon's rollover picks up.
 //!
-//! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`.
+//! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`,
+//!   `tsig-keygen`.
 //! - [`reports`]: `reports` (summary, show, import).
 //! - [`init`](mod@init): `init`.
 //! - [`check`](mod@check): `check`.
@@ -16,4 +17,6 @@ pub mod show;
 pub use check::{CheckOptions, UsageError, check};
 pub use init::{InitOptions, init};
 pub use reports::{import_reports, parse_since, print_report, print_reports};
-pub use show::{check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status};
+pub use show::{
+    check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status, tsig_keygen,
+};

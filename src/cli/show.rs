@@ -323,3 +323,42 @@ pub fn print_certs(path: &Path, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `mxguard tsig-keygen NAME [--out FILE]`: a new HMAC-SHA256 TSIG secret (32 random bytes,
+/// base64) — the content of a `tsig_secret_file`. Without `--out` the secret is printed; with
+/// it, written to FILE (0600, never over an existing file) and the peers' snippets printed.
+pub fn tsig_keygen(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    let mut key = name.trim_end_matches('.').to_ascii_lowercase();
+    if key.is_empty() || hickory_proto::rr::Name::from_ascii(&key).is_err() {
+        anyhow::bail!("{name:?} is not a valid key name (a domain-name-like label, e.g. xfr-key)");
+    }
+    key.push('.');
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    let b64 = data_encoding::BASE64.encode(&secret);
+    let Some(path) = out else {
+        println!("{b64}");
+        return Ok(());
+    };
+    if path.exists() {
+        anyhow::bail!("{} already exists; choose another file", path.display());
+    }
+    crate::state_dir::write_atomic(
+        path,
+        format!("{b64}\n").as_bytes(),
+        crate::state_dir::SECRET_MODE,
+    )?;
+    println!(
+        "wrote {} (0600): tsig_key_name = \"{key}\", tsig_secret_file = \"{}\"",
+        path.display(),
+        path.display()
+    );
+    println!();
+    println!("# Knot (knot.conf):");
+    println!("key:\n  - id: {key}\n    algorithm: hmac-sha256\n    secret: {b64}");
+    println!();
+    println!("# BIND (named.conf):");
+    println!("key \"{key}\" {{\n    algorithm hmac-sha256;\n    secret \"{b64}\";\n}};");
+    Ok(())
+}

@@ -15,4 +15,5 @@ mod smtp;
 mod store_crash;
 mod tlsrpt_https;
 mod tlsrpt_mail;
+mod tsig;
 mod zone_daemon;
