@@ -203,3 +203,40 @@ fn an_init_config_runs_with_dane_for_its_mx() {
     );
     assert!(!tlsa.is_empty());
 }
+
+/// Output piped into `head`: the command ends quietly (no panic, no "Broken pipe" error).
+#[test]
+fn piped_output_closed_early_ends_quietly() {
+    use crate::harness::{BIN, DomainSpec, Project};
+    let names: Vec<String> = (0..400).map(|i| format!("d{i}.example")).collect();
+    let mx: Vec<String> = names.iter().map(|n| format!("mx.{n}")).collect();
+    let mx_refs: Vec<[&str; 1]> = mx.iter().map(|m| [m.as_str()]).collect();
+    let specs: Vec<DomainSpec> = names
+        .iter()
+        .zip(&mx_refs)
+        .map(|(n, m)| DomainSpec {
+            name: n,
+            mx: m,
+            policy: "mode = \"testing\"\nmax_age = 86400\n",
+        })
+        .collect();
+    let p = Project::new(&specs);
+    // More than a pipe buffer of output (about 100 KB of DS and DNSKEY records).
+    let full = mxguard(&["ds", "-c", &p.config_str()]);
+    assert!(full.status.success());
+    assert!(full.stdout.len() > 80_000, "{}", full.stdout.len());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{BIN}' ds -c '{}' | head -c 100 >/dev/null",
+            p.config_str()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
