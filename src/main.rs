@@ -35,17 +35,21 @@ enum Command {
     },
     /// TLS-RPT reports: summary per domain and policy type, or one report.
     Reports {
-        #[arg(short, long)]
-        config: PathBuf,
+        /// The config (required; accepted before or after the subcommand).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         /// Only this policy domain.
-        #[arg(long)]
+        #[arg(long, global = true)]
         domain: Option<String>,
         /// Reports ending within this period (e.g. 7d, 24h).
-        #[arg(long, default_value = "7d")]
+        #[arg(long, default_value = "7d", global = true)]
         since: String,
         /// Machine-readable output.
         #[arg(long, global = true)]
         json: bool,
+        /// Every row of each breakdown (default: the top 10).
+        #[arg(long)]
+        all: bool,
         #[command(subcommand)]
         action: Option<ReportsAction>,
     },
@@ -104,6 +108,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ReportsAction {
+    /// One line per stored report: id, organization, period, domains, sessions.
+    List,
     /// One stored report, with the raw JSON as received.
     Show { id: i64 },
     /// Import reports from .eml files, mbox files, Maildir directories or report files
@@ -182,13 +188,23 @@ fn main() -> ExitCode {
             domain,
             since,
             json,
+            all,
             action,
-        } => match action {
-            Some(ReportsAction::Show { id }) => mxguard::cli::print_report(&config, id),
-            Some(ReportsAction::Import { paths }) => {
-                block_on(mxguard::cli::import_reports(&config, &paths, json))
+        } => match config {
+            None => {
+                eprintln!("error: reports needs -c CONFIG");
+                return ExitCode::from(2);
             }
-            None => mxguard::cli::print_reports(&config, domain.as_deref(), &since, json),
+            Some(config) => match action {
+                Some(ReportsAction::List) => {
+                    mxguard::cli::list_reports(&config, domain.as_deref(), &since, json)
+                }
+                Some(ReportsAction::Show { id }) => mxguard::cli::print_report(&config, id),
+                Some(ReportsAction::Import { paths }) => {
+                    block_on(mxguard::cli::import_reports(&config, &paths, json))
+                }
+                None => mxguard::cli::print_reports(&config, domain.as_deref(), &since, json, all),
+            },
         },
         Command::TsigKeygen { name, out } => mxguard::cli::tsig_keygen(&name, out.as_deref()),
         Command::Tlsa { config } => mxguard::cli::print_tlsa(&config),
@@ -214,5 +230,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

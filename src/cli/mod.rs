@@ -5,7 +5,7 @@
 //!
 //! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`,
 //!   `tsig-keygen`.
-//! - [`reports`]: `reports` (summary, show, import).
+//! - [`reports`]: `reports` (summary, list, show, import).
 //! - [`init`](mod@init): `init`.
 //! - [`check`](mod@check): `check`.
 
@@ -16,7 +16,7 @@ pub mod show;
 
 pub use check::{CheckOptions, UsageError, check};
 pub use init::{InitOptions, init};
-pub use reports::{import_reports, parse_since, print_report, print_reports};
+pub use reports::{import_reports, list_reports, parse_since, print_report, print_reports};
 pub use show::{
     check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status, tsig_keygen,
 };

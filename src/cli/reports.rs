@@ -56,6 +56,7 @@ pub fn print_reports(
     domain: Option<&str>,
     since: &str,
     json: bool,
+    all: bool,
 ) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let since = time::OffsetDateTime::now_utc() - parse_since(since)?;
@@ -65,7 +66,83 @@ pub fn print_reports(
     if json {
         println!("{}", crate::tlsrpt::summary::render_json(&summary));
     } else {
-        print!("{}", crate::tlsrpt::summary::render_text(&summary));
+        print!("{}", crate::tlsrpt::summary::render_text(&summary, all));
+    }
+    Ok(())
+}
+
+/// `mxguard reports list`: one line per stored report (id, organization, period, domains,
+/// sessions), newest first.
+pub fn list_reports(
+    path: &Path,
+    domain: Option<&str>,
+    since: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let since = time::OffsetDateTime::now_utc() - parse_since(since)?;
+    let store = open_reports(&config)?;
+    let listing = store.list(&crate::tlsrpt::store::ListFilter {
+        domain: domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        since: Some(since),
+        limit: None,
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(());
+    }
+    let day = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    let rows: Vec<[String; 6]> = listing
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                crate::logfield::untrusted(&r.organization_name).to_string(),
+                format!(
+                    "{} – {}",
+                    r.start.format(&day).unwrap_or_default(),
+                    r.end.format(&day).unwrap_or_default()
+                ),
+                r.domains.join(","),
+                r.successful_sessions.to_string(),
+                r.failed_sessions.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "ORGANIZATION",
+        "PERIOD (UTC)",
+        "DOMAINS",
+        "SUCCESSFUL",
+        "FAILED",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if i == 0 || i >= 4 {
+                l.push_str(&format!("{c:>w$}"));
+            } else {
+                l.push_str(&format!("{c:<w$}"));
+            }
+        }
+        println!("{}", l.trim_end());
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    }
+    if rows.is_empty() {
+        println!("no reports");
     }
     Ok(())
 }

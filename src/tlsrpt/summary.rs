@@ -86,8 +86,13 @@ pub fn render_json(summary: &Summary) -> String {
     serde_json::to_string_pretty(summary).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// Renders the summary as a plain-text table followed by per-group failure breakdowns.
-pub fn render_text(summary: &Summary) -> String {
+/// Rows shown per breakdown (sending IPs, MX hosts, …) unless everything is asked for.
+pub const TOP: usize = 10;
+
+/// Renders the summary as a plain-text table followed by per-group failure breakdowns, each
+/// cut to the [`TOP`] rows unless `all`.
+pub fn render_text(summary: &Summary, all: bool) -> String {
+    let top = if all { usize::MAX } else { TOP };
     let mut out = String::new();
     let since = summary
         .since
@@ -153,9 +158,14 @@ pub fn render_text(summary: &Summary) -> String {
             g.failed_sessions,
             if g.failed_sessions == 1 { "" } else { "s" }
         );
-        write_counts(&mut out, "by result type", &g.failures_by_result_type);
-        write_counts(&mut out, "by receiving MX", &g.failures_by_receiving_mx);
-        write_counts(&mut out, "by sending IP", &g.failures_by_sending_ip);
+        write_counts(&mut out, "by result type", &g.failures_by_result_type, top);
+        write_counts(
+            &mut out,
+            "by receiving MX",
+            &g.failures_by_receiving_mx,
+            top,
+        );
+        write_counts(&mut out, "by sending IP", &g.failures_by_sending_ip, top);
         let orgs: Vec<Count> = g
             .by_organization
             .iter()
@@ -165,7 +175,7 @@ pub fn render_text(summary: &Summary) -> String {
                 sessions: o.failed_sessions,
             })
             .collect();
-        write_counts(&mut out, "by reporting organization", &orgs);
+        write_counts(&mut out, "by reporting organization", &orgs, top);
     }
     out
 }
@@ -187,15 +197,24 @@ fn write_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6]) {
     out.push('\n');
 }
 
-fn write_counts(out: &mut String, title: &str, counts: &[Count]) {
+fn write_counts(out: &mut String, title: &str, counts: &[Count], top: usize) {
     if counts.is_empty() {
         return;
     }
     let _ = writeln!(out, "  {title}:");
-    let labels: Vec<String> = counts.iter().map(|c| key_label(&c.key)).collect();
+    let shown = &counts[..counts.len().min(top)];
+    let labels: Vec<String> = shown.iter().map(|c| key_label(&c.key)).collect();
     let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
-    for (label, c) in labels.iter().zip(counts) {
+    for (label, c) in labels.iter().zip(shown) {
         let _ = writeln!(out, "    {label:<width$}  {}", c.sessions);
+    }
+    if counts.len() > shown.len() {
+        let rest: u64 = counts[shown.len()..].iter().map(|c| c.sessions).sum();
+        let _ = writeln!(
+            out,
+            "    … {} more ({rest} sessions; --all shows them)",
+            counts.len() - shown.len()
+        );
     }
 }
 
@@ -274,7 +293,7 @@ mod tests {
 
     #[test]
     fn text_table_shows_groups_and_breakdowns() {
-        let text = render_text(&sample());
+        let text = render_text(&sample(), false);
         assert!(
             text.starts_with(
                 "TLS-RPT reports since 2024-01-01T00:00:00Z (all domains): 2 reports\n"
@@ -300,6 +319,27 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_show_the_top_ten_unless_all() {
+        let mut s = sample();
+        s.groups[0].failures_by_sending_ip = (0..25)
+            .map(|i| Count {
+                key: Some(format!("192.0.2.{i}")),
+                sessions: 100 - i,
+            })
+            .collect();
+        let text = render_text(&s, false);
+        assert!(text.contains("    192.0.2.9   91\n"), "{text}");
+        assert!(!text.contains("192.0.2.10 "), "{text}");
+        assert!(
+            text.contains("    … 15 more (1155 sessions; --all shows them)\n"),
+            "{text}"
+        );
+        let all = render_text(&s, true);
+        assert!(all.contains("    192.0.2.24  76\n"), "{all}");
+        assert!(!all.contains("more ("), "{all}");
+    }
+
+    #[test]
     fn empty_summary_says_so() {
         let s = Summary {
             since: datetime!(2024-01-01 0:00 UTC),
@@ -308,7 +348,7 @@ mod tests {
             groups: vec![],
         };
         assert_eq!(
-            render_text(&s),
+            render_text(&s, false),
             "TLS-RPT reports since 2024-01-01T00:00:00Z (example.com): 0 reports\nno reports\n"
         );
     }

@@ -132,6 +132,58 @@ fn samples_ingest_as_gzip_and_json_and_summarize_correctly() {
         );
     }
     assert!(text.contains("Company-X"), "{text}");
+
+    // One line per stored report, newest first, with the ids the log names.
+    let out = mxguard(&["reports", "list", "-c", &p.config_str(), "--since", "5000d"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(
+        lines[0].starts_with("ID  ORGANIZATION") && lines[0].ends_with("SUCCESSFUL  FAILED"),
+        "{list}"
+    );
+    assert_eq!(lines.len(), 1 + SAMPLES.len(), "{list}");
+    assert!(list.contains("Company-X"), "{list}");
+    let out = mxguard(&[
+        "reports",
+        "list",
+        "-c",
+        &p.config_str(),
+        "--since",
+        "5000d",
+        "--json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), SAMPLES.len());
+    let first_id = listed[0]["id"].as_i64().unwrap();
+    assert!(
+        lines[1].trim_start().starts_with(&format!("{first_id}  ")),
+        "{list}"
+    );
+    // Filtered by a policy domain that one report names.
+    let dom = listed[0]["domains"][0].as_str().unwrap().to_string();
+    let out = mxguard(&[
+        "reports",
+        "list",
+        "-c",
+        &p.config_str(),
+        "--since",
+        "5000d",
+        "--domain",
+        &dom,
+        "--json",
+    ]);
+    let only: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let only = only.as_array().unwrap();
+    assert!(!only.is_empty() && only.len() <= SAMPLES.len());
+    assert!(only.iter().all(|r| {
+        r["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == dom.as_str())
+    }));
     // Metrics on the admin listener.
     let m = Command::new("curl")
         .args(["-sS", &format!("http://127.0.0.1:{}/metrics", p.admin)])
