@@ -17,6 +17,7 @@
 //! - [`x509`]: PEM chains and certificate fields; [`duration`]: the one parser of duration
 //!   keys; [`logfield`]: network values made safe to log (pure leaves).
 pub mod acme;
+pub mod changelog;
 pub mod check;
 pub mod cli;
 pub mod config;

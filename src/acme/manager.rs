@@ -277,8 +277,8 @@ pub(crate) struct Manager<R: Responder> {
     pub roll: Option<crate::dane::executor::RollExecutor>,
     /// How often roll requests (`mxguard rotate`) are looked for.
     pub roll_poll: Duration,
-    /// Notified after a certificate is installed or deployed (served content changed).
-    pub changed: Arc<Notify>,
+    /// Where installed and deployed certificates are recorded (wakes the posture checks).
+    pub changes: Arc<crate::changelog::ChangeLog>,
 }
 
 impl<R: Responder> Manager<R> {
@@ -582,7 +582,11 @@ impl<R: Responder> Manager<R> {
         st.last_success = Some(unix(now));
         st.deployed = None; // a new chain must be deployed
         tracing::info!(cert = %spec.name, not_after = %rfc3339(unix(na)), next_renewal = %rfc3339(unix(next)), "certificate installed");
-        self.changed.notify_one();
+        self.changes.record(
+            "certificate",
+            &spec.name,
+            format!("installed; valid until {}", rfc3339(unix(na))),
+        );
         Ok(())
     }
 
@@ -615,7 +619,11 @@ impl<R: Responder> Manager<R> {
                     tracing::info!(cert = %spec.name, file = %d.cert_file.display(), "certificate deployed and MTA reloaded");
                 }
                 st.deployed = Some(digest);
-                self.changed.notify_one();
+                self.changes.record(
+                    "certificate",
+                    &spec.name,
+                    format!("deployed to {}", d.cert_file.display()),
+                );
                 st.deploy_error = None;
                 st.next_deploy = None;
                 st.deploy_attempts = 0;

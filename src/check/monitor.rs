@@ -73,9 +73,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Notify it to ask for a run soon (after [`SETTLE`]): something mxguard serves changed.
-    pub fn changes(&self) -> Arc<Notify> {
-        self.kick.clone()
+    /// A monitor that runs soon (after [`SETTLE`]) whenever `kick` is notified: the change
+    /// journal's wake-up, i.e. something mxguard serves changed.
+    pub fn new(kick: Arc<Notify>) -> Monitor {
+        Monitor {
+            kick,
+            ..Monitor::default()
+        }
     }
 
     pub fn last(&self) -> Option<Arc<Snapshot>> {

@@ -68,6 +68,8 @@ struct Daemon {
     zones_reloadable: bool,
     caa: Arc<ArcSwap<rec::CaaPolicy>>,
     state: Arc<StateDir>,
+    /// The journal of changes senders see.
+    changes: Arc<crate::changelog::ChangeLog>,
     /// The posture checks' inputs (replaced on reload, which also runs them).
     checks: tokio::sync::watch::Sender<Arc<crate::check::monitor::Inputs>>,
 }
@@ -109,10 +111,25 @@ impl Daemon {
             let new = &loaded.policies[&d.name];
             match self.policies.get(&d.name) {
                 Some(old) if old.id == new.id => {}
-                Some(old) => tracing::info!(
-                    domain = %d.name, old_id = %old.id, id = %new.id,
-                    "policy changed; new id published"
-                ),
+                Some(old) => {
+                    tracing::info!(
+                        domain = %d.name, old_id = %old.id, id = %new.id,
+                        "policy changed; new id published"
+                    );
+                    self.changes.record(
+                        "policy",
+                        &d.name,
+                        format!(
+                            "policy changed ({}); id {}",
+                            new.text
+                                .lines()
+                                .find(|l| l.starts_with("mode:"))
+                                .unwrap_or("mode: ?")
+                                .trim(),
+                            new.id
+                        ),
+                    );
+                }
                 None => tracing::info!(domain = %d.name, id = %new.id, "policy published"),
             }
         }
@@ -168,6 +185,11 @@ impl Daemon {
                 match self.apply(config, loaded).await {
                     Ok(()) => {
                         tracing::info!(config = %path.display(), "reloaded");
+                        self.changes.record(
+                            "reload",
+                            &path.display().to_string(),
+                            "configuration reloaded",
+                        );
                         if let Some(zones) = &self.zones {
                             let zones = zones.clone();
                             tokio::spawn(async move { zones.catch_up_serials().await });
@@ -254,6 +276,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let state = Arc::new(StateDir::open_locked(&config.state_dir)?);
+    let changes = Arc::new(crate::changelog::ChangeLog::open(state.root()));
     let local_ca = Arc::new(LocalCa::load_or_create(&state).context("local CA")?);
     tracing::info!(
         ca = %state.path(tls::LOCAL_CA_CERT).display(),
@@ -405,7 +428,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         None => None,
     };
 
-    let monitor = Arc::new(crate::check::monitor::Monitor::default());
+    let monitor = Arc::new(crate::check::monitor::Monitor::new(changes.wake()));
     let (checks, check_inputs) =
         tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
     let mut daemon = Daemon {
@@ -421,6 +444,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         zones_reloadable: false,
         caa: caa.clone(),
         state: state.clone(),
+        changes: changes.clone(),
         checks,
     };
     daemon.apply(config, loaded).await?;
@@ -450,10 +474,10 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 poll: daemon.config.rollover.poll,
                 tlsa_port: daemon.config.records.tlsa_port,
                 tlsa_ttl: daemon.config.records.tlsa_ttl,
-                changed: monitor.changes(),
+                changes: changes.clone(),
             }),
         roll_poll: daemon.config.rollover.poll,
-        changed: monitor.changes(),
+        changes: changes.clone(),
     };
     let mut https_router = http::https_router(served.clone());
     if let Some(intake) = &intake {

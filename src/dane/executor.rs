@@ -228,8 +228,8 @@ pub(crate) struct RollExecutor {
     pub poll: Duration,
     pub tlsa_port: u16,
     pub tlsa_ttl: u32,
-    /// Notified after each step that changes what is served or presented.
-    pub changed: Arc<tokio::sync::Notify>,
+    /// Where each step that changes what is served or presented is recorded.
+    pub changes: Arc<crate::changelog::ChangeLog>,
 }
 
 impl RollExecutor {
@@ -386,7 +386,15 @@ impl RollExecutor {
                     }
                     if matches!(n.phase, Phase::Issuing) {
                         tracing::info!(mx = host, from = %n.current, to = %n.next, "key roll starts");
-                        self.changed.notify_one();
+                        self.changes.record(
+                            "rollover",
+                            host,
+                            format!(
+                                "key roll starts: {} -> {}",
+                                short(&n.current),
+                                short(&n.next)
+                            ),
+                        );
                     }
                     if !self.persist(host, &n) {
                         return SystemTime::now() + poll;
@@ -448,7 +456,14 @@ impl RollExecutor {
                 }
                 Event::Observed { .. } => {
                     tracing::info!(mx = host, key = %n.current, "MX presents the new key; old key retired");
-                    self.changed.notify_one();
+                    self.changes.record(
+                        "rollover",
+                        host,
+                        format!(
+                            "MX presents the new key {}; old key retired",
+                            short(&n.current)
+                        ),
+                    );
                 }
                 _ => {}
             }
@@ -506,7 +521,11 @@ impl RollExecutor {
         match result.await {
             Ok(()) => {
                 tracing::info!(mx = host, key = %s.next, "new key deployed to the MTA");
-                self.changed.notify_one();
+                self.changes.record(
+                    "rollover",
+                    host,
+                    format!("new key {} deployed to the MTA", short(&s.next)),
+                );
                 Event::Deployed
             }
             Err(e) => Event::Failed {
@@ -587,7 +606,14 @@ impl RollExecutor {
                     tracing::info!(mx = host, key = %key, file = %file.display(), "watching external certificate");
                 } else if known {
                     tracing::info!(mx = host, key = %key, "external certificate switched to a pre-published key");
-                    self.changed.notify_one();
+                    self.changes.record(
+                        "rollover",
+                        host,
+                        format!(
+                            "external certificate switched to the pre-published key {}",
+                            short(&key)
+                        ),
+                    );
                 } else {
                     tracing::error!(
                         mx = host, key = %key, file = %file.display(),
@@ -636,4 +662,9 @@ pub(crate) fn request_rotation(root: &Path, host: &str) -> Result<(), RollError>
         store::PUBLIC_MODE,
     )?;
     Ok(())
+}
+
+/// The first 16 hex digits of a key id, enough to tell keys apart in a journal.
+fn short(key: &str) -> &str {
+    key.get(..16).unwrap_or(key)
 }
