@@ -30,6 +30,7 @@ pub mod logfield;
 pub mod mtasts;
 pub mod publish;
 pub mod state_dir;
+pub mod status;
 pub mod tlsrpt;
 pub mod x509;
 pub mod zone;

@@ -19,6 +19,7 @@ declare -A peers=(
   [wrk]=wrk
   [dnsperf]=dnsperf
   [nginx]=nginx-light
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!peers[@]}"; do

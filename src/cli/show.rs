@@ -179,77 +179,30 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
     if config.mx.is_empty() {
         println!("no [[mx]] configured: mxguard manages no MX keys");
     }
+    let now = crate::acme::manager::unix(SystemTime::now());
     for m in &config.mx {
         let owner = format!("_{}._tcp.{}.", config.records.tlsa_port, m.host);
         println!("{}", m.host);
-        if let Some(file) = &m.external {
-            let st = crate::dane::executor::load_external(&config.state_dir, &m.host);
-            let now = crate::acme::manager::unix(SystemTime::now());
-            for k in crate::dane::executor::external_records(&st, &m.prepublish, now) {
-                let what = if st.live.as_ref() == Some(&k) {
-                    "live"
-                } else if m.prepublish.contains(&k) {
-                    "pre-published"
-                } else {
-                    "retiring"
-                };
-                println!("  {owner} IN TLSA 3 1 1 {k}   ; {what}");
-            }
-            println!("  external certificate: {}", file.display());
-            continue;
+        let v = crate::dane::view::view(
+            &config.state_dir,
+            &crate::dane::view::MxKeys {
+                host: &m.host,
+                rollover: m.rollover,
+                external: m.external.as_ref(),
+                prepublish: &m.prepublish,
+            },
+            &timing,
+            now,
+        );
+        for (k, what) in &v.records {
+            println!("  {owner} IN TLSA 3 1 1 {k}   ; {what}");
         }
-        match (
-            m.rollover,
-            crate::dane::executor::load(&config.state_dir, &m.host),
-        ) {
-            (true, Some(s)) => {
-                println!("  {owner} IN TLSA 3 1 1 {}   ; current", s.current);
-                if !s.next.is_empty() && s.next != s.current {
-                    println!("  {owner} IN TLSA 3 1 1 {}   ; next", s.next);
-                }
-                let now = crate::acme::manager::unix(SystemTime::now());
-                let phase = match &s.phase {
-                    crate::dane::machine::Phase::Propagating {
-                        serial,
-                        seen_everywhere_at,
-                    } => match seen_everywhere_at {
-                        None => format!(
-                            "propagating: waiting until every server serves serial {serial}"
-                        ),
-                        Some(at) => format!(
-                            "propagating: serial {serial} everywhere; stable in {} s",
-                            (at + timing.hold).saturating_sub(now)
-                        ),
-                    },
-                    crate::dane::machine::Phase::Stable => {
-                        if s.requested {
-                            "stable; roll requested".to_string()
-                        } else {
-                            format!(
-                                "stable; next roll in {} s (key age)",
-                                (s.current_since + timing.key_age).saturating_sub(now)
-                            )
-                        }
-                    }
-                    other => format!("rolling: {other:?}").to_lowercase(),
-                };
-                println!("  state: {phase}");
-                if let Some(why) = &s.held {
-                    println!("  held: {why}");
-                }
-                if let Some(e) = &s.last_error {
-                    println!("  last error: {e} (failures: {})", s.failures);
-                }
-            }
-            (true, None) => println!("  rollover not started yet (the daemon starts it)"),
-            (false, _) => {
-                if let Some(d) =
-                    crate::acme::manager::current_key_digest(&config.state_dir, &m.host)
-                {
-                    let hex = data_encoding::HEXLOWER.encode(&d);
-                    println!("  {owner} IN TLSA 3 1 1 {hex}   ; rollover off");
-                }
-            }
+        println!("  state: {}", v.state);
+        if let Some(why) = &v.held {
+            println!("  held: {why}");
+        }
+        if let Some(e) = &v.last_error {
+            println!("  last error: {e}");
         }
     }
     Ok(())

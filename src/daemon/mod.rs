@@ -70,6 +70,8 @@ struct Daemon {
     state: Arc<StateDir>,
     /// The journal of changes senders see.
     changes: Arc<crate::changelog::ChangeLog>,
+    /// The configuration the status page shows (replaced on every apply).
+    status_config: Arc<ArcSwap<Config>>,
     /// The posture checks' inputs (replaced on reload, which also runs them).
     checks: tokio::sync::watch::Sender<Arc<crate::check::monitor::Inputs>>,
 }
@@ -159,6 +161,7 @@ impl Daemon {
         self.caa.store(Arc::new(caa_policy(&config)));
         self.checks
             .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
+        self.status_config.store(Arc::new(config.clone()));
         self.policies = loaded.policies.into_iter().collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
@@ -445,6 +448,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         caa: caa.clone(),
         state: state.clone(),
         changes: changes.clone(),
+        status_config: Arc::new(ArcSwap::from_pointee(config.clone())),
         checks,
     };
     daemon.apply(config, loaded).await?;
@@ -491,6 +495,12 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 .map(|(server, _, _)| server.zones().clone()),
             refresh: daemon.config.dnssec.refresh,
             sources: vec![monitor.clone() as Arc<dyn http::AdminSource>],
+            page: Some(Arc::new(crate::status::StatusPage {
+                config: daemon.status_config.clone(),
+                monitor: monitor.clone(),
+                changes: changes.clone(),
+                reports: intake.as_ref().map(|i| i.store().clone()),
+            })),
         };
         tracker.spawn(http::serve(
             l,

@@ -10,8 +10,10 @@
 //! - `executor`: runs the machine per MX, persisting each state before acting on it; also the
 //!   external-certificate mode.
 //! - `tlsa`: TLSA record data (pure). [`probe`]: which key a live MX presents.
+//! - `view`: what `mxguard tlsa` and the status page show of an MX's keys (read only).
 
 pub(crate) mod executor;
 pub(crate) mod machine;
 pub mod probe;
 pub(crate) mod tlsa;
+pub(crate) mod view;

@@ -101,6 +101,14 @@ pub(crate) struct AdminState {
     pub refresh: Duration,
     /// Other parts of the daemon that add metrics (the posture checks).
     pub sources: Vec<Arc<dyn AdminSource>>,
+    /// The status page at `/` (404 without one).
+    pub page: Option<Arc<dyn AdminPage>>,
+}
+
+/// The HTML status page of the admin listener.
+#[async_trait::async_trait]
+pub(crate) trait AdminPage: Send + Sync {
+    async fn page(&self) -> String;
 }
 
 /// A part of the daemon that shows itself on the admin listener.
@@ -112,10 +120,35 @@ pub(crate) trait AdminSource: Send + Sync {
 /// Routes of the admin listener: Prometheus metrics and a health check.
 pub(crate) fn admin_router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The status page: HTML that loads nothing else (the policy forbids any other source).
+async fn status_page(State(state): State<AdminState>) -> Response {
+    let Some(page) = &state.page else {
+        return not_found().await;
+    };
+    let html = page.page().await;
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            ),
+        ],
+        html,
+    )
+        .into_response()
 }
 
 /// `ok` (200), or 503 with every reason the daemon cannot do its job right now.
@@ -635,6 +668,7 @@ mod tests {
                 zones: Some(Arc::new(ArcSwap::from_pointee(zones))),
                 refresh: DnssecSettings::default().refresh,
                 sources: Vec::new(),
+                page: None,
             };
             let req = Request::builder()
                 .uri("/healthz")

@@ -86,6 +86,16 @@ pub fn render_json(summary: &Summary) -> String {
     serde_json::to_string_pretty(summary).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// Sessions of one policy type on one UTC day (the day the report period starts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailySessions {
+    /// Days since 1970-01-01.
+    pub day: i64,
+    pub policy_type: String,
+    pub successful: u64,
+    pub failed: u64,
+}
+
 /// Rows shown per breakdown (sending IPs, MX hosts, …) unless everything is asked for.
 pub const TOP: usize = 10;
 

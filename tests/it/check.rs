@@ -13,16 +13,16 @@ use crate::harness::{
     CHECKS_OFF, Daemon, DomainSpec, Project, StandInMx, free_port, mxguard, wait_for,
 };
 
-const MX: &str = "mx1.example.com";
+pub(crate) const MX: &str = "mx1.example.com";
 
-struct Lab {
-    p: Project,
-    d: Daemon,
-    mx: StandInMx,
+pub(crate) struct Lab {
+    pub(crate) p: Project,
+    pub(crate) d: Daemon,
+    pub(crate) mx: StandInMx,
     unbound: Unbound,
-    anchor: PathBuf,
+    pub(crate) anchor: PathBuf,
     /// mxguard's local CA and the lab's own test CA, for --ca-file.
-    cas: PathBuf,
+    pub(crate) cas: PathBuf,
     test_ca: TestCa,
 }
 
@@ -74,7 +74,7 @@ fn lab(policy: &str) -> Lab {
 }
 
 /// `extra` is appended to the config before the daemon starts.
-fn lab_with(policy: &str, extra: &str) -> Lab {
+pub(crate) fn lab_with(policy: &str, extra: &str) -> Lab {
     let probe = free_port();
     let p = Project::new(&[DomainSpec {
         name: "example.com",
@@ -132,7 +132,7 @@ fn lab_with(policy: &str, extra: &str) -> Lab {
 }
 
 impl Lab {
-    fn resolver(&self) -> String {
+    pub(crate) fn resolver(&self) -> String {
         format!("127.0.0.1:{}", self.unbound.port)
     }
 
@@ -152,6 +152,27 @@ impl Lab {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         (out.status.code().unwrap_or(-1), doc, stderr)
+    }
+
+    /// Turns the daemon's posture checks on (through the lab's resolver, anchor and CAs) and
+    /// waits for the first passing run.
+    pub(crate) fn checks_on(&self) {
+        let cfg = fs::read_to_string(self.p.config()).unwrap();
+        let on = format!(
+            "[check]\ninterval = \"1h\"\nresolver = \"{}\"\ntrust_anchor = \"{}\"\nca_file = \"{}\"\n\n",
+            self.resolver(),
+            self.anchor.display(),
+            self.cas.display()
+        );
+        assert!(cfg.contains(CHECKS_OFF));
+        fs::write(self.p.config(), cfg.replace(CHECKS_OFF, &on)).unwrap();
+        self.d.reload();
+        let ok = format!(
+            "mxguard_check_ok{{domain=\"example.com\",mx=\"{MX}\",check=\"dane.match\"}} 1\n"
+        );
+        wait_for("a passing self-check", Duration::from_secs(30), || {
+            metrics(&self.p).contains(&ok).then_some(())
+        });
     }
 
     /// Auditor mode: no config, the given policy and SMTP ports.
@@ -528,7 +549,7 @@ impl Hook {
     }
 }
 
-fn metrics(p: &Project) -> String {
+pub(crate) fn metrics(p: &Project) -> String {
     let out = Command::new("curl")
         .args(["-sS", &format!("http://127.0.0.1:{}/metrics", p.admin)])
         .output()

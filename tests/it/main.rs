@@ -12,6 +12,7 @@ mod mta_sts;
 mod pebble;
 mod rollover;
 mod smtp;
+mod status_page;
 mod store_crash;
 mod tlsrpt_https;
 mod tlsrpt_mail;

@@ -3,7 +3,7 @@
 
 use crate::tlsrpt::alert::WindowCounts;
 use crate::tlsrpt::metrics::{LastReport, SessionTotal};
-use crate::tlsrpt::summary::{Count, GroupSummary, OrgCount, Summary};
+use crate::tlsrpt::summary::{Count, DailySessions, GroupSummary, OrgCount, Summary};
 use crate::tlsrpt::{self, normalize_domain};
 use flate2::read::GzDecoder;
 use rusqlite::{OptionalExtension, params};
@@ -265,6 +265,37 @@ impl ReportStore {
         })
         .and_then(|rows| rows.collect())
         .map_err(sql(&self.path, "last reports"))
+    }
+
+    /// Sessions per UTC day (of the report's start) and policy type for `domain`, for the
+    /// reports ending at or after `since`, oldest day first.
+    pub fn daily(
+        &self,
+        domain: &str,
+        since: OffsetDateTime,
+    ) -> Result<Vec<DailySessions>, ReportsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.start_time / 86400, p.policy_type, TOTAL(p.successful), TOTAL(p.failed)
+                 FROM policies p JOIN reports r ON r.id = p.report
+                 WHERE r.end_time >= ?1 AND p.policy_domain = ?2
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .map_err(sql(&self.path, "daily sessions"))?;
+        stmt.query_map(
+            params![since.unix_timestamp(), normalize_domain(domain)],
+            |r| {
+                Ok(DailySessions {
+                    day: r.get(0)?,
+                    policy_type: r.get(1)?,
+                    successful: to_u64(r.get(2)?),
+                    failed: to_u64(r.get(3)?),
+                })
+            },
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(sql(&self.path, "daily sessions"))
     }
 
     /// Stored reports, newest end date first.
