@@ -345,6 +345,40 @@ fn two_full_rolls(pebble: bool) {
     assert!(files.contains(&format!("{}.pem", keys[1])), "{files:?}");
     assert!(files.contains(&format!("{}.pem", keys[2])), "{files:?}");
     assert_eq!(files.len(), 3, "{files:?}");
+    if let Some(pebble) = &s._pebble {
+        // With Pebble's certificates, the posture a sender sees after two rolls is good:
+        // `mxguard check` through the validating unbound, with Pebble's root for WebPKI.
+        let anchor = s.p.path("anchor.ds");
+        fs::write(&anchor, format!("{}\n", ds_line(&s.p))).unwrap();
+        let resolver = format!("127.0.0.1:{}", s.unbound.port);
+        let out = mxguard(&[
+            "check",
+            "-c",
+            &s.p.config_str(),
+            "--resolver",
+            &resolver,
+            "--trust-anchor",
+            anchor.to_str().unwrap(),
+            "--ca-file",
+            pebble.root_pem().to_str().unwrap(),
+            "--json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{doc:#}");
+        let dom = &doc["domains"][0];
+        assert_eq!(
+            (dom["dane"].as_str(), dom["mta_sts"].as_str()),
+            (Some("ok"), Some("ok")),
+            "{doc:#}"
+        );
+        assert!(
+            dom["mx"][0]["certificate"]["issuer"]
+                .as_str()
+                .unwrap()
+                .contains("Pebble"),
+            "{doc:#}"
+        );
+    }
     drop(d);
 }
 
