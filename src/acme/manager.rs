@@ -296,13 +296,27 @@ impl<R: Responder> Manager<R> {
 
     /// When `spec` next needs work, from its persisted state.
     fn due(&self, spec: &CertSpec, st: &CertState) -> SystemTime {
-        due(
+        let has_chain = self.stored_chain(spec).is_some();
+        let due = due(
             spec,
             st,
             &self.backend.label(),
-            self.stored_chain(spec).is_some(),
+            has_chain,
             self.stored_chain_pem(spec).as_deref(),
-        )
+        );
+        if has_chain && self.first_deploy_waits(spec) {
+            // The certificate exists; only its deployment waits for the rollover.
+            return due.max(SystemTime::now() + self.roll_poll);
+        }
+        due
+    }
+
+    /// The rollover holds mxguard's first deployment to this MX (another key is live and the
+    /// new key's record is not public for the hold time yet).
+    fn first_deploy_waits(&self, spec: &CertSpec) -> bool {
+        matches!(&spec.role, Role::Mx(mx) if mx.rollover)
+            && self.roll.is_some()
+            && crate::dane::executor::first_deploy_waits(self.state.root(), &spec.name)
     }
 
     fn stored_chain_pem(&self, spec: &CertSpec) -> Option<String> {
@@ -591,6 +605,9 @@ impl<R: Responder> Manager<R> {
     }
 
     pub(crate) async fn deploy_mx(&self, spec: &CertSpec, d: &Deploy, st: &mut CertState) {
+        if self.first_deploy_waits(spec) {
+            return;
+        }
         let Some((chain, key)) = self.stored_chain(spec) else {
             return;
         };

@@ -190,6 +190,7 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
                 rollover: m.rollover,
                 external: m.external.as_ref(),
                 prepublish: &m.prepublish,
+                single_key: crate::acme::manager::current_key_digest(&config.state_dir, &m.host),
             },
             &timing,
             now,

@@ -388,12 +388,27 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 
     // MX keys exist before the zone is first built, so their TLSA records are published
     // before any certificate for them is ordered.
+    // A rollover begins before the first zone is built: a key the MX presents already (a
+    // certificate from before mxguard) is published alongside mxguard's own from the start.
+    let mut beginning = tokio::task::JoinSet::new();
     for m in config.mx.iter().filter(|m| m.external.is_none()) {
-        crate::acme::manager::load_or_create_key(&state, &m.host)?;
+        let key = crate::acme::manager::load_or_create_key(&state, &m.host)?;
+        if m.rollover
+            && config.listen.dns.is_some()
+            && crate::dane::executor::load(state.root(), &m.host).is_none()
+        {
+            let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
+            beginning.spawn(async move {
+                if let Err(e) = crate::dane::executor::begin(&state, &host, &key, verify).await {
+                    tracing::error!(mx = %host, err = %e, "cannot begin the rollover");
+                }
+            });
+        }
         if !m.dane_ta.is_empty() {
             tracing::warn!(mx = %m.host, "DANE-TA (2 1 1) pins the CA's intermediates, which CAs rotate: list every current intermediate and keep the list up to date");
         }
     }
+    beginning.join_all().await;
     for d in config.domains.iter().filter(|d| d.tlsa_https) {
         crate::acme::manager::load_or_create_key(&state, &d.mta_sts_host())?;
     }

@@ -209,6 +209,57 @@ pub(crate) fn rolled_digests(root: &Path, host: &str) -> Option<Vec<Vec<u8>>> {
     )
 }
 
+/// How long the MX is given to show its key when a rollover begins.
+const FIRST_PROBE: Duration = Duration::from_secs(5);
+
+/// Begins the rollover of `host` whose key is `current`: generates the next key and, if the
+/// MX presents another key right now (a certificate from before mxguard), keeps that key's
+/// record published until mxguard's own is seen live. Persists the state before returning,
+/// so the first zone built after it carries every record.
+pub(crate) async fn begin(
+    state: &StateDir,
+    host: &str,
+    current: &rcgen::KeyPair,
+    verify: Option<SocketAddr>,
+) -> Result<RollState, RollError> {
+    let current_id = save_key(state, host, current)?;
+    let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| RollError::Generate(e.to_string()))?;
+    let next_id = save_key(state, host, &next)?;
+    let addr = match verify {
+        Some(a) => Some(a),
+        None => tokio::time::timeout(FIRST_PROBE, tokio::net::lookup_host((host, 25)))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(|mut it| it.next()),
+    };
+    let prior = match addr {
+        Some(a) => match probe::presented_key(a, host, FIRST_PROBE).await {
+            Ok(key) if key != current_id => {
+                tracing::info!(mx = host, presented = %key, "the MX presents another key: its TLSA record stays published until mxguard's certificate is live");
+                Some(key)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::info!(mx = host, err = %e, "no key seen on the MX before its first certificate");
+                None
+            }
+        },
+        None => None,
+    };
+    let s = rollover::initial(current_id, next_id, prior, unix(SystemTime::now()));
+    save(state, host, &s)?;
+    tracing::info!(mx = host, current = %s.current, next = %s.next, "rollover started: next key generated");
+    Ok(s)
+}
+
+/// True while mxguard's first certificate for `host` must not be deployed yet (another key
+/// is live and the new key's record is not public for the hold time).
+pub(crate) fn first_deploy_waits(root: &Path, host: &str) -> bool {
+    load(root, host).is_some_and(|s| rollover::first_deploy_waits(&s))
+}
+
 /// True while a roll owns the MX certificate (ordinary renewal waits).
 pub(crate) fn in_roll(root: &Path, host: &str) -> bool {
     load(root, host).is_some_and(|s| {
@@ -277,17 +328,14 @@ impl RollExecutor {
         }
     }
 
-    fn init_state(&self, issuer: &dyn Issuer, host: &str) -> Result<RollState, RollError> {
+    async fn init_state(
+        &self,
+        issuer: &dyn Issuer,
+        host: &str,
+        verify: Option<SocketAddr>,
+    ) -> Result<RollState, RollError> {
         let current = issuer.current_key(host)?;
-        let current_id = save_key(&self.state, host, &current)?;
-        let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| RollError::Generate(e.to_string()))?;
-        let next_id = save_key(&self.state, host, &next)?;
-        Ok(rollover::initial(
-            current_id,
-            next_id,
-            unix(SystemTime::now()),
-        ))
+        begin(&self.state, host, &current, verify).await
     }
 
     /// Runs the machine for one MX until it has to wait; returns when to come back.
@@ -300,14 +348,8 @@ impl RollExecutor {
         let poll = self.poll;
         let mut s = match load(self.state.root(), host) {
             Some(s) => s,
-            None => match self.init_state(issuer, host) {
-                Ok(s) => {
-                    if !self.persist(host, &s) {
-                        return SystemTime::now() + poll;
-                    }
-                    tracing::info!(mx = host, current = %s.current, next = %s.next, "rollover started: next key generated");
-                    s
-                }
+            None => match self.init_state(issuer, host, verify).await {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::error!(mx = host, err = %e, "cannot start rollover");
                     return SystemTime::now() + poll;
@@ -450,6 +492,24 @@ impl RollExecutor {
             match &event {
                 Event::Failed { reason } => {
                     tracing::error!(mx = host, err = %reason, failures = n.failures, phase = ?n.phase, "rollover step failed; old records stay published")
+                }
+                Event::Observed { key }
+                    if s.prior.is_some() && matches!(s.phase, Phase::Stable) =>
+                {
+                    if n.prior.is_none() {
+                        tracing::info!(mx = host, key = %key, "MX presents mxguard's key; the previous key's record is withdrawn");
+                        self.changes.record(
+                            "rollover",
+                            host,
+                            format!(
+                                "MX presents mxguard's key {}; the record of the previous key {} is withdrawn",
+                                short(key),
+                                short(s.prior.as_deref().unwrap_or(""))
+                            ),
+                        );
+                    } else {
+                        tracing::warn!(mx = host, presented = %key, expected = %s.current, "MX does not present mxguard's first certificate yet; its previous key stays published");
+                    }
                 }
                 Event::Observed { key } if *key != s.next => {
                     tracing::error!(mx = host, presented = %key, expected = %s.next, "MX presents an unexpected key; nothing retired")

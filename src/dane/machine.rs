@@ -62,6 +62,11 @@ pub(crate) struct RollState {
     /// Why the roll waits for the servers, while it does (e.g. which secondary is behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// The key the MX presented before mxguard's first certificate went live (another tool's
+    /// certificate): its record stays published until the MX is seen presenting `current`,
+    /// and that first deployment waits until `current`'s record is public for the hold time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<KeyId>,
 }
 
 /// Timing of rolls.
@@ -116,8 +121,10 @@ pub(crate) enum Action {
     GenerateNext,
 }
 
-/// The initial state for an MX whose key is `current`, with a freshly generated `next`.
-pub(crate) fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
+/// The initial state for an MX whose key is `current`, with a freshly generated `next`;
+/// `prior` is the key the MX presents right now when that is another one.
+pub(crate) fn initial(current: KeyId, next: KeyId, prior: Option<KeyId>, now: u64) -> RollState {
+    let prior = prior.filter(|p| *p != current && *p != next);
     RollState {
         current,
         next,
@@ -131,7 +138,14 @@ pub(crate) fn initial(current: KeyId, next: KeyId, now: u64) -> RollState {
         last_error: None,
         retry_at: None,
         held: None,
+        prior,
     }
+}
+
+/// True while mxguard's first certificate must not be deployed: another key is live and
+/// `current`'s record is not yet public everywhere for the hold time.
+pub(crate) fn first_deploy_waits(s: &RollState) -> bool {
+    s.prior.is_some() && matches!(s.phase, Phase::Propagating { .. })
 }
 
 /// The TLSA keys that must be published for a state: always the current and the next key.
@@ -140,6 +154,11 @@ pub(crate) fn published(s: &RollState) -> Vec<KeyId> {
     let mut v = vec![s.current.clone()];
     if s.next != s.current && !s.next.is_empty() {
         v.push(s.next.clone());
+    }
+    if let Some(p) = &s.prior
+        && !v.contains(p)
+    {
+        v.push(p.clone());
     }
     v
 }
@@ -150,7 +169,10 @@ pub(crate) fn possibly_deployed(s: &RollState) -> Vec<KeyId> {
     match s.phase {
         // From the moment files may have been written until verification, either key.
         Phase::Deploying | Phase::Verifying => vec![s.current.clone(), s.next.clone()],
-        _ => vec![s.current.clone()],
+        // Another tool's key until mxguard's first certificate is seen live.
+        _ => std::iter::once(s.current.clone())
+            .chain(s.prior.clone())
+            .collect(),
     }
 }
 
@@ -178,6 +200,8 @@ pub(crate) fn action(s: &RollState, t: &Timing, now: u64) -> Action {
         } => Action::Wait {
             deadline: Some(at + t.hold),
         },
+        // Another key was live: look until the MX presents mxguard's (deployed once Stable).
+        Phase::Stable if s.prior.is_some() => Action::Verify,
         Phase::Stable => {
             if s.next.is_empty() || s.next == s.current {
                 Action::GenerateNext
@@ -256,6 +280,23 @@ pub(crate) fn step(s: &RollState, e: &Event, t: &Timing, now: u64) -> RollState 
             n.phase = Phase::Verifying;
             ok(&mut n);
         }
+        (Phase::Stable, Event::Observed { key }) if s.prior.is_some() => {
+            if *key == s.current {
+                // mxguard's key is live: the previous key's record goes.
+                n.prior = None;
+                ok(&mut n);
+            } else {
+                // The first look usually comes just before the deployment: no error yet.
+                n.failures += 1;
+                if n.failures >= 2 {
+                    n.last_error = Some(format!(
+                        "the MX still presents key {key}, not mxguard's key {} (deployed to the MTA's files): its record stays published; check that the MTA uses those files and was reloaded",
+                        s.current
+                    ));
+                }
+                n.retry_at = Some(now + backoff(t, n.failures).min(t.hold.max(1)));
+            }
+        }
         (Phase::Verifying, Event::Observed { key }) => {
             if *key == s.next {
                 // The MX presents the next key: the old one retires; a new next key follows.
@@ -329,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_full_roll_switches_keys_after_hold_and_publishes_a_new_next() {
-        let s = initial(k("a"), k("b"), 0);
+        let s = initial(k("a"), k("b"), None, 0);
         assert_eq!(published(&s), vec![k("a"), k("b")]);
         let (s, now) = full_roll(s, 0);
         assert_eq!(s.current, "b");
@@ -340,7 +381,7 @@ mod tests {
 
     #[test]
     fn stable_needs_hold_after_all_servers_serve() {
-        let mut s = initial(k("a"), k("b"), 0);
+        let mut s = initial(k("a"), k("b"), None, 0);
         s = step(&s, &Event::Published { serial: 5 }, &T, 0);
         s = step(&s, &Event::Tick { all_serve: false }, &T, 1000);
         assert!(matches!(
@@ -359,7 +400,7 @@ mod tests {
 
     #[test]
     fn lagging_secondary_holds_the_roll_before_the_switch() {
-        let mut s = initial(k("a"), k("b"), 0);
+        let mut s = initial(k("a"), k("b"), None, 0);
         s.phase = Phase::Stable;
         s.requested = true;
         let held = step(&s, &Event::Tick { all_serve: false }, &T, 10);
@@ -370,7 +411,7 @@ mod tests {
 
     #[test]
     fn mismatch_keeps_old_record_and_retries() {
-        let mut s = initial(k("a"), k("b"), 0);
+        let mut s = initial(k("a"), k("b"), None, 0);
         s.phase = Phase::Verifying;
         let s2 = step(&s, &Event::Observed { key: k("a") }, &T, 100);
         assert_eq!(s2.phase, Phase::Verifying);
@@ -398,6 +439,8 @@ mod tests {
         /// Crash and restart: state reloaded as persisted (unchanged), action repeated.
         Crash,
         Advance(u64),
+        /// The certificate manager deploys mxguard's first certificate when it may.
+        FirstDeploy,
     }
 
     fn world_event() -> impl Strategy<Value = WorldEvent> {
@@ -407,7 +450,44 @@ mod tests {
             prop::bool::weighted(0.8).prop_map(WorldEvent::Act),
             Just(WorldEvent::Crash),
             (1u64..100_000).prop_map(WorldEvent::Advance),
+            Just(WorldEvent::FirstDeploy),
         ]
+    }
+
+    #[test]
+    fn another_live_key_stays_published_until_mxguards_key_is_seen() {
+        let mut s = initial(k("a"), k("b"), Some(k("p")), 0);
+        assert_eq!(published(&s), [k("a"), k("b"), k("p")]);
+        assert!(first_deploy_waits(&s));
+        s = step(&s, &Event::Published { serial: 3 }, &T, 0);
+        s = step(&s, &Event::Tick { all_serve: true }, &T, 10);
+        assert!(first_deploy_waits(&s), "not public for the hold time yet");
+        s = step(&s, &Event::Tick { all_serve: true }, &T, 10 + T.hold);
+        assert_eq!(s.phase, Phase::Stable);
+        assert!(!first_deploy_waits(&s));
+        // Stable with another key live: look at the MX instead of starting a roll.
+        assert_eq!(action(&s, &T, 10 + T.hold), Action::Verify);
+        let still = step(&s, &Event::Observed { key: k("p") }, &T, 700);
+        assert_eq!(still.prior, Some(k("p")));
+        assert_eq!(
+            still.last_error, None,
+            "the first look precedes the deployment"
+        );
+        assert!(still.retry_at.unwrap() <= 700 + T.hold);
+        let again = step(&still, &Event::Observed { key: k("p") }, &T, 800);
+        assert!(
+            again
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("still presents key p")
+        );
+        let live = step(&again, &Event::Observed { key: k("a") }, &T, 900);
+        assert_eq!(live.prior, None);
+        assert_eq!(live.failures, 0);
+        assert_eq!(published(&live), [k("a"), k("b")]);
+        // The prior key equal to mxguard's own is no prior key.
+        assert_eq!(initial(k("a"), k("b"), Some(k("a")), 0).prior, None);
     }
 
     proptest! {
@@ -416,14 +496,22 @@ mod tests {
         /// withdrawn while its key is deployed; and a deployed key's record was public for the
         /// hold time.
         #[test]
-        fn invariant_holds_for_any_event_sequence(events in prop::collection::vec(world_event(), 1..300)) {
+        fn invariant_holds_for_any_event_sequence(
+            events in prop::collection::vec(world_event(), 1..300),
+            another_key_live in any::<bool>(),
+        ) {
             let mut now = 0u64;
-            let mut s = initial(k("k0"), k("k1"), now);
+            // With `another_key_live`, the MTA presents another tool's key p0 when mxguard
+            // starts; mxguard's first certificate (k0) is deployed when the machine allows it.
+            let prior = another_key_live.then(|| k("p0"));
+            let mut s = initial(k("k0"), k("k1"), prior.clone(), now);
             let mut fresh = 2;
             // The world: which key the MTA presents; when each record became public everywhere.
-            let mut deployed = k("k0");
+            let mut deployed = prior.clone().unwrap_or_else(|| k("k0"));
             let mut public_since: std::collections::HashMap<KeyId, u64> = Default::default();
-            public_since.insert(k("k0"), 0);
+            if !another_key_live {
+                public_since.insert(k("k0"), 0);
+            }
             let mut published_serial = 0u32;
             for e in events {
                 let before = published(&s);
@@ -431,6 +519,14 @@ mod tests {
                     WorldEvent::Advance(d) => now += d,
                     WorldEvent::Rotate => s = step(&s, &Event::RotateRequested, &T, now),
                     WorldEvent::Crash => {} // persisted state is `s`; nothing else survives
+                    WorldEvent::FirstDeploy => {
+                        if Some(&deployed) == prior.as_ref() && !first_deploy_waits(&s) {
+                            let since = public_since.get(&s.current).copied();
+                            prop_assert!(since.is_some_and(|t| now >= t + T.hold),
+                                "first deployment of {} before its record is public for the hold time", s.current);
+                            deployed = s.current.clone();
+                        }
+                    }
                     WorldEvent::Tick(all_serve) => {
                         let serves = all_serve;
                         if serves {

@@ -150,6 +150,10 @@ impl StatusPage {
                                             rollover: m.rollover,
                                             external: m.external.as_ref(),
                                             prepublish: &m.prepublish,
+                                            single_key: crate::acme::manager::current_key_digest(
+                                                &config.state_dir,
+                                                &m.host,
+                                            ),
                                         },
                                         &timing,
                                         now_s,

@@ -338,10 +338,10 @@ mod tests {
             })
             .collect();
         let text = render_text(&s, false);
-        assert!(text.contains("    192.0.2.9   91\n"), "{text}");
+        assert!(text.contains("    192.0.2.9  91\n"), "{text}");
         assert!(!text.contains("192.0.2.10 "), "{text}");
         assert!(
-            text.contains("    … 15 more (1155 sessions; --all shows them)\n"),
+            text.contains("    … 15 more (1245 sessions; --all shows them)\n"),
             "{text}"
         );
         let all = render_text(&s, true);

@@ -524,3 +524,70 @@ fn external_certificate_mode_publishes_its_key_and_flags_an_unannounced_one() {
         "{text}"
     );
 }
+
+/// The MX already presents another tool's certificate when mxguard takes it over: that key's
+/// record is published from mxguard's first zone on, mxguard's certificate is deployed only
+/// once its own record is public for the hold time, and the old record goes only after the MX
+/// is seen presenting mxguard's key. An observer checks at every sample that the live key is
+/// in the validated TLSA RRset.
+#[test]
+fn an_mx_live_with_another_key_keeps_its_record_until_mxguards_key_is_live() {
+    let kport = free_port();
+    let probe = free_port();
+    let p = project(probe, Some(kport), "[]");
+    // The certificate the MTA has before mxguard (say, from another ACME client).
+    let old_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let old_cert = rcgen::CertificateParams::new(vec![MX.to_string()])
+        .unwrap()
+        .self_signed(&old_key)
+        .unwrap();
+    let old =
+        mxguard::dane::probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(&old_key));
+    fs::create_dir_all(p.path("mta")).unwrap();
+    fs::write(p.path("mta/mx1.crt"), old_cert.pem()).unwrap();
+    fs::write(p.path("mta/mx1.key"), old_key.serialize_pem()).unwrap();
+    // The MTA serves whatever its files hold, from before mxguard starts.
+    let mx = StandInMx::start(p.path("mta/mx1.crt"), p.path("mta/mx1.key"), Duration::ZERO);
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{probe}"), &mx.addr().to_string())
+        .replace("min_hold = \"3s\"", "min_hold = \"6s\"");
+    fs::write(p.config(), cfg).unwrap();
+    let d = p.start();
+    let _knot = Knot::start(kport, d.dns, &["example.com."]);
+    let unbound = Unbound::start(kport, &ds_line(&p));
+    wait_for(
+        "the old key's record at the secondary",
+        Duration::from_secs(30),
+        || dig_tlsa(kport).contains(&old).then_some(()),
+    );
+    let ours = current_key(&p);
+    assert_ne!(ours, old);
+    let first = dig_tlsa(kport);
+    assert!(first.contains(&ours), "{first:?}");
+    let published_at = Instant::now();
+    let obs = Observer::start(mx.addr(), kport, unbound.port);
+    // mxguard's certificate goes live (after its record was public for the 6 s hold), and
+    // only then does the old record go.
+    wait_for("mxguard's key live", Duration::from_secs(60), || {
+        (presented(mx.addr()).as_deref() == Some(ours.as_str())).then_some(())
+    });
+    assert!(
+        published_at.elapsed() >= Duration::from_secs(4),
+        "deployed {:?} after its record was published",
+        published_at.elapsed()
+    );
+    wait_for("the old record withdrawn", Duration::from_secs(60), || {
+        (!dig_tlsa(kport).contains(&old)).then_some(())
+    });
+    let samples = obs.finish();
+    assert!(samples >= 10, "only {samples} observer samples");
+    let log = d.log_text();
+    assert!(log.contains("the MX presents another key"), "{log}");
+    assert!(log.contains("MX presents mxguard's key"), "{log}");
+    // The deployment waited for the hold: the record of mxguard's key was at the secondary
+    // before the MX presented it (the observer checked each sample), and the state is clean.
+    let st = roll_state(&p).unwrap();
+    assert!(st.get("prior").is_none(), "{st}");
+    drop((mx, unbound, d));
+}
