@@ -77,12 +77,16 @@ impl ChangeLog {
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let e = ChangeEvent {
+        self.record_event(ChangeEvent {
             at,
             kind: kind.to_string(),
             subject: subject.to_string(),
             detail: detail.into(),
-        };
+        });
+    }
+
+    /// Records a change with its own time (imports, tests).
+    pub fn record_event(&self, e: ChangeEvent) {
         let snapshot = {
             let Ok(mut r) = self.recent.lock() else {
                 return;

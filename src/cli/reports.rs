@@ -63,10 +63,36 @@ pub fn print_reports(
     let store = open_reports(&config)?;
     let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
     let summary = store.summary(domain.as_deref(), since)?;
+    // Failures set against mxguard's own changes (rollover steps, deployments, policies).
+    let changes = crate::changelog::read(&config.state_dir.join(crate::changelog::FILE));
+    let mut overlaps = std::collections::BTreeMap::new();
+    let mut failing: Vec<&str> = summary
+        .groups
+        .iter()
+        .filter(|g| g.failed_sessions > 0)
+        .filter_map(|g| g.domain.as_deref())
+        .collect();
+    failing.dedup();
+    for d in failing {
+        let o = crate::tlsrpt::correlate::overlaps(d, &store.failure_periods(d, since)?, &changes);
+        if !o.is_empty() {
+            overlaps.insert(d.to_string(), o);
+        }
+    }
     if json {
-        println!("{}", crate::tlsrpt::summary::render_json(&summary));
+        let mut v = serde_json::to_value(&summary)?;
+        v["overlapping_changes"] = serde_json::to_value(&overlaps)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", crate::tlsrpt::summary::render_text(&summary, all));
+        if !overlaps.is_empty() {
+            println!("\nfailures around mxguard's own changes:");
+            for (d, list) in &overlaps {
+                for o in list {
+                    println!("  {}: {}", crate::tlsrpt::summary::clean(d), o.text);
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -97,7 +123,7 @@ pub fn list_reports(
         .map(|r| {
             [
                 r.id.to_string(),
-                crate::logfield::untrusted(&r.organization_name).to_string(),
+                crate::tlsrpt::summary::clean(&r.organization_name),
                 format!(
                     "{} – {}",
                     r.start.format(&day).unwrap_or_default(),

@@ -316,7 +316,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             crate::tlsrpt::alerter::Alerter::new(config.tlsrpt.alerts.clone(), handle.clone())
                 .map_err(|e| ConfigError {
                     problems: vec![config.problem("tlsrpt.alerts", e.to_string())],
-                })?,
+                })?
+                .with_changes(changes.clone()),
         );
         Some((handle, alerter))
     } else {

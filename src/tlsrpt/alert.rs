@@ -172,6 +172,9 @@ pub(crate) struct AlertPayload {
     pub max_failure_ratio: f64,
     /// Human-readable one-line summary.
     pub text: String,
+    /// Failures in the window set against mxguard's own changes (see `tlsrpt::correlate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlapping_changes: Vec<String>,
 }
 
 /// Builds the webhook payload for an action (`None` for [`AlertAction::None`]).
@@ -211,6 +214,7 @@ pub(crate) fn payload(
         min_failures: settings.min_failures,
         max_failure_ratio: settings.max_failure_ratio,
         text,
+        overlapping_changes: Vec::new(),
     })
 }
 

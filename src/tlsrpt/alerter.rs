@@ -63,6 +63,8 @@ pub struct Alerter {
     min_interval: Duration,
     /// Domain evaluations (window queries) so far.
     evaluations: AtomicU64,
+    /// mxguard's own changes, named in an alert when the failures fall around one.
+    changes: Option<std::sync::Arc<crate::changelog::ChangeLog>>,
 }
 
 impl Alerter {
@@ -85,7 +87,17 @@ impl Alerter {
             states: Mutex::new(HashMap::new()),
             min_interval: MIN_EVAL_INTERVAL,
             evaluations: AtomicU64::new(0),
+            changes: None,
         })
+    }
+
+    /// Alerts name the change of mxguard's (from this journal) that failures fall around.
+    pub(crate) fn with_changes(
+        mut self,
+        changes: std::sync::Arc<crate::changelog::ChangeLog>,
+    ) -> Alerter {
+        self.changes = Some(changes);
+        self
     }
 
     #[cfg(test)]
@@ -187,7 +199,22 @@ impl Alerter {
             self.evaluations.fetch_add(1, Ordering::Relaxed);
             let counts = self.store.window_counts(domain.clone(), since).await?;
             let (next, action) = alert::decide(&self.settings, counts, self.state(&domain));
-            if let Some(payload) = alert::payload(&self.settings, &domain, counts, action) {
+            if let Some(mut payload) = alert::payload(&self.settings, &domain, counts, action) {
+                if action == AlertAction::Fire
+                    && let Some(changes) = &self.changes
+                {
+                    let d = domain.clone();
+                    let failures = self
+                        .store
+                        .read(move |s| s.failure_periods(&d, since))
+                        .await?;
+                    let o =
+                        crate::tlsrpt::correlate::overlaps(&domain, &failures, &changes.recent());
+                    if let Some(first) = o.first() {
+                        payload.text.push_str(&format!("; {}", first.text));
+                    }
+                    payload.overlapping_changes = o.into_iter().map(|x| x.text).collect();
+                }
                 tracing::info!(domain = %crate::logfield::untrusted(&domain), status = %payload.status, failed = counts.failed, successful = counts.successful, "tlsrpt alert");
                 if let Err(e) = self.deliver(&payload).await {
                     // Keep the old state: the next evaluation retries.
@@ -359,6 +386,37 @@ mod tests {
 
     fn domain() -> BTreeSet<String> {
         BTreeSet::from(["alert.example".to_string()])
+    }
+
+    #[tokio::test]
+    async fn an_alert_names_the_change_its_failures_fall_around() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReportsHandle::open(&dir.path().join("db")).unwrap();
+        let (url, mut hook) = webhook(204).await;
+        let changes = std::sync::Arc::new(crate::changelog::ChangeLog::in_memory());
+        // The key roll of the MX the synthetic reports name, inside their period.
+        changes.record_event(crate::changelog::ChangeEvent {
+            at: datetime!(2024-05-31 10:00 UTC).unix_timestamp() as u64,
+            kind: "rollover".into(),
+            subject: "mx.alert.example".into(),
+            detail: "key roll starts".into(),
+        });
+        let alerter = Alerter::new(settings(&url), store.clone())
+            .unwrap()
+            .with_changes(changes);
+        add(&store, "a", 10, 20).await;
+        add(&store, "b", 10, 30).await;
+        assert_eq!(
+            alerter.process(domain(), NOW).await.unwrap(),
+            vec![("alert.example".to_string(), AlertAction::Fire)]
+        );
+        let body: AlertPayload = serde_json::from_str(&hook.recv().await.unwrap()).unwrap();
+        assert!(
+            body.text.ends_with("; certificate-expired for mx.alert.example from 1 organization (50 sessions), in reports covering mxguard's rollover of mx.alert.example at 2024-05-31 10:00 UTC (key roll starts)"),
+            "{}",
+            body.text
+        );
+        assert_eq!(body.overlapping_changes.len(), 1);
     }
 
     #[tokio::test]

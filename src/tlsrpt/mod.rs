@@ -3,7 +3,8 @@
 //! Pure parts, in this file and beside it (no files, sockets, clock or tokio; time is passed
 //! in): the serde model of an aggregate report, [`parse_report`] (lenient where real senders
 //! deviate, strict where a report would be meaningless), body decoding ([`decode`]), the
-//! summary model and its renderers ([`summary`]), the alert decision ([`alert`]), the
+//! summary model and its renderers ([`summary`]), failures set against mxguard's own changes
+//! ([`correlate`]), the alert decision ([`alert`]), the
 //! Prometheus rendering ([`metrics`]) and finding the report in a mail ([`mailreport`]).
 //!
 //! Effectful parts: the SQLite report [`store`] (the only writer of `reports.sqlite`), the
@@ -32,6 +33,7 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 pub mod alert;
 pub mod alerter;
+pub mod correlate;
 pub mod decode;
 pub mod import;
 pub mod intake;

@@ -239,7 +239,8 @@ fn key_label(k: &Option<String>) -> String {
 }
 
 /// Reporter-supplied text without control characters (no terminal escapes), at most 80 chars.
-fn clean(s: &str) -> String {
+/// A reporter's string for a terminal: control characters replaced, at most 80 characters.
+pub(crate) fn clean(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })

@@ -98,6 +98,38 @@ fn the_status_page_renders_in_chromium_with_verdicts_and_charts() {
             assert_eq!(r.status, 201, "{r:?}");
         }
     }
+    // Today's report names failures at mx1, whose certificate mxguard deployed today: the
+    // summary sets them against that change.
+    let f = dir.join("today.json");
+    std::fs::write(&f, report("Google Inc.", 0, "sts", 300, 17)).unwrap();
+    let body = format!("@{}", f.display());
+    let r = curl(
+        &lab.d.ca,
+        "mta-sts.example.com",
+        lab.d.https,
+        "/tlsrpt",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/tlsrpt+json",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let out = crate::harness::mxguard(&["reports", "-c", &lab.p.config_str(), "--since", "30d"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("failures around mxguard's own changes:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "example.com: validation-failure for {MX} from 1 organization (17 sessions), in reports covering mxguard's certificate of {MX} at "
+        )),
+        "{text}"
+    );
     let url = format!("http://127.0.0.1:{}/", lab.p.admin);
     let chromium = crate::dns::tool("chromium", "chromium");
     let profile = tempfile::tempdir().unwrap();
@@ -130,7 +162,7 @@ fn the_status_page_renders_in_chromium_with_verdicts_and_charts() {
     }
     // Charts with data: 12 days of sts and of tlsa, the result types and the organizations.
     assert!(
-        dom.contains("data-chart=\"daily-sts\" data-points=\"12\""),
+        dom.contains("data-chart=\"daily-sts\" data-points=\"13\""),
         "{dom}"
     );
     assert!(

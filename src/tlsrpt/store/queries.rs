@@ -267,6 +267,43 @@ impl ReportStore {
         .map_err(sql(&self.path, "last reports"))
     }
 
+    /// The failure details reported for `domain` in reports ending at or after `since`, with
+    /// each report's period and organization (at most 10,000, newest first).
+    pub fn failure_periods(
+        &self,
+        domain: &str,
+        since: OffsetDateTime,
+    ) -> Result<Vec<crate::tlsrpt::correlate::FailurePeriod>, ReportsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.organization_name, r.start_time, r.end_time, f.result_type,
+                        f.receiving_mx_hostname, f.failed_session_count
+                 FROM failures f JOIN policies p ON p.id = f.policy
+                 JOIN reports r ON r.id = p.report
+                 WHERE p.policy_domain = ?1 AND r.end_time >= ?2
+                 ORDER BY r.end_time DESC LIMIT 10000",
+            )
+            .map_err(sql(&self.path, "failure periods"))?;
+        stmt.query_map(
+            params![normalize_domain(domain), since.unix_timestamp()],
+            |r| {
+                Ok(crate::tlsrpt::correlate::FailurePeriod {
+                    organization: r.get(0)?,
+                    start: r.get(1)?,
+                    end: r.get(2)?,
+                    result_type: r.get(3)?,
+                    mx: r
+                        .get::<_, Option<String>>(4)?
+                        .map(|m| m.trim_end_matches('.').to_ascii_lowercase()),
+                    sessions: r.get::<_, i64>(5)?.max(0) as u64,
+                })
+            },
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(sql(&self.path, "failure periods"))
+    }
+
     /// Sessions per UTC day (of the report's start) and policy type for `domain`, for the
     /// reports ending at or after `since`, oldest day first.
     pub fn daily(
