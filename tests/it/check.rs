@@ -75,6 +75,11 @@ fn lab(policy: &str) -> Lab {
 
 /// `extra` is appended to the config before the daemon starts.
 pub(crate) fn lab_with(policy: &str, extra: &str) -> Lab {
+    lab_acme(policy, extra, "")
+}
+
+/// `acme` lines go into the `[acme]` table.
+fn lab_acme(policy: &str, extra: &str, acme: &str) -> Lab {
     let probe = free_port();
     let p = Project::new(&[DomainSpec {
         name: "example.com",
@@ -88,6 +93,15 @@ pub(crate) fn lab_with(policy: &str, extra: &str) -> Lab {
     ));
     if !extra.is_empty() {
         p.append_config(extra);
+    }
+    if !acme.is_empty() {
+        let cfg = fs::read_to_string(p.config()).unwrap();
+        let with = cfg.replace(
+            "[acme]\ndirectory = \"local\"\n",
+            &format!("[acme]\ndirectory = \"local\"\n{acme}"),
+        );
+        assert_ne!(with, cfg, "harness config layout changed");
+        fs::write(p.config(), with).unwrap();
     }
     let d = p.start();
     let (cert, key) = (p.path("mta/mx1.crt"), p.path("mta/mx1.key"));
@@ -216,7 +230,12 @@ fn has_failure(doc: &serde_json::Value, check: &str, host: &str, seen_part: &str
 
 #[test]
 fn a_good_posture_passes_with_config_and_as_an_auditor() {
-    let lab = lab("mode = \"enforce\"\nmax_age = 604800\n");
+    // With CAA published for the configured CA: the check finds it consistent.
+    let lab = lab_acme(
+        "mode = \"enforce\"\nmax_age = 604800\n",
+        "",
+        "caa = true\ncaa_issuer = \"ca.lab.example\"\n",
+    );
     let cfg = lab.p.config_str();
     let (code, doc, err) = lab.check(&["-c", &cfg]);
     assert_eq!(code, 0, "{doc:#}\n{err}");
@@ -245,6 +264,7 @@ fn a_good_posture_passes_with_config_and_as_an_auditor() {
             .map(|c| c["status"].as_str().unwrap().to_string())
     };
     for c in [
+        "caa",
         "dns.mx",
         "mta-sts.txt",
         "mta-sts.fetch",
@@ -288,6 +308,30 @@ fn a_good_posture_passes_with_config_and_as_an_auditor() {
     assert_eq!(code, 0, "{doc:#}\n{err}");
     assert_eq!(doc["domains"][0]["dane"], "ok");
     assert_eq!(doc["domains"][0]["mta_sts"], "ok");
+
+    // A config that names another CA than the CAA records allow (edited, not reloaded).
+    let text = fs::read_to_string(lab.p.config()).unwrap();
+    fs::write(
+        lab.p.config(),
+        text.replace(
+            "caa_issuer = \"ca.lab.example\"",
+            "caa_issuer = \"other-ca.example\"",
+        ),
+    )
+    .unwrap();
+    let (code, doc, _) = lab.check(&["-c", &cfg]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        has_failure(
+            &doc,
+            "caa",
+            "example.com",
+            "does not let other-ca.example issue"
+        ),
+        "{:#?}",
+        failures(&doc)
+    );
+    fs::write(lab.p.config(), text).unwrap();
 
     // Usage errors exit 2.
     let out = mxguard(&["check"]);
