@@ -97,6 +97,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// For pushed domains: the names and types mxguard updates, and least-privilege Knot and
+    /// BIND snippets (ACL / update-policy, TSIG key) for the primary.
+    DnsPolicy {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this domain.
+        domain: Option<String>,
+    },
     /// Print the rendered MTA-STS policy and the DNS records announcing it.
     Policy {
         #[arg(short, long)]
@@ -206,6 +214,9 @@ fn main() -> ExitCode {
                 None => mxguard::cli::print_reports(&config, domain.as_deref(), &since, json, all),
             },
         },
+        Command::DnsPolicy { config, domain } => {
+            mxguard::cli::print_dns_policy(&config, domain.as_deref())
+        }
         Command::TsigKeygen { name, out } => mxguard::cli::tsig_keygen(&name, out.as_deref()),
         Command::Tlsa { config } => mxguard::cli::print_tlsa(&config),
         Command::Rotate { config, mx } => mxguard::cli::rotate(&config, mx.as_deref()),

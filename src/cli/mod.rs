@@ -8,13 +8,16 @@
 //! - [`reports`]: `reports` (summary, list, show, import).
 //! - [`init`](mod@init): `init`.
 //! - [`check`](mod@check): `check`.
+//! - [`dns_policy`]: `dns-policy` (least-privilege snippets for pushed domains).
 
 pub mod check;
+pub mod dns_policy;
 pub mod init;
 pub mod reports;
 pub mod show;
 
 pub use check::{CheckOptions, UsageError, check};
+pub use dns_policy::print_dns_policy;
 pub use init::{InitOptions, init};
 pub use reports::{import_reports, list_reports, parse_since, print_report, print_reports};
 pub use show::{

@@ -129,6 +129,8 @@ pub(crate) struct Domain {
     pub tls_rpt: Vec<String>,
     pub challenge: ChallengeKind,
     pub tlsa_https: bool,
+    /// Push mode: the records go into the domain's own DNS; mxguard serves no zone for it.
+    pub push: Option<crate::publish::push::PushSettings>,
 }
 
 impl Domain {

@@ -441,4 +441,34 @@ pub(crate) struct RawDomain {
     /// Also publish `_443._tcp.mta-sts.<name> TLSA 3 1 1` for the policy host's key.
     #[serde(default)]
     pub tlsa_https: bool,
+    /// Present: mxguard does not serve this zone; it pushes the records it manages into the
+    /// DNS the domain already has.
+    #[serde(default)]
+    pub push: Option<RawPush>,
+}
+
+/// `[domain.push]`: where and how the managed records are pushed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPush {
+    /// `rfc2136`, or a DNS provider's API name.
+    pub provider: String,
+    /// rfc2136: the primary that accepts updates (`ADDR:PORT`).
+    #[serde(default)]
+    pub server: Option<SocketAddr>,
+    #[serde(default)]
+    pub tsig_key_name: Option<String>,
+    /// The base64 TSIG secret (0600), as `mxguard tsig-keygen` writes it.
+    #[serde(default)]
+    pub tsig_secret_file: Option<PathBuf>,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default)]
+    pub tsig_algorithm: Option<String>,
+    /// Provider APIs: the credential file (0600).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Whom to ask whether a change is served (`ADDR:PORT` each); default: the zone's NS
+    /// RRset as the primary answers it.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
 }

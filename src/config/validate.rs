@@ -126,6 +126,16 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
                 .as_deref()
                 .unwrap_or(&PathBuf::from(format!("zones/{name}.zone"))),
         );
+        let push = d
+            .push
+            .as_ref()
+            .and_then(|push| push_settings(push, &format!("domain[{i}]"), base, &mut problem));
+        if push.is_some() && d.zone.is_some() {
+            problem(
+                format!("domain[{i}].zone"),
+                "a pushed domain has no zone file: mxguard does not serve its zone (remove zone, or [domain.push])".into(),
+            );
+        }
         domains.push(Domain {
             name,
             mx,
@@ -134,10 +144,119 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
             tls_rpt: d.tls_rpt.clone(),
             challenge: d.challenge.unwrap_or(raw.acme.challenge),
             tlsa_https: d.tlsa_https,
+            push,
         });
     }
 
     domains
+}
+
+/// DNS provider APIs users ask for; named in the error so they know it is not a typo.
+const PROVIDER_APIS: &[&str] = &[
+    "cloudflare",
+    "desec",
+    "hetzner",
+    "route53",
+    "ovh",
+    "gandi",
+    "digitalocean",
+    "powerdns",
+];
+
+/// `[domain.push]`: the primary, the TSIG key (its file present, a base64 secret, not
+/// readable by others). Reaching the server is not required here.
+fn push_settings(
+    raw: &super::raw::RawPush,
+    at: &str,
+    base: &Base,
+    problem: &mut impl FnMut(String, String),
+) -> Option<crate::publish::push::PushSettings> {
+    let key = |k: &str| format!("{at}.push.{k}");
+    match raw.provider.to_ascii_lowercase().as_str() {
+        "rfc2136" => {}
+        p if PROVIDER_APIS.contains(&p) => {
+            problem(
+                key("provider"),
+                format!(
+                    "the {p} API is not supported yet: use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS)"
+                ),
+            );
+            return None;
+        }
+        p => {
+            problem(
+                key("provider"),
+                format!("unknown provider {p:?}: use \"rfc2136\""),
+            );
+            return None;
+        }
+    }
+    if raw.token_file.is_some() {
+        problem(
+            key("token_file"),
+            "token_file is for provider APIs; rfc2136 uses tsig_key_name and tsig_secret_file"
+                .into(),
+        );
+    }
+    let Some(server) = raw.server else {
+        problem(
+            key("server"),
+            "rfc2136 needs server = \"ADDR:PORT\" (the primary that accepts updates)".into(),
+        );
+        return None;
+    };
+    let (Some(name), Some(file)) = (&raw.tsig_key_name, &raw.tsig_secret_file) else {
+        problem(key("tsig_key_name"), "rfc2136 needs tsig_key_name and tsig_secret_file (create the secret with `mxguard tsig-keygen NAME --out FILE`)".into());
+        return None;
+    };
+    if hickory_proto::rr::Name::from_ascii(name).is_err() {
+        problem(
+            key("tsig_key_name"),
+            format!("{name:?} is not a valid key name"),
+        );
+        return None;
+    }
+    let algorithm = match raw.tsig_algorithm.as_deref() {
+        None => hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        Some(a) => match crate::publish::push::algorithm(a) {
+            Some(a) => a,
+            None => {
+                problem(
+                    key("tsig_algorithm"),
+                    format!("{a:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"),
+                );
+                return None;
+            }
+        },
+    };
+    let secret_file = base.resolve(file);
+    if let Err(e) = crate::publish::push::read_secret(&secret_file) {
+        problem(key("tsig_secret_file"), e);
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(&secret_file)
+            && m.permissions().mode() & 0o004 != 0
+        {
+            problem(
+                key("tsig_secret_file"),
+                format!(
+                    "{} is readable by every user: chmod 600 it",
+                    secret_file.display()
+                ),
+            );
+            return None;
+        }
+    }
+    Some(crate::publish::push::PushSettings {
+        server,
+        key_name: name.clone(),
+        secret_file,
+        algorithm,
+        nameservers: raw.nameservers.clone(),
+    })
 }
 
 /// `[[mx]]`: hosts, files, modes, owner, reload, rollover or external certificate.
@@ -218,7 +337,10 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
             },
             None => None,
         };
-        if (m.rollover || m.external_cert.is_some()) && raw.listen.dns.is_none() {
+        let pushed = domains
+            .iter()
+            .any(|d| d.push.is_some() && m.host.ends_with(&format!(".{}", d.name)));
+        if (m.rollover || m.external_cert.is_some()) && raw.listen.dns.is_none() && !pushed {
             problem(
                 format!("mx[{i}].rollover"),
                 "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),

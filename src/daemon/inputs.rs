@@ -17,16 +17,40 @@ pub(crate) fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError>
     Ok((config, loaded))
 }
 
-/// The zones of the configured domains.
+/// The zones mxguard serves: every configured domain that is not pushed.
 pub(super) fn domain_zones(config: &Config) -> Vec<DomainZone> {
     config
         .domains
         .iter()
+        .filter(|d| d.push.is_none())
         .map(|d| DomainZone {
             domain: d.name.clone(),
             zone_file: d.zone_file.clone(),
         })
         .collect()
+}
+
+/// The pushed zones and where they go.
+pub(super) fn push_zones(
+    config: &Config,
+) -> Vec<(hickory_proto::rr::Name, crate::publish::push::PushSettings)> {
+    config
+        .domains
+        .iter()
+        .filter_map(|d| {
+            let p = d.push.clone()?;
+            Some((publish::signed::origin(&d.name).ok()?, p))
+        })
+        .collect()
+}
+
+/// Splits `changes` into those for mxguard's own zones and those for pushed zones.
+pub(super) fn split_pushed(config: &Config, changes: Vec<Change>) -> (Vec<Change>, Vec<Change>) {
+    let pushed: Vec<hickory_proto::rr::Name> =
+        push_zones(config).into_iter().map(|(n, _)| n).collect();
+    changes
+        .into_iter()
+        .partition(|c| !pushed.iter().any(|z| z.zone_of(&c.key().owner)))
 }
 
 /// The CAA records of `config` (none unless `acme.caa`): the issuer, the challenge types in
@@ -178,7 +202,12 @@ fn mx_pattern_matches(pattern: &str, host: &str) -> bool {
 /// cover: senders that apply the policy would refuse to deliver to them.
 fn uncovered_zone_mx(config: &Config, loaded: &LoadedPolicies) -> Vec<crate::config::Problem> {
     let mut out = Vec::new();
-    for (i, d) in config.domains.iter().enumerate() {
+    for (i, d) in config
+        .domains
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.push.is_none())
+    {
         let Some(p) = loaded.policies.get(&d.name) else {
             continue;
         };
@@ -237,7 +266,8 @@ pub(crate) fn load_all(path: &Path) -> Result<(Config, LoadedPolicies), ConfigEr
     let mut problems = Vec::new();
     match base_changes(&config, &loaded, &config.state_dir) {
         Ok(changes) => {
-            if let Err(e) = publish::signed::check(&domain_zones(&config), &changes) {
+            let (own, _) = split_pushed(&config, changes);
+            if let Err(e) = publish::signed::check(&domain_zones(&config), &own) {
                 problems.extend(zone_problems(e).problems);
             }
         }

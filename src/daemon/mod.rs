@@ -13,7 +13,9 @@
 mod inputs;
 mod responder;
 
-use inputs::{bad_name, base_changes, caa_policy, domain_zones, zone_problems};
+use inputs::{
+    bad_name, base_changes, caa_policy, domain_zones, push_zones, split_pushed, zone_problems,
+};
 pub(crate) use inputs::{load, load_all};
 use responder::DaemonResponder;
 
@@ -62,6 +64,8 @@ struct Daemon {
     cert_specs: Arc<ArcSwap<Vec<CertSpec>>>,
     cert_wake: Arc<Notify>,
     zones: Option<Arc<SignedZonePublisher>>,
+    /// The pushed zones (domains whose DNS is elsewhere).
+    push: Arc<crate::publish::push::PushSink>,
     /// The records the daemon set last (so a reload withdraws what the config no longer has).
     base_keys: std::collections::BTreeSet<RrsetKey>,
     /// False until the first apply: zone files are (re)read only from the second on.
@@ -135,15 +139,29 @@ impl Daemon {
                 None => tracing::info!(domain = %d.name, id = %new.id, "policy published"),
             }
         }
+        let mut changes = base_changes(&config, &loaded, self.state.root())?;
+        let keys: std::collections::BTreeSet<RrsetKey> =
+            changes.iter().map(|c| c.key().clone()).collect();
+        changes.extend(
+            self.base_keys
+                .difference(&keys)
+                .map(|k| Change::Withdraw(k.clone())),
+        );
+        let (changes, pushed) = split_pushed(&config, changes);
+        // Pushed zones: a primary that is down or refuses does not stop the daemon; the push is
+        // retried (with backoff) and the previous records stay there meanwhile.
+        self.push
+            .configure(push_zones(&config))
+            .await
+            .map_err(|e| ConfigError {
+                problems: vec![config.problem("domain.push", e)],
+            })?;
+        if !pushed.is_empty()
+            && let Err(e) = crate::publish::RecordSink::apply(&*self.push, pushed).await
+        {
+            tracing::warn!(err = %e, "records not pushed yet; retrying");
+        }
         if let Some(zones) = &self.zones {
-            let mut changes = base_changes(&config, &loaded, self.state.root())?;
-            let keys: std::collections::BTreeSet<RrsetKey> =
-                changes.iter().map(|c| c.key().clone()).collect();
-            changes.extend(
-                self.base_keys
-                    .difference(&keys)
-                    .map(|k| Change::Withdraw(k.clone())),
-            );
             let applied = if !self.zones_reloadable {
                 // At start the publisher has just loaded the zone files.
                 self.zones_reloadable = true;
@@ -156,8 +174,8 @@ impl Daemon {
             if applied.changed {
                 tracing::info!(zones = applied.serials.len(), "zones published");
             }
-            self.base_keys = keys;
         }
+        self.base_keys = keys;
         self.caa.store(Arc::new(caa_policy(&config)));
         self.checks
             .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
@@ -394,10 +412,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let mut beginning = tokio::task::JoinSet::new();
     for m in config.mx.iter().filter(|m| m.external.is_none()) {
         let key = crate::acme::manager::load_or_create_key(&state, &m.host)?;
-        if m.rollover
-            && config.listen.dns.is_some()
-            && crate::dane::executor::load(state.root(), &m.host).is_none()
-        {
+        if m.rollover && crate::dane::executor::load(state.root(), &m.host).is_none() {
             let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
             beginning.spawn(async move {
                 if let Err(e) = crate::dane::executor::begin(&state, &host, &key, verify).await {
@@ -429,6 +444,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             );
             let changes =
                 base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;
+            let (changes, _) = split_pushed(&config, changes);
             let publisher = Arc::new(
                 SignedZonePublisher::start(
                     state.clone(),
@@ -447,6 +463,15 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         None => None,
     };
 
+    // The one record sink every producer uses: pushed zones, then mxguard's own.
+    let push = Arc::new(crate::publish::push::PushSink::default());
+    let sink: Option<Arc<dyn RecordSink>> =
+        (zones.is_some() || config.domains.iter().any(|d| d.push.is_some())).then(|| {
+            Arc::new(crate::publish::Router {
+                signed: zones.clone(),
+                push: push.clone(),
+            }) as Arc<dyn RecordSink>
+        });
     let monitor = Arc::new(crate::check::monitor::Monitor::new(changes.wake()));
     let (checks, check_inputs) =
         tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
@@ -459,6 +484,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         cert_specs: cert_specs.clone(),
         cert_wake: cert_wake.clone(),
         zones: zones.clone(),
+        push: push.clone(),
         base_keys: Default::default(),
         zones_reloadable: false,
         caa: caa.clone(),
@@ -475,27 +501,24 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         responder: DaemonResponder {
             served: served.clone(),
             resolver: resolver.clone(),
-            sink: zones.clone().map(|z| z as Arc<dyn RecordSink>),
+            sink: sink.clone(),
             dns01: Default::default(),
         },
         specs: cert_specs,
         wake: cert_wake,
         backoff: daemon.config.acme.backoff,
-        sink: daemon.zones.clone().map(|z| z as Arc<dyn RecordSink>),
+        sink: sink.clone(),
         caa,
         caa_account: Default::default(),
-        roll: daemon
-            .zones
-            .clone()
-            .map(|z| crate::dane::executor::RollExecutor {
-                state: state.clone(),
-                sink: z,
-                timing: daemon.config.roll_timing(),
-                poll: daemon.config.rollover.poll,
-                tlsa_port: daemon.config.records.tlsa_port,
-                tlsa_ttl: daemon.config.records.tlsa_ttl,
-                changes: changes.clone(),
-            }),
+        roll: sink.clone().map(|z| crate::dane::executor::RollExecutor {
+            state: state.clone(),
+            sink: z,
+            timing: daemon.config.roll_timing(),
+            poll: daemon.config.rollover.poll,
+            tlsa_port: daemon.config.records.tlsa_port,
+            tlsa_ttl: daemon.config.records.tlsa_ttl,
+            changes: changes.clone(),
+        }),
         roll_poll: daemon.config.rollover.poll,
         changes: changes.clone(),
     };
@@ -577,6 +600,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         let (p, tok) = (publisher.clone(), shutdown.clone());
         tracker.spawn(async move { tok.run_until_cancelled(p.catch_up_serials()).await });
     }
+    tracker.spawn(push.clone().run_retries(shutdown.clone()));
     // The posture checks: first run once everything above serves.
     tracker.spawn(monitor.clone().run(check_inputs, shutdown.clone()));
     // Certificates last: every challenge responder (HTTP, HTTPS, DNS) is up.

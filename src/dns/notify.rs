@@ -43,8 +43,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends `message` to `server` over UDP and waits for the matching response.
-async fn exchange(
+/// Sends `message` to `server` over UDP (TSIG-signed with `tsig`) and waits for the matching
+/// response, verifying its TSIG.
+pub async fn exchange(
     server: SocketAddr,
     mut message: Message,
     tsig: Option<&TSigner>,

@@ -5,11 +5,13 @@
 //! `Change`) and the record constructors every producer uses (`records`). Producers say
 //! *which* RRset an owner should have; a sink decides how it gets there and reports the serial
 //! and whether every authoritative server serves it. Implementations: `signed`, mxguard's
-//! own signed zones served as a hidden primary.
+//! own signed zones served as a hidden primary; `push`, RFC 2136 updates into the DNS a
+//! domain already has; [`Router`], which sends each change to the one that holds its zone.
 //!
 //! Must not decide *when* records change (the daemon, the rollover state machine and the
 //! certificate manager do), and must not read the configuration file.
 
+pub(crate) mod push;
 pub(crate) mod records;
 pub(crate) mod signed;
 
@@ -107,12 +109,15 @@ pub(crate) enum SinkError {
     /// The signing task failed (a panic or a runtime shutting down).
     #[error("zone signing task failed: {0}")]
     Task(String),
+    /// A push to a domain's own primary failed (the previous records stay; retried).
+    #[error(transparent)]
+    Push(#[from] push::PushError),
 }
 
 impl SinkError {
     /// Whether trying again later can help (temporary) or the input must change (permanent).
     pub(crate) fn is_temporary(&self) -> bool {
-        matches!(self, SinkError::Task(_))
+        matches!(self, SinkError::Task(_) | SinkError::Push(_))
             || matches!(self, SinkError::Zone(crate::zone::ZoneError::Store(_)))
     }
 }
@@ -164,4 +169,64 @@ pub(crate) async fn wait_served(
         }
     }
     Ok(())
+}
+
+/// Sends each change to the sink that holds its zone: the pushed zones first, then mxguard's
+/// own signed zones. A batch that spans both is applied to each in turn (atomic per sink).
+pub(crate) struct Router {
+    pub signed: Option<std::sync::Arc<SignedZonePublisher>>,
+    pub push: std::sync::Arc<push::PushSink>,
+}
+
+#[async_trait::async_trait]
+impl RecordSink for Router {
+    async fn apply(&self, changes: Vec<Change>) -> Result<Applied, SinkError> {
+        let (pushed, own): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| self.push.zone_of(&c.key().owner).is_some());
+        let mut applied = Applied::default();
+        if !own.is_empty() {
+            let Some(signed) = &self.signed else {
+                return Err(SinkError::OutsideZones {
+                    owner: own[0].key().owner.to_ascii(),
+                });
+            };
+            let a = signed.apply(own).await?;
+            applied.changed |= a.changed;
+            applied.serials.extend(a.serials);
+        }
+        if !pushed.is_empty() {
+            let a = self.push.apply(pushed).await?;
+            applied.changed |= a.changed;
+            applied.serials.extend(a.serials);
+        }
+        Ok(applied)
+    }
+
+    fn zone_of(&self, owner: &Name) -> Option<Name> {
+        self.push
+            .zone_of(owner)
+            .or_else(|| self.signed.as_ref().and_then(|s| s.zone_of(owner)))
+    }
+
+    fn serial(&self, zone: &Name) -> Option<u32> {
+        self.push
+            .serial(zone)
+            .or_else(|| self.signed.as_ref().and_then(|s| s.serial(zone)))
+    }
+
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), NotServed> {
+        if self.push.serial(zone).is_some() {
+            return self.push.served_everywhere(zone, serial).await;
+        }
+        match &self.signed {
+            Some(s) => s.served_everywhere(zone, serial).await,
+            None => Err(NotServed {
+                server: "mxguard".into(),
+                zone: zone.to_ascii(),
+                serial,
+                answer: "no zone served".into(),
+            }),
+        }
+    }
 }

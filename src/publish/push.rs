@@ -1,0 +1,567 @@
+//! Push mode: the records mxguard manages, sent into the DNS a domain already has by RFC 2136
+//! UPDATE (TSIG-signed) to its primary. mxguard serves no zone for such a domain.
+//!
+//! Owns: the desired managed RRsets of each pushed zone and what was last pushed. Each change
+//! of an RRset is one UPDATE that deletes the RRset and adds its records (atomic at the
+//! primary), with the prerequisite that the zone's SOA exists; only the owners and types
+//! mxguard manages are ever named. A failed UPDATE keeps the desired state: [`PushSink::retry`]
+//! sends it again, with backoff. "Served everywhere" means every authoritative server (the
+//! configured `nameservers`, or the zone's NS RRset as the primary answers it) answers the
+//! RRsets as pushed, without recursion, with an RRSIG over them when the zone is signed.
+//!
+//! Must not touch any other name or type; must not decide when records change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hickory_proto::dnssec::rdata::DNSSECRData;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+
+use super::{Applied, Change, NotServed, RecordSink, Rrset, SinkError, Source};
+
+/// TSIG fudge (seconds of clock skew tolerated), as BIND and Knot use.
+const FUDGE: u16 = 300;
+/// One UPDATE or query.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of a failed push: 10 s doubling to 10 min.
+const RETRY_FIRST: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// `[domain.push]` as validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PushSettings {
+    /// The primary that accepts RFC 2136 updates.
+    pub server: SocketAddr,
+    pub key_name: String,
+    pub secret_file: PathBuf,
+    pub algorithm: TsigAlgorithm,
+    /// Whom to ask whether a change is served; empty: the zone's NS RRset.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// The TSIG algorithms accepted in `tsig_algorithm`.
+pub(crate) fn algorithm(name: &str) -> Option<TsigAlgorithm> {
+    match name.trim_end_matches('.').to_ascii_lowercase().as_str() {
+        "hmac-sha256" => Some(TsigAlgorithm::HmacSha256),
+        "hmac-sha384" => Some(TsigAlgorithm::HmacSha384),
+        "hmac-sha512" => Some(TsigAlgorithm::HmacSha512),
+        _ => None,
+    }
+}
+
+/// The name of an algorithm as BIND and Knot write it.
+pub(crate) fn algorithm_name(a: &TsigAlgorithm) -> &'static str {
+    match a {
+        TsigAlgorithm::HmacSha384 => "hmac-sha384",
+        TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        _ => "hmac-sha256",
+    }
+}
+
+/// Reads a TSIG secret file: base64, whitespace ignored, at least 16 bytes.
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let secret = data_encoding::BASE64.decode(&compact).map_err(|_| {
+        format!(
+            "{}: not a base64 secret (as `mxguard tsig-keygen NAME --out FILE` writes it)",
+            path.display()
+        )
+    })?;
+    if secret.len() < 16 {
+        return Err(format!("{}: secret shorter than 16 bytes", path.display()));
+    }
+    Ok(secret)
+}
+
+/// One pushed zone.
+struct Zone {
+    settings: PushSettings,
+    signer: TSigner,
+    /// Per (owner, type): each producer's part.
+    desired: BTreeMap<(Name, RecordType), BTreeMap<Source, Rrset>>,
+    /// Per (owner, type): the records the primary accepted last (empty: deleted).
+    pushed: BTreeMap<(Name, RecordType), Vec<Record>>,
+    /// The primary's serial after the last accepted UPDATE.
+    serial: u32,
+    /// The last failure and when to try again.
+    failure: Option<(String, Instant, Duration)>,
+}
+
+/// The push sink: one entry per pushed zone (replaced on reload).
+#[derive(Default)]
+pub(crate) struct PushSink {
+    zones: tokio::sync::Mutex<BTreeMap<Name, Zone>>,
+    /// The zone names, readable without the lock (`zone_of`, `serial`).
+    index: std::sync::RwLock<BTreeMap<Name, u32>>,
+}
+
+/// Why a push failed (the previous records stay; it is retried).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("push to {server} for zone {zone} ({records}): {reason}")]
+pub(crate) struct PushError {
+    pub server: SocketAddr,
+    pub zone: String,
+    pub records: String,
+    pub reason: String,
+}
+
+impl PushSink {
+    /// Sets the pushed zones (at start and on reload): keeps what is known of zones that stay.
+    pub(crate) async fn configure(&self, zones: Vec<(Name, PushSettings)>) -> Result<(), String> {
+        let mut built = Vec::new();
+        for (name, settings) in zones {
+            let secret = read_secret(&settings.secret_file)?;
+            let mut key = Name::from_ascii(&settings.key_name)
+                .map_err(|e| format!("tsig_key_name {:?}: {e}", settings.key_name))?;
+            key.set_fqdn(true);
+            let signer = TSigner::new(secret, settings.algorithm.clone(), key, FUDGE)
+                .map_err(|e| format!("TSIG key {}: {e}", settings.key_name))?;
+            built.push((name, settings, signer));
+        }
+        let mut zones = self.zones.lock().await;
+        let mut old = std::mem::take(&mut *zones);
+        for (name, settings, signer) in built {
+            let z = match old.remove(&name) {
+                Some(mut z) => {
+                    z.settings = settings;
+                    z.signer = signer;
+                    z
+                }
+                None => Zone {
+                    settings,
+                    signer,
+                    desired: BTreeMap::new(),
+                    pushed: BTreeMap::new(),
+                    serial: 0,
+                    failure: None,
+                },
+            };
+            zones.insert(name, z);
+        }
+        if let Ok(mut i) = self.index.write() {
+            *i = zones.iter().map(|(n, z)| (n.clone(), z.serial)).collect();
+        }
+        Ok(())
+    }
+
+    /// The pushed zone holding `owner`.
+    fn zone_name(&self, owner: &Name) -> Option<Name> {
+        let index = self.index.read().ok()?;
+        index
+            .keys()
+            .filter(|z| z.zone_of(owner))
+            .max_by_key(|z| z.num_labels())
+            .cloned()
+    }
+
+    /// Pushes every zone whose last push failed and whose retry time has come.
+    pub(crate) async fn retry(&self) {
+        let mut zones = self.zones.lock().await;
+        let now = Instant::now();
+        for (name, z) in zones.iter_mut() {
+            let due = matches!(&z.failure, Some((_, at, _)) if *at <= now);
+            if due {
+                match push_zone(name, z).await {
+                    Ok(_) => {
+                        tracing::info!(zone = %name, server = %z.settings.server, "push succeeded after a failure")
+                    }
+                    Err(e) => {
+                        tracing::warn!(err = %e, "push failed again; the previous records stay")
+                    }
+                }
+            }
+        }
+        if let Ok(mut i) = self.index.write() {
+            for (n, z) in zones.iter() {
+                i.insert(n.clone(), z.serial);
+            }
+        }
+    }
+
+    /// Per pushed zone: the last failure (for `status` and the page).
+    pub(crate) async fn failures(&self) -> Vec<(Name, String)> {
+        self.zones
+            .lock()
+            .await
+            .iter()
+            .filter_map(|(n, z)| z.failure.as_ref().map(|(e, _, _)| (n.clone(), e.clone())))
+            .collect()
+    }
+
+    /// Runs until `shutdown`: retries failed pushes.
+    pub(crate) async fn run_retries(
+        self: std::sync::Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => self.retry().await,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The union of the producers' parts of one RRset, as records.
+fn union(owner: &Name, parts: &BTreeMap<Source, Rrset>) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    let ttl = parts.values().map(|r| r.ttl).min().unwrap_or(300);
+    for r in parts.values() {
+        for d in &r.data {
+            if !out.iter().any(|x| x.data == *d) {
+                out.push(Record::from_rdata(owner.clone(), ttl, d.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u16::from_be_bytes(b)
+}
+
+/// Sends the RRsets whose desired records differ from the pushed ones, in one UPDATE.
+/// Returns whether anything was sent.
+async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
+    let mut changed: Vec<((Name, RecordType), Vec<Record>)> = Vec::new();
+    for (key, parts) in &z.desired {
+        let want = union(&key.0, parts);
+        let have = z.pushed.get(key);
+        let same = match have {
+            Some(h) => {
+                h.len() == want.len()
+                    && want
+                        .iter()
+                        .all(|w| h.iter().any(|x| x.data == w.data && x.ttl == w.ttl))
+            }
+            None => want.is_empty(),
+        };
+        if !same {
+            changed.push((key.clone(), want));
+        }
+    }
+    if changed.is_empty() {
+        z.failure = None;
+        return Ok(false);
+    }
+    let what = changed
+        .iter()
+        .map(|((o, t), r)| {
+            if r.is_empty() {
+                format!("delete {o} {t}")
+            } else {
+                format!("{o} {t} ×{}", r.len())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Update);
+    let mut zone_q = Query::new();
+    zone_q
+        .set_name(name.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
+    msg.add_zone(zone_q);
+    // Prerequisite: the zone exists at that server (its SOA RRset is there).
+    let mut pre = Record::update0(name.clone(), 0, RecordType::SOA);
+    pre.dns_class = DNSClass::ANY;
+    msg.add_pre_requisite(pre);
+    for ((owner, rtype), records) in &changed {
+        let mut del = Record::update0(owner.clone(), 0, *rtype);
+        del.dns_class = DNSClass::ANY;
+        msg.add_update(del);
+        for r in records {
+            msg.add_update(r.clone());
+        }
+    }
+    let server = z.settings.server;
+    let fail = |reason: String| PushError {
+        server,
+        zone: name.to_ascii(),
+        records: what.clone(),
+        reason,
+    };
+    let reply = crate::dns::exchange(server, msg, Some(&z.signer), TIMEOUT)
+        .await
+        .map_err(|e| fail(e.to_string()));
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            note_failure(z, &e);
+            return Err(e);
+        }
+    };
+    if reply.metadata.response_code != ResponseCode::NoError {
+        let e = fail(format!(
+            "UPDATE answered {}{}",
+            reply.metadata.response_code,
+            match reply.metadata.response_code {
+                ResponseCode::Refused | ResponseCode::NotAuth =>
+                    " (is the TSIG key allowed to update these names? see `mxguard dns-policy`)",
+                _ => "",
+            }
+        ));
+        note_failure(z, &e);
+        return Err(e);
+    }
+    for (key, records) in changed {
+        z.pushed.insert(key, records);
+    }
+    z.failure = None;
+    // The serial that carries the change (a signing primary may have raised it further).
+    match crate::dns::query_soa_serial(server, name, None, TIMEOUT).await {
+        Ok(s) => z.serial = s,
+        Err(e) => {
+            tracing::warn!(zone = %name, server = %server, err = %e, "pushed, but the primary's SOA serial could not be read")
+        }
+    }
+    tracing::info!(zone = %name, server = %server, serial = z.serial, records = %what, "records pushed");
+    Ok(true)
+}
+
+fn note_failure(z: &mut Zone, e: &PushError) {
+    let wait = match &z.failure {
+        Some((_, _, w)) => (*w * 2).min(RETRY_MAX),
+        None => RETRY_FIRST,
+    };
+    tracing::warn!(err = %e, retry_in = ?wait, "push failed; the previous records stay");
+    z.failure = Some((e.to_string(), Instant::now() + wait, wait));
+}
+
+#[async_trait::async_trait]
+impl RecordSink for PushSink {
+    async fn apply(&self, changes: Vec<Change>) -> Result<Applied, SinkError> {
+        let mut by_zone: BTreeMap<Name, Vec<Change>> = BTreeMap::new();
+        for c in changes {
+            let zone = self
+                .zone_name(&c.key().owner)
+                .ok_or_else(|| SinkError::OutsideZones {
+                    owner: c.key().owner.to_ascii(),
+                })?;
+            by_zone.entry(zone).or_default().push(c);
+        }
+        let mut zones = self.zones.lock().await;
+        let mut applied = Applied::default();
+        let mut first_error = None;
+        for (name, list) in by_zone {
+            let Some(z) = zones.get_mut(&name) else {
+                continue;
+            };
+            for c in list {
+                let key = (c.key().owner.clone(), c.key().rtype);
+                let parts = z.desired.entry(key).or_default();
+                match c {
+                    Change::Set(k, rrset) if !rrset.data.is_empty() => {
+                        parts.insert(k.source, rrset);
+                    }
+                    Change::Set(k, _) | Change::Withdraw(k) => {
+                        parts.remove(&k.source);
+                    }
+                }
+            }
+            match push_zone(&name, z).await {
+                Ok(changed) => {
+                    applied.changed |= changed;
+                    applied.serials.insert(name.clone(), z.serial);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Ok(mut i) = self.index.write() {
+            for (n, z) in zones.iter() {
+                i.insert(n.clone(), z.serial);
+            }
+        }
+        match first_error {
+            Some(e) => Err(SinkError::Push(e)),
+            None => Ok(applied),
+        }
+    }
+
+    fn zone_of(&self, owner: &Name) -> Option<Name> {
+        self.zone_name(owner)
+    }
+
+    fn serial(&self, zone: &Name) -> Option<u32> {
+        self.index.read().ok()?.get(zone).copied()
+    }
+
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), NotServed> {
+        let (settings, pushed) = {
+            let zones = self.zones.lock().await;
+            let Some(z) = zones.get(zone) else {
+                return Err(NotServed {
+                    server: "push".into(),
+                    zone: zone.to_ascii(),
+                    serial,
+                    answer: "not a pushed zone".into(),
+                });
+            };
+            (z.settings.clone(), z.pushed.clone())
+        };
+        let not = |server: String, answer: String| NotServed {
+            server,
+            zone: zone.to_ascii(),
+            serial,
+            answer,
+        };
+        let servers = match nameservers(zone, &settings).await {
+            Ok(s) if !s.is_empty() => s,
+            Ok(_) => {
+                return Err(not(
+                    format!("primary {}", settings.server),
+                    "no NS addresses for the zone".into(),
+                ));
+            }
+            Err(e) => return Err(not(format!("primary {}", settings.server), e)),
+        };
+        let signed = is_signed(settings.server, zone).await;
+        for server in servers {
+            for ((owner, rtype), want) in &pushed {
+                let got = query(server, owner, *rtype, signed)
+                    .await
+                    .map_err(|e| not(format!("nameserver {server}"), e))?;
+                let records: Vec<&Record> = got
+                    .answers
+                    .iter()
+                    .filter(|r| r.name == *owner && r.record_type() == *rtype)
+                    .collect();
+                let same = records.len() == want.len()
+                    && want
+                        .iter()
+                        .all(|w| records.iter().any(|r| r.data == w.data));
+                if !same {
+                    return Err(not(
+                        format!("nameserver {server}"),
+                        format!(
+                            "{owner} {rtype}: {} record(s), {} pushed",
+                            records.len(),
+                            want.len()
+                        ),
+                    ));
+                }
+                let covered = got.answers.iter().any(|r| match &r.data {
+                    RData::DNSSEC(DNSSECRData::RRSIG(s)) => {
+                        r.name == *owner && s.input().type_covered == *rtype
+                    }
+                    _ => false,
+                });
+                if signed && !want.is_empty() && !covered {
+                    return Err(not(
+                        format!("nameserver {server}"),
+                        format!("{owner} {rtype}: served without an RRSIG yet"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One query (no recursion; with DO when `dnssec`).
+async fn query(
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+    dnssec: bool,
+) -> Result<Message, String> {
+    let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(name.clone(), rtype));
+    if dnssec {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232).set_dnssec_ok(true);
+        msg.edns = Some(edns);
+    }
+    let reply = crate::dns::exchange(server, msg, None, TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
+        code => Err(format!("{name} {rtype} answered {code}")),
+    }
+}
+
+/// Whether the zone has a DNSKEY RRset at the primary (then pushed RRsets must be signed).
+async fn is_signed(primary: SocketAddr, zone: &Name) -> bool {
+    query(primary, zone, RecordType::DNSKEY, false)
+        .await
+        .map(|m| {
+            m.answers
+                .iter()
+                .any(|r| r.record_type() == RecordType::DNSKEY)
+        })
+        .unwrap_or(false)
+}
+
+/// The authoritative servers: the configured ones, or the zone's NS names as the primary
+/// answers them, each resolved (in-zone names at the primary, others by the system).
+async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<SocketAddr>, String> {
+    if !s.nameservers.is_empty() {
+        return Ok(s.nameservers.clone());
+    }
+    let ns = query(s.server, zone, RecordType::NS, false).await?;
+    let mut out = Vec::new();
+    for r in &ns.answers {
+        let RData::NS(target) = &r.data else {
+            continue;
+        };
+        let target = &target.0;
+        if zone.zone_of(target) {
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Ok(m) = query(s.server, target, t, false).await {
+                    for a in &m.answers {
+                        match &a.data {
+                            RData::A(v4) => out.push(SocketAddr::new(v4.0.into(), 53)),
+                            RData::AAAA(v6) => out.push(SocketAddr::new(v6.0.into(), 53)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        } else if let Ok(Ok(addrs)) = tokio::time::timeout(
+            TIMEOUT,
+            tokio::net::lookup_host((target.to_ascii().trim_end_matches('.'), 53)),
+        )
+        .await
+        {
+            out.extend(addrs);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithms_and_secrets() {
+        assert_eq!(algorithm("HMAC-SHA512."), Some(TsigAlgorithm::HmacSha512));
+        assert_eq!(algorithm("hmac-md5"), None);
+        assert_eq!(algorithm_name(&TsigAlgorithm::HmacSha384), "hmac-sha384");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "c2hvcnQ=\n").unwrap();
+        assert!(read_secret(&f).unwrap_err().contains("shorter than 16"));
+        std::fs::write(&f, "not base64!").unwrap();
+        assert!(read_secret(&f).unwrap_err().contains("not a base64 secret"));
+        std::fs::write(
+            &f,
+            format!("{}\n", data_encoding::BASE64.encode(&[7u8; 32])),
+        )
+        .unwrap();
+        assert_eq!(read_secret(&f).unwrap(), vec![7u8; 32]);
+    }
+}
