@@ -372,7 +372,9 @@ impl RollExecutor {
         }
         // The zone always carries the state's records (idempotent; no serial change if equal).
         if let Err(e) = self.sync_zone(host, &s).await {
-            tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
+            if let Some(skipped) = crate::logfield::throttle("dane: cannot publish TLSA records") {
+                tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
+            }
             return SystemTime::now() + poll;
         }
         for _ in 0..16 {
@@ -536,7 +538,11 @@ impl RollExecutor {
             if s != before
                 && let Err(e) = self.sync_zone(host, &s).await
             {
-                tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
+                if let Some(skipped) =
+                    crate::logfield::throttle("dane: cannot publish TLSA records")
+                {
+                    tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
+                }
                 return SystemTime::now() + poll;
             }
             // The records of the key retired now are withdrawn (synced above): older retired
@@ -705,7 +711,9 @@ impl RollExecutor {
             .publish_tlsa(host, &external_records(&s, prepublish, now))
             .await
         {
-            tracing::error!(mx = host, err = %e, "cannot publish TLSA records");
+            if let Some(skipped) = crate::logfield::throttle("dane: cannot publish TLSA records") {
+                tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
+            }
         }
         let next_retire = s.retiring.iter().map(|(_, d)| from_unix(*d)).min();
         let wake = SystemTime::now() + poll;

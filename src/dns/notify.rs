@@ -89,9 +89,15 @@ pub async fn exchange(
         {
             continue;
         }
-        if let Some(v) = verifier.as_mut() {
-            v.verify(data)
-                .map_err(|e| err(format!("TSIG verification of the response failed: {e}")))?;
+        if let Some(v) = verifier.as_mut()
+            && let Err(e) = v.verify(data)
+            && reply.metadata.response_code == ResponseCode::NoError
+        {
+            // A refusal (e.g. NOTAUTH for a bad key) comes back unsigned: its code is
+            // reported as it is; only a success must carry a valid signature.
+            return Err(err(format!(
+                "TSIG verification of the response failed: {e}"
+            )));
         }
         return Ok(reply);
     }

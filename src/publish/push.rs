@@ -88,8 +88,8 @@ struct Zone {
     pushed: BTreeMap<(Name, RecordType), Vec<Record>>,
     /// The primary's serial after the last accepted UPDATE.
     serial: u32,
-    /// The last failure and when to try again.
-    failure: Option<(String, Instant, Duration)>,
+    /// The last failure, when to try again, and the current backoff.
+    failure: Option<(PushError, Instant, Duration)>,
 }
 
 /// The push sink: one entry per pushed zone (replaced on reload).
@@ -128,6 +128,8 @@ impl PushSink {
         for (name, settings, signer) in built {
             let z = match old.remove(&name) {
                 Some(mut z) => {
+                    // A reload (perhaps a fixed key or server): try again at once.
+                    z.failure = None;
                     z.settings = settings;
                     z.signer = signer;
                     z
@@ -189,7 +191,11 @@ impl PushSink {
             .lock()
             .await
             .iter()
-            .filter_map(|(n, z)| z.failure.as_ref().map(|(e, _, _)| (n.clone(), e.clone())))
+            .filter_map(|(n, z)| {
+                z.failure
+                    .as_ref()
+                    .map(|(e, _, _)| (n.clone(), e.to_string()))
+            })
             .collect()
     }
 
@@ -227,9 +233,15 @@ fn random_id() -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Sends the RRsets whose desired records differ from the pushed ones, in one UPDATE.
-/// Returns whether anything was sent.
+/// Sends the RRsets whose desired records differ from the pushed ones, one UPDATE each.
+/// Returns whether anything was sent. While a failed push waits for its retry time, nothing
+/// is sent and that failure is returned again (the backoff holds for every caller).
 async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
+    if let Some((e, at, _)) = &z.failure
+        && *at > Instant::now()
+    {
+        return Err(e.clone());
+    }
     let mut changed: Vec<((Name, RecordType), Vec<Record>)> = Vec::new();
     for (key, parts) in &z.desired {
         let want = union(&key.0, parts);
@@ -251,68 +263,60 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
         z.failure = None;
         return Ok(false);
     }
-    let what = changed
-        .iter()
-        .map(|((o, t), r)| {
-            if r.is_empty() {
-                format!("delete {o} {t}")
-            } else {
-                format!("{o} {t} ×{}", r.len())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Update);
-    let mut zone_q = Query::new();
-    zone_q
-        .set_name(name.clone())
-        .set_query_class(DNSClass::IN)
-        .set_query_type(RecordType::SOA);
-    msg.add_zone(zone_q);
-    // Prerequisite: the zone exists at that server (its SOA RRset is there).
-    let mut pre = Record::update0(name.clone(), 0, RecordType::SOA);
-    pre.dns_class = DNSClass::ANY;
-    msg.add_pre_requisite(pre);
-    for ((owner, rtype), records) in &changed {
-        let mut del = Record::update0(owner.clone(), 0, *rtype);
+    let server = z.settings.server;
+    let mut sent = Vec::new();
+    // One UPDATE per RRset: each replaces one RRset atomically, and a primary whose ACLs
+    // allow each type only at its own names (what `dns-policy` prints) accepts each.
+    for ((owner, rtype), records) in changed {
+        let what = if records.is_empty() {
+            format!("delete {owner} {rtype}")
+        } else {
+            format!("{owner} {rtype} ×{}", records.len())
+        };
+        let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Update);
+        let mut zone_q = Query::new();
+        zone_q
+            .set_name(name.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        msg.add_zone(zone_q);
+        // Prerequisite: the zone exists at that server (its SOA RRset is there).
+        let mut pre = Record::update0(name.clone(), 0, RecordType::SOA);
+        pre.dns_class = DNSClass::ANY;
+        msg.add_pre_requisite(pre);
+        let mut del = Record::update0(owner.clone(), 0, rtype);
         del.dns_class = DNSClass::ANY;
         msg.add_update(del);
-        for r in records {
+        for r in &records {
             msg.add_update(r.clone());
         }
-    }
-    let server = z.settings.server;
-    let fail = |reason: String| PushError {
-        server,
-        zone: name.to_ascii(),
-        records: what.clone(),
-        reason,
-    };
-    let reply = crate::dns::exchange(server, msg, Some(&z.signer), TIMEOUT)
-        .await
-        .map_err(|e| fail(e.to_string()));
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) => {
+        let fail = |reason: String| PushError {
+            server,
+            zone: name.to_ascii(),
+            records: what.clone(),
+            reason,
+        };
+        let result = match crate::dns::exchange(server, msg, Some(&z.signer), TIMEOUT).await {
+            Err(e) => Err(fail(e.to_string())),
+            Ok(reply) if reply.metadata.response_code != ResponseCode::NoError => {
+                Err(fail(format!(
+                    "UPDATE answered {}{}",
+                    rcode_name(reply.metadata.response_code),
+                    match reply.metadata.response_code {
+                        ResponseCode::Refused | ResponseCode::NotAuth =>
+                            " (is the TSIG key right, and allowed to update this name and type? see `mxguard dns-policy`)",
+                        _ => "",
+                    }
+                )))
+            }
+            Ok(_) => Ok(()),
+        };
+        if let Err(e) = result {
             note_failure(z, &e);
             return Err(e);
         }
-    };
-    if reply.metadata.response_code != ResponseCode::NoError {
-        let e = fail(format!(
-            "UPDATE answered {}{}",
-            reply.metadata.response_code,
-            match reply.metadata.response_code {
-                ResponseCode::Refused | ResponseCode::NotAuth =>
-                    " (is the TSIG key allowed to update these names? see `mxguard dns-policy`)",
-                _ => "",
-            }
-        ));
-        note_failure(z, &e);
-        return Err(e);
-    }
-    for (key, records) in changed {
-        z.pushed.insert(key, records);
+        z.pushed.insert((owner, rtype), records);
+        sent.push(what);
     }
     z.failure = None;
     // The serial that carries the change (a signing primary may have raised it further).
@@ -322,8 +326,26 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
             tracing::warn!(zone = %name, server = %server, err = %e, "pushed, but the primary's SOA serial could not be read")
         }
     }
-    tracing::info!(zone = %name, server = %server, serial = z.serial, records = %what, "records pushed");
+    tracing::info!(zone = %name, server = %server, serial = z.serial, records = %sent.join(", "), "records pushed");
     Ok(true)
+}
+
+/// A response code as DNS tools print it (`NOTAUTH`, `REFUSED`, …).
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("rcode {}", u16::from(other)),
+    }
 }
 
 fn note_failure(z: &mut Zone, e: &PushError) {
@@ -332,7 +354,7 @@ fn note_failure(z: &mut Zone, e: &PushError) {
         None => RETRY_FIRST,
     };
     tracing::warn!(err = %e, retry_in = ?wait, "push failed; the previous records stay");
-    z.failure = Some((e.to_string(), Instant::now() + wait, wait));
+    z.failure = Some((e.clone(), Instant::now() + wait, wait));
 }
 
 #[async_trait::async_trait]

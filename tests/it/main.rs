@@ -10,6 +10,7 @@ mod harness;
 mod init;
 mod mta_sts;
 mod pebble;
+mod push;
 mod rollover;
 mod smtp;
 mod status_page;

@@ -1,0 +1,275 @@
+//! Push mode against a real primary: knotd serving and signing example.com, configured with
+//! exactly the ACL `mxguard dns-policy` prints. mxguard serves no zone for the domain; it
+//! pushes `_mta-sts`, `_smtp._tls` and the MX's TLSA records by TSIG-signed UPDATE, rolls the
+//! MX key with the hold measured at knot, and reports a refused update by server, record and
+//! code while the old records stay.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::dns::{Proc, dig, run, tool};
+use crate::harness::{DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
+
+const MX: &str = "mx1.example.com";
+
+/// knotd as the domain's own, signing primary.
+struct KnotPrimary {
+    port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl KnotPrimary {
+    fn start(port: u16, policy_snippet: &str) -> KnotPrimary {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        fs::create_dir_all(dir.path().join("zones")).unwrap();
+        fs::create_dir_all(dir.path().join("db")).unwrap();
+        fs::write(
+            dir.path().join("zones/example.com.zone"),
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 127.0.0.1\n@ MX 10 mx1\nmx1 A 127.0.0.1\nmta-sts A 127.0.0.1\nwww A 192.0.2.80\n",
+        )
+        .unwrap();
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: \"{d}/db\"\ntemplate:\n  - id: default\n    storage: \"{d}/zones\"\n    file: \"%s.zone\"\n    dnssec-signing: on\n    zonefile-sync: -1\n    journal-content: all\n{policy_snippet}"
+        );
+        let path = dir.path().join("knot.conf");
+        fs::write(&path, &conf).unwrap();
+        let (ok, out) = run(Command::new(tool("knotc", "knot"))
+            .arg("-c")
+            .arg(&path)
+            .arg("conf-check"));
+        assert!(ok, "knotc conf-check: {out}\n{conf}");
+        let child = Command::new(tool("knotd", "knot"))
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("knot.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let k = KnotPrimary {
+            port,
+            _proc: Proc(child),
+            _dir: dir,
+        };
+        wait_for(
+            "knot to serve a signed zone",
+            Duration::from_secs(20),
+            || {
+                k.dig(&["example.com", "DNSKEY"])
+                    .contains("DNSKEY")
+                    .then_some(())
+            },
+        );
+        k
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        run(Command::new(dig())
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "+dnssec",
+                "+norec",
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args))
+        .1
+    }
+
+    /// The data of the `3 1 1` records knot serves for the MX.
+    fn tlsa(&self) -> Vec<String> {
+        self.dig(&["+short", &format!("_25._tcp.{MX}"), "TLSA"])
+            .lines()
+            .filter(|l| l.starts_with("3 1 1 "))
+            .map(|l| l[6..].replace(' ', "").to_lowercase())
+            .collect()
+    }
+}
+
+fn phase(p: &Project) -> String {
+    fs::read(p.path(&format!("state/rollover/{MX}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn current_key(p: &Project) -> String {
+    fs::read(p.path(&format!("state/rollover/{MX}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["current"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
+    let kport = free_port();
+    let probe = free_port();
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"enforce\"\nmax_age = 604800\n",
+    }]);
+    let secret = p.path("secrets/mxguard.tsig");
+    fs::create_dir_all(p.path("secrets")).unwrap();
+    let out = mxguard(&["tsig-keygen", "mxguard", "--out", secret.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let mta = p.path("mta");
+    p.append_config(&format!(
+        "[records]\ntlsa_ttl = 1\nttl = 1\n\n[rollover]\nkey_age = \"30d\"\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
+         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\n\n\
+         [domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{kport}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{s}\"\nnameservers = [\"127.0.0.1:{kport}\"]\n",
+        m = mta.display(),
+        s = secret.display()
+    ));
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert!(out.status.success(), "{out:?}");
+
+    // knot is configured with exactly what dns-policy prints for it.
+    let out = mxguard(&["dns-policy", "-c", &p.config_str()]);
+    let policy = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{policy}");
+    for line in [
+        format!("#   _mta-sts.example.com. TXT"),
+        format!("#   _smtp._tls.example.com. TXT"),
+        format!("#   _25._tcp.{MX}. TLSA"),
+        format!("        grant mxguard. name _25._tcp.{MX}. TLSA;"),
+    ] {
+        assert!(policy.contains(&line), "{line}: {policy}");
+    }
+    let knot_part = policy
+        .split("# Knot DNS (knot.conf)")
+        .nth(1)
+        .and_then(|s| s.split("# BIND (named.conf)").next())
+        .unwrap();
+    let knot_snippet: String = knot_part.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let knot = KnotPrimary::start(kport, &knot_snippet);
+
+    let d = p.start();
+    // mxguard serves no zone for the pushed domain.
+    let own = run(Command::new(dig()).args([
+        "@127.0.0.1",
+        "-p",
+        &d.dns.to_string(),
+        "+norec",
+        "_mta-sts.example.com",
+        "TXT",
+    ]))
+    .1;
+    assert!(own.contains("status: REFUSED"), "{own}");
+    // The policy id, signed by knot.
+    wait_for("the policy id at knot", Duration::from_secs(30), || {
+        let out = knot.dig(&["_mta-sts.example.com", "TXT"]);
+        (out.contains("v=STSv1; id=") && out.contains("RRSIG")).then_some(())
+    });
+    assert!(
+        knot.dig(&["_smtp._tls.example.com", "TXT"])
+            .contains("v=TLSRPTv1; rua=mailto:tlsrpt@example.com")
+    );
+    // The MX certificate is deployed; the stand-in MTA serves it.
+    let (cert, key) = (p.path("mta/mx1.crt"), p.path("mta/mx1.key"));
+    wait_for("first MX deployment", Duration::from_secs(60), || {
+        (cert.exists() && key.exists()).then_some(())
+    });
+    let mx = StandInMx::start(cert, key, Duration::ZERO);
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{probe}"), &mx.addr().to_string());
+    fs::write(p.config(), cfg).unwrap();
+    d.reload();
+    wait_for(
+        "current and next TLSA at knot",
+        Duration::from_secs(60),
+        || (phase(&p) == "stable" && knot.tlsa().len() == 2).then_some(()),
+    );
+    let first = current_key(&p);
+    assert!(knot.tlsa().contains(&first), "{:?}", knot.tlsa());
+    assert!(
+        knot.dig(&[&format!("_25._tcp.{MX}"), "TLSA"])
+            .contains("RRSIG")
+    );
+
+    // A roll, with the hold measured at knot.
+    let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the roll to complete", Duration::from_secs(90), || {
+        let k = current_key(&p);
+        (k != first && !k.is_empty() && phase(&p) == "stable").then_some(())
+    });
+    let now = current_key(&p);
+    wait_for(
+        "the old key's record withdrawn at knot",
+        Duration::from_secs(30),
+        || {
+            let set = knot.tlsa();
+            (set.contains(&now) && !set.contains(&first)).then_some(())
+        },
+    );
+
+    // The key can write nothing else: an A record is denied by knot.
+    let secret_b64 = fs::read_to_string(&secret).unwrap().trim().to_string();
+    let mut nsupdate = Command::new(tool("nsupdate", "bind9-dnsutils"))
+        .args(["-y", &format!("hmac-sha256:mxguard.:{secret_b64}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = nsupdate.stdin.take().unwrap();
+        writeln!(stdin, "server 127.0.0.1 {kport}\nzone example.com\nupdate add evil.example.com. 300 A 192.0.2.66\nsend").unwrap();
+    }
+    let out = nsupdate.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Knot answers an update its ACLs deny with NOTAUTH (BIND: REFUSED).
+    assert!(text.contains("NOTAUTH") || text.contains("REFUSED"), "{text}");
+    assert!(!knot.dig(&["evil.example.com", "A"]).contains("192.0.2.66"));
+
+    // A wrong key: the update is refused; the log names server, records and code; the old
+    // records stay and the policy is still served.
+    let id_before = knot.dig(&["+short", "_mta-sts.example.com", "TXT"]);
+    let out = mxguard(&["tsig-keygen", "other"]);
+    fs::write(&secret, &out.stdout).unwrap();
+    fs::write(
+        p.path("policies/example.com.toml"),
+        "mode = \"enforce\"\nmax_age = 86400\n",
+    )
+    .unwrap();
+    d.reload();
+    wait_for(
+        "the refused push in the log",
+        Duration::from_secs(20),
+        || {
+            d.log_text()
+                .lines()
+                .any(|l| {
+                    l.contains(&format!("push to 127.0.0.1:{kport} for zone example.com."))
+                        && l.contains("_mta-sts.example.com. TXT")
+                        && l.contains("UPDATE answered NOTAUTH")
+                })
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        knot.dig(&["+short", "_mta-sts.example.com", "TXT"]),
+        id_before
+    );
+    assert_eq!(d.curl("mta-sts.example.com", &[]).status, 200);
+    // The right key again: the pending change goes through.
+    fs::write(&secret, format!("{secret_b64}\n")).unwrap();
+    d.reload();
+    wait_for("the new policy id at knot", Duration::from_secs(40), || {
+        (knot.dig(&["+short", "_mta-sts.example.com", "TXT"]) != id_before).then_some(())
+    });
+    drop((mx, knot, d));
+}
