@@ -539,6 +539,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                 monitor: monitor.clone(),
                 changes: changes.clone(),
                 reports: intake.as_ref().map(|i| i.store().clone()),
+                push: push.clone(),
             })),
         };
         tracker.spawn(http::serve(

@@ -710,10 +710,9 @@ impl RollExecutor {
         if let Err(e) = self
             .publish_tlsa(host, &external_records(&s, prepublish, now))
             .await
+            && let Some(skipped) = crate::logfield::throttle("dane: cannot publish TLSA records")
         {
-            if let Some(skipped) = crate::logfield::throttle("dane: cannot publish TLSA records") {
-                tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
-            }
+            tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
         }
         let next_retire = s.retiring.iter().map(|(_, d)| from_unix(*d)).min();
         let wake = SystemTime::now() + poll;

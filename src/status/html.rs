@@ -77,6 +77,8 @@ pub struct TlsRpt {
 #[derive(Debug, Clone)]
 pub struct DomainData {
     pub name: String,
+    /// Push mode: the primary and the last failure of a push, if any.
+    pub push: Option<(String, Option<String>)>,
     pub report: Option<DomainReport>,
     pub certs: Vec<CertRow>,
     pub rolls: Vec<(String, RollView)>,
@@ -163,6 +165,16 @@ fn domain(s: &mut String, d: &DomainData, p: &PageData) {
         esc(&d.name),
         esc(&d.name)
     );
+    if let Some((server, failure)) = &d.push {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">records pushed by RFC 2136 to {}</p>",
+            esc(server)
+        );
+        if let Some(f) = failure {
+            let _ = write!(s, "<p class=\"problem\">push failing: {}</p>", esc(f));
+        }
+    }
     // Verdicts and problems.
     match &d.report {
         None => s.push_str("<p class=\"muted\">No posture check result yet.</p>"),
@@ -388,6 +400,7 @@ mod tests {
             },
             domains: vec![DomainData {
                 name: "example.com".into(),
+                push: None,
                 report: Some(DomainReport {
                     domain: "example.com".into(),
                     dane: Verdict::Fail,

@@ -32,6 +32,8 @@ pub(crate) struct StatusPage {
     pub monitor: Arc<Monitor>,
     pub changes: Arc<ChangeLog>,
     pub reports: Option<ReportsHandle>,
+    /// The pushed zones (their last failures are shown).
+    pub push: Arc<crate::publish::push::PushSink>,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -84,6 +86,7 @@ impl StatusPage {
         let transitions = self.monitor.timeline();
         let tlsrpt = self.tlsrpt(&config, now_s).await;
         let timing = config.roll_timing();
+        let push_failures = self.push.failures().await;
 
         let domains =
             config
@@ -119,6 +122,13 @@ impl StatusPage {
                     events.truncate(EVENTS);
                     DomainData {
                         name: d.name.clone(),
+                        push: d.push.as_ref().map(|p| {
+                            let failure = push_failures
+                                .iter()
+                                .find(|(z, _)| z.to_ascii().trim_end_matches('.') == d.name)
+                                .map(|(_, e)| e.clone());
+                            (p.server.to_string(), failure)
+                        }),
                         report: reports
                             .and_then(|r| r.domains.iter().find(|x| x.domain == d.name).cloned()),
                         certs: certs

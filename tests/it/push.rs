@@ -135,8 +135,8 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     let policy = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{policy}");
     for line in [
-        format!("#   _mta-sts.example.com. TXT"),
-        format!("#   _smtp._tls.example.com. TXT"),
+        "#   _mta-sts.example.com. TXT".to_string(),
+        "#   _smtp._tls.example.com. TXT".to_string(),
         format!("#   _25._tcp.{MX}. TLSA"),
         format!("        grant mxguard. name _25._tcp.{MX}. TLSA;"),
     ] {
@@ -232,7 +232,10 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Knot answers an update its ACLs deny with NOTAUTH (BIND: REFUSED).
-    assert!(text.contains("NOTAUTH") || text.contains("REFUSED"), "{text}");
+    assert!(
+        text.contains("NOTAUTH") || text.contains("REFUSED"),
+        "{text}"
+    );
     assert!(!knot.dig(&["evil.example.com", "A"]).contains("192.0.2.66"));
 
     // A wrong key: the update is refused; the log names server, records and code; the old
