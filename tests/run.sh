@@ -20,6 +20,7 @@ declare -A peers=(
   [dnsperf]=dnsperf
   [nginx]=nginx-light
   [chromium]=chromium
+  [named]=bind9
 )
 missing=()
 for cmd in "${!peers[@]}"; do

@@ -276,3 +276,109 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     });
     drop((mx, knot, d));
 }
+
+/// BIND `named` as the domain's own primary, signing with `dnssec-policy default`, and
+/// allowing updates exactly as the `update-policy` that `mxguard dns-policy` prints.
+#[test]
+fn pushed_records_reach_a_bind_primary_under_the_printed_update_policy() {
+    let port = free_port();
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    let secret = p.path("secrets/mxguard.tsig");
+    fs::create_dir_all(p.path("secrets")).unwrap();
+    assert!(
+        mxguard(&["tsig-keygen", "mxguard", "--out", secret.to_str().unwrap()])
+            .status
+            .success()
+    );
+    p.append_config(&format!(
+        "[records]\nttl = 1\n\n[domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{port}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{}\"\nnameservers = [\"127.0.0.1:{port}\"]\n",
+        secret.display()
+    ));
+    let out = mxguard(&["dns-policy", "-c", &p.config_str(), "example.com"]);
+    let policy = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{policy}");
+    let bind = policy.split("# BIND (named.conf)\n").nth(1).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    fs::write(
+        dir.path().join("example.com.zone"),
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 127.0.0.1\n@ MX 10 mx1\nmx1 A 127.0.0.1\n",
+    )
+    .unwrap();
+    let zone_lines = format!(
+        "    type primary;\n    file \"{d}/example.com.zone\";\n    dnssec-policy default;\n    key-directory \"{d}\";\n"
+    );
+    let conf = format!(
+        "options {{\n    directory \"{d}\";\n    pid-file \"{d}/named.pid\";\n    listen-on port {port} {{ 127.0.0.1; }};\n    listen-on-v6 {{ none; }};\n    recursion no;\n    dnssec-validation no;\n}};\n{}",
+        bind.replace("    // type primary; file …;\n", &zone_lines)
+    );
+    let conf_path = dir.path().join("named.conf");
+    fs::write(&conf_path, &conf).unwrap();
+    let (ok, out) = run(Command::new(tool("named-checkconf", "bind9-utils")).arg(&conf_path));
+    assert!(ok, "named-checkconf: {out}\n{conf}");
+    let named = Proc(
+        Command::new(tool("named", "bind9"))
+            .args(["-g", "-c"])
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("named.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let q = |args: &[&str]| {
+        run(Command::new(dig())
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "+dnssec",
+                "+norec",
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args))
+        .1
+    };
+    wait_for("named to sign the zone", Duration::from_secs(30), || {
+        q(&["+short", "example.com", "DNSKEY"])
+            .contains(" 3 13 ")
+            .then_some(())
+    });
+    let dmn = p.start();
+    wait_for(
+        "the policy id at named, signed",
+        Duration::from_secs(30),
+        || {
+            let out = q(&["_mta-sts.example.com", "TXT"]);
+            (out.contains("v=STSv1; id=") && out.contains("RRSIG")).then_some(())
+        },
+    );
+    assert!(q(&["_smtp._tls.example.com", "TXT"]).contains("v=TLSRPTv1"));
+    // The key may write nothing else.
+    let secret_b64 = fs::read_to_string(&secret).unwrap().trim().to_string();
+    let mut nsupdate = Command::new(tool("nsupdate", "bind9-dnsutils"))
+        .args(["-y", &format!("hmac-sha256:mxguard.:{secret_b64}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = nsupdate.stdin.take().unwrap();
+        writeln!(stdin, "server 127.0.0.1 {port}\nzone example.com\nupdate add evil.example.com. 300 A 192.0.2.66\nsend").unwrap();
+    }
+    let out = nsupdate.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("REFUSED"), "{text}");
+    drop((dmn, named));
+}
