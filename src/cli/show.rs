@@ -112,6 +112,71 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
     let mut lagging = false;
     for d in &config.domains {
         let zone = publish::signed::origin(&d.name)?;
+        if let Some(push) = &d.push {
+            // Pushed: the primary's and each nameserver's serial, and the managed RRsets.
+            println!("zone {} (pushed by RFC 2136 to {})", d.name, push.server);
+            let primary = crate::dns::query_soa_serial(push.server, &zone, None, timeout).await;
+            match &primary {
+                Ok(s) => println!("  primary {}: serial {s}", push.server),
+                Err(e) => {
+                    lagging = true;
+                    println!("  primary {}: unreachable ({e})", push.server);
+                }
+            }
+            match crate::publish::push::nameservers(&zone, push).await {
+                Ok(list) => {
+                    for ns in list {
+                        match crate::dns::query_soa_serial(ns, &zone, None, timeout).await {
+                            Ok(s) => {
+                                let state = match &primary {
+                                    Ok(p) if crate::zone::serial::serial_gt(*p, s) => {
+                                        lagging = true;
+                                        " behind"
+                                    }
+                                    _ => "",
+                                };
+                                println!("  nameserver {ns}: serial {s}{state}");
+                            }
+                            Err(e) => {
+                                lagging = true;
+                                println!("  nameserver {ns}: unreachable ({e})");
+                            }
+                        }
+                    }
+                }
+                Err(e) => println!("  nameservers: unknown ({e})"),
+            }
+            for (owner, rtype) in super::dns_policy::managed_names(&config, d) {
+                let Ok(name) = hickory_proto::rr::Name::from_ascii(&owner) else {
+                    continue;
+                };
+                let Ok(rtype) = rtype.parse::<hickory_proto::rr::RecordType>() else {
+                    continue;
+                };
+                let what = match crate::publish::push::query(push.server, &name, rtype, true).await
+                {
+                    Ok(m) => {
+                        let n = m
+                            .answers
+                            .iter()
+                            .filter(|r| r.record_type() == rtype)
+                            .count();
+                        let signed = m
+                            .answers
+                            .iter()
+                            .any(|r| r.record_type() == hickory_proto::rr::RecordType::RRSIG);
+                        match (n, signed) {
+                            (0, _) => "absent".to_string(),
+                            (n, true) => format!("{n} record(s), signed"),
+                            (n, false) => format!("{n} record(s), not signed"),
+                        }
+                    }
+                    Err(e) => format!("unknown ({e})"),
+                };
+                println!("  {owner} {rtype}: {what}");
+            }
+            continue;
+        }
         println!("zone {}", d.name);
         let served = match own {
             Some(a) => match crate::dns::query_soa_serial(a, &zone, None, timeout).await {

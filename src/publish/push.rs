@@ -490,7 +490,7 @@ impl RecordSink for PushSink {
 }
 
 /// One query (no recursion; with DO when `dnssec`).
-async fn query(
+pub(crate) async fn query(
     server: SocketAddr,
     name: &Name,
     rtype: RecordType,
@@ -527,7 +527,7 @@ async fn is_signed(primary: SocketAddr, zone: &Name) -> bool {
 
 /// The authoritative servers: the configured ones, or the zone's NS names as the primary
 /// answers them, each resolved (in-zone names at the primary, others by the system).
-async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<SocketAddr>, String> {
+pub(crate) async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<SocketAddr>, String> {
     if !s.nameservers.is_empty() {
         return Ok(s.nameservers.clone());
     }

@@ -211,6 +211,20 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         },
     );
 
+    // `status` shows the mode, the serials and the managed RRsets as knot serves them.
+    let out = mxguard(&["status", "-c", &p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for part in [
+        format!("zone example.com (pushed by RFC 2136 to 127.0.0.1:{kport})"),
+        format!("  primary 127.0.0.1:{kport}: serial "),
+        format!("  nameserver 127.0.0.1:{kport}: serial "),
+        "  _mta-sts.example.com. TXT: 1 record(s), signed".to_string(),
+        format!("  _25._tcp.{MX}. TLSA: 2 record(s), signed"),
+    ] {
+        assert!(text.contains(&part), "{part}: {text}");
+    }
+
     // The key can write nothing else: an A record is denied by knot.
     let secret_b64 = fs::read_to_string(&secret).unwrap().trim().to_string();
     let mut nsupdate = Command::new(tool("nsupdate", "bind9-dnsutils"))
