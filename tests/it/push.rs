@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::dns::{Proc, dig, run, tool};
 use crate::harness::{DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
+use crate::pebble::{Pebble, PebbleOptions};
 
 const MX: &str = "mx1.example.com";
 
@@ -149,6 +150,21 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         .unwrap();
     let knot_snippet: String = knot_part.lines().skip(1).collect::<Vec<_>>().join("\n");
     let knot = KnotPrimary::start(kport, &knot_snippet);
+    // Certificates from Pebble by dns-01: the challenge records go to knot by UPDATE, and
+    // Pebble resolves them there.
+    let pebble = Pebble::start(PebbleOptions::for_project(
+        &p,
+        format!("127.0.0.1:{kport}").parse().unwrap(),
+    ));
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    let acme = format!(
+        "[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"dns-01\"\nretry_initial = 1\nretry_max = 4\n",
+        pebble.directory(),
+        pebble.api_ca().display()
+    );
+    let replaced = cfg.replace("[acme]\ndirectory = \"local\"\n", &acme);
+    assert_ne!(replaced, cfg, "harness config layout changed");
+    fs::write(p.config(), replaced).unwrap();
 
     let d = p.start();
     // mxguard serves no zone for the pushed domain.
@@ -173,8 +189,25 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     );
     // The MX certificate is deployed; the stand-in MTA serves it.
     let (cert, key) = (p.path("mta/mx1.crt"), p.path("mta/mx1.key"));
-    wait_for("first MX deployment", Duration::from_secs(60), || {
+    wait_for("first MX deployment", Duration::from_secs(90), || {
         (cert.exists() && key.exists()).then_some(())
+    });
+    let chain = fs::read_to_string(&cert).unwrap();
+    let issuer = Command::new("openssl")
+        .args(["x509", "-noout", "-issuer"])
+        .stdin(fs::File::open(&cert).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&issuer.stdout).contains("Pebble"),
+        "{chain}"
+    );
+    // The challenge records were withdrawn from knot after the orders.
+    wait_for("no challenge left at knot", Duration::from_secs(30), || {
+        (!knot
+            .dig(&[&format!("_acme-challenge.{MX}"), "TXT"])
+            .contains("TXT\t\""))
+        .then_some(())
     });
     let mx = StandInMx::start(cert, key, Duration::ZERO);
     let cfg = fs::read_to_string(p.config())
@@ -281,14 +314,22 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         knot.dig(&["+short", "_mta-sts.example.com", "TXT"]),
         id_before
     );
-    assert_eq!(d.curl("mta-sts.example.com", &[]).status, 200);
+    // The policy is still served (with Pebble's certificate: curl trusts Pebble's root).
+    let r = crate::harness::curl(
+        &pebble.root_pem(),
+        "mta-sts.example.com",
+        d.https,
+        "/.well-known/mta-sts.txt",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
     // The right key again: the pending change goes through.
     fs::write(&secret, format!("{secret_b64}\n")).unwrap();
     d.reload();
     wait_for("the new policy id at knot", Duration::from_secs(40), || {
         (knot.dig(&["+short", "_mta-sts.example.com", "TXT"]) != id_before).then_some(())
     });
-    drop((mx, knot, d));
+    drop((mx, knot, d, pebble));
 }
 
 /// BIND `named` as the domain's own primary, signing with `dnssec-policy default`, and
