@@ -31,13 +31,21 @@ pub struct ChangeEvent {
     pub detail: String,
 }
 
+/// What the journal holds in memory (one lock: the file and the memory change together).
+#[derive(Debug, Default)]
+struct Inner {
+    recent: VecDeque<ChangeEvent>,
+    /// Lines in the file (to know when to rewrite it).
+    lines: usize,
+    /// The file ends in a torn line (a crash mid-append): end it before appending.
+    torn: bool,
+}
+
 /// The journal; cheap to share.
 #[derive(Debug)]
 pub struct ChangeLog {
     path: Option<PathBuf>,
-    recent: Mutex<VecDeque<ChangeEvent>>,
-    /// Lines in the file (to know when to rewrite it).
-    lines: Mutex<usize>,
+    inner: Mutex<Inner>,
     wake: Arc<Notify>,
 }
 
@@ -46,12 +54,15 @@ impl ChangeLog {
     /// lines are skipped).
     pub fn open(state_root: &Path) -> ChangeLog {
         let path = state_root.join(FILE);
-        let all = read(&path);
-        let lines = all.len();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all = parse(&text);
         ChangeLog {
+            inner: Mutex::new(Inner {
+                lines: text.lines().count(),
+                torn: !text.is_empty() && !text.ends_with('\n'),
+                recent: all.into_iter().rev().take(KEEP).rev().collect(),
+            }),
             path: Some(path),
-            recent: Mutex::new(all.into_iter().rev().take(KEEP).rev().collect()),
-            lines: Mutex::new(lines),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -60,8 +71,7 @@ impl ChangeLog {
     pub fn in_memory() -> ChangeLog {
         ChangeLog {
             path: None,
-            recent: Mutex::new(VecDeque::new()),
-            lines: Mutex::new(0),
+            inner: Mutex::new(Inner::default()),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -87,75 +97,72 @@ impl ChangeLog {
 
     /// Records a change with its own time (imports, tests).
     pub fn record_event(&self, e: ChangeEvent) {
-        let snapshot = {
-            let Ok(mut r) = self.recent.lock() else {
-                return;
-            };
-            if r.len() == KEEP {
-                r.pop_front();
-            }
-            r.push_back(e.clone());
-            r.clone()
-        };
-        if let Some(path) = &self.path
-            && let Err(err) = self.append(path, &e, &snapshot)
         {
-            tracing::warn!(file = %path.display(), err = %err, "change journal not written");
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.recent.len() == KEEP {
+                inner.recent.pop_front();
+            }
+            inner.recent.push_back(e.clone());
+            if let Some(path) = &self.path
+                && let Err(err) = append(path, &e, &mut inner)
+            {
+                tracing::warn!(file = %path.display(), err = %err, "change journal not written");
+            }
         }
         self.wake.notify_one();
     }
 
-    fn append(
-        &self,
-        path: &Path,
-        e: &ChangeEvent,
-        snapshot: &VecDeque<ChangeEvent>,
-    ) -> std::io::Result<()> {
-        let mut lines = self
-            .lines
-            .lock()
-            .map_err(|_| std::io::Error::other("journal lock poisoned"))?;
-        if *lines >= 2 * KEEP {
-            // Keep the newest KEEP: rewrite the file whole (atomically).
-            let mut text = String::new();
-            for x in snapshot {
-                text.push_str(&serde_json::to_string(x).map_err(std::io::Error::other)?);
-                text.push('\n');
-            }
-            crate::state_dir::write_atomic(path, text.as_bytes(), crate::state_dir::PUBLIC_MODE)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            *lines = snapshot.len();
-            return Ok(());
-        }
-        let mut line = serde_json::to_string(e).map_err(std::io::Error::other)?;
-        line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        f.write_all(line.as_bytes())?;
-        f.sync_data()?;
-        *lines += 1;
-        Ok(())
-    }
-
     /// The kept changes, oldest first.
     pub fn recent(&self) -> Vec<ChangeEvent> {
-        self.recent
+        self.inner
             .lock()
-            .map(|r| r.iter().cloned().collect())
+            .map(|i| i.recent.iter().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// Appends `e` to the file, or rewrites the file with the kept events when it has grown to
+/// twice their number.
+fn append(path: &Path, e: &ChangeEvent, inner: &mut Inner) -> std::io::Result<()> {
+    if inner.lines >= 2 * KEEP {
+        let mut text = String::new();
+        for x in &inner.recent {
+            text.push_str(&serde_json::to_string(x).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        crate::state_dir::write_atomic(path, text.as_bytes(), crate::state_dir::PUBLIC_MODE)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        inner.lines = inner.recent.len();
+        inner.torn = false;
+        return Ok(());
+    }
+    let mut line = String::new();
+    if inner.torn {
+        line.push('\n');
+    }
+    line.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(line.as_bytes())?;
+    f.sync_data()?;
+    inner.torn = false;
+    inner.lines += 1;
+    Ok(())
+}
+
+fn parse(text: &str) -> Vec<ChangeEvent> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Every readable event of a journal file, oldest first.
 pub fn read(path: &Path) -> Vec<ChangeEvent> {
     std::fs::read_to_string(path)
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
-        })
+        .map(|t| parse(&t))
         .unwrap_or_default()
 }
 
@@ -180,6 +187,11 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].kind, "rollover");
         assert_eq!(r[1].detail, "deployed");
+        // The next change is not glued to the torn line.
+        again.record("policy", "example.com", "policy changed");
+        let third = ChangeLog::open(dir.path()).recent();
+        assert_eq!(third.len(), 3, "{third:?}");
+        assert_eq!(third[2].kind, "policy");
     }
 
     #[test]

@@ -32,5 +32,6 @@ pub mod publish;
 pub mod state_dir;
 pub mod status;
 pub mod tlsrpt;
+pub mod webpki;
 pub mod x509;
 pub mod zone;

@@ -372,10 +372,10 @@ async fn fetch_policy(
         return None;
     };
     if text.replace("\r\n", "").contains('\n') {
-        f.fail(
+        f.warn(
             "mta-sts.syntax",
             &host,
-            "lines end with LF, not CRLF",
+            "lines end with LF, not CRLF (accepted by the ABNF; strict senders may refuse)",
             "end every policy line with CRLF (RFC 8461 §3.2)",
         );
     }
@@ -439,7 +439,7 @@ async fn fetch_policy(
                 mx,
                 format!(
                     "in the MX RRset but matched by no policy mx pattern ({}): {what}",
-                    patterns.join(", ")
+                    crate::logfield::untrusted(patterns.join(", "))
                 ),
                 format!("add \"{mx}\" to the policy's mx list"),
             );
@@ -642,7 +642,7 @@ async fn check_caa(env: &Env, apex: &Name, d: &str, want: &CaaExpect, f: &mut Fi
             want.issuer,
             want.account.as_deref().unwrap_or("(none yet)"),
             want.methods.join(","),
-            seen.join(" | ")
+            crate::logfield::untrusted(seen.join(" | "))
         ),
         "publish CAA 0 issue with the CA's issuer domain, the account URL and the challenge types in use (acme.caa = true does it)",
     );

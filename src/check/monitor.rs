@@ -199,18 +199,24 @@ impl Monitor {
         );
         if let Ok(r) = &snap.report {
             for d in &r.domains {
+                // One series per (mx, check): the worst finding of the check counts.
+                let mut series: BTreeMap<(&str, &str), bool> = BTreeMap::new();
                 for f in d.checks.iter().filter(|f| f.status != Status::Skip) {
                     let mx = if d.mx.iter().any(|m| m.host == f.host) {
                         f.host.as_str()
                     } else {
                         ""
                     };
+                    let ok = series.entry((mx, f.check)).or_insert(true);
+                    *ok &= f.status != Status::Fail;
+                }
+                for ((mx, check), ok) in series {
                     out.push_str(&format!(
                         "mxguard_check_ok{{domain=\"{}\",mx=\"{}\",check=\"{}\"}} {}\n",
                         label(&d.domain),
                         label(mx),
-                        label(f.check),
-                        u8::from(f.status != Status::Fail)
+                        label(check),
+                        u8::from(ok)
                     ));
                 }
             }
@@ -221,6 +227,16 @@ impl Monitor {
             u8::from(snap.report.is_ok())
         ));
         out
+    }
+}
+
+/// How bad a status is (a failure outranks a warning outranks a pass outranks a skip).
+fn rank(s: Status) -> u8 {
+    match s {
+        Status::Skip => 0,
+        Status::Pass => 1,
+        Status::Warn => 2,
+        Status::Fail => 3,
     }
 }
 
@@ -255,10 +271,14 @@ fn transitions(previous: &mut BTreeMap<Key, Status>, report: &Report, at: u64) -
     let mut now: BTreeMap<Key, (Status, String, Option<String>)> = BTreeMap::new();
     for d in &report.domains {
         for f in &d.checks {
-            now.insert(
-                (d.domain.clone(), f.host.clone(), f.check.to_string()),
-                (f.status, f.seen.clone(), f.fix.clone()),
-            );
+            // One check may report several findings for a host: the worst one counts.
+            let key = (d.domain.clone(), f.host.clone(), f.check.to_string());
+            if now
+                .get(&key)
+                .is_none_or(|(s, _, _)| rank(f.status) > rank(*s))
+            {
+                now.insert(key, (f.status, f.seen.clone(), f.fix.clone()));
+            }
         }
     }
     let mut out = Vec::new();

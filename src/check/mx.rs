@@ -199,6 +199,18 @@ async fn tlsa_rrset(
             _ => None,
         })
         .collect();
+    if records.is_empty() && matches!(answer.security, Security::Bogus | Security::Indeterminate) {
+        f.fail(
+            "dane.tlsa",
+            host,
+            format!(
+                "the denial of TLSA records at {owner} does not validate ({}): DANE senders defer mail to this MX",
+                answer.security.as_str()
+            ),
+            "fix the zone's signatures (NSEC/NSEC3) for this name",
+        );
+        return records;
+    }
     if records.is_empty() {
         if expected {
             f.fail(

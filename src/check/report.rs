@@ -161,17 +161,24 @@ impl Report {
                     "  {} {} {}: {}",
                     f.status.label(),
                     f.check,
-                    f.host,
-                    f.seen
+                    terminal(&f.host),
+                    terminal(&f.seen)
                 ));
                 if let Some(fix) = &f.fix {
-                    out.push_str(&format!(" — fix: {fix}"));
+                    out.push_str(&format!(" — fix: {}", terminal(fix)));
                 }
                 out.push('\n');
             }
         }
         out
     }
+}
+
+/// Text for a terminal: control characters (from DNS or HTTP answers) shown as `?`.
+fn terminal(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Collects findings while a domain is checked.

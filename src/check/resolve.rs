@@ -163,7 +163,10 @@ impl Resolver {
                 let mut security = None::<Security>;
                 let mut records = Vec::new();
                 for r in l.answers() {
-                    if r.record_type() != rtype {
+                    // An alias on the way counts too: an insecure CNAME makes the answer
+                    // insecure (RFC 7672 §2.2.2).
+                    let alias = matches!(r.record_type(), RecordType::CNAME | RecordType::DNAME);
+                    if r.record_type() != rtype && !alias {
                         continue;
                     }
                     let s = Security::of(r.proof);
@@ -171,7 +174,9 @@ impl Resolver {
                         None => s,
                         Some(prev) => weakest(prev, s),
                     });
-                    records.push(r.data.clone());
+                    if !alias || rtype == r.record_type() {
+                        records.push(r.data.clone());
+                    }
                 }
                 Ok(Answer {
                     records,
@@ -241,7 +246,10 @@ fn classify(name: &Name, rtype: RecordType, e: NetError) -> Result<Answer, Looku
         NetError::Dns(DnsError::ResponseCode(code)) => Err(failed(format!("answered {code}"))),
         other => {
             let text = other.to_string();
-            if text.to_ascii_lowercase().contains("bogus") || text.contains("rrsig") {
+            let lower = text.to_ascii_lowercase();
+            let dnssec =
+                lower.contains("dnssec") || lower.contains("rrsig") || lower.contains("proof");
+            if dnssec && !lower.contains("timed out") && !lower.contains("timeout") {
                 Err(LookupError::Bogus {
                     name: name.to_ascii(),
                     rtype,

@@ -25,13 +25,7 @@ pub(crate) fn from_config(
         }
     }
     let account = crate::acme::client::account_url(&config.state_dir);
-    let mut methods: Vec<String> = config
-        .cert_specs()
-        .iter()
-        .map(|s| s.challenge.as_str().to_string())
-        .collect();
-    methods.sort();
-    methods.dedup();
+    let specs = config.cert_specs();
     let serves_zones = config.listen.dns.is_some();
     Ok(config
         .domains
@@ -43,6 +37,14 @@ pub(crate) fn from_config(
                 .iter()
                 .filter(|m| d.mx.contains(&m.host))
                 .collect();
+            // The challenge types of this domain's certificates (its policy host, its MXs).
+            let mut methods: Vec<String> = specs
+                .iter()
+                .filter(|s| s.name == d.mta_sts_host() || d.mx.contains(&s.name))
+                .map(|s| s.challenge.as_str().to_string())
+                .collect();
+            methods.sort();
+            methods.dedup();
             Target {
                 domain: d.name.clone(),
                 expect: Expect {

@@ -226,29 +226,63 @@ pub(crate) async fn begin(
     let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| RollError::Generate(e.to_string()))?;
     let next_id = save_key(state, host, &next)?;
-    let addr = match verify {
-        Some(a) => Some(a),
-        None => tokio::time::timeout(FIRST_PROBE, tokio::net::lookup_host((host, 25)))
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .and_then(|mut it| it.next()),
+    // The configured `verify` address is trusted as it is; an address found through the
+    // system's resolver is not, so a key seen there is published only when its certificate
+    // is valid for the host under WebPKI (else an attacker on that path could get a record).
+    let (addr, configured) = match verify {
+        Some(a) => (Some(a), true),
+        None => (
+            tokio::time::timeout(FIRST_PROBE, tokio::net::lookup_host((host, 25)))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .and_then(|mut it| it.next()),
+            false,
+        ),
     };
-    let prior = match addr {
-        Some(a) => match probe::presented_key(a, host, FIRST_PROBE).await {
-            Ok(key) if key != current_id => {
-                tracing::info!(mx = host, presented = %key, "the MX presents another key: its TLSA record stays published until mxguard's certificate is live");
-                Some(key)
+    let (mut prior, mut hold) = (None, false);
+    if let Some(a) = addr {
+        match probe::presented_chain(a, host, FIRST_PROBE).await {
+            Ok(chain) => {
+                let key = chain
+                    .first()
+                    .and_then(|c| crate::x509::spki_of_cert(c))
+                    .map(|spki| probe::key_id(&spki));
+                let trusted = configured
+                    || crate::webpki::roots(None).is_ok_and(|roots| {
+                        crate::webpki::verify_chain(
+                            &roots,
+                            &chain,
+                            host,
+                            rustls::pki_types::UnixTime::now(),
+                        )
+                        .is_ok()
+                    });
+                match key {
+                    Some(k) if k == current_id => {}
+                    Some(k) if trusted => {
+                        tracing::info!(mx = host, presented = %k, "the MX presents another key: its TLSA record stays published until mxguard's certificate is live");
+                        prior = Some(k);
+                    }
+                    _ => {
+                        tracing::warn!(mx = host, addr = %a, "the MX presents a certificate that is not valid for it under WebPKI: its key is not published; mxguard's first certificate waits until its own record is public for the hold time");
+                        hold = true;
+                    }
+                }
             }
-            Ok(_) => None,
+            Err(probe::ProbeError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                // Nothing listens: no key is live to protect.
+            }
             Err(e) => {
-                tracing::info!(mx = host, err = %e, "no key seen on the MX before its first certificate");
-                None
+                tracing::warn!(mx = host, err = %e, "cannot tell which key the MX presents: mxguard's first certificate waits until its own record is public for the hold time");
+                hold = true;
             }
-        },
-        None => None,
-    };
-    let s = rollover::initial(current_id, next_id, prior, unix(SystemTime::now()));
+        }
+    }
+    let mut s = rollover::initial(current_id, next_id, prior, unix(SystemTime::now()));
+    s.hold_first_deploy = hold;
     save(state, host, &s)?;
     tracing::info!(mx = host, current = %s.current, next = %s.next, "rollover started: next key generated");
     Ok(s)

@@ -67,6 +67,11 @@ pub(crate) struct RollState {
     /// and that first deployment waits until `current`'s record is public for the hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<KeyId>,
+    /// Whether the MX presented a key could not be told when the rollover began (no answer,
+    /// or a certificate not valid for the host): mxguard's first certificate then also waits
+    /// until its record is public for the hold time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_first_deploy: bool,
 }
 
 /// Timing of rolls.
@@ -139,13 +144,14 @@ pub(crate) fn initial(current: KeyId, next: KeyId, prior: Option<KeyId>, now: u6
         retry_at: None,
         held: None,
         prior,
+        hold_first_deploy: false,
     }
 }
 
 /// True while mxguard's first certificate must not be deployed: another key is live and
 /// `current`'s record is not yet public everywhere for the hold time.
 pub(crate) fn first_deploy_waits(s: &RollState) -> bool {
-    s.prior.is_some() && matches!(s.phase, Phase::Propagating { .. })
+    (s.prior.is_some() || s.hold_first_deploy) && matches!(s.phase, Phase::Propagating { .. })
 }
 
 /// The TLSA keys that must be published for a state: always the current and the next key.
@@ -254,13 +260,17 @@ pub(crate) fn step(s: &RollState, e: &Event, t: &Timing, now: u64) -> RollState 
                     seen_everywhere_at: Some(now),
                 };
             }
-            Some(at) if now >= at + t.hold => n.phase = Phase::Stable,
+            Some(at) if now >= at + t.hold => {
+                n.phase = Phase::Stable;
+                n.hold_first_deploy = false;
+            }
             _ => {}
         },
         (Phase::Stable, Event::Tick { all_serve }) => {
             let due = s.requested || now >= s.current_since + t.key_age;
-            // A secondary that lost the zone (or lags) holds the roll before the switch.
-            if due && *all_serve && !s.next.is_empty() && s.next != s.current {
+            // A secondary that lost the zone (or lags) holds the roll before the switch; no
+            // roll before mxguard's first key is seen live.
+            if due && *all_serve && s.prior.is_none() && !s.next.is_empty() && s.next != s.current {
                 n.phase = Phase::Issuing;
                 n.requested = false;
             }
@@ -488,6 +498,31 @@ mod tests {
         assert_eq!(published(&live), [k("a"), k("b")]);
         // The prior key equal to mxguard's own is no prior key.
         assert_eq!(initial(k("a"), k("b"), Some(k("a")), 0).prior, None);
+        // No roll starts while another key is live, even when one is requested.
+        let mut waiting = step(&s, &Event::RotateRequested, &T, 700);
+        waiting.retry_at = None;
+        let after = step(
+            &waiting,
+            &Event::Tick { all_serve: true },
+            &T,
+            10 * T.key_age,
+        );
+        assert_eq!(after.phase, Phase::Stable);
+    }
+
+    #[test]
+    fn an_unknown_live_key_holds_the_first_deployment_for_the_hold_time() {
+        let mut s = initial(k("a"), k("b"), None, 0);
+        s.hold_first_deploy = true;
+        assert!(first_deploy_waits(&s));
+        s = step(&s, &Event::Published { serial: 3 }, &T, 0);
+        s = step(&s, &Event::Tick { all_serve: true }, &T, 10);
+        assert!(first_deploy_waits(&s));
+        s = step(&s, &Event::Tick { all_serve: true }, &T, 10 + T.hold);
+        assert_eq!(s.phase, Phase::Stable);
+        assert!(!first_deploy_waits(&s));
+        assert!(!s.hold_first_deploy);
+        assert_eq!(published(&s), [k("a"), k("b")]);
     }
 
     proptest! {

@@ -98,6 +98,9 @@ pub struct PageData {
     pub domains: Vec<DomainData>,
 }
 
+/// Policy types charted one by one (the others together).
+const MAX_TYPES: usize = 4;
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#222}\
 header{background:#263238;color:#fff;padding:12px 24px}header h1{margin:0;font-size:20px}\
 header p{margin:4px 0 0;color:#cfd8dc}main{padding:8px 24px 40px}\
@@ -326,18 +329,40 @@ fn tlsrpt(s: &mut String, d: &DomainData, t: &TlsRpt, p: &PageData) {
         s.push_str("<p class=\"muted\">No reports in this period.</p>");
         return;
     }
-    let mut types: Vec<&str> = t.daily.iter().map(|x| x.policy_type.as_str()).collect();
-    types.sort();
-    types.dedup();
-    for ty in types {
-        let bars: Vec<svg::DayBar> = t
-            .daily
-            .iter()
-            .filter(|x| x.policy_type == ty)
-            .map(|x| svg::DayBar {
-                day: x.day,
-                successful: x.successful,
-                failed: x.failed,
+    // The policy types with the most sessions get a chart each; reporters may invent types,
+    // so the rest are drawn together as "other".
+    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    for x in &t.daily {
+        let e = totals.entry(x.policy_type.as_str()).or_default();
+        *e = e.saturating_add(x.successful.saturating_add(x.failed));
+    }
+    let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<&str> = ranked.iter().take(MAX_TYPES).map(|(t, _)| *t).collect();
+    let mut charts: Vec<&str> = shown.clone();
+    charts.sort();
+    if ranked.len() > MAX_TYPES {
+        charts.push("other");
+    }
+    for ty in charts {
+        let mut per_day: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+        for x in t.daily.iter().filter(|x| {
+            if ty == "other" {
+                !shown.contains(&x.policy_type.as_str())
+            } else {
+                x.policy_type == ty
+            }
+        }) {
+            let e = per_day.entry(x.day).or_default();
+            e.0 = e.0.saturating_add(x.successful);
+            e.1 = e.1.saturating_add(x.failed);
+        }
+        let bars: Vec<svg::DayBar> = per_day
+            .into_iter()
+            .map(|(day, (successful, failed))| svg::DayBar {
+                day,
+                successful,
+                failed,
             })
             .collect();
         let _ = write!(

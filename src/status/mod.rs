@@ -203,9 +203,10 @@ impl StatusPage {
         now: u64,
     ) -> Option<Result<Vec<(String, TlsRpt)>, String>> {
         let handle = self.reports.as_ref()?;
-        let since =
-            time::OffsetDateTime::from_unix_timestamp((now - (DAYS as u64) * 86_400) as i64)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let since = time::OffsetDateTime::from_unix_timestamp(
+            now.saturating_sub(DAYS as u64 * 86_400) as i64,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let names: Vec<String> = config.domains.iter().map(|d| d.name.clone()).collect();
         let r = handle
             .read(move |s| {
@@ -218,14 +219,17 @@ impl StatusPage {
                         Default::default();
                     for g in &summary.groups {
                         for c in &g.failures_by_result_type {
-                            *types
+                            let e = types
                                 .entry(c.key.clone().unwrap_or_else(|| "(not given)".into()))
-                                .or_default() += c.sessions;
+                                .or_default();
+                            *e = e.saturating_add(c.sessions);
                         }
                         for o in &g.by_organization {
                             let e = orgs.entry(o.organization.clone()).or_default();
-                            e.0 += o.successful_sessions + o.failed_sessions;
-                            e.1 += o.failed_sessions;
+                            e.0 = e.0.saturating_add(
+                                o.successful_sessions.saturating_add(o.failed_sessions),
+                            );
+                            e.1 = e.1.saturating_add(o.failed_sessions);
                         }
                     }
                     let mut result_types: Vec<(String, u64)> = types.into_iter().collect();

@@ -38,7 +38,7 @@ pub fn daily(name: &str, label: &str, bars: &[DayBar], last_day: i64, days: i64)
     let plot_h = h - bottom - top;
     let max = bars
         .iter()
-        .map(|b| b.successful + b.failed)
+        .map(|b| b.successful.saturating_add(b.failed))
         .max()
         .unwrap_or(0)
         .max(1);

@@ -106,7 +106,7 @@ pub fn overlaps(domain: &str, failures: &[FailurePeriod], changes: &[ChangeEvent
         let mut orgs: Vec<&str> = fs.iter().map(|f| f.organization.as_str()).collect();
         orgs.sort();
         orgs.dedup();
-        let sessions: u64 = fs.iter().map(|f| f.sessions).sum();
+        let sessions: u64 = fs.iter().fold(0u64, |a, f| a.saturating_add(f.sessions));
         // When the failing periods start after the change, say how long after.
         let first = fs.iter().map(|f| f.start).min().unwrap_or(0);
         let relation = if first >= change.at as i64 {
