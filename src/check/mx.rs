@@ -13,6 +13,9 @@ use super::resolve::Security;
 use super::tlsa::{Match, Tlsa, match_chain};
 use crate::mtasts::policy::Mode;
 
+/// Addresses of one MX host probed at most.
+const MAX_ADDRESSES: usize = 4;
+
 /// A certificate closer to expiry than this gets a warning.
 const EXPIRY_WARN: Duration = Duration::from_secs(7 * 86_400);
 
@@ -89,42 +92,38 @@ pub async fn check(
     let records = tlsa_rrset(env, host, mx_security, addr_security, dane_expected, f).await;
     out.tlsa = records.iter().map(Tlsa::presentation).collect();
 
-    // STARTTLS, where the config says or at the first address.
-    let target = endpoint.or_else(|| {
-        out.addresses
-            .first()
-            .and_then(|a| a.parse::<IpAddr>().ok())
+    // STARTTLS where the config says, else at every address (senders may use any of them).
+    let targets: Vec<SocketAddr> = match endpoint {
+        Some(e) => vec![e],
+        None => out
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+            .take(MAX_ADDRESSES)
             .map(|ip| SocketAddr::new(ip, env.opts.smtp_port))
-    });
-    let chain = match target {
-        None => None,
-        Some(addr) => {
-            out.endpoint = Some(addr.to_string());
-            match crate::dane::probe::presented_chain(addr, host, env.opts.timeout).await {
-                Ok(c) => {
-                    f.pass("smtp.starttls", host, format!("STARTTLS at {addr}"));
-                    Some(c)
-                }
-                Err(e) => {
-                    f.fail(
-                        "smtp.starttls",
-                        host,
-                        e.to_string(),
-                        "make the MX accept connections and offer STARTTLS with its certificate",
-                    );
-                    None
-                }
-            }
-        }
+            .collect(),
     };
-
+    out.endpoint = targets.first().map(|a| a.to_string());
     let now = SystemTime::now();
-    if let Some(chain) = &chain {
-        out.certificate = cert_info(&chain[0]);
-        if !records.is_empty() {
-            dane_match(env, host, &records, chain, now, f);
+    for addr in targets {
+        match crate::dane::probe::presented_chain(addr, host, env.opts.timeout).await {
+            Ok(chain) => {
+                f.pass("smtp.starttls", host, format!("STARTTLS at {addr}"));
+                if out.certificate.is_none() {
+                    out.certificate = cert_info(&chain[0]);
+                }
+                if !records.is_empty() {
+                    dane_match(env, host, &addr, &records, &chain, now, f);
+                }
+                webpki(env, host, &addr, &chain, now, policy, f);
+            }
+            Err(e) => f.fail(
+                "smtp.starttls",
+                host,
+                e.to_string(),
+                "make the MX accept connections and offer STARTTLS with its certificate",
+            ),
         }
-        webpki(env, host, chain, now, policy, f);
     }
 
     out.dane = if records.is_empty() && !f.failed(host, &["dane.tlsa"]) {
@@ -269,6 +268,7 @@ async fn tlsa_rrset(
 fn dane_match(
     env: &Env,
     host: &str,
+    addr: &SocketAddr,
     records: &[Tlsa],
     chain: &[CertificateDer<'static>],
     now: SystemTime,
@@ -294,12 +294,12 @@ fn dane_match(
         Match::EndEntity(r) | Match::TrustAnchor(r) => f.pass(
             "dane.match",
             host,
-            format!("the presented chain matches {r}"),
+            format!("the chain at {addr} matches {r}"),
         ),
         Match::TrustAnchorChainInvalid(r, e) => f.fail(
             "dane.match",
             host,
-            format!("{r} matches a CA of the chain, but the chain below it fails: {e}"),
+            format!("{r} matches a CA of the chain at {addr}, but the chain below it fails: {e}"),
             "present a chain that is valid for the MX name under the DANE-TA certificate",
         ),
         Match::None => {
@@ -310,7 +310,7 @@ fn dane_match(
                 "dane.match",
                 host,
                 format!(
-                    "the presented key (3 1 1 {key}) matches no TLSA record ({})",
+                    "the key presented at {addr} (3 1 1 {key}) matches no TLSA record ({})",
                     records
                         .iter()
                         .map(Tlsa::presentation)
@@ -326,6 +326,7 @@ fn dane_match(
 fn webpki(
     env: &Env,
     host: &str,
+    addr: &SocketAddr,
     chain: &[CertificateDer<'static>],
     now: SystemTime,
     policy: Option<&FetchedPolicy>,
@@ -345,13 +346,13 @@ fn webpki(
         Err(e) if needed => f.fail(
             "mta-sts.certificate",
             host,
-            format!("WebPKI: {e}"),
+            format!("WebPKI at {addr}: {e}"),
             "deploy a certificate from a public CA that names the MX host, with its chain",
         ),
         Err(e) => f.skip(
             "mta-sts.certificate",
             host,
-            format!("WebPKI: {e} (no MTA-STS policy requires it)"),
+            format!("WebPKI at {addr}: {e} (no MTA-STS policy requires it)"),
         ),
     }
     if let Some((_, not_after)) = crate::x509::validity(&chain[0]) {
@@ -359,7 +360,7 @@ fn webpki(
         match left {
             None => {
                 let fix = "renew the certificate";
-                let seen = format!("expired {}", rfc3339(not_after));
+                let seen = format!("expired {} (at {addr})", rfc3339(not_after));
                 if needed {
                     f.fail("certificate.expiry", host, seen, fix);
                 } else {
