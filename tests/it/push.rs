@@ -8,7 +8,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::dns::{Proc, dig, run, tool};
+use crate::dns::{Knot, Proc, Unbound, dig, flags, run, tool};
 use crate::harness::{DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
 use crate::pebble::{Pebble, PebbleOptions};
 
@@ -22,7 +22,8 @@ struct KnotPrimary {
 }
 
 impl KnotPrimary {
-    fn start(port: u16, policy_snippet: &str) -> KnotPrimary {
+    /// `secondary`: a port on 127.0.0.1 that gets NOTIFY and may transfer the zone.
+    fn start(port: u16, policy_snippet: &str, secondary: u16) -> KnotPrimary {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         fs::create_dir_all(dir.path().join("zones")).unwrap();
@@ -33,7 +34,15 @@ impl KnotPrimary {
         )
         .unwrap();
         let conf = format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: \"{d}/db\"\ntemplate:\n  - id: default\n    storage: \"{d}/zones\"\n    file: \"%s.zone\"\n    dnssec-signing: on\n    zonefile-sync: -1\n    journal-content: all\n{policy_snippet}"
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: \"{d}/db\"\nremote:\n  - id: secondary\n    address: 127.0.0.1@{secondary}\ntemplate:\n  - id: default\n    storage: \"{d}/zones\"\n    file: \"%s.zone\"\n    dnssec-signing: on\n    zonefile-sync: -1\n    journal-content: all\n{}",
+            // The secondary may transfer and is notified, beside the ACLs dns-policy printed.
+            policy_snippet
+                .replacen(
+                    "acl:\n",
+                    "acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n",
+                    1
+                )
+                .replacen("    acl: [", "    notify: secondary\n    acl: [xfr, ", 1)
         );
         let path = dir.path().join("knot.conf");
         fs::write(&path, &conf).unwrap();
@@ -58,12 +67,31 @@ impl KnotPrimary {
             "knot to serve a signed zone",
             Duration::from_secs(20),
             || {
-                k.dig(&["example.com", "DNSKEY"])
-                    .contains("DNSKEY")
+                k.dig(&["+short", "example.com", "DNSKEY"])
+                    .lines()
+                    .any(|l| l.starts_with("257 3 "))
                     .then_some(())
             },
         );
         k
+    }
+
+    /// The DS of the zone's KSK (for a validating resolver's trust anchor).
+    fn ds(&self, dir: &std::path::Path) -> String {
+        let key = self
+            .dig(&["+short", "example.com", "DNSKEY"])
+            .lines()
+            .find(|l| l.starts_with("257 3 "))
+            .unwrap()
+            .to_string();
+        let f = dir.join("ksk.key");
+        fs::write(&f, format!("example.com. 3600 IN DNSKEY {key}\n")).unwrap();
+        let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
+            .args(["-2", "-f"])
+            .arg(&f)
+            .arg("example.com"));
+        assert!(ok, "{out}");
+        out.trim().to_string()
     }
 
     fn dig(&self, args: &[&str]) -> String {
@@ -91,6 +119,20 @@ impl KnotPrimary {
     }
 }
 
+/// The key (`3 1 1` data) the MX presents.
+fn presented(addr: std::net::SocketAddr) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(mxguard::dane::probe::presented_key(
+        addr,
+        MX,
+        Duration::from_secs(5),
+    ))
+    .ok()
+}
+
 fn phase(p: &Project) -> String {
     fs::read(p.path(&format!("state/rollover/{MX}.json")))
         .ok()
@@ -110,6 +152,7 @@ fn current_key(p: &Project) -> String {
 #[test]
 fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     let kport = free_port();
+    let sport = free_port();
     let probe = free_port();
     let p = Project::new(&[DomainSpec {
         name: "example.com",
@@ -124,7 +167,7 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     p.append_config(&format!(
         "[records]\ntlsa_ttl = 1\nttl = 1\n\n[rollover]\nkey_age = \"30d\"\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
          [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\n\n\
-         [domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{kport}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{s}\"\nnameservers = [\"127.0.0.1:{kport}\"]\n",
+         [domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{kport}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{s}\"\nnameservers = [\"127.0.0.1:{kport}\", \"127.0.0.1:{sport}\"]\n",
         m = mta.display(),
         s = secret.display()
     ));
@@ -149,7 +192,8 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         .and_then(|s| s.split("# BIND (named.conf)").next())
         .unwrap();
     let knot_snippet: String = knot_part.lines().skip(1).collect::<Vec<_>>().join("\n");
-    let knot = KnotPrimary::start(kport, &knot_snippet);
+    let knot = KnotPrimary::start(kport, &knot_snippet, sport);
+    let mut secondary = Some(Knot::start(sport, kport, &["example.com."]));
     // Certificates from Pebble by dns-01: the challenge records go to knot by UPDATE, and
     // Pebble resolves them there.
     let pebble = Pebble::start(PebbleOptions::for_project(
@@ -227,21 +271,96 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
             .contains("RRSIG")
     );
 
-    // A roll, with the hold measured at knot.
-    let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
-    assert!(out.status.success(), "{out:?}");
-    wait_for("the roll to complete", Duration::from_secs(90), || {
-        let k = current_key(&p);
-        (k != first && !k.is_empty() && phase(&p) == "stable").then_some(())
-    });
-    let now = current_key(&p);
+    // A strict unbound, anchored at the zone's DS, asking the secondary: the pushed records
+    // validate.
+    let unbound = Unbound::start(sport, &knot.ds(p.dir.path()));
     wait_for(
-        "the old key's record withdrawn at knot",
+        "validated TLSA through the secondary",
         Duration::from_secs(30),
         || {
-            let set = knot.tlsa();
-            (set.contains(&now) && !set.contains(&first)).then_some(())
+            let out = unbound.dig(&[&format!("_25._tcp.{MX}"), "TLSA"]);
+            (out.contains("status: NOERROR")
+                && flags(&out).contains(" ad")
+                && out.contains(&first.to_uppercase()[..16]))
+            .then_some(())
         },
+    );
+    let out = unbound.dig(&["_mta-sts.example.com", "TXT"]);
+    assert!(
+        flags(&out).contains(" ad") && out.contains("v=STSv1"),
+        "{out}"
+    );
+
+    // Two rolls, the hold measured at both nameservers; mxguard is SIGKILLed in the middle
+    // of the second and resumes it.
+    let mut d = d;
+    let mut keys = vec![first.clone()];
+    for round in 0..2 {
+        let before = keys.last().unwrap().clone();
+        let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
+        assert!(out.status.success(), "{out:?}");
+        if round == 1 {
+            wait_for("the roll to start", Duration::from_secs(60), || {
+                (phase(&p) != "stable").then_some(())
+            });
+            d.signal("KILL");
+            let _ = d.child.wait();
+            d = p.start();
+        }
+        wait_for(
+            &format!("roll {round} to complete"),
+            Duration::from_secs(90),
+            || {
+                let k = current_key(&p);
+                (k != before && !k.is_empty() && phase(&p) == "stable").then_some(k)
+            },
+        );
+        let now = current_key(&p);
+        assert_eq!(presented(mx.addr()).as_deref(), Some(now.as_str()));
+        wait_for(
+            "the old key's record withdrawn at knot",
+            Duration::from_secs(30),
+            || {
+                let set = knot.tlsa();
+                (set.contains(&now) && !set.contains(&before)).then_some(())
+            },
+        );
+        keys.push(now);
+    }
+
+    // The secondary stops: the next roll holds, naming it; back, the roll completes.
+    drop(secondary.take());
+    let before = current_key(&p);
+    let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the roll held by the stopped secondary",
+        Duration::from_secs(60),
+        || {
+            let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains("held: ") && text.contains(&format!("nameserver 127.0.0.1:{sport}")))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        current_key(&p),
+        before,
+        "no switch while a nameserver is down"
+    );
+    secondary = Some(Knot::start(sport, kport, &["example.com."]));
+    wait_for(
+        "the held roll to complete",
+        Duration::from_secs(120),
+        || {
+            let k = current_key(&p);
+            (k != before && phase(&p) == "stable").then_some(())
+        },
+    );
+    // A record mxguard does not manage was never touched.
+    assert!(
+        knot.dig(&["+short", "www.example.com", "A"])
+            .contains("192.0.2.80")
     );
 
     // `status` shows the mode, the serials and the managed RRsets as knot serves them.
@@ -329,7 +448,7 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     wait_for("the new policy id at knot", Duration::from_secs(40), || {
         (knot.dig(&["+short", "_mta-sts.example.com", "TXT"]) != id_before).then_some(())
     });
-    drop((mx, knot, d, pebble));
+    drop((mx, unbound, secondary, knot, d, pebble));
 }
 
 /// BIND `named` as the domain's own primary, signing with `dnssec-policy default`, and
