@@ -468,9 +468,13 @@ fn pushed_records_reach_a_bind_primary_under_the_printed_update_policy() {
             .status
             .success()
     );
+    let probe = free_port();
     p.append_config(&format!(
-        "[records]\nttl = 1\n\n[domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{port}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{}\"\nnameservers = [\"127.0.0.1:{port}\"]\n",
-        secret.display()
+        "[records]\nttl = 1\ntlsa_ttl = 1\n\n[rollover]\nkey_age = \"30d\"\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
+         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\n\n\
+         [domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{port}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{}\"\nnameservers = [\"127.0.0.1:{port}\"]\n",
+        secret.display(),
+        m = p.path("mta").display()
     ));
     let out = mxguard(&["dns-policy", "-c", &p.config_str(), "example.com"]);
     let policy = String::from_utf8(out.stdout).unwrap();
@@ -533,6 +537,36 @@ fn pushed_records_reach_a_bind_primary_under_the_printed_update_policy() {
         },
     );
     assert!(q(&["_smtp._tls.example.com", "TXT"]).contains("v=TLSRPTv1"));
+    // One key roll through named.
+    let (cert, key) = (p.path("mta/mx1.crt"), p.path("mta/mx1.key"));
+    wait_for("first MX deployment", Duration::from_secs(60), || {
+        (cert.exists() && key.exists()).then_some(())
+    });
+    let mx = StandInMx::start(cert, key, Duration::ZERO);
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{probe}"), &mx.addr().to_string());
+    fs::write(p.config(), cfg).unwrap();
+    dmn.reload();
+    wait_for(
+        "stable with the TLSA at named",
+        Duration::from_secs(60),
+        || {
+            let out = q(&[&format!("_25._tcp.{MX}"), "TLSA"]);
+            (phase(&p) == "stable" && out.contains("RRSIG")).then_some(())
+        },
+    );
+    let first = current_key(&p);
+    assert!(
+        mxguard(&["rotate", "-c", &p.config_str(), MX])
+            .status
+            .success()
+    );
+    wait_for("the roll through named", Duration::from_secs(90), || {
+        let k = current_key(&p);
+        (k != first && !k.is_empty() && phase(&p) == "stable").then_some(())
+    });
+    assert_eq!(presented(mx.addr()), Some(current_key(&p)));
     // The key may write nothing else.
     let secret_b64 = fs::read_to_string(&secret).unwrap().trim().to_string();
     let mut nsupdate = Command::new(tool("nsupdate", "bind9-dnsutils"))
@@ -554,5 +588,5 @@ fn pushed_records_reach_a_bind_primary_under_the_printed_update_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("REFUSED"), "{text}");
-    drop((dmn, named));
+    drop((mx, dmn, named));
 }
