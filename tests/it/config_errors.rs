@@ -170,3 +170,63 @@ fn good_config_checks_ok() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 domains)"));
 }
+
+/// `[domain.push]`: each problem names the key; the secret file must be private and base64;
+/// provider APIs are named as not supported.
+#[test]
+fn push_settings_are_checked_with_named_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &["mx1.example.com"],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    let base = std::fs::read_to_string(p.config()).unwrap();
+    let secret = p.path("push.tsig");
+    std::fs::write(
+        &secret,
+        format!("{}\n", data_encoding::BASE64.encode(&[9u8; 32])),
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = |push: &str| {
+        std::fs::write(p.config(), format!("{base}\n[domain.push]\n{push}")).unwrap();
+        let out = mxguard(&["check-config", "-c", &p.config_str()]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&format!(
+        "provider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"{}\"\n",
+        secret.display()
+    ));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("domain[0].push.tsig_secret_file") && err.contains("readable by every user"),
+        "{err}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, err) = run(&format!(
+        "provider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"{}\"\n",
+        secret.display()
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run("provider = \"rfc2136\"\ntsig_key_name = \"k\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("domain[0].push.server"), "{err}");
+    let (code, err) = run("provider = \"cloudflare\"\ntoken_file = \"cf.token\"\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("domain[0].push.provider")
+            && err.contains("the cloudflare API is not supported yet"),
+        "{err}"
+    );
+    std::fs::write(&secret, "short").unwrap();
+    let (code, err) = run(&format!(
+        "provider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"{}\"\ntsig_algorithm = \"hmac-md5\"\n",
+        secret.display()
+    ));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("domain[0].push.tsig_algorithm"), "{err}");
+}
