@@ -169,6 +169,8 @@ pub(crate) struct Config {
     pub tlsrpt: TlsRpt,
     pub rollover: Rollover,
     pub check: CheckSettings,
+    /// The catalog zone's name (lowercase, no trailing dot), if any.
+    pub catalog: Option<String>,
 }
 
 impl Config {

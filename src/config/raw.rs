@@ -46,6 +46,18 @@ pub(crate) struct RawConfig {
     /// The daemon's own posture checks (`mxguard check`, continuously).
     #[serde(default)]
     pub check: CheckSettings,
+    /// A catalog zone (RFC 9432) listing every zone mxguard serves.
+    #[serde(default)]
+    pub catalog: Option<Catalog>,
+}
+
+/// `[catalog]`: secondaries configured once with this zone as a catalog pick up every zone
+/// mxguard serves, and drop removed ones, by themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Catalog {
+    /// The catalog zone's name, e.g. `catalog.example.net` (not one of the mail domains).
+    pub zone: String,
 }
 
 /// `[check]`: how often and through what the daemon checks its domains as a sender would.

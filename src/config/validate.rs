@@ -627,6 +627,22 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     tlsrpt(&raw, &mut p);
     listeners(&raw, &mut p);
     check(&raw, &base, &mut p);
+    if let Some(c) = &raw.catalog {
+        match policy::normalize_hostname(&c.zone) {
+            Err(e) => p.push("catalog.zone".into(), e),
+            Ok(z) if domains.iter().any(|d| d.name == z) => p.push(
+                "catalog.zone".into(),
+                format!(
+                    "{z} is a mail domain; the catalog needs a zone of its own (e.g. catalog.{z})"
+                ),
+            ),
+            Ok(_) if raw.listen.dns.is_none() => p.push(
+                "catalog.zone".into(),
+                "the catalog is served by mxguard's DNS: set listen.dns".into(),
+            ),
+            Ok(_) => {}
+        }
+    }
     let problems = p.list;
     let resolve = |f: &Path| base.resolve(f);
     if !problems.is_empty() {
@@ -668,6 +684,10 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         records: raw.records,
         tlsrpt: raw.tlsrpt,
         rollover: raw.rollover,
+        catalog: raw
+            .catalog
+            .as_ref()
+            .and_then(|c| policy::normalize_hostname(&c.zone).ok()),
         check: {
             let mut c = raw.check;
             c.trust_anchor = c.trust_anchor.map(|t| {

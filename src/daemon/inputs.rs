@@ -17,7 +17,7 @@ pub(crate) fn load(path: &Path) -> Result<(Config, LoadedPolicies), ConfigError>
     Ok((config, loaded))
 }
 
-/// The zones mxguard serves: every configured domain that is not pushed.
+/// The mail domains' zones mxguard serves: every configured domain that is not pushed.
 pub(super) fn domain_zones(config: &Config) -> Vec<DomainZone> {
     config
         .domains
@@ -28,6 +28,58 @@ pub(super) fn domain_zones(config: &Config) -> Vec<DomainZone> {
             zone_file: d.zone_file.clone(),
         })
         .collect()
+}
+
+/// Every zone mxguard serves: the domains' and the catalog (written by [`write_catalog`]).
+pub(super) fn served_zones(config: &Config) -> Vec<DomainZone> {
+    let mut zones = domain_zones(config);
+    if let Some(catalog) = &config.catalog {
+        zones.push(DomainZone {
+            domain: catalog.clone(),
+            zone_file: config.state_dir.join(CATALOG_FILE),
+        });
+    }
+    zones
+}
+
+/// Where the catalog zone's text is kept (written by [`write_catalog`]).
+pub(super) const CATALOG_FILE: &str = "catalog.zone";
+
+/// The catalog zone (RFC 9432, version 2) of the zones mxguard serves: one PTR per member
+/// under `zones.`, named by a stable id (the first 64 bits of SHA-256 over the zone name), so
+/// a member keeps its id across changes. Pure.
+pub(super) fn catalog_text(catalog: &str, members: &[&str]) -> String {
+    let mut s = format!(
+        "$ORIGIN {catalog}.\n$TTL 0\n@ SOA invalid. invalid. 1 3600 600 2147483646 0\n@ NS invalid.\nversion TXT \"2\"\n"
+    );
+    let mut members: Vec<&str> = members.to_vec();
+    members.sort();
+    for m in members {
+        let id = data_encoding::HEXLOWER
+            .encode(&ring::digest::digest(&ring::digest::SHA256, m.as_bytes()).as_ref()[..8]);
+        s.push_str(&format!("{id}.zones PTR {m}.\n"));
+    }
+    s
+}
+
+/// Writes the catalog zone file for `config` (when it has a catalog) if its text changed.
+pub(super) fn write_catalog(config: &Config) -> Result<(), crate::state_dir::StoreError> {
+    let Some(catalog) = &config.catalog else {
+        return Ok(());
+    };
+    let members: Vec<&str> = config
+        .domains
+        .iter()
+        .filter(|d| d.push.is_none())
+        .map(|d| d.name.as_str())
+        .collect();
+    let text = catalog_text(catalog, &members);
+    let path = config.state_dir.join(CATALOG_FILE);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    crate::state_dir::ensure_dir(&config.state_dir)?;
+    crate::state_dir::write_atomic(&path, text.as_bytes(), crate::state_dir::PUBLIC_MODE)
 }
 
 /// The pushed zones and where they go.

@@ -14,7 +14,8 @@ mod inputs;
 mod responder;
 
 use inputs::{
-    bad_name, base_changes, caa_policy, domain_zones, push_zones, split_pushed, zone_problems,
+    bad_name, base_changes, caa_policy, push_zones, served_zones, split_pushed, write_catalog,
+    zone_problems,
 };
 pub(crate) use inputs::{load, load_all};
 use responder::DaemonResponder;
@@ -167,8 +168,9 @@ impl Daemon {
                 self.zones_reloadable = true;
                 zones.apply(changes).await?
             } else {
+                write_catalog(&config)?;
                 zones
-                    .reload(config.dnssec.clone(), domain_zones(&config), changes)
+                    .reload(config.dnssec.clone(), served_zones(&config), changes)
                     .await?
             };
             if applied.changed {
@@ -445,13 +447,14 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             let changes =
                 base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;
             let (changes, _) = split_pushed(&config, changes);
+            write_catalog(&config)?;
             let publisher = Arc::new(
                 SignedZonePublisher::start(
                     state.clone(),
                     server.clone(),
                     secondaries.clone(),
                     config.dnssec.clone(),
-                    domain_zones(&config),
+                    served_zones(&config),
                     changes,
                 )
                 .await

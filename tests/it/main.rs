@@ -3,6 +3,7 @@
 
 mod acme;
 mod architecture;
+mod catalog;
 mod check;
 mod config_errors;
 mod dns;
