@@ -1,7 +1,8 @@
 //! The authoritative DNS server: queries, zone transfers and NOTIFY for the signed zones.
 //!
 //! Owns the sockets it is given, the wire protocol (EDNS0, truncation, TCP), the transfer policy
-//! (secondaries by source address and/or TSIG), NOTIFY to secondaries and SOA queries to them.
+//! (secondaries by source address and/or TSIG), NOTIFY to secondaries and SOA queries to them,
+//! and the IXFR [`journal`] of the versions it served last.
 //! It only *reads* zones: the current [`Zones`] sit in an `ArcSwap`, each request takes one
 //! snapshot, and the daemon replaces the whole set atomically ([`DnsServer::publish`]). Answers
 //! come from the pure lookup in `crate::zone::signed`. Must not build, sign or persist zones,
@@ -9,6 +10,7 @@
 
 mod cache;
 mod handler;
+pub mod journal;
 mod mmsg;
 pub mod notify;
 mod rrl;
@@ -79,6 +81,8 @@ impl DnsSockets {
 #[derive(Clone)]
 pub struct DnsServer {
     zones: Arc<ArcSwap<Zones>>,
+    /// Previous versions of the zones, for IXFR.
+    journal: journal::Journal,
     changed: Arc<tokio::sync::Notify>,
     response_cache: usize,
     /// Response rate limit per client network and slip (see `rrl`).
@@ -89,6 +93,7 @@ impl DnsServer {
     pub fn new(zones: Arc<ArcSwap<Zones>>) -> Self {
         DnsServer {
             zones,
+            journal: journal::Journal::default(),
             changed: Arc::new(tokio::sync::Notify::new()),
             response_cache: DEFAULT_RESPONSE_CACHE,
             rate_limit: (0, 0),
@@ -116,6 +121,7 @@ impl DnsServer {
 
     /// Atomically replaces the served zones and wakes the NOTIFY task at once.
     pub fn publish(&self, zones: Zones) {
+        self.journal.replaced(&self.zones.load(), &zones);
         self.zones.store(Arc::new(zones));
         self.changed.notify_one();
     }
@@ -128,7 +134,8 @@ impl DnsServer {
         shutdown: CancellationToken,
     ) -> Result<(), DnsError> {
         let policy = TransferPolicy::new(&secondaries);
-        let authority = Authority::new(self.zones.clone(), policy);
+        let authority =
+            Authority::new(self.zones.clone(), policy).with_journal(self.journal.clone());
         // UDP: our own query loops (see `udp`); TCP (queries, AXFR/IXFR): our accept loop with
         // connection caps (see `tcp`), answering through the same Authority.
         let udp_stop = CancellationToken::new();

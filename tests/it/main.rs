@@ -9,6 +9,7 @@ mod config_errors;
 mod dns;
 mod harness;
 mod init;
+mod ixfr;
 mod mta_sts;
 mod pebble;
 mod push;

@@ -96,6 +96,34 @@ impl Authority {
                 });
             }
             debug!(src = %request.src(), zone = %qname, serial = zone.serial(), "zone transfer");
+            // IXFR: the secondary's serial is in the authority section (RFC 1995 3). Up to date:
+            // the SOA alone; a version still journaled: the difference; else the whole zone.
+            let from = if qtype == RecordType::IXFR {
+                let theirs = request.authorities.iter().find_map(|r| match &r.data {
+                    hickory_proto::rr::RData::SOA(s) => Some(s.serial),
+                    _ => None,
+                });
+                match theirs {
+                    Some(s) if s == zone.serial() => {
+                        let soa = zone
+                            .soa()
+                            .map(|s| s.records.iter().map(Cow::Borrowed).collect())
+                            .unwrap_or_default();
+                        return Reply::Message(Message {
+                            metadata,
+                            answers: soa,
+                            authorities: Vec::new(),
+                            additionals: Vec::new(),
+                            tsig: response_tsig(&tsig),
+                            cacheable: false,
+                        });
+                    }
+                    Some(s) => self.journal.version(zone.origin(), s),
+                    None => None,
+                }
+            } else {
+                None
+            };
             let signing = match tsig {
                 Tsig::Valid {
                     signer,
@@ -106,6 +134,7 @@ impl Authority {
             return Reply::Transfer {
                 metadata,
                 zone,
+                from,
                 signing,
             };
         }
@@ -235,18 +264,18 @@ impl Authority {
             Reply::Transfer {
                 metadata,
                 zone,
+                from,
                 signing,
             } => {
-                self.transfer(
-                    request,
-                    &mut handle,
-                    metadata,
-                    edns,
-                    zone.axfr_records(),
-                    signing,
-                    now,
-                )
-                .await
+                let records = match &from {
+                    Some(old) => {
+                        debug!(src = %request.src(), zone = %zone.origin(), from = old.serial(), to = zone.serial(), "incremental zone transfer");
+                        super::super::journal::ixfr_records(old, zone)
+                    }
+                    None => zone.axfr_records(),
+                };
+                self.transfer(request, &mut handle, metadata, edns, records, signing, now)
+                    .await
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Zone transfers (AXFR; IXFR answered with AXFR): ACL and TSIG checked, the zone split
-//! into messages with every record in order.
+//! Zone transfers (AXFR, and IXFR from the journal): ACL and TSIG checked, the records
+//! split into messages in order.
 
 use hickory_proto::op::{Edns, Metadata};
 use hickory_proto::rr::rdata::tsig::{TSIG, make_tsig_record};

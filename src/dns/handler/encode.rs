@@ -54,6 +54,8 @@ pub(crate) enum Reply<'z> {
     Transfer {
         metadata: Metadata,
         zone: &'z SignedZone,
+        /// IXFR: the version the secondary has (the answer is the difference).
+        from: Option<Arc<SignedZone>>,
         signing: Option<(TSigner, Vec<u8>)>,
     },
 }

@@ -1,5 +1,6 @@
 //! The request handler: one snapshot of the zones per request, authoritative answers, EDNS0,
-//! truncation over UDP, TSIG, and AXFR (IXFR answered AXFR-style, RFC 1995 4).
+//! truncation over UDP, TSIG, and zone transfers: AXFR, and IXFR from the journal (RFC 1995;
+//! the whole zone when the secondary's version is no longer kept).
 //!
 //! Never panics on input: every request-derived value is checked, and failures to encode
 //! become SERVFAIL.
@@ -42,6 +43,8 @@ pub const UDP_PAYLOAD_MAX: u16 = 1232;
 pub struct Authority {
     zones: Arc<ArcSwap<Zones>>,
     policy: Arc<TransferPolicy>,
+    /// Previous zone versions, for IXFR.
+    journal: super::journal::Journal,
 }
 
 fn unix_now() -> u64 {
@@ -65,7 +68,14 @@ impl Authority {
         Authority {
             zones,
             policy: Arc::new(policy),
+            journal: Default::default(),
         }
+    }
+
+    /// Answers IXFR from `journal` where it has the secondary's version.
+    pub fn with_journal(mut self, journal: super::journal::Journal) -> Self {
+        self.journal = journal;
+        self
     }
 
     /// The zones being served now (one snapshot per request).
