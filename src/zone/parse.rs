@@ -5,8 +5,8 @@
 //!
 //! Supported: `$ORIGIN`, `$TTL`, `$INCLUDE <file>` (relative to the including file), class IN.
 //! Rejected with a clear error: out-of-zone data, missing SOA/NS at the apex, CNAME at the apex or
-//! beside other data, DNSSEC records (mxguard owns them), and — in this version — wildcards and
-//! delegations (NS/DS below the apex).
+//! beside other data, DNSSEC records (mxguard owns them), wildcards (in this version), and
+//! anything at or below a delegation point but its NS, DS and glue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -224,6 +224,22 @@ impl ZoneData {
         Ok(self)
     }
 
+    /// The delegation point strictly above `name`, if `name` is below one.
+    pub fn cut_above(&self, name: &Name) -> Option<Name> {
+        let mut n = name.base_name();
+        while n.num_labels() > self.origin.num_labels() {
+            if self
+                .rrsets
+                .get(&n)
+                .is_some_and(|t| t.contains_key(&RecordType::NS))
+            {
+                return Some(n);
+            }
+            n = n.base_name();
+        }
+        None
+    }
+
     /// The zone apex, lowercase and fully qualified.
     pub fn origin(&self) -> &Name {
         &self.origin
@@ -308,15 +324,48 @@ impl ZoneData {
                     });
                 }
             }
-            for rtype in [RecordType::NS, RecordType::DS] {
-                if !is_apex && types.contains_key(&rtype)
-                    || is_apex && rtype == RecordType::DS && types.contains_key(&rtype)
-                {
+            if is_apex && types.contains_key(&RecordType::DS) {
+                return Err(ZoneError::Unsupported {
+                    at: self.location(name, RecordType::DS),
+                    name: name.to_string(),
+                    rtype: "DS".into(),
+                    reason: "the DS of this zone belongs in the parent zone (mxguard ds prints it)"
+                        .into(),
+                });
+            }
+            if !is_apex
+                && types.contains_key(&RecordType::DS)
+                && !types.contains_key(&RecordType::NS)
+            {
+                return Err(ZoneError::Unsupported {
+                    at: self.location(name, RecordType::DS),
+                    name: name.to_string(),
+                    rtype: "DS".into(),
+                    reason: "a DS needs the NS records of the delegation beside it".into(),
+                });
+            }
+            // A delegation point holds NS, DS and glue; below it only glue (A/AAAA).
+            let cut = !is_apex && types.contains_key(&RecordType::NS);
+            let below = self.cut_above(name);
+            for rtype in types.keys() {
+                let glue = matches!(rtype, RecordType::A | RecordType::AAAA);
+                let allowed = if let Some(c) = &below {
+                    glue.then_some(()).ok_or(format!(
+                        "below the delegation {c} only glue (A/AAAA) may be given; the rest is the child zone's"
+                    ))
+                } else if cut {
+                    (glue || matches!(rtype, RecordType::NS | RecordType::DS))
+                        .then_some(())
+                        .ok_or("a delegation point holds only NS, DS and glue".to_string())
+                } else {
+                    Ok(())
+                };
+                if let Err(reason) = allowed {
                     return Err(ZoneError::Unsupported {
-                        at: self.location(name, rtype),
+                        at: self.location(name, *rtype),
                         name: name.to_string(),
                         rtype: rtype.to_string(),
-                        reason: "delegations (NS or DS below the apex, DS at the apex) are not supported".into(),
+                        reason,
                     });
                 }
             }
@@ -508,6 +557,10 @@ www IN CNAME mx1
         ZoneData::parse(text, Path::new("/etc/mxguard/example.com.zone"), &origin())
     }
 
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
     #[test]
     fn good_zone_parses() {
         let z = parse(GOOD).unwrap();
@@ -594,12 +647,33 @@ www IN CNAME mx1
             e.to_string().contains(":9: *.example.com. A: wildcard"),
             "{e}"
         );
-        let text = format!("{GOOD}sub IN NS ns.other.net.\n");
-        let e = parse(&text).unwrap_err();
+        // Delegations: NS, DS and glue at the cut, glue below; nothing else.
+        let text = format!(
+            "{GOOD}sub IN NS ns.sub\nsub IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\nns.sub IN A 192.0.2.53\n"
+        );
+        let z = parse(&text).unwrap();
+        assert_eq!(
+            z.cut_above(&n("ns.sub.example.com.")),
+            Some(n("sub.example.com."))
+        );
+        let text = format!("{GOOD}sub IN NS ns.sub\nwww.sub IN TXT \"child data\"\n");
+        let e = parse(&text).unwrap_err().to_string();
         assert!(
-            e.to_string()
-                .contains(":9: sub.example.com. NS: delegations"),
+            e.contains(":10: www.sub.example.com. TXT: below the delegation sub.example.com."),
             "{e}"
+        );
+        let text = format!("{GOOD}sub IN NS ns.other.net.\nsub IN TXT \"x\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("a delegation point holds only NS, DS and glue"),
+            "{e}"
+        );
+        let text = format!("{GOOD}sub IN DS 1 13 2 00\n");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("needs the NS records")
         );
     }
 

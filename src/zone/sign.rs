@@ -291,12 +291,35 @@ pub fn sign_zone(
         );
     }
 
+    // Delegation points (NS below the apex) and what lies below them (glue): neither the
+    // delegation's NS nor glue is signed, and names below a cut are not in the NSEC(3) chain
+    // (RFC 4035 2.2, 2.3; RFC 5155 7.1).
+    let cuts: BTreeSet<Name> = unsigned
+        .iter()
+        .filter(|(n, t)| **n != origin && t.contains_key(&RecordType::NS))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let occluded = |name: &Name| data.cut_above(name).is_some();
+    // The types a denial record lists for an owner: at a cut only NS and DS.
+    let chain_types =
+        |name: &Name, types: &BTreeMap<RecordType, (u32, Vec<RData>)>| -> Vec<RecordType> {
+            if cuts.contains(name) {
+                types
+                    .keys()
+                    .copied()
+                    .filter(|t| matches!(t, RecordType::NS | RecordType::DS))
+                    .collect()
+            } else {
+                types.keys().copied().collect()
+            }
+        };
+
     // Empty non-terminals: ancestors of owners that own no data themselves.
     let mut ents = BTreeSet::new();
     for name in unsigned.keys() {
         let mut n = name.base_name();
         while n.num_labels() > origin.num_labels() {
-            if !unsigned.contains_key(&n) {
+            if !unsigned.contains_key(&n) && !occluded(&n) {
                 ents.insert(n.clone());
             }
             n = n.base_name();
@@ -312,15 +335,16 @@ pub fn sign_zone(
             by_hash: BTreeMap::new(),
         };
         let mut hashed: BTreeMap<Vec<u8>, Vec<RecordType>> = BTreeMap::new();
-        for name in unsigned.keys().chain(ents.iter()) {
+        for name in unsigned.keys().chain(ents.iter()).filter(|n| !occluded(n)) {
             let h = Nsec3HashAlgorithm::SHA1
                 .hash(&[], name, NSEC3_ITERATIONS)
                 .map_err(|e| signer.err(name, RecordType::NSEC3, e))?;
             let mut types: Vec<RecordType> = unsigned
                 .get(name)
-                .map(|s| s.keys().copied().collect())
+                .map(|s| chain_types(name, s))
                 .unwrap_or_default();
-            if !types.is_empty() {
+            // RRSIG only where something is signed (at an insecure cut: nothing).
+            if !types.is_empty() && (!cuts.contains(name) || types.contains(&RecordType::DS)) {
                 types.push(RecordType::RRSIG);
             }
             if hashed.insert(h.as_ref().to_vec(), types).is_some() {
@@ -358,10 +382,10 @@ pub fn sign_zone(
         }
         nsec3 = Some(chain);
     } else {
-        let names: Vec<Name> = unsigned.keys().cloned().collect();
+        let names: Vec<Name> = unsigned.keys().filter(|n| !occluded(n)).cloned().collect();
         for (i, name) in names.iter().enumerate() {
             let next = names[(i + 1) % names.len()].clone();
-            let types: Vec<RecordType> = unsigned[name].keys().copied().collect();
+            let types: Vec<RecordType> = chain_types(name, &unsigned[name]);
             let rd = NSEC::new_cover_self(next, types);
             if let Some(node) = unsigned.get_mut(name) {
                 node.insert(
@@ -374,9 +398,25 @@ pub fn sign_zone(
 
     for (name, sets) in &unsigned {
         let mut node = Node::default();
+        let below = occluded(name);
+        let cut = cuts.contains(name);
         for (rtype, (ttl, rdatas)) in sets {
-            let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
-            node.insert(*rtype, signer.sign(name, *rtype, *ttl, rdatas, previous)?);
+            // Not authoritative data: the delegation's NS and glue go out unsigned.
+            let unsigned_set =
+                below || (cut && !matches!(rtype, RecordType::DS | RecordType::NSEC));
+            let set = if unsigned_set {
+                SignedRrSet {
+                    records: rdatas
+                        .iter()
+                        .map(|rd| Record::from_rdata(name.clone(), *ttl, rd.clone()))
+                        .collect(),
+                    rrsigs: Vec::new(),
+                }
+            } else {
+                let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
+                signer.sign(name, *rtype, *ttl, rdatas, previous)?
+            };
+            node.insert(*rtype, set);
         }
         nodes.insert(name.clone(), node);
     }
@@ -385,6 +425,7 @@ pub fn sign_zone(
         origin: origin.clone(),
         nodes,
         ents,
+        cuts,
         nsec3,
         state: state.clone(),
         ds: key.ds()?,
@@ -449,6 +490,20 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         if let Some(c) = &zone.nsec3 {
             sets.extend(c.by_hash.values());
         }
+        // Only a delegation's NS and glue go unsigned.
+        sets.retain(|set| {
+            let signed = !set.rrsigs.is_empty();
+            if !signed {
+                let t = set.records[0].record_type();
+                assert!(
+                    matches!(t, RecordType::NS | RecordType::A | RecordType::AAAA)
+                        && set.records[0].name != zone.origin,
+                    "unsigned {} {t}",
+                    set.records[0].name
+                );
+            }
+            signed
+        });
         for set in &sets {
             let rec = &set.rrsigs[0];
             let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &rec.data else {
@@ -576,6 +631,74 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
 
             let a = z.lookup(&n("example.org."), RecordType::A, true);
             assert_eq!(a.rcode, ResponseCode::Refused);
+        }
+    }
+
+    #[test]
+    fn delegations_give_referrals_and_prove_their_ds() {
+        let text = format!(
+            "{ZONE}sub IN NS ns.sub\nsub IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\nns.sub IN A 192.0.2.53\nins IN NS ns.other.net.\n"
+        );
+        let data = ZoneData::parse(&text, Path::new("z"), &n("example.com.")).unwrap();
+        for nsec3 in [false, true] {
+            let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+            let (z, _) = build_signed_zone(&data, &k, None, T0, &settings(nsec3)).unwrap();
+            let dnskey = match &z
+                .rrset(&n("example.com."), RecordType::DNSKEY)
+                .unwrap()
+                .records[0]
+                .data
+            {
+                RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
+                _ => panic!(),
+            };
+            verify_all(&z, &dnskey);
+            let denial = if nsec3 {
+                RecordType::NSEC3
+            } else {
+                RecordType::NSEC
+            };
+            // Below a secure delegation: a referral with the DS and the glue.
+            let a = z.lookup(&n("www.sub.example.com."), RecordType::A, true);
+            assert!(a.referral && a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+            assert_eq!(
+                types_in(&a.authorities),
+                [RecordType::NS, RecordType::DS, RecordType::RRSIG],
+                "{nsec3}"
+            );
+            assert_eq!(types_in(&a.additionals), [RecordType::A]);
+            // The DS itself is answered by the parent, authoritatively.
+            let a = z.lookup(&n("sub.example.com."), RecordType::DS, true);
+            assert!(!a.referral);
+            assert_eq!(types_in(&a.answers), [RecordType::DS, RecordType::RRSIG]);
+            // The glue is not answered as our data.
+            let a = z.lookup(&n("ns.sub.example.com."), RecordType::A, false);
+            assert!(a.referral && a.answers.is_empty());
+            // An insecure delegation: the referral proves there is no DS.
+            let a = z.lookup(&n("x.ins.example.com."), RecordType::A, true);
+            assert!(a.referral);
+            assert_eq!(types_in(&a.authorities)[0], RecordType::NS);
+            assert!(types_in(&a.authorities).contains(&denial), "{nsec3}");
+            assert!(!types_in(&a.authorities).contains(&RecordType::DS));
+            let a = z.lookup(&n("ins.example.com."), RecordType::DS, true);
+            assert!(!a.referral && a.answers.is_empty());
+            assert!(types_in(&a.authorities).contains(&denial));
+            if !nsec3 {
+                // The NSEC at a cut lists NS (and DS where there is one), not the glue.
+                let at = |name: &str| match &z.rrset(&n(name), RecordType::NSEC).unwrap().records[0]
+                    .data
+                {
+                    RData::DNSSEC(DNSSECRData::NSEC(x)) => x.type_bit_maps().collect::<Vec<_>>(),
+                    _ => panic!(),
+                };
+                assert!(at("sub.example.com.").contains(&RecordType::DS));
+                assert!(!at("sub.example.com.").contains(&RecordType::A));
+                assert!(!at("ins.example.com.").contains(&RecordType::DS));
+                assert!(
+                    z.rrset(&n("ns.sub.example.com."), RecordType::NSEC)
+                        .is_none()
+                );
+            }
         }
     }
 

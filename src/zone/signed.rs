@@ -109,6 +109,8 @@ pub struct SignedZone {
     pub(crate) origin: Name,
     pub(crate) nodes: BTreeMap<Name, Node>,
     pub(crate) ents: BTreeSet<Name>,
+    /// Delegation points: names below the apex with NS records.
+    pub(crate) cuts: BTreeSet<Name>,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
     pub(crate) ds: DS,
@@ -121,6 +123,8 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// A referral to a delegated child zone (not authoritative).
+    pub referral: bool,
 }
 
 /// [`Answer`] borrowing the zone's records: what [`SignedZone::lookup_ref`] returns, so the
@@ -132,6 +136,8 @@ pub struct AnswerRef<'a> {
     pub answers: Vec<Cow<'a, Record>>,
     pub authorities: Vec<Cow<'a, Record>>,
     pub additionals: Vec<Cow<'a, Record>>,
+    /// A referral to a delegated child zone (not authoritative).
+    pub referral: bool,
 }
 
 impl<'a> AnswerRef<'a> {
@@ -141,6 +147,7 @@ impl<'a> AnswerRef<'a> {
             answers: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
+            referral: false,
         }
     }
 
@@ -152,6 +159,7 @@ impl<'a> AnswerRef<'a> {
             answers: own(self.answers),
             authorities: own(self.authorities),
             additionals: own(self.additionals),
+            referral: self.referral,
         }
     }
 }
@@ -254,13 +262,70 @@ impl SignedZone {
         set.append_ref(out, true);
     }
 
-    /// NSEC covering a name that does not exist (its canonical predecessor).
+    /// NSEC covering a name that does not exist (its canonical predecessor in the chain;
+    /// glue below a delegation has none and is skipped).
     fn nsec_covering(&self, name: &Name) -> Option<&SignedRrSet> {
         self.nodes
             .range::<Name, _>((Bound::Unbounded, Bound::Excluded(name)))
-            .next_back()
-            .or_else(|| self.nodes.iter().next_back())
-            .and_then(|(_, sets)| sets.get(&RecordType::NSEC))
+            .rev()
+            .find_map(|(_, sets)| sets.get(&RecordType::NSEC))
+            .or_else(|| {
+                self.nodes
+                    .iter()
+                    .rev()
+                    .find_map(|(_, sets)| sets.get(&RecordType::NSEC))
+            })
+    }
+
+    /// The delegation point at or above `name`, if `name` is at or below one.
+    fn cut_at_or_above(&self, name: &Name) -> Option<&Name> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let mut n = name.clone();
+        while n.num_labels() > self.origin.num_labels() {
+            if let Some(c) = self.cuts.get(&n) {
+                return Some(c);
+            }
+            n = n.base_name();
+        }
+        None
+    }
+
+    /// A referral (RFC 1034 4.3.2, RFC 4035 3.1.4): the delegation's NS, its DS or the proof
+    /// that there is none, and the glue.
+    fn referral<'a>(&'a self, cut: &Name, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
+        answer.referral = true;
+        let Some(node) = self.nodes.get(cut) else {
+            return;
+        };
+        let Some(ns) = node.get(&RecordType::NS) else {
+            return;
+        };
+        answer
+            .authorities
+            .extend(ns.records.iter().map(Cow::Borrowed));
+        if dnssec_ok {
+            match node.get(&RecordType::DS) {
+                Some(ds) => ds.append_ref(&mut answer.authorities, true),
+                None => self.nodata_proof(cut, &mut answer.authorities),
+            }
+        }
+        for r in &ns.records {
+            let RData::NS(target) = &r.data else {
+                continue;
+            };
+            let target = target.0.to_lowercase();
+            if let Some(glue) = self.nodes.get(&target) {
+                for t in [RecordType::A, RecordType::AAAA] {
+                    if let Some(set) = glue.get(&t) {
+                        answer
+                            .additionals
+                            .extend(set.records.iter().map(Cow::Borrowed));
+                    }
+                }
+            }
+        }
     }
 
     fn nodata_proof<'a>(&'a self, name: &Name, out: &mut Vec<Cow<'a, Record>>) {
@@ -338,6 +403,16 @@ impl SignedZone {
         }
         let mut answer = AnswerRef::new(ResponseCode::NoError);
         for _ in 0..MAX_CNAME_CHAIN {
+            // At or below a delegation the child answers; only the DS at the cut is ours.
+            if let Some(cut) = self.cut_at_or_above(&name)
+                && !(cut == name.as_ref() && qtype == RecordType::DS)
+            {
+                let cut = cut.clone();
+                if answer.answers.is_empty() {
+                    self.referral(&cut, &mut answer, dnssec_ok);
+                }
+                return answer;
+            }
             let Some(sets) = self.nodes.get(&name) else {
                 if self.ents.contains(&name) {
                     self.negative_soa(&mut answer, dnssec_ok);

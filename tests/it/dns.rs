@@ -789,3 +789,51 @@ zone:
         }
     }
 }
+
+/// A zone with a secure delegation (NS, DS, glue) and an insecure one: referrals without the
+/// AA flag carrying the DS or the proof of its absence, the DS answered by the parent; the
+/// transferred zone passes ldns-verify-zone and dnssec-verify; unbound validates the DS and
+/// the proof that there is none.
+#[test]
+fn delegations_refer_validate_and_pass_zone_verifiers() {
+    const CUTS: &str = "sub IN NS ns.sub\nsub IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\nns.sub IN A 192.0.2.53\nins IN NS ns.other.net.\n";
+    for nsec3 in [false, true] {
+        let fx = Fixture::start(
+            nsec3,
+            vec![Secondary::new("local", "127.0.0.1:53".parse().unwrap())],
+            CUTS,
+        );
+        let out = fx.dig(&["+dnssec", "+norec", "www.sub.example.com.", "A"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(
+            !flags(&out).contains(" aa"),
+            "a referral is not authoritative:\n{out}"
+        );
+        assert!(out.contains("ANSWER: 0"), "{out}");
+        assert!(
+            out.contains("IN\tNS\tns.sub.example.com."),
+            "{out}"
+        );
+        assert!(out.contains("IN\tDS\t12345 13 2"), "{out}");
+        assert!(
+            out.contains("IN\tA\t192.0.2.53"),
+            "{out}"
+        );
+        let out = fx.dig(&["+dnssec", "+norec", "sub.example.com.", "DS"]);
+        assert!(
+            flags(&out).contains(" aa") && out.contains("ANSWER: 2"),
+            "{out}"
+        );
+
+        let text = axfr(&fx, &["+dnssec"]);
+        verify_zone_text(fx.dir.path(), &format!("delegations-{nsec3}.zone"), &text);
+
+        let u = Unbound::start(fx.port, &fx.ds_line());
+        let ds = u.dig(&["sub.example.com.", "DS"]);
+        assert_validated(&ds, "NOERROR");
+        assert!(ds.contains("IN\tDS"), "{ds}");
+        let none = u.dig(&["ins.example.com.", "DS"]);
+        assert_validated(&none, "NOERROR");
+        assert!(none.contains("ANSWER: 0"), "{none}");
+    }
+}

@@ -160,7 +160,7 @@ impl Authority {
         let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
-        metadata.authoritative = answer.rcode != ResponseCode::Refused;
+        metadata.authoritative = answer.rcode != ResponseCode::Refused && !answer.referral;
         Reply::Message(Message {
             metadata,
             answers: answer.answers,
