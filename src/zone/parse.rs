@@ -5,8 +5,8 @@
 //!
 //! Supported: `$ORIGIN`, `$TTL`, `$INCLUDE <file>` (relative to the including file), class IN.
 //! Rejected with a clear error: out-of-zone data, missing SOA/NS at the apex, CNAME at the apex or
-//! beside other data, DNSSEC records (mxguard owns them), wildcards (in this version), and
-//! anything at or below a delegation point but its NS, DS and glue.
+//! beside other data, DNSSEC records (mxguard owns them), wildcard NS/DS/SOA, and anything at
+//! or below a delegation point but its NS, DS and glue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -305,13 +305,16 @@ impl ZoneData {
         }
         for (name, types) in &self.rrsets {
             let is_apex = name == origin;
-            if name.is_wildcard() {
-                let rtype = types.keys().next().copied().unwrap_or(RecordType::ANY);
+            if name.is_wildcard()
+                && let Some(rtype) = types
+                    .keys()
+                    .find(|t| matches!(t, RecordType::NS | RecordType::DS | RecordType::SOA))
+            {
                 return Err(ZoneError::Unsupported {
-                    at: self.location(name, rtype),
+                    at: self.location(name, *rtype),
                     name: name.to_string(),
                     rtype: rtype.to_string(),
-                    reason: "wildcard records are not supported; list the names explicitly".into(),
+                    reason: "a wildcard cannot own NS, DS or SOA (RFC 4592 4)".into(),
                 });
             }
             for rtype in [RecordType::SOA] {
@@ -640,11 +643,13 @@ www IN CNAME mx1
     }
 
     #[test]
-    fn dnssec_records_and_wildcards_are_refused() {
-        let text = format!("{GOOD}*.example.com. IN A 192.0.2.9\n");
+    fn wildcards_and_delegations_are_checked() {
+        assert!(parse(&format!("{GOOD}*.example.com. IN A 192.0.2.9\n")).is_ok());
+        let text = format!("{GOOD}*.example.com. IN NS ns1.example.com.\n");
         let e = parse(&text).unwrap_err();
         assert!(
-            e.to_string().contains(":9: *.example.com. A: wildcard"),
+            e.to_string()
+                .contains(":9: *.example.com. NS: a wildcard cannot own"),
             "{e}"
         );
         // Delegations: NS, DS and glue at the cut, glue below; nothing else.

@@ -703,6 +703,60 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
     }
 
     #[test]
+    fn wildcards_synthesize_answers_with_proofs() {
+        let text = format!("{ZONE}*.wild IN A 192.0.2.77\n*.wild IN TXT \"w\"\n");
+        let data = ZoneData::parse(&text, Path::new("z"), &n("example.com.")).unwrap();
+        for nsec3 in [false, true] {
+            let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+            let (z, _) = build_signed_zone(&data, &k, None, T0, &settings(nsec3)).unwrap();
+            let dnskey = match &z
+                .rrset(&n("example.com."), RecordType::DNSKEY)
+                .unwrap()
+                .records[0]
+                .data
+            {
+                RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
+                _ => panic!(),
+            };
+            verify_all(&z, &dnskey);
+            let denial = if nsec3 {
+                RecordType::NSEC3
+            } else {
+                RecordType::NSEC
+            };
+            for q in ["foo.wild.example.com.", "a.b.wild.example.com."] {
+                let a = z.lookup(&n(q), RecordType::A, true);
+                assert_eq!(a.rcode, ResponseCode::NoError, "{q}");
+                assert_eq!(types_in(&a.answers), [RecordType::A, RecordType::RRSIG]);
+                assert!(a.answers.iter().all(|r| r.name == n(q)), "{q}");
+                // The signature says it was made for *.wild (3 labels).
+                match &a.answers[1].data {
+                    RData::DNSSEC(DNSSECRData::RRSIG(s)) => assert_eq!(s.input().num_labels, 3),
+                    _ => panic!(),
+                }
+                assert!(types_in(&a.authorities).contains(&denial), "{q} {nsec3}");
+            }
+            // NODATA at the wildcard: SOA, the name's non-existence and the wildcard's types.
+            let a = z.lookup(&n("foo.wild.example.com."), RecordType::MX, true);
+            assert_eq!(a.rcode, ResponseCode::NoError);
+            assert!(a.answers.is_empty());
+            let proofs = types_in(&a.authorities)
+                .iter()
+                .filter(|t| **t == denial)
+                .count();
+            // (With NSEC one record may do both: here *.wild's own NSEC covers foo.wild.)
+            assert!(
+                proofs >= if nsec3 { 2 } else { 1 },
+                "{nsec3}: {:?}",
+                types_in(&a.authorities)
+            );
+            // The wildcard's ancestor is an empty non-terminal, not a match.
+            let a = z.lookup(&n("wild.example.com."), RecordType::A, false);
+            assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        }
+    }
+
+    #[test]
     fn axfr_starts_and_ends_with_soa_and_has_signatures() {
         let k = key(DnssecAlgorithm::EcdsaP256Sha256);
         let (z, _) = build_signed_zone(&data(), &k, None, T0, &settings(true)).unwrap();

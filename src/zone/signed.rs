@@ -402,7 +402,10 @@ impl SignedZone {
             return AnswerRef::new(ResponseCode::Refused);
         }
         let mut answer = AnswerRef::new(ResponseCode::NoError);
+        // The owner records were synthesized from (RFC 4592): answers carry the query's name.
+        let mut synthesized_from: Option<Name>;
         for _ in 0..MAX_CNAME_CHAIN {
+            synthesized_from = None;
             // At or below a delegation the child answers; only the DS at the cut is ours.
             if let Some(cut) = self.cut_at_or_above(&name)
                 && !(cut == name.as_ref() && qtype == RecordType::DS)
@@ -413,7 +416,28 @@ impl SignedZone {
                 }
                 return answer;
             }
-            let Some(sets) = self.nodes.get(&name) else {
+            let wildcard = if self.nodes.contains_key(&name) || self.ents.contains(&name) {
+                None
+            } else {
+                let ce = self.closest_encloser(&name);
+                ce.prepend_label("*")
+                    .ok()
+                    .filter(|w| self.nodes.contains_key(w))
+                    .map(|w| (ce, w))
+            };
+            if let Some((ce, w)) = &wildcard {
+                synthesized_from = Some(w.clone());
+                if dnssec_ok {
+                    // The query name does not exist: NSEC covering it, or the NSEC3 covering
+                    // the next closer name (RFC 4035 3.1.3.3, RFC 5155 7.2.6).
+                    self.no_such_name_proof(&name, ce, &mut answer.authorities);
+                }
+            }
+            let sets = match &synthesized_from {
+                Some(w) => self.nodes.get(w),
+                None => self.nodes.get(&name),
+            };
+            let Some(sets) = sets else {
                 if self.ents.contains(&name) {
                     self.negative_soa(&mut answer, dnssec_ok);
                     if dnssec_ok {
@@ -435,7 +459,13 @@ impl SignedZone {
                     .iter()
                     .find(|(t, _)| !matches!(t, RecordType::NSEC | RecordType::NSEC3))
                 {
-                    set.append_ref(&mut answer.answers, dnssec_ok);
+                    Self::answer_set(
+                        set,
+                        &synthesized_from,
+                        &name,
+                        &mut answer.answers,
+                        dnssec_ok,
+                    );
                 }
                 return answer;
             }
@@ -446,11 +476,23 @@ impl SignedZone {
                 return answer;
             }
             if let Some(set) = sets.get(&qtype) {
-                set.append_ref(&mut answer.answers, dnssec_ok);
+                Self::answer_set(
+                    set,
+                    &synthesized_from,
+                    &name,
+                    &mut answer.answers,
+                    dnssec_ok,
+                );
                 return answer;
             }
             if let Some(cname) = sets.get(&RecordType::CNAME) {
-                cname.append_ref(&mut answer.answers, dnssec_ok);
+                Self::answer_set(
+                    cname,
+                    &synthesized_from,
+                    &name,
+                    &mut answer.answers,
+                    dnssec_ok,
+                );
                 let target = cname.records.iter().find_map(|r| match &r.data {
                     RData::CNAME(c) => Some(c.0.to_lowercase()),
                     _ => None,
@@ -465,11 +507,71 @@ impl SignedZone {
             }
             self.negative_soa(&mut answer, dnssec_ok);
             if dnssec_ok {
-                self.nodata_proof(&name, &mut answer.authorities);
+                match &synthesized_from {
+                    // NODATA at a wildcard: the wildcard's own denial record (no such type)
+                    // besides the proof above that the name does not exist.
+                    Some(w) => self.nodata_proof(w, &mut answer.authorities),
+                    None => self.nodata_proof(&name, &mut answer.authorities),
+                }
             }
             return answer;
         }
         answer
+    }
+
+    /// An RRset into an answer: as it is, or (synthesized from a wildcard) with the query's
+    /// name as owner; the signatures keep their label count, which tells validators.
+    fn answer_set<'a>(
+        set: &'a SignedRrSet,
+        from: &Option<Name>,
+        name: &Name,
+        out: &mut Vec<Cow<'a, Record>>,
+        dnssec_ok: bool,
+    ) {
+        if from.is_none() {
+            set.append_ref(out, dnssec_ok);
+            return;
+        }
+        let rename = |r: &Record| {
+            let mut r = r.clone();
+            r.name = name.clone();
+            Cow::Owned(r)
+        };
+        out.extend(set.records.iter().map(rename));
+        if dnssec_ok {
+            out.extend(set.rrsigs.iter().map(rename));
+        }
+    }
+
+    /// The longest existing ancestor of `name` (the apex always exists).
+    fn closest_encloser(&self, name: &Name) -> Name {
+        let mut ce = name.base_name();
+        while !self.exists(&ce) && ce.num_labels() > self.origin.num_labels() {
+            ce = ce.base_name();
+        }
+        ce
+    }
+
+    /// Proof that `name` (whose closest encloser is `ce`) does not exist: the NSEC covering it,
+    /// or the NSEC3 covering the next closer name.
+    fn no_such_name_proof<'a>(&'a self, name: &Name, ce: &Name, out: &mut Vec<Cow<'a, Record>>) {
+        match &self.nsec3 {
+            Some(chain) => {
+                let next_closer = name.trim_to(usize::from(ce.num_labels()) + 1);
+                if let Some(set) = chain.covering(&next_closer) {
+                    Self::push_unique(out, set);
+                }
+                // NODATA at a wildcard also needs the closest encloser's NSEC3.
+                if let Some(set) = chain.matching(ce) {
+                    Self::push_unique(out, set);
+                }
+            }
+            None => {
+                if let Some(set) = self.nsec_covering(name) {
+                    Self::push_unique(out, set);
+                }
+            }
+        }
     }
 }
 
