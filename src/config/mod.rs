@@ -171,6 +171,7 @@ pub(crate) struct Config {
     pub check: CheckSettings,
     /// The catalog zone's name (lowercase, no trailing dot), if any.
     pub catalog: Option<String>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -207,6 +208,7 @@ impl Config {
             "records.tlsa_port" => records.tlsa_port,
             "rollover" => rollover,
             "tlsrpt" => tlsrpt,
+            "limits" => limits,
         );
         changed
     }

@@ -49,6 +49,68 @@ pub(crate) struct RawConfig {
     /// A catalog zone (RFC 9432) listing every zone mxguard serves.
     #[serde(default)]
     pub catalog: Option<Catalog>,
+    /// Connection limits of the HTTPS and DNS-over-TCP listeners.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`: how many connections the listeners keep, per address and in all, and how long
+/// an idle one lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    #[serde(default = "default_https_connections")]
+    pub https_connections: usize,
+    #[serde(default = "default_https_per_address")]
+    pub https_per_address: usize,
+    /// A connection must send its first request within this.
+    #[serde(default = "default_https_first_request", with = "crate::duration")]
+    pub https_first_request: std::time::Duration,
+    /// Closed after this long without a request.
+    #[serde(default = "default_https_idle", with = "crate::duration")]
+    pub https_idle: std::time::Duration,
+    #[serde(default = "default_dns_tcp_connections")]
+    pub dns_tcp_connections: usize,
+    #[serde(default = "default_dns_tcp_per_address")]
+    pub dns_tcp_per_address: usize,
+    #[serde(default = "default_dns_tcp_idle", with = "crate::duration")]
+    pub dns_tcp_idle: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            https_connections: default_https_connections(),
+            https_per_address: default_https_per_address(),
+            https_first_request: default_https_first_request(),
+            https_idle: default_https_idle(),
+            dns_tcp_connections: default_dns_tcp_connections(),
+            dns_tcp_per_address: default_dns_tcp_per_address(),
+            dns_tcp_idle: default_dns_tcp_idle(),
+        }
+    }
+}
+
+fn default_https_connections() -> usize {
+    4096
+}
+fn default_https_per_address() -> usize {
+    1024
+}
+fn default_https_first_request() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_https_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(20)
+}
+fn default_dns_tcp_connections() -> usize {
+    256
+}
+fn default_dns_tcp_per_address() -> usize {
+    32
+}
+fn default_dns_tcp_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
 
 /// `[catalog]`: secondaries configured once with this zone as a catalog pick up every zone
@@ -111,6 +173,10 @@ pub(crate) struct Rollover {
     /// How often the rollover checks secondaries and deadlines.
     #[serde(default = "default_roll_poll", with = "crate::duration")]
     pub poll: std::time::Duration,
+    /// Keep the MX key retired last (to roll back by hand); false: delete it once its record
+    /// is withdrawn.
+    #[serde(default = "default_true")]
+    pub keep_retired_key: bool,
 }
 
 impl Default for Rollover {
@@ -119,6 +185,7 @@ impl Default for Rollover {
             key_age: default_key_age(),
             min_hold: default_min_hold(),
             poll: default_roll_poll(),
+            keep_retired_key: true,
         }
     }
 }

@@ -627,6 +627,26 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     tlsrpt(&raw, &mut p);
     listeners(&raw, &mut p);
     check(&raw, &base, &mut p);
+    let l = &raw.limits;
+    for (key, v) in [
+        ("limits.https_connections", l.https_connections),
+        ("limits.https_per_address", l.https_per_address),
+        ("limits.dns_tcp_connections", l.dns_tcp_connections),
+        ("limits.dns_tcp_per_address", l.dns_tcp_per_address),
+    ] {
+        if v == 0 {
+            p.push(key.into(), "must be at least 1".into());
+        }
+    }
+    for (key, d) in [
+        ("limits.https_first_request", l.https_first_request),
+        ("limits.https_idle", l.https_idle),
+        ("limits.dns_tcp_idle", l.dns_tcp_idle),
+    ] {
+        if d.is_zero() {
+            p.push(key.into(), "must be at least 1 second".into());
+        }
+    }
     if let Some(c) = &raw.catalog {
         match policy::normalize_hostname(&c.zone) {
             Err(e) => p.push("catalog.zone".into(), e),
@@ -684,6 +704,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         records: raw.records,
         tlsrpt: raw.tlsrpt,
         rollover: raw.rollover,
+        limits: raw.limits.clone(),
         catalog: raw
             .catalog
             .as_ref()

@@ -442,7 +442,12 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             let server = Arc::new(
                 DnsServer::new(Arc::new(ArcSwap::from_pointee(crate::zone::Zones::new())))
                     .with_response_cache(config.dns.response_cache)
-                    .with_rate_limit(config.dns.rate_limit, config.dns.rate_limit_slip),
+                    .with_rate_limit(config.dns.rate_limit, config.dns.rate_limit_slip)
+                    .with_tcp_limits(crate::dns::TcpLimits {
+                        max_connections: config.limits.dns_tcp_connections,
+                        max_per_source: config.limits.dns_tcp_per_address,
+                        idle: config.limits.dns_tcp_idle,
+                    }),
             );
             let changes =
                 base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;
@@ -521,6 +526,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             tlsa_port: daemon.config.records.tlsa_port,
             tlsa_ttl: daemon.config.records.tlsa_ttl,
             changes: changes.clone(),
+            keep_retired: daemon.config.rollover.keep_retired_key,
         }),
         roll_poll: daemon.config.rollover.poll,
         changes: changes.clone(),
@@ -575,7 +581,16 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             https_listener,
             Some(acceptor),
             https_router,
-            http::Limits::default(),
+            {
+                let l = &daemon.config.limits;
+                http::Limits {
+                    max_connections: l.https_connections,
+                    max_per_source: l.https_per_address,
+                    first_request_timeout: l.https_first_request,
+                    idle_timeout: l.https_idle,
+                    ..http::Limits::default()
+                }
+            },
             shutdown.clone(),
             SHUTDOWN_DRAIN,
         ),

@@ -315,6 +315,8 @@ pub(crate) struct RollExecutor {
     pub tlsa_ttl: u32,
     /// Where each step that changes what is served or presented is recorded.
     pub changes: Arc<crate::changelog::ChangeLog>,
+    /// Keep the key retired last (for a rollback); false: only the current and next keys.
+    pub keep_retired: bool,
 }
 
 impl RollExecutor {
@@ -581,9 +583,13 @@ impl RollExecutor {
             }
             // The records of the key retired now are withdrawn (synced above): older retired
             // keys have had their records gone for at least one roll. Keep this one, for a
-            // rollback, and nothing older.
+            // rollback (unless configured not to), and nothing older.
             if let Some(previous) = retired {
-                prune_keys(self.state.root(), host, &[&s.current, &s.next, &previous]);
+                if self.keep_retired {
+                    prune_keys(self.state.root(), host, &[&s.current, &s.next, &previous]);
+                } else {
+                    prune_keys(self.state.root(), host, &[&s.current, &s.next]);
+                }
             }
         }
         SystemTime::now() + Duration::from_millis(200)

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use handler::{Authority, TransferPolicy};
 pub use notify::{exchange, query_soa_serial, send_notify};
 pub use settings::{Secondary, SecondarySettings};
+pub(crate) use tcp::TcpLimits;
 
 use crate::zone::Zones;
 
@@ -87,6 +88,8 @@ pub struct DnsServer {
     response_cache: usize,
     /// Response rate limit per client network and slip (see `rrl`).
     rate_limit: (u32, u32),
+    /// Connection limits of the TCP listener.
+    tcp_limits: tcp::TcpLimits,
 }
 
 impl DnsServer {
@@ -97,6 +100,7 @@ impl DnsServer {
             changed: Arc::new(tokio::sync::Notify::new()),
             response_cache: DEFAULT_RESPONSE_CACHE,
             rate_limit: (0, 0),
+            tcp_limits: tcp::TcpLimits::default(),
         }
     }
 
@@ -105,6 +109,12 @@ impl DnsServer {
     /// every `slip`-th limited response truncated.
     pub fn with_rate_limit(mut self, rate: u32, slip: u32) -> Self {
         self.rate_limit = (rate, slip);
+        self
+    }
+
+    /// Connection limits of DNS over TCP (RFC 7766 6.2).
+    pub(crate) fn with_tcp_limits(mut self, limits: TcpLimits) -> Self {
+        self.tcp_limits = limits;
         self
     }
 
@@ -165,7 +175,7 @@ impl DnsServer {
             tcp_tasks.spawn(tcp::serve(
                 l,
                 authority.clone(),
-                tcp::TcpLimits::default(),
+                self.tcp_limits,
                 tcp_stop.clone(),
             ));
         }

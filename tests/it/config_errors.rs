@@ -230,3 +230,56 @@ fn push_settings_are_checked_with_named_keys() {
     assert_eq!(code, Some(2));
     assert!(err.contains("domain[0].push.tsig_algorithm"), "{err}");
 }
+
+/// `[limits]`: the DNS-over-TCP caps as configured (per address and idle time), and a zero
+/// limit refused with its key.
+#[test]
+fn configured_tcp_limits_apply_and_zero_is_refused() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &["mx1.example.com"],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    let base = std::fs::read_to_string(p.config()).unwrap();
+    std::fs::write(
+        p.config(),
+        format!("{base}\n[limits]\ndns_tcp_connections = 0\n"),
+    )
+    .unwrap();
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("limits.dns_tcp_connections: must be at least 1"),
+        "{out:?}"
+    );
+    std::fs::write(
+        p.config(),
+        format!("{base}\n[limits]\ndns_tcp_per_address = 2\ndns_tcp_idle = \"2s\"\n"),
+    )
+    .unwrap();
+    let d = p.start();
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", d.dns)).unwrap();
+    let (a, b, mut c) = (connect(), connect(), connect());
+    // The third connection from this address is closed at once.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        c.read(&mut buf).unwrap_or(0),
+        0,
+        "third connection not closed"
+    );
+    // An idle one is closed after the configured 2 s (the default is 10 s).
+    let mut a = a;
+    a.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let t = Instant::now();
+    assert_eq!(a.read(&mut buf).unwrap_or(0), 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "idle for {:?}",
+        t.elapsed()
+    );
+    drop((b, d));
+}
