@@ -614,6 +614,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }
         });
         tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
+        tracker.spawn(publisher.clone().run_catch_up(shutdown.clone()));
         // A secondary that serves a higher serial (mxguard's state restored from a backup)
         // never transfers again: move above it first thing.
         let (p, tok) = (publisher.clone(), shutdown.clone());

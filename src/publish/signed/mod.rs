@@ -310,6 +310,9 @@ pub(crate) struct SignedZonePublisher {
     server: Arc<DnsServer>,
     secondaries: Vec<Secondary>,
     inner: tokio::sync::Mutex<Inner>,
+    /// Notified when a secondary is seen serving a serial above mxguard's (see
+    /// [`SignedZonePublisher::run_catch_up`]).
+    catch_up: tokio::sync::Notify,
 }
 
 impl SignedZonePublisher {
@@ -341,6 +344,7 @@ impl SignedZonePublisher {
             server,
             secondaries,
             inner: tokio::sync::Mutex::new(Inner { settings, slots }),
+            catch_up: tokio::sync::Notify::new(),
         };
         {
             let mut inner = p.inner.lock().await;
@@ -605,6 +609,18 @@ impl SignedZonePublisher {
     }
 
     /// Re-signs zones before their signatures run out; runs until `shutdown`.
+    /// Runs until `shutdown`: whenever a secondary was seen above mxguard's serial (a change
+    /// found it; start and reload look by themselves), moves every such zone above it.
+    pub(crate) async fn run_catch_up(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.catch_up.notified() => {}
+            }
+            self.catch_up_serials().await;
+        }
+    }
+
     pub(crate) async fn run_resigner(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let next = {
@@ -754,11 +770,11 @@ impl RecordSink for SignedZonePublisher {
             serial,
             answer,
         };
-        match self.serial(zone) {
-            Some(s) if at_least(s) => {}
+        let ours = match self.serial(zone) {
+            Some(s) if at_least(s) => s,
             Some(s) => return Err(not("mxguard".into(), format!("serial {s}"))),
             None => return Err(not("mxguard".into(), "no such zone".into())),
-        }
+        };
         for s in &self.secondaries {
             match crate::dns::query_soa_serial(
                 s.address,
@@ -768,6 +784,15 @@ impl RecordSink for SignedZonePublisher {
             )
             .await
             {
+                // Above what mxguard serves: other content (a state restored from a backup);
+                // mxguard moves above it, then the secondary transfers again.
+                Ok(g) if zone::serial::serial_gt(g, ours) => {
+                    self.catch_up.notify_one();
+                    return Err(not(
+                        format!("secondary {} ({})", s.name, s.address),
+                        format!("serial {g}, above mxguard's {ours}: moving above it"),
+                    ));
+                }
                 Ok(g) if at_least(g) => {}
                 Ok(g) => {
                     return Err(not(
