@@ -99,6 +99,7 @@ pub(crate) struct Acme {
     /// CAA issuer domain, when CAA records are to be published.
     pub caa_issuer: Option<String>,
     pub profile: Option<String>,
+    pub dns01_timeout: std::time::Duration,
 }
 
 /// An MX host whose certificate mxguard keeps and deploys.
@@ -201,6 +202,7 @@ impl Config {
             "acme.email" => acme.email,
             "acme.eab_kid" => acme.eab,
             "acme.profile" => acme.profile,
+            "acme.dns01_timeout" => acme.dns01_timeout,
             "acme.retry_initial" => acme.backoff,
             "secondary" => secondaries,
             "dns" => dns,

@@ -463,6 +463,14 @@ pub(crate) struct RawAcme {
     /// profiles; otherwise the CA's default is ordered and a warning logged.
     #[serde(default)]
     pub profile: Option<String>,
+    /// How long a dns-01 challenge record may take to be served by every authoritative server
+    /// before the order fails (and the record is withdrawn).
+    #[serde(default = "default_dns01_timeout", with = "crate::duration")]
+    pub dns01_timeout: std::time::Duration,
+}
+
+fn default_dns01_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(120)
 }
 
 fn default_retry_initial() -> u64 {
@@ -490,6 +498,7 @@ impl Default for RawAcme {
             caa: false,
             caa_issuer: None,
             profile: None,
+            dns01_timeout: default_dns01_timeout(),
         }
     }
 }

@@ -688,6 +688,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigErro
             },
             caa_issuer,
             profile: raw.acme.profile,
+            dns01_timeout: raw.acme.dns01_timeout,
         },
         domains,
         mx: mx_certs,

@@ -511,6 +511,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             resolver: resolver.clone(),
             sink: sink.clone(),
             dns01: Default::default(),
+            dns01_timeout: daemon.config.acme.dns01_timeout,
         },
         specs: cert_specs,
         wake: cert_wake,

@@ -18,10 +18,9 @@ pub(super) struct DaemonResponder {
     pub(super) sink: Option<Arc<dyn RecordSink>>,
     /// Pending dns-01 values by host: the `_acme-challenge` RRset is their union.
     pub(super) dns01: tokio::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// How long dns-01 waits for every authoritative server to serve a challenge.
+    pub(super) dns01_timeout: Duration,
 }
-
-/// How long dns-01 waits for every secondary to serve a challenge.
-const DNS01_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Responder for DaemonResponder {
     async fn publish(&self, ch: &Challenge) -> Result<(), ChallengeError> {
@@ -60,8 +59,7 @@ impl Responder for DaemonResponder {
                     rec::acme_challenge(host, values)?
                 };
                 let applied = sink.apply(vec![change]).await?;
-                publish::wait_served(sink.as_ref(), &applied.serials, DNS01_PROPAGATION_TIMEOUT)
-                    .await?;
+                publish::wait_served(sink.as_ref(), &applied.serials, self.dns01_timeout).await?;
                 Ok(())
             }
         }

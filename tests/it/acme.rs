@@ -795,3 +795,69 @@ fn caa_names_the_account_once_it_exists() {
         .then_some(())
     });
 }
+
+/// dns-01 while a secondary is down: each order times out waiting for it, and every failed
+/// attempt withdraws its challenge record (they never pile up); with the secondary back, the
+/// order succeeds and no challenge is left in the zone.
+#[test]
+fn a_stopped_secondary_fails_dns01_without_leaving_challenges() {
+    let p = project();
+    let kport = crate::harness::free_port();
+    let pebble = Pebble::start(PebbleOptions::for_project(
+        &p,
+        format!("127.0.0.1:{}", p.dns).parse().unwrap(),
+    ));
+    use_pebble(
+        &p,
+        &pebble,
+        "dns-01",
+        (1, 2),
+        &format!("[[secondary]]\nname = \"knot\"\naddress = \"127.0.0.1:{kport}\"\n"),
+    );
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    fs::write(
+        p.config(),
+        cfg.replace("retry_max = 2\n", "retry_max = 2\ndns01_timeout = \"2s\"\n"),
+    )
+    .unwrap();
+    let started = now();
+    let d = p.start();
+    let challenges = || {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &p.dns.to_string(),
+                "+short",
+                "+norec",
+                "+nocookie",
+            ])
+            .args([&format!("_acme-challenge.{HOST}."), "TXT"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    // Several failed attempts: at most the current attempt's record at any time.
+    let mut most = 0;
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(12) {
+        most = most.max(challenges());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // (One at a time: each attempt publishes its record and withdraws it when it fails.)
+    assert_eq!(most, 1, "challenge records at once");
+    let log = d.log_text();
+    assert!(
+        log.contains("does not serve example.com."),
+        "the failure names the secondary:\n{log}"
+    );
+    // The secondary comes: the next attempt succeeds, and nothing is left behind.
+    let _knot = crate::dns::Knot::start(kport, d.dns, &["example.com."]);
+    wait_issued(&p, &d, HOST, started, Duration::from_secs(90));
+    wait_for("no challenge left", Duration::from_secs(15), || {
+        (challenges() == 0).then_some(())
+    });
+}
