@@ -29,8 +29,9 @@ for cmd in "${!peers[@]}"; do
   fi
 done
 # What the peers need at run time that --no-install-recommends leaves out: swaks speaks
-# STARTTLS only with these Perl modules.
-for pkg in libnet-ssleay-perl libio-socket-ssl-perl; do
+# STARTTLS only with these Perl modules. libssl-dev and pkg-config build the provider APIs
+# (`--features providers`: reqwest with the system's OpenSSL).
+for pkg in libnet-ssleay-perl libio-socket-ssl-perl libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -46,3 +47,6 @@ fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 cargo test --all-targets --locked -- --test-threads="${MXGUARD_TEST_THREADS:-4}"
+# The provider APIs (an optional feature): built, linted and tested against pebble-challtestsrv.
+cargo clippy --all-targets --locked --features providers -- -D warnings
+cargo test --locked --features providers --test it -- --test-threads="${MXGUARD_TEST_THREADS:-4}" push::

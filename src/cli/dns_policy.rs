@@ -59,11 +59,24 @@ pub fn print_dns_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()>
     }
     for d in pushed {
         let Some(p) = &d.push else { continue };
-        let secret = crate::publish::push::read_secret(&p.secret_file)
+        let Some(t) = &p.tsig else {
+            if let Some(api) = &p.provider {
+                println!(
+                    "# {}: pushed through the {} API; limit its token at the provider to this zone's TXT, TLSA and CAA records:",
+                    d.name, api.name
+                );
+                for (n, t) in managed_names(&config, d) {
+                    println!("#   {n} {t}");
+                }
+                println!();
+            }
+            continue;
+        };
+        let secret = crate::publish::push::read_secret(&t.secret_file)
             .map(|s| data_encoding::BASE64.encode(&s))
             .map_err(anyhow::Error::msg)?;
-        let key = format!("{}.", p.key_name.trim_end_matches('.'));
-        let alg = crate::publish::push::algorithm_name(&p.algorithm);
+        let key = format!("{}.", t.key_name.trim_end_matches('.'));
+        let alg = crate::publish::push::algorithm_name(&t.algorithm);
         let names = managed_names(&config, d);
         println!(
             "# {}: mxguard updates only these RRsets at {} (TSIG key {key}):",

@@ -114,7 +114,10 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
         let zone = publish::signed::origin(&d.name)?;
         if let Some(push) = &d.push {
             // Pushed: the primary's and each nameserver's serial, and the managed RRsets.
-            println!("zone {} (pushed by RFC 2136 to {})", d.name, push.server);
+            match &push.provider {
+                Some(api) => println!("zone {} (pushed through the {} API)", d.name, api.name),
+                None => println!("zone {} (pushed by RFC 2136 to {})", d.name, push.server),
+            }
             let primary = crate::dns::query_soa_serial(push.server, &zone, None, timeout).await;
             match &primary {
                 Ok(s) => println!("  primary {}: serial {s}", push.server),

@@ -555,6 +555,9 @@ pub(crate) struct RawPush {
     /// Provider APIs: the credential file (0600).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Provider APIs with a configurable endpoint (pebble-challtestsrv: its management URL).
+    #[serde(default)]
+    pub api_url: Option<String>,
     /// Whom to ask whether a change is served (`ADDR:PORT` each); default: the zone's NS
     /// RRset as the primary answers it.
     #[serde(default)]

@@ -172,13 +172,18 @@ fn push_settings(
     problem: &mut impl FnMut(String, String),
 ) -> Option<crate::publish::push::PushSettings> {
     let key = |k: &str| format!("{at}.push.{k}");
-    match raw.provider.to_ascii_lowercase().as_str() {
+    let name = raw.provider.to_ascii_lowercase();
+    match name.as_str() {
         "rfc2136" => {}
+        p if crate::publish::push::PROVIDERS.contains(&p) => {
+            return provider_settings(raw, p, at, base, problem);
+        }
         p if PROVIDER_APIS.contains(&p) => {
             problem(
                 key("provider"),
                 format!(
-                    "the {p} API is not supported yet: use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS)"
+                    "the {p} API is not supported yet: use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS), or one of {}",
+                    crate::publish::push::PROVIDERS.join(", ")
                 ),
             );
             return None;
@@ -186,7 +191,10 @@ fn push_settings(
         p => {
             problem(
                 key("provider"),
-                format!("unknown provider {p:?}: use \"rfc2136\""),
+                format!(
+                    "unknown provider {p:?}: use \"rfc2136\" or one of {}",
+                    crate::publish::push::PROVIDERS.join(", ")
+                ),
             );
             return None;
         }
@@ -252,9 +260,88 @@ fn push_settings(
     }
     Some(crate::publish::push::PushSettings {
         server,
-        key_name: name.clone(),
-        secret_file,
-        algorithm,
+        tsig: Some(crate::publish::push::TsigSettings {
+            key_name: name.clone(),
+            secret_file,
+            algorithm,
+        }),
+        provider: None,
+        nameservers: raw.nameservers.clone(),
+    })
+}
+
+/// A provider API: the token file (private) or the API URL, and the nameservers to check.
+fn provider_settings(
+    raw: &super::raw::RawPush,
+    name: &str,
+    at: &str,
+    base: &Base,
+    problem: &mut impl FnMut(String, String),
+) -> Option<crate::publish::push::PushSettings> {
+    let key = |k: &str| format!("{at}.push.{k}");
+    if !cfg!(feature = "providers") {
+        problem(
+            key("provider"),
+            format!(
+                "{name}: this mxguard is built without provider APIs (build it with `cargo build --release --features providers`)"
+            ),
+        );
+        return None;
+    }
+    if raw.server.is_some() || raw.tsig_key_name.is_some() || raw.tsig_secret_file.is_some() {
+        problem(
+            key("server"),
+            "server and tsig_* are for rfc2136; a provider API uses token_file".into(),
+        );
+    }
+    let Some(first) = raw.nameservers.first().copied() else {
+        problem(
+            key("nameservers"),
+            "a provider API needs nameservers = [\"ADDR:PORT\", …] (the provider's authoritative servers, to check that a change is served)".into(),
+        );
+        return None;
+    };
+    let token_file = raw.token_file.as_deref().map(|f| base.resolve(f));
+    if name == "pebble-challtestsrv" {
+        if raw.api_url.is_none() {
+            problem(
+                key("api_url"),
+                "pebble-challtestsrv needs api_url (its management URL)".into(),
+            );
+            return None;
+        }
+    } else {
+        let Some(f) = &token_file else {
+            problem(
+                key("token_file"),
+                format!("{name} needs token_file (the API token, 0600)"),
+            );
+            return None;
+        };
+        match std::fs::metadata(f) {
+            Err(e) => {
+                problem(key("token_file"), format!("{}: {e}", f.display()));
+                return None;
+            }
+            #[cfg(unix)]
+            Ok(m) if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0 => {
+                problem(
+                    key("token_file"),
+                    format!("{} is readable by every user: chmod 600 it", f.display()),
+                );
+                return None;
+            }
+            Ok(_) => {}
+        }
+    }
+    Some(crate::publish::push::PushSettings {
+        server: first,
+        tsig: None,
+        provider: Some(crate::publish::push::ProviderSettings {
+            name: name.to_string(),
+            token_file,
+            api_url: raw.api_url.clone(),
+        }),
         nameservers: raw.nameservers.clone(),
     })
 }

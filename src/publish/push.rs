@@ -34,14 +34,44 @@ const RETRY_MAX: Duration = Duration::from_secs(600);
 /// `[domain.push]` as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushSettings {
-    /// The primary that accepts RFC 2136 updates.
+    /// rfc2136: the primary that accepts updates; a provider API: the first nameserver (asked
+    /// for the zone's SOA and DNSKEY).
     pub server: SocketAddr,
+    /// rfc2136: the TSIG key.
+    pub tsig: Option<TsigSettings>,
+    /// A DNS provider's HTTP API instead of RFC 2136.
+    pub provider: Option<ProviderSettings>,
+    /// Whom to ask whether a change is served; empty: the zone's NS RRset (rfc2136 only).
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// The TSIG key of RFC 2136 updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TsigSettings {
     pub key_name: String,
     pub secret_file: PathBuf,
     pub algorithm: TsigAlgorithm,
-    /// Whom to ask whether a change is served; empty: the zone's NS RRset.
-    pub nameservers: Vec<SocketAddr>,
 }
+
+/// A provider API (built with `--features providers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProviderSettings {
+    /// e.g. `cloudflare`.
+    pub name: String,
+    /// The API token (0600).
+    pub token_file: Option<PathBuf>,
+    /// The API's base URL where it is configurable (`pebble-challtestsrv`).
+    pub api_url: Option<String>,
+}
+
+/// The provider APIs this build can push to.
+pub(crate) const PROVIDERS: &[&str] = &[
+    "cloudflare",
+    "desec",
+    "digitalocean",
+    "hetzner",
+    "pebble-challtestsrv",
+];
 
 /// The TSIG algorithms accepted in `tsig_algorithm`.
 pub(crate) fn algorithm(name: &str) -> Option<TsigAlgorithm> {
@@ -78,10 +108,17 @@ pub(crate) fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
+/// How a pushed zone is written.
+enum Writer {
+    Update(TSigner),
+    #[cfg(feature = "providers")]
+    Api(Box<dns_update::DnsUpdater>),
+}
+
 /// One pushed zone.
 struct Zone {
     settings: PushSettings,
-    signer: TSigner,
+    writer: Writer,
     /// Per (owner, type): each producer's part.
     desired: BTreeMap<(Name, RecordType), BTreeMap<Source, Rrset>>,
     /// Per (owner, type): the records the primary accepted last (empty: deleted).
@@ -115,28 +152,23 @@ impl PushSink {
     pub(crate) async fn configure(&self, zones: Vec<(Name, PushSettings)>) -> Result<(), String> {
         let mut built = Vec::new();
         for (name, settings) in zones {
-            let secret = read_secret(&settings.secret_file)?;
-            let mut key = Name::from_ascii(&settings.key_name)
-                .map_err(|e| format!("tsig_key_name {:?}: {e}", settings.key_name))?;
-            key.set_fqdn(true);
-            let signer = TSigner::new(secret, settings.algorithm.clone(), key, FUDGE)
-                .map_err(|e| format!("TSIG key {}: {e}", settings.key_name))?;
-            built.push((name, settings, signer));
+            let writer = writer(&settings)?;
+            built.push((name, settings, writer));
         }
         let mut zones = self.zones.lock().await;
         let mut old = std::mem::take(&mut *zones);
-        for (name, settings, signer) in built {
+        for (name, settings, writer) in built {
             let z = match old.remove(&name) {
                 Some(mut z) => {
                     // A reload (perhaps a fixed key or server): try again at once.
                     z.failure = None;
                     z.settings = settings;
-                    z.signer = signer;
+                    z.writer = writer;
                     z
                 }
                 None => Zone {
                     settings,
-                    signer,
+                    writer,
                     desired: BTreeMap::new(),
                     pushed: BTreeMap::new(),
                     serial: 0,
@@ -210,6 +242,90 @@ impl PushSink {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+/// The writer for `settings`: a TSIG signer, or a provider API client.
+fn writer(settings: &PushSettings) -> Result<Writer, String> {
+    if let Some(p) = &settings.provider {
+        #[cfg(feature = "providers")]
+        {
+            return provider_client(p).map(|c| Writer::Api(Box::new(c)));
+        }
+        #[cfg(not(feature = "providers"))]
+        return Err(format!(
+            "provider {}: this mxguard is built without provider APIs (cargo build --features providers)",
+            p.name
+        ));
+    }
+    let t = settings.tsig.as_ref().ok_or("rfc2136 without a TSIG key")?;
+    let secret = read_secret(&t.secret_file)?;
+    let mut key = Name::from_ascii(&t.key_name)
+        .map_err(|e| format!("tsig_key_name {:?}: {e}", t.key_name))?;
+    key.set_fqdn(true);
+    TSigner::new(secret, t.algorithm.clone(), key, FUDGE)
+        .map(Writer::Update)
+        .map_err(|e| format!("TSIG key {}: {e}", t.key_name))
+}
+
+#[cfg(feature = "providers")]
+fn provider_client(p: &ProviderSettings) -> Result<dns_update::DnsUpdater, String> {
+    use dns_update::DnsUpdater as U;
+    let token = || -> Result<String, String> {
+        let f = p
+            .token_file
+            .as_ref()
+            .ok_or(format!("provider {} needs token_file", p.name))?;
+        std::fs::read_to_string(f)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("{}: {e}", f.display()))
+    };
+    let e = |x: dns_update::Error| format!("provider {}: {x}", p.name);
+    match p.name.as_str() {
+        "cloudflare" => U::new_cloudflare(token()?, Some(TIMEOUT)).map_err(e),
+        "desec" => U::new_desec(token()?, Some(TIMEOUT)).map_err(e),
+        "digitalocean" => U::new_digitalocean(token()?, Some(TIMEOUT)).map_err(e),
+        "hetzner" => U::new_hetzner(token()?, Some(TIMEOUT)).map_err(e),
+        "pebble-challtestsrv" => Ok(U::new_pebble(
+            p.api_url
+                .as_deref()
+                .ok_or("pebble-challtestsrv needs api_url")?,
+            Some(TIMEOUT),
+        )),
+        other => Err(format!("unknown provider {other:?}")),
+    }
+}
+
+/// A managed record in the provider API's terms.
+#[cfg(feature = "providers")]
+fn api_record(data: &RData) -> Option<dns_update::DnsRecord> {
+    use dns_update::{DnsRecord, TLSARecord, TlsaCertUsage, TlsaMatching, TlsaSelector};
+    match data {
+        RData::TXT(t) => Some(DnsRecord::TXT(
+            t.txt_data
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect(),
+        )),
+        RData::TLSA(t) => Some(DnsRecord::TLSA(TLSARecord {
+            cert_usage: match u8::from(t.cert_usage) {
+                0 => TlsaCertUsage::PkixTa,
+                1 => TlsaCertUsage::PkixEe,
+                2 => TlsaCertUsage::DaneTa,
+                _ => TlsaCertUsage::DaneEe,
+            },
+            selector: match u8::from(t.selector) {
+                0 => TlsaSelector::Full,
+                _ => TlsaSelector::Spki,
+            },
+            matching: match u8::from(t.matching) {
+                0 => TlsaMatching::Raw,
+                2 => TlsaMatching::Sha512,
+                _ => TlsaMatching::Sha256,
+            },
+            cert_data: t.cert_data.clone(),
+        })),
+        _ => None,
     }
 }
 
@@ -296,7 +412,48 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
             records: what.clone(),
             reason,
         };
-        let result = match crate::dns::exchange(server, msg, Some(&z.signer), TIMEOUT).await {
+        // One arm without `--features providers`, two with it.
+        #[allow(clippy::infallible_destructuring_match)]
+        let signer = match &z.writer {
+            Writer::Update(s) => s,
+            #[cfg(feature = "providers")]
+            Writer::Api(api) => {
+                // The provider replaces the RRset at once (its API's own atomicity).
+                let mut recs = Vec::new();
+                for r in &records {
+                    match api_record(&r.data) {
+                        Some(x) => recs.push(x),
+                        None => {
+                            let e = fail(format!(
+                                "{rtype} records cannot be pushed through a provider API"
+                            ));
+                            note_failure(z, &e);
+                            return Err(e);
+                        }
+                    }
+                }
+                let ttl = records.first().map_or(300, |r| r.ttl);
+                let kind = match rtype {
+                    RecordType::TLSA => dns_update::DnsRecordType::TLSA,
+                    RecordType::CAA => dns_update::DnsRecordType::CAA,
+                    _ => dns_update::DnsRecordType::TXT,
+                };
+                let owner_s = owner.to_ascii();
+                let origin_s = name.to_ascii();
+                if let Err(x) = api
+                    .set_rrset(owner_s.as_str(), kind, ttl, recs, origin_s.as_str())
+                    .await
+                {
+                    let e = fail(format!("provider API: {}", crate::logfield::untrusted(x)));
+                    note_failure(z, &e);
+                    return Err(e);
+                }
+                z.pushed.insert((owner, rtype), records);
+                sent.push(what);
+                continue;
+            }
+        };
+        let result = match crate::dns::exchange(server, msg, Some(signer), TIMEOUT).await {
             Err(e) => Err(fail(e.to_string())),
             Ok(reply) if reply.metadata.response_code != ResponseCode::NoError => {
                 Err(fail(format!(

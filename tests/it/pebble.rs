@@ -246,6 +246,9 @@ fn write_api_cert(dir: &Path) {
 pub struct ChallDns {
     child: Child,
     pub addr: SocketAddr,
+    /// The management API (`http://127.0.0.1:PORT`).
+    #[allow(dead_code)] // used by the provider test (--features providers)
+    pub mgmt: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -281,6 +284,7 @@ impl ChallDns {
                     return ChallDns {
                         child,
                         addr,
+                        mgmt: format!("http://127.0.0.1:{mgmt}"),
                         log,
                         _dir: dir,
                     };

@@ -598,3 +598,79 @@ fn pushed_records_reach_a_bind_primary_under_the_printed_update_policy() {
     assert!(text.contains("REFUSED"), "{text}");
     drop((mx, dmn, named));
 }
+
+/// A provider HTTP API (built with `--features providers`), tested against the one such API
+/// at hand: pebble-challtestsrv's. The policy and TLS-RPT records go in through the API, the
+/// change counts as served when the provider's nameserver answers it, and Pebble validates
+/// dns-01 against the challenge the API received.
+#[cfg(feature = "providers")]
+#[test]
+fn a_provider_api_takes_the_managed_records_and_dns01_challenges() {
+    use crate::pebble::ChallDns;
+    let chall = ChallDns::start();
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    p.append_config(&format!(
+        "[domain.push]\nprovider = \"pebble-challtestsrv\"\napi_url = \"{}\"\nnameservers = [\"{}\"]\n",
+        chall.mgmt, chall.addr
+    ));
+    let pebble = Pebble::start(PebbleOptions::for_project(&p, chall.addr));
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    let acme = format!(
+        "[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"dns-01\"\nretry_initial = 1\nretry_max = 4\n",
+        pebble.directory(),
+        pebble.api_ca().display()
+    );
+    fs::write(
+        p.config(),
+        cfg.replace("[acme]\ndirectory = \"local\"\n", &acme),
+    )
+    .unwrap();
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let d = p.start();
+    let txt = |name: &str| {
+        run(Command::new(dig()).args([
+            "@127.0.0.1",
+            "-p",
+            &chall.addr.port().to_string(),
+            "+short",
+            name,
+            "TXT",
+        ]))
+        .1
+    };
+    wait_for(
+        "the policy id at the provider",
+        Duration::from_secs(30),
+        || {
+            txt("_mta-sts.example.com")
+                .contains("v=STSv1; id=")
+                .then_some(())
+        },
+    );
+    assert!(txt("_smtp._tls.example.com").contains("v=TLSRPTv1"));
+    // The policy host's certificate by dns-01 through the provider.
+    let cert = p.path("state/certs/mta-sts.example.com/chain.pem");
+    wait_for(
+        "a certificate by dns-01 through the API",
+        Duration::from_secs(90),
+        || cert.exists().then_some(()),
+    );
+    let issuer = Command::new("openssl")
+        .args(["x509", "-noout", "-issuer", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&issuer.stdout).contains("Pebble"));
+    let out = mxguard(&["status", "-c", &p.config_str()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("zone example.com (pushed through the pebble-challtestsrv API)"),
+        "{out:?}"
+    );
+    drop((d, pebble, chall));
+}
