@@ -215,13 +215,19 @@ fn push_settings_are_checked_with_named_keys() {
     let (code, err) = run("provider = \"rfc2136\"\ntsig_key_name = \"k\"\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("domain[0].push.server"), "{err}");
-    let (code, err) = run("provider = \"cloudflare\"\ntoken_file = \"cf.token\"\n");
+    let (code, err) = run("provider = \"route53\"\ntoken_file = \"r53.token\"\n");
     assert_eq!(code, Some(2));
     assert!(
         err.contains("domain[0].push.provider")
-            && err.contains("the cloudflare API is not supported yet"),
+            && err.contains("the route53 API is not supported yet"),
         "{err}"
     );
+    // A supported provider API in a build without them says how to get them.
+    if !cfg!(feature = "providers") {
+        let (code, err) = run("provider = \"cloudflare\"\ntoken_file = \"cf.token\"\n");
+        assert_eq!(code, Some(2));
+        assert!(err.contains("built without provider APIs"), "{err}");
+    }
     std::fs::write(&secret, "short").unwrap();
     let (code, err) = run(&format!(
         "provider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"{}\"\ntsig_algorithm = \"hmac-md5\"\n",
