@@ -118,6 +118,10 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
                 Some(api) => println!("zone {} (pushed through the {} API)", d.name, api.name),
                 None => println!("zone {} (pushed by RFC 2136 to {})", d.name, push.server),
             }
+            if let Some(e) = crate::publish::push::read_failures(&config.state_dir).get(&d.name) {
+                lagging = true;
+                println!("  push failing: {e}");
+            }
             let primary = crate::dns::query_soa_serial(push.server, &zone, None, timeout).await;
             match &primary {
                 Ok(s) => println!("  primary {}: serial {s}", push.server),
@@ -272,6 +276,14 @@ pub fn print_tlsa(path: &Path) -> anyhow::Result<()> {
         }
         if let Some(e) = &v.last_error {
             println!("  last error: {e}");
+        }
+        // A pushed zone whose updates fail: the records above may not be what is served.
+        let failures = crate::publish::push::read_failures(&config.state_dir);
+        if let Some((zone, e)) = failures
+            .iter()
+            .find(|(z, _)| m.host.ends_with(&format!(".{z}")))
+        {
+            println!("  push to {zone} failing: {e}");
         }
     }
     Ok(())

@@ -472,7 +472,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     };
 
     // The one record sink every producer uses: pushed zones, then mxguard's own.
-    let push = Arc::new(crate::publish::push::PushSink::default());
+    let push = Arc::new(crate::publish::push::PushSink::with_state(state.root()));
     let sink: Option<Arc<dyn RecordSink>> =
         (zones.is_some() || config.domains.iter().any(|d| d.push.is_some())).then(|| {
             Arc::new(crate::publish::Router {

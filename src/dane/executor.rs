@@ -319,6 +319,9 @@ pub(crate) struct RollExecutor {
     pub keep_retired: bool,
 }
 
+/// How `held` starts when the roll waits because its TLSA records cannot be published.
+const PUBLISH_FAILED: &str = "cannot publish TLSA records";
+
 impl RollExecutor {
     /// The zone an MX host's TLSA records live in.
     fn zone_of(&self, host: &str) -> Option<Name> {
@@ -411,7 +414,25 @@ impl RollExecutor {
             if let Some(skipped) = crate::logfield::throttle("dane: cannot publish TLSA records") {
                 tracing::error!(mx = host, err = %e, skipped, "cannot publish TLSA records");
             }
+            // `tlsa` and the status page say why the roll does not move (e.g. the primary
+            // refusing an UPDATE, naming server, records and code).
+            let why = Some(format!("{PUBLISH_FAILED}: {e}"));
+            if s.held != why {
+                let mut n = s.clone();
+                n.held = why;
+                self.persist(host, &n);
+            }
             return SystemTime::now() + poll;
+        }
+        if s.held
+            .as_deref()
+            .is_some_and(|h| h.starts_with(PUBLISH_FAILED))
+        {
+            let mut n = s.clone();
+            n.held = None;
+            if self.persist(host, &n) {
+                s = n;
+            }
         }
         for _ in 0..16 {
             let now = unix(SystemTime::now());

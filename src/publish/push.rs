@@ -129,9 +129,23 @@ struct Zone {
     failure: Option<(PushError, Instant, Duration)>,
 }
 
+/// Where the last push failure of each zone is kept for `status` and `tlsa` (in the state
+/// directory; written only while a zone's pushes fail).
+pub(crate) const FAILURES_FILE: &str = "push-failures.json";
+
+/// The failures file's content: zone (as written in the config) → the last error.
+pub(crate) fn read_failures(state_root: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read(state_root.join(FAILURES_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// The push sink: one entry per pushed zone (replaced on reload).
 #[derive(Default)]
 pub(crate) struct PushSink {
+    /// Where failures are written for the CLI (`None`: not written).
+    failures_file: Option<PathBuf>,
     zones: tokio::sync::Mutex<BTreeMap<Name, Zone>>,
     /// The zone names, readable without the lock (`zone_of`, `serial`).
     index: std::sync::RwLock<BTreeMap<Name, u32>>,
@@ -148,6 +162,45 @@ pub(crate) struct PushError {
 }
 
 impl PushSink {
+    /// A sink that keeps its zones' last failures in `state_root` for the CLI.
+    pub(crate) fn with_state(state_root: &std::path::Path) -> PushSink {
+        PushSink {
+            failures_file: Some(state_root.join(FAILURES_FILE)),
+            ..PushSink::default()
+        }
+    }
+
+    /// Writes the current failures (atomically) when they changed.
+    fn save_failures(&self, zones: &BTreeMap<Name, Zone>) {
+        let Some(path) = &self.failures_file else {
+            return;
+        };
+        let now: BTreeMap<String, String> = zones
+            .iter()
+            .filter_map(|(n, z)| {
+                z.failure.as_ref().map(|(e, _, _)| {
+                    (
+                        n.to_ascii().trim_end_matches('.').to_string(),
+                        e.to_string(),
+                    )
+                })
+            })
+            .collect();
+        let before = read_failures(path.parent().unwrap_or(std::path::Path::new(".")));
+        if now == before {
+            return;
+        }
+        let result = serde_json::to_vec_pretty(&now)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                crate::state_dir::write_atomic(path, &b, crate::state_dir::PUBLIC_MODE)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            tracing::warn!(file = %path.display(), err = %e, "push failures not written");
+        }
+    }
+
     /// Sets the pushed zones (at start and on reload): keeps what is known of zones that stay.
     pub(crate) async fn configure(&self, zones: Vec<(Name, PushSettings)>) -> Result<(), String> {
         let mut built = Vec::new();
@@ -215,6 +268,7 @@ impl PushSink {
                 i.insert(n.clone(), z.serial);
             }
         }
+        self.save_failures(&zones);
     }
 
     /// Per pushed zone: the last failure (for `status` and the page).
@@ -560,6 +614,7 @@ impl RecordSink for PushSink {
                 i.insert(n.clone(), z.serial);
             }
         }
+        self.save_failures(&zones);
         match first_error {
             Some(e) => Err(SinkError::Push(e)),
             None => Ok(applied),

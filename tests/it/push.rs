@@ -441,6 +441,24 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         knot.dig(&["+short", "_mta-sts.example.com", "TXT"]),
         id_before
     );
+    // `tlsa` and `status` say that the pushes fail, naming server, records and code.
+    wait_for(
+        "tlsa to name the refused push",
+        Duration::from_secs(30),
+        || {
+            let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains("push to example.com failing: push to 127.0.0.1:")
+                && text.contains("NOTAUTH"))
+            .then_some(())
+        },
+    );
+    let out = mxguard(&["status", "-c", &p.config_str()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("  push failing: push to 127.0.0.1:"),
+        "{out:?}"
+    );
     // The policy is still served (with Pebble's certificate: curl trusts Pebble's root).
     let r = crate::harness::curl(
         &pebble.root_pem(),
@@ -455,6 +473,13 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     d.reload();
     wait_for("the new policy id at knot", Duration::from_secs(40), || {
         (knot.dig(&["+short", "_mta-sts.example.com", "TXT"]) != id_before).then_some(())
+    });
+    // ... and `tlsa` no longer reports a failing push.
+    wait_for("tlsa without the failure", Duration::from_secs(20), || {
+        let out = mxguard(&["tlsa", "-c", &p.config_str()]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !text.contains("failing") && !text.contains("cannot publish"))
+            .then_some(())
     });
     drop((mx, unbound, secondary, knot, d, pebble));
 }
