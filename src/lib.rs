@@ -25,6 +25,7 @@ mod conn_limit;
 pub mod daemon;
 pub mod dane;
 pub mod dns;
+pub mod dnssec;
 pub mod duration;
 pub mod logfield;
 pub mod mtasts;

@@ -64,6 +64,15 @@ enum Command {
         config: PathBuf,
         mx: Option<String>,
     },
+    /// Start a DNSSEC key roll of one zone (double signature, waiting for the parent's DS).
+    DnssecRoll {
+        #[arg(short, long)]
+        config: PathBuf,
+        domain: String,
+        /// The new key's algorithm (default: `dnssec.algorithm`).
+        #[arg(long, value_parser = ["ed25519", "ecdsap256sha256"])]
+        algorithm: Option<String>,
+    },
     /// Print the DS and DNSKEY records to give the registrar.
     Ds {
         #[arg(short, long)]
@@ -220,6 +229,11 @@ fn main() -> ExitCode {
         Command::TsigKeygen { name, out } => mxguard::cli::tsig_keygen(&name, out.as_deref()),
         Command::Tlsa { config } => mxguard::cli::print_tlsa(&config),
         Command::Rotate { config, mx } => mxguard::cli::rotate(&config, mx.as_deref()),
+        Command::DnssecRoll {
+            config,
+            domain,
+            algorithm,
+        } => mxguard::cli::dnssec_roll(&config, &domain, algorithm.as_deref()),
         Command::Ds { config, domain } => mxguard::cli::print_ds(&config, domain.as_deref()),
         Command::Status { config } => block_on(mxguard::cli::status(&config)),
         Command::Certs { config, json } => mxguard::cli::print_certs(&config, json),

@@ -92,18 +92,20 @@ pub(crate) fn resolver_settings(config: &Config) -> Result<ResolverSettings, Str
 
 /// The public keys mxguard signs its zones with (never creates one).
 pub(crate) fn zone_key_anchors(config: &Config) -> Result<Vec<(Name, PublicKeyBuf)>, String> {
-    let dir = config.state_dir.join("keys");
     let mut out = Vec::new();
     for d in &config.domains {
         let origin =
             Name::from_ascii(format!("{}.", d.name)).map_err(|e| format!("{}: {e}", d.name))?;
-        match crate::zone::keys::load(&dir, &origin, config.dnssec.algorithm) {
-            Ok(Some(k)) => {
-                let public = k.dnskey().public_key();
-                out.push((
-                    origin,
-                    PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm()),
-                ));
+        match crate::dnssec::existing_keys(&config.state_dir, &origin, config.dnssec.algorithm) {
+            Ok(Some(keys)) => {
+                // Every published key (during a key roll, both).
+                for k in keys.published() {
+                    let public = k.dnskey().public_key();
+                    out.push((
+                        origin.clone(),
+                        PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm()),
+                    ));
+                }
             }
             Ok(None) => {
                 return Err(format!(

@@ -21,5 +21,6 @@ pub use dns_policy::print_dns_policy;
 pub use init::{InitOptions, init};
 pub use reports::{import_reports, list_reports, parse_since, print_report, print_reports};
 pub use show::{
-    check_config, print_certs, print_ds, print_policy, print_tlsa, rotate, status, tsig_keygen,
+    check_config, dnssec_roll, print_certs, print_ds, print_policy, print_tlsa, rotate, status,
+    tsig_keygen,
 };

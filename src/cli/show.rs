@@ -76,20 +76,19 @@ pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
             continue;
         }
         let origin = publish::signed::origin(&d.name)?;
-        let key = crate::zone::keys::load_or_generate(
-            &config.state_dir.join("keys"),
-            &origin,
-            config.dnssec.algorithm,
-        )?;
-        let r = key
-            .registrar_records()
-            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-        println!(
-            "; {} — key tag {}, algorithm {}",
-            d.name, r.key_tag, r.algorithm
-        );
-        println!("{}", r.ds);
-        println!("{}", r.dnskey);
+        // The keys whose DS the parent should serve (during a key roll: the new one).
+        let keys = crate::dnssec::zone_keys(&config.state_dir, &origin, config.dnssec.algorithm)?;
+        for key in keys.submitted() {
+            let r = key
+                .registrar_records()
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!(
+                "; {} — key tag {}, algorithm {}",
+                d.name, r.key_tag, r.algorithm
+            );
+            println!("{}", r.ds);
+            println!("{}", r.dnskey);
+        }
     }
     Ok(())
 }
@@ -223,6 +222,16 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
                 }
             }
         }
+        let parent = crate::dnssec::RollSettings::parent_source(
+            &config.dnssec.parent_nameservers,
+            config.dnssec.parent_resolver,
+        );
+        let (lines, act) =
+            crate::dnssec::report(&config.state_dir, &zone, config.dnssec.algorithm, &parent).await;
+        for l in lines {
+            println!("  {l}");
+        }
+        lagging |= act;
     }
     for r in crate::acme::report::report(&config.state_dir, &config.cert_specs(), SystemTime::now())
     {
@@ -239,7 +248,7 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
         );
     }
     if lagging {
-        anyhow::bail!("a secondary is behind or unreachable");
+        anyhow::bail!("a secondary is behind or unreachable, or a zone's keys need the operator");
     }
     Ok(())
 }
@@ -319,6 +328,50 @@ pub fn rotate(path: &Path, mx: Option<&str>) -> anyhow::Result<()> {
             m.host
         );
     }
+    Ok(())
+}
+
+/// `mxguard dnssec-roll`: asks the daemon to roll a zone's signing key (to `algorithm`).
+pub fn dnssec_roll(path: &Path, domain: &str, algorithm: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    let Some(d) = config.domains.iter().find(|d| d.name == name) else {
+        anyhow::bail!(
+            "domain {name} is not configured in {}",
+            config.file.display()
+        );
+    };
+    if d.push.is_some() {
+        anyhow::bail!("{name} is pushed to its own DNS: its keys are the primary's or provider's");
+    }
+    let algorithm = match algorithm {
+        None => config.dnssec.algorithm,
+        Some("ed25519") => crate::zone::DnssecAlgorithm::Ed25519,
+        Some("ecdsap256sha256") => crate::zone::DnssecAlgorithm::EcdsaP256Sha256,
+        Some(other) => anyhow::bail!("unknown algorithm {other:?}: use ed25519 or ecdsap256sha256"),
+    };
+    if config.dnssec.parent_nameservers.is_empty() && config.dnssec.parent_resolver.is_none() {
+        anyhow::bail!(
+            "a key roll waits for the parent to serve the new DS: set dnssec.parent_nameservers or dnssec.parent_resolver in {}",
+            config.file.display()
+        );
+    }
+    let origin = publish::signed::origin(&d.name)?;
+    if let Some(s) =
+        crate::dnssec::load_state(&config.state_dir, &origin).map_err(|e| anyhow::anyhow!(e))?
+        && !matches!(s.phase, crate::dnssec::machine::Phase::Stable)
+    {
+        println!(
+            "a key roll of {name} is in progress (phase {}); this one starts after it",
+            s.phase.name()
+        );
+    }
+    crate::dnssec::executor::request(&config.state_dir, &origin, algorithm)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "key roll of {name} to {} requested; the daemon starts it at its next poll (see `mxguard status`)",
+        algorithm.as_str()
+    );
     Ok(())
 }
 

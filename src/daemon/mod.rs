@@ -52,6 +52,21 @@ const ALERT_RECHECK: Duration = Duration::from_secs(300);
 /// How often old reports are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
 
+/// The DNSSEC key roll settings of `config`.
+fn key_roll_settings(config: &Config) -> crate::dnssec::RollSettings {
+    let d = &config.dnssec;
+    crate::dnssec::RollSettings {
+        algorithm: d.algorithm,
+        key_lifetime: (!d.key_lifetime.is_zero()).then_some(d.key_lifetime),
+        propagation_delay: d.propagation_delay,
+        parent: crate::dnssec::RollSettings::parent_source(
+            &d.parent_nameservers,
+            d.parent_resolver,
+        ),
+        poll: config.rollover.poll,
+    }
+}
+
 /// How long in-flight requests may finish after SIGTERM.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -79,6 +94,8 @@ struct Daemon {
     status_config: Arc<ArcSwap<Config>>,
     /// The posture checks' inputs (replaced on reload, which also runs them).
     checks: tokio::sync::watch::Sender<Arc<crate::check::monitor::Inputs>>,
+    /// The DNSSEC key roll settings (replaced on reload).
+    key_roll: Arc<ArcSwap<crate::dnssec::RollSettings>>,
 }
 
 impl Daemon {
@@ -179,6 +196,7 @@ impl Daemon {
         }
         self.base_keys = keys;
         self.caa.store(Arc::new(caa_policy(&config)));
+        self.key_roll.store(Arc::new(key_roll_settings(&config)));
         self.checks
             .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
         self.status_config.store(Arc::new(config.clone()));
@@ -500,6 +518,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         changes: changes.clone(),
         status_config: Arc::new(ArcSwap::from_pointee(config.clone())),
         checks,
+        key_roll: Arc::new(ArcSwap::from_pointee(key_roll_settings(&config))),
     };
     daemon.apply(config, loaded).await?;
     let manager = Manager {
@@ -615,6 +634,13 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }
         });
         tracker.spawn(publisher.clone().run_resigner(shutdown.clone()));
+        let roller = crate::dnssec::executor::KeyRoller {
+            state: state.clone(),
+            zones: publisher.clone(),
+            settings: daemon.key_roll.clone(),
+            changes: changes.clone(),
+        };
+        tracker.spawn(roller.run(shutdown.clone()));
         tracker.spawn(publisher.clone().run_catch_up(shutdown.clone()));
         // A secondary that serves a higher serial (mxguard's state restored from a backup)
         // never transfers again: move above it first thing.

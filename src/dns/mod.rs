@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::{Authority, TransferPolicy};
-pub use notify::{exchange, query_soa_serial, send_notify};
+pub use notify::{exchange, query, query_soa_serial, send_notify};
 pub use settings::{Secondary, SecondarySettings};
 pub(crate) use tcp::TcpLimits;
 

@@ -165,6 +165,33 @@ pub async fn query_soa_serial(
         })
 }
 
+/// One query to `server` over UDP (recursion desired only when `recursion`; with DO when
+/// `dnssec`): the answer when it is NOERROR or NXDOMAIN, else an error naming the code.
+pub async fn query(
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+    dnssec: bool,
+    recursion: bool,
+    timeout: Duration,
+) -> Result<Message, String> {
+    let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = recursion;
+    msg.add_query(Query::query(name.clone(), rtype));
+    if dnssec {
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(1232).set_dnssec_ok(true);
+        msg.edns = Some(edns);
+    }
+    let reply = exchange(server, msg, None, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
+        code => Err(format!("{server}: {name} {rtype} answered {code}")),
+    }
+}
+
 /// NOTIFY one secondary about one serial, with backoff; gives up after [`MAX_ATTEMPTS`].
 async fn notify_with_retry(
     secondary: Secondary,

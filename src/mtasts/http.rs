@@ -654,7 +654,7 @@ mod tests {
             let der = keys::generate_pkcs8(s.algorithm).unwrap();
             let key =
                 ZoneKey::from_pkcs8(&name, s.algorithm, &der, std::path::Path::new("k")).unwrap();
-            crate::zone::build_signed_zone(&data, &key, None, signed_at, &s)
+            crate::zone::build_signed_zone(&data, &key.into(), None, signed_at, &s)
                 .unwrap()
                 .0
         };

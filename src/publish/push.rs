@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_proto::dnssec::rdata::DNSSECRData;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
@@ -708,21 +708,7 @@ pub(crate) async fn query(
     rtype: RecordType,
     dnssec: bool,
 ) -> Result<Message, String> {
-    let mut msg = Message::new(random_id(), MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = false;
-    msg.add_query(Query::query(name.clone(), rtype));
-    if dnssec {
-        let mut edns = Edns::new();
-        edns.set_max_payload(1232).set_dnssec_ok(true);
-        msg.edns = Some(edns);
-    }
-    let reply = crate::dns::exchange(server, msg, None, TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    match reply.metadata.response_code {
-        ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
-        code => Err(format!("{name} {rtype} answered {code}")),
-    }
+    crate::dns::query(server, name, rtype, dnssec, false, TIMEOUT).await
 }
 
 /// Whether the zone has a DNSKEY RRset at the primary (then pushed RRsets must be signed).

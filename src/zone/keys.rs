@@ -1,12 +1,17 @@
 //! The zone's combined signing key (CSK): generation, storage and the records derived from it.
 //!
-//! Owns the key file (PKCS#8 DER, mode 0600, written only through `crate::state_dir`) and the DNSKEY,
-//! DS, CDS and CDNSKEY records that follow from it. One key per zone and algorithm; flags 257
-//! (zone key + secure entry point) because it signs every RRset. Algorithm rollovers are not
-//! done here: changing the algorithm creates a new key whose DS the registrar must receive.
+//! Owns the key files (PKCS#8 DER, mode 0600, written only through `crate::state_dir`) and the
+//! DNSKEY, DS, CDS and CDNSKEY records that follow from them. A zone is signed by a [`KeySet`]:
+//! usually one CSK (flags 257: zone key + secure entry point, because it signs every RRset),
+//! during a key roll two, each with the roles the roll gives it (published in the DNSKEY RRset,
+//! signing, shown to the parent in CDS/CDNSKEY). *When* roles change is decided by the key
+//! roll machine (`crate::dnssec`), not here.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use hickory_proto::dnssec::crypto::{EcdsaSigningKey, Ed25519SigningKey};
 use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSKEY, DS};
@@ -100,6 +105,188 @@ pub fn load_or_generate(
         "generated new dnssec signing key; give the registrar its DS record"
     );
     Ok(key)
+}
+
+/// What a key does in the zone at one point of its life (RFC 7583).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRoles {
+    /// In the apex DNSKEY RRset.
+    pub published: bool,
+    /// Makes an RRSIG over every authoritative RRset.
+    pub signs: bool,
+    /// In CDS/CDNSKEY: the key whose DS the parent should serve.
+    pub ds: bool,
+}
+
+impl KeyRoles {
+    /// Published, signing and submitted: the one key of a zone between rolls.
+    pub const ACTIVE: KeyRoles = KeyRoles {
+        published: true,
+        signs: true,
+        ds: true,
+    };
+}
+
+impl fmt::Display for KeyRoles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.published {
+            parts.push("published");
+        }
+        if self.signs {
+            parts.push("signing");
+        }
+        if self.ds {
+            parts.push("ds");
+        }
+        if parts.is_empty() {
+            parts.push("retired");
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// One key of a zone as the key roll state records it: its file (inside the key directory),
+/// algorithm, tag and roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub file: String,
+    pub algorithm: DnssecAlgorithm,
+    pub key_tag: u16,
+    pub roles: KeyRoles,
+    /// When the key was created (seconds since the epoch).
+    pub created: u64,
+}
+
+/// The keys a zone is signed with, each with its roles.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    keys: Vec<(Arc<ZoneKey>, KeyRoles)>,
+}
+
+impl From<ZoneKey> for KeySet {
+    /// A zone's single active key.
+    fn from(key: ZoneKey) -> KeySet {
+        KeySet {
+            keys: vec![(Arc::new(key), KeyRoles::ACTIVE)],
+        }
+    }
+}
+
+impl KeySet {
+    /// The keys with their roles, in the order given.
+    pub fn new(keys: Vec<(Arc<ZoneKey>, KeyRoles)>) -> KeySet {
+        KeySet { keys }
+    }
+
+    /// Loads the keys of `entries` from `key_dir`; a missing or broken file is an error naming it.
+    pub fn load(key_dir: &Path, origin: &Name, entries: &[KeyEntry]) -> Result<KeySet, ZoneError> {
+        let mut keys = Vec::new();
+        for e in entries.iter().filter(|e| e.roles != KeyRoles::default()) {
+            let path = key_dir.join(&e.file);
+            let der = read_optional(&path)?.ok_or_else(|| ZoneError::Key {
+                path: path.clone(),
+                reason: "the key roll state names this key file but it does not exist".into(),
+            })?;
+            let key = ZoneKey::from_pkcs8(origin, e.algorithm, &der, &path)?;
+            if key.key_tag() != e.key_tag {
+                return Err(ZoneError::Key {
+                    path,
+                    reason: format!(
+                        "key tag {} but the key roll state says {}",
+                        key.key_tag(),
+                        e.key_tag
+                    ),
+                });
+            }
+            keys.push((Arc::new(key), e.roles));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Every key with its roles.
+    pub fn keys(&self) -> impl Iterator<Item = (&ZoneKey, KeyRoles)> {
+        self.keys.iter().map(|(k, r)| (k.as_ref(), *r))
+    }
+
+    /// The keys that make RRSIGs.
+    pub fn signing(&self) -> impl Iterator<Item = &ZoneKey> {
+        self.keys().filter(|(_, r)| r.signs).map(|(k, _)| k)
+    }
+
+    /// The keys in the DNSKEY RRset.
+    pub fn published(&self) -> impl Iterator<Item = &ZoneKey> {
+        self.keys().filter(|(_, r)| r.published).map(|(k, _)| k)
+    }
+
+    /// The keys in CDS/CDNSKEY (whose DS the parent should serve).
+    pub fn submitted(&self) -> impl Iterator<Item = &ZoneKey> {
+        self.keys().filter(|(_, r)| r.ds).map(|(k, _)| k)
+    }
+
+    /// The same keys and roles (key material compared by DNSKEY).
+    pub fn same_as(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|((a, ra), (b, rb))| ra == rb && a.dnskey() == b.dnskey())
+    }
+}
+
+/// Generates a new key for `origin` into `key_dir` (0600) whose tag differs from `avoid_tags`,
+/// named after the zone, algorithm and tag; returns its entry (no roles yet).
+pub fn generate_entry(
+    key_dir: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+    avoid_tags: &[u16],
+    now: u64,
+) -> Result<KeyEntry, ZoneError> {
+    ensure_dir(key_dir)?;
+    let zone = origin.to_lowercase().to_ascii();
+    let zone = zone.trim_end_matches('.').to_string();
+    for _ in 0..16 {
+        let tmp = key_dir.join(format!("{zone}.{}.new.pk8", algorithm.as_str()));
+        let der = generate_pkcs8(algorithm).map_err(|reason| ZoneError::Key {
+            path: tmp.clone(),
+            reason,
+        })?;
+        let key = ZoneKey::from_pkcs8(origin, algorithm, &der, &tmp)?;
+        if avoid_tags.contains(&key.key_tag()) {
+            continue; // RFC 6781 §3.4.3 (only one key per tag, so a tag names a key)
+        }
+        let file = format!("{zone}.{}.{}.csk.pk8", algorithm.as_str(), key.key_tag());
+        write_atomic(&key_dir.join(&file), &der, SECRET_MODE)?;
+        return Ok(KeyEntry {
+            file,
+            algorithm,
+            key_tag: key.key_tag(),
+            roles: KeyRoles::default(),
+            created: now,
+        });
+    }
+    Err(ZoneError::Key {
+        path: key_dir.to_path_buf(),
+        reason: "no key with an unused key tag after 16 attempts".into(),
+    })
+}
+
+/// The entry of a zone's first key (the file [`load_or_generate`] uses), active.
+pub fn first_entry(key_dir: &Path, key: &ZoneKey, created: u64) -> KeyEntry {
+    KeyEntry {
+        file: key
+            .path()
+            .strip_prefix(key_dir)
+            .unwrap_or(key.path())
+            .to_string_lossy()
+            .into_owned(),
+        algorithm: key.algorithm(),
+        key_tag: key.key_tag(),
+        roles: KeyRoles::ACTIVE,
+        created,
+    }
 }
 
 /// Generates a new PKCS#8 (v2 for Ed25519) private key.

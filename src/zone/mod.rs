@@ -23,7 +23,7 @@ pub mod sign;
 pub mod signed;
 
 pub use error::{Location, ZoneError};
-pub use keys::{RegistrarRecords, ZoneKey};
+pub use keys::{KeySet, RegistrarRecords, ZoneKey};
 pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
 pub use serial::SigningState;
 pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
@@ -39,12 +39,12 @@ use std::path::Path;
 pub fn build_and_persist(
     state_file: &Path,
     data: &ZoneData,
-    key: &ZoneKey,
+    keys: &KeySet,
     now_unix: u64,
     settings: &DnssecSettings,
 ) -> Result<(SignedZone, SigningState), ZoneError> {
     let previous = serial::load_state(state_file)?;
-    let (zone, state) = build_signed_zone(data, key, previous.as_ref(), now_unix, settings)?;
+    let (zone, state) = build_signed_zone(data, keys, previous.as_ref(), now_unix, settings)?;
     if previous.as_ref() != Some(&state) {
         serial::save_state(state_file, &state)?;
         tracing::info!(
@@ -74,7 +74,7 @@ ns1 3600 IN A 192.0.2.1
         let settings = DnssecSettings::default();
         let der = keys::generate_pkcs8(settings.algorithm).unwrap();
         let key = ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
-        build_signed_zone(&data, &key, None, 1_750_000_000, &settings)
+        build_signed_zone(&data, &key.into(), None, 1_750_000_000, &settings)
             .unwrap()
             .0
     }
@@ -160,7 +160,8 @@ ns1 3600 IN A 192.0.2.9
             let der = keys::generate_pkcs8(settings.algorithm).unwrap();
             let key =
                 ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
-            let (zone, _) = build_signed_zone(&data, &key, None, 1_750_000_000, &settings).unwrap();
+            let (zone, _) =
+                build_signed_zone(&data, &key.into(), None, 1_750_000_000, &settings).unwrap();
             for q in ["a.example.com.", "zzz.example.com.", "x.ns1.example.com."] {
                 let a = zone.lookup(&Name::from_ascii(q).unwrap(), RecordType::A, true);
                 let proofs = &a.authorities;
@@ -188,12 +189,16 @@ ns1 3600 IN A 192.0.2.9
         let settings = DnssecSettings::default();
         let t0 = 1_750_000_000;
         let data = ZoneData::parse(ZONE, Path::new("z"), &origin).unwrap();
-        let key =
-            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let key: KeySet =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm)
+                .unwrap()
+                .into();
         let (z1, s1) = build_and_persist(&state_file, &data, &key, t0, &settings).unwrap();
         // "Restart": same key file, same content, later time: same serial, same window.
-        let key =
-            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm).unwrap();
+        let key: KeySet =
+            keys::load_or_generate(&dir.path().join("keys"), &origin, settings.algorithm)
+                .unwrap()
+                .into();
         let (z2, s2) = build_and_persist(&state_file, &data, &key, t0 + 600, &settings).unwrap();
         assert_eq!((z1.serial(), &s1), (z2.serial(), &s2));
         // Changed content: a strictly greater serial, persisted.

@@ -61,6 +61,20 @@ pub struct DnssecSettings {
     /// TTL of DNSKEY, CDS and CDNSKEY.
     #[serde(default = "default_dnskey_ttl")]
     pub dnskey_ttl: u32,
+    /// Roll each zone's key when it is this old (`0`: only on `mxguard dnssec-roll` or an
+    /// algorithm change).
+    #[serde(default, with = "crate::duration")]
+    pub key_lifetime: Duration,
+    /// Added to every wait of a key roll, after every server serves the change.
+    #[serde(default = "default_propagation_delay", with = "crate::duration")]
+    pub propagation_delay: Duration,
+    /// The parent zone's authoritative servers, asked directly for the DS during a roll.
+    #[serde(default)]
+    pub parent_nameservers: Vec<std::net::SocketAddr>,
+    /// A resolver that finds the parent zone's servers (asked on port 53) when
+    /// `parent_nameservers` is empty.
+    #[serde(default)]
+    pub parent_resolver: Option<std::net::SocketAddr>,
 }
 
 pub fn default_signature_validity() -> Duration {
@@ -79,6 +93,10 @@ pub fn default_dnskey_ttl() -> u32 {
     3600
 }
 
+pub fn default_propagation_delay() -> Duration {
+    Duration::from_secs(3600)
+}
+
 impl Default for DnssecSettings {
     fn default() -> Self {
         DnssecSettings {
@@ -88,6 +106,10 @@ impl Default for DnssecSettings {
             refresh: default_refresh(),
             inception_offset: default_inception_offset(),
             dnskey_ttl: default_dnskey_ttl(),
+            key_lifetime: Duration::ZERO,
+            propagation_delay: default_propagation_delay(),
+            parent_nameservers: Vec::new(),
+            parent_resolver: None,
         }
     }
 }
@@ -156,7 +178,38 @@ impl DnssecSettings {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        if !self.key_lifetime.is_zero() && self.key_lifetime < 7 * day {
+            problems.push(problem(
+                prefix,
+                "key_lifetime",
+                "must be 0 (no scheduled roll) or at least 7d: a roll takes several TTLs",
+            ));
+        }
+        if !self.key_lifetime.is_zero()
+            && self.parent_nameservers.is_empty()
+            && self.parent_resolver.is_none()
+        {
+            problems.push(problem(
+                prefix,
+                "key_lifetime",
+                "scheduled rolls wait for the parent's DS: set dnssec.parent_nameservers or dnssec.parent_resolver",
+            ));
+        }
+        if self.propagation_delay > day {
+            problems.push(problem(prefix, "propagation_delay", "must be at most 1d"));
+        }
         problems
+    }
+
+    /// The same signing (denial, window, TTL): what the signed zones depend on besides their
+    /// keys. The algorithm and the roll settings are not part of it: keys change only
+    /// through a key roll.
+    pub fn same_signing(&self, other: &DnssecSettings) -> bool {
+        self.nsec3 == other.nsec3
+            && self.signature_validity == other.signature_validity
+            && self.refresh == other.refresh
+            && self.inception_offset == other.inception_offset
+            && self.dnskey_ttl == other.dnskey_ttl
     }
 }
 

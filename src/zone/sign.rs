@@ -1,4 +1,4 @@
-//! Builds a complete signed zone from unsigned [`ZoneData`], a [`ZoneKey`] and a signing plan.
+//! Builds a complete signed zone from unsigned [`ZoneData`], a [`KeySet`] and a signing plan.
 //!
 //! Owns the DNSSEC records mxguard adds (DNSKEY, CDS, CDNSKEY, NSEC or NSEC3 + NSEC3PARAM) and
 //! every RRSIG. Signs RRsets itself over their canonical form (RFC 4034 3.1.8.1, 6) instead of
@@ -15,7 +15,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use super::error::ZoneError;
-use super::keys::ZoneKey;
+use super::keys::{KeySet, ZoneKey};
 use super::parse::ZoneData;
 use super::serial::{SigningState, plan};
 use super::settings::DnssecSettings;
@@ -58,7 +58,7 @@ fn canonical_rdatas(data: &[RData]) -> Result<Vec<Vec<u8>>, String> {
 
 /// Hex SHA-256 over the unsigned content (SOA serial zeroed), the key and denial settings; a
 /// change of any of them means the served zone changes and needs a new serial.
-pub fn content_hash(data: &ZoneData, key: &ZoneKey, settings: &DnssecSettings) -> String {
+pub fn content_hash(data: &ZoneData, keys: &KeySet, settings: &DnssecSettings) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = Vec::new();
     name_wire(data.origin(), &mut buf);
@@ -86,8 +86,15 @@ pub fn content_hash(data: &ZoneData, key: &ZoneKey, settings: &DnssecSettings) -
         }
     }
     ctx.update(&buf);
-    if let Ok(b) = rdata_canonical(&RData::from(key.dnskey().clone())) {
-        ctx.update(&b);
+    for (key, roles) in keys.keys() {
+        if let Ok(b) = rdata_canonical(&RData::from(key.dnskey().clone())) {
+            ctx.update(&b);
+        }
+        ctx.update(&[
+            u8::from(roles.published),
+            u8::from(roles.signs),
+            u8::from(roles.ds),
+        ]);
     }
     ctx.update(&[u8::from(settings.nsec3)]);
     ctx.update(&settings.dnskey_ttl.to_be_bytes());
@@ -97,14 +104,14 @@ pub fn content_hash(data: &ZoneData, key: &ZoneKey, settings: &DnssecSettings) -
 /// Plans the serial/window from `previous` and `now_unix`, then builds and signs the zone.
 pub fn build_signed_zone(
     data: &ZoneData,
-    key: &ZoneKey,
+    keys: &KeySet,
     previous: Option<&SigningState>,
     now_unix: u64,
     settings: &DnssecSettings,
 ) -> Result<(SignedZone, SigningState), ZoneError> {
-    let hash = content_hash(data, key, settings);
+    let hash = content_hash(data, keys, settings);
     let state = plan(previous, &hash, now_unix, settings);
-    let zone = sign_zone(data, key, &state, settings, None)?;
+    let zone = sign_zone(data, keys, &state, settings, None)?;
     Ok((zone, state))
 }
 
@@ -114,26 +121,27 @@ pub fn build_signed_zone(
 /// content, window not due): then there is nothing to sign, swap or persist.
 pub fn rebuild_signed_zone(
     data: &ZoneData,
-    key: &ZoneKey,
+    keys: &KeySet,
     previous: &SignedZone,
     now_unix: u64,
     settings: &DnssecSettings,
 ) -> Result<Option<(SignedZone, SigningState)>, ZoneError> {
-    let hash = content_hash(data, key, settings);
+    let hash = content_hash(data, keys, settings);
     let state = plan(Some(&previous.state), &hash, now_unix, settings);
     if state == previous.state {
         return Ok(None);
     }
-    let zone = sign_zone(data, key, &state, settings, Some(previous))?;
+    let zone = sign_zone(data, keys, &state, settings, Some(previous))?;
     Ok(Some((zone, state)))
 }
 
 struct Signer<'a> {
-    key: &'a ZoneKey,
+    /// The signing keys, each making one RRSIG per RRset.
+    keys: Vec<&'a ZoneKey>,
     origin: &'a Name,
     state: &'a SigningState,
-    /// The zone being replaced, when its signatures are still valid for this one (same key,
-    /// same window): unchanged RRsets take their RRSIGs from it.
+    /// The zone being replaced, when its signatures are still valid for this one (same
+    /// window): unchanged RRsets signed by the same keys take their RRSIGs from it.
     reuse: Option<&'a SignedZone>,
 }
 
@@ -162,88 +170,86 @@ impl Signer<'_> {
         rdatas: &[RData],
         previous: Option<&SignedRrSet>,
     ) -> Result<SignedRrSet, ZoneError> {
-        if self.reuse.is_some()
-            && let Some(prev) = previous
-        {
-            let records: Vec<Record> = rdatas
-                .iter()
-                .map(|rd| Record::from_rdata(name.clone(), ttl, rd.clone()))
-                .collect();
-            if same_records(&prev.records, &records) && !prev.rrsigs.is_empty() {
-                return Ok(SignedRrSet {
-                    records,
-                    rrsigs: prev.rrsigs.clone(),
-                });
-            }
-        }
-        let input = SigInput {
-            type_covered: rtype,
-            algorithm: self.key.algorithm().to_hickory(),
-            num_labels: name.num_labels(),
-            original_ttl: ttl,
-            sig_expiration: SerialNumber::new(self.state.expiration),
-            sig_inception: SerialNumber::new(self.state.inception),
-            key_tag: self.key.key_tag(),
-            signer_name: self.origin.clone(),
-        };
-        let mut tbs = Vec::new();
-        {
-            let mut enc = BinEncoder::new(&mut tbs);
-            enc.set_canonical_form(true);
-            enc.set_name_encoding(NameEncoding::UncompressedLowercase);
-            input.emit(&mut enc).map_err(|e| self.err(name, rtype, e))?;
-        }
-        let mut owner = Vec::new();
-        name_wire(name, &mut owner);
-        for rd in canonical_rdatas(rdatas).map_err(|e| self.err(name, rtype, e))? {
-            tbs.extend(&owner);
-            tbs.extend(u16::from(rtype).to_be_bytes());
-            tbs.extend(1u16.to_be_bytes()); // class IN
-            tbs.extend(ttl.to_be_bytes());
-            let len = u16::try_from(rd.len()).map_err(|e| self.err(name, rtype, e))?;
-            tbs.extend(len.to_be_bytes());
-            tbs.extend(rd);
-        }
-        let sig = self
-            .key
-            .signer()
-            .sign(&TBS::from(&tbs[..]))
-            .map_err(|e| self.err(name, rtype, e))?;
-        let rrsig = RRSIG::from_sig(input, sig);
-        let records = rdatas
+        let records: Vec<Record> = rdatas
             .iter()
             .map(|rd| Record::from_rdata(name.clone(), ttl, rd.clone()))
             .collect();
-        Ok(SignedRrSet {
-            records,
-            rrsigs: vec![Record::from_rdata(
+        if self.reuse.is_some()
+            && let Some(prev) = previous
+            && same_records(&prev.records, &records)
+            && prev.rrsigs.len() == self.keys.len()
+            && prev.rrsigs.iter().zip(&self.keys).all(|(r, k)| {
+                matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(sig))
+                    if sig.input().key_tag == k.key_tag()
+                        && sig.input().algorithm == k.algorithm().to_hickory())
+            })
+        {
+            return Ok(SignedRrSet {
+                records,
+                rrsigs: prev.rrsigs.clone(),
+            });
+        }
+        let mut owner = Vec::new();
+        name_wire(name, &mut owner);
+        let canonical = canonical_rdatas(rdatas).map_err(|e| self.err(name, rtype, e))?;
+        let mut rrsigs = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            let input = SigInput {
+                type_covered: rtype,
+                algorithm: key.algorithm().to_hickory(),
+                num_labels: name.num_labels(),
+                original_ttl: ttl,
+                sig_expiration: SerialNumber::new(self.state.expiration),
+                sig_inception: SerialNumber::new(self.state.inception),
+                key_tag: key.key_tag(),
+                signer_name: self.origin.clone(),
+            };
+            let mut tbs = Vec::new();
+            {
+                let mut enc = BinEncoder::new(&mut tbs);
+                enc.set_canonical_form(true);
+                enc.set_name_encoding(NameEncoding::UncompressedLowercase);
+                input.emit(&mut enc).map_err(|e| self.err(name, rtype, e))?;
+            }
+            for rd in &canonical {
+                tbs.extend(&owner);
+                tbs.extend(u16::from(rtype).to_be_bytes());
+                tbs.extend(1u16.to_be_bytes()); // class IN
+                tbs.extend(ttl.to_be_bytes());
+                let len = u16::try_from(rd.len()).map_err(|e| self.err(name, rtype, e))?;
+                tbs.extend(len.to_be_bytes());
+                tbs.extend(rd);
+            }
+            let sig = key
+                .signer()
+                .sign(&TBS::from(&tbs[..]))
+                .map_err(|e| self.err(name, rtype, e))?;
+            rrsigs.push(Record::from_rdata(
                 name.clone(),
                 ttl,
-                RData::DNSSEC(DNSSECRData::RRSIG(rrsig)),
-            )],
-        })
+                RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
+            ));
+        }
+        Ok(SignedRrSet { records, rrsigs })
     }
 }
 
-/// Signs `data` with `key` using the serial and window in `state`: a complete new zone.
+/// Signs `data` with `keys` using the serial and window in `state`: a complete new zone.
 pub fn sign_zone(
     data: &ZoneData,
-    key: &ZoneKey,
+    keys: &KeySet,
     state: &SigningState,
     settings: &DnssecSettings,
     previous: Option<&SignedZone>,
 ) -> Result<SignedZone, ZoneError> {
     let origin = data.origin().clone();
-    let dnskey = RData::from(key.dnskey().clone());
     let reuse = previous.filter(|p| {
         p.origin == origin
             && p.state.inception == state.inception
             && p.state.expiration == state.expiration
-            && p.rrset(&origin, RecordType::DNSKEY)
-                .is_some_and(|k| k.records.len() == 1 && k.records[0].data == dnskey)
     });
     let signer = Signer {
-        key,
+        keys: keys.signing().collect(),
         origin: &origin,
         state,
         reuse,
@@ -271,13 +277,25 @@ pub fn sign_zone(
     let kttl = settings.dnskey_ttl;
     apex.insert(
         RecordType::DNSKEY,
-        (kttl, vec![RData::from(key.dnskey().clone())]),
+        (
+            kttl,
+            keys.published()
+                .map(|k| RData::from(k.dnskey().clone()))
+                .collect(),
+        ),
     );
-    apex.insert(RecordType::CDS, (kttl, vec![RData::from(key.cds()?)]));
-    apex.insert(
-        RecordType::CDNSKEY,
-        (kttl, vec![RData::from(key.cdnskey())]),
-    );
+    let mut cds = Vec::new();
+    let mut cdnskey = Vec::new();
+    let mut ds = Vec::new();
+    for k in keys.submitted() {
+        ds.push(k.ds()?);
+        cds.push(RData::from(k.cds()?));
+        cdnskey.push(RData::from(k.cdnskey()));
+    }
+    if !cds.is_empty() {
+        apex.insert(RecordType::CDS, (kttl, cds));
+        apex.insert(RecordType::CDNSKEY, (kttl, cdnskey));
+    }
     if settings.nsec3 {
         let param = NSEC3PARAM::new(
             Nsec3HashAlgorithm::SHA1,
@@ -428,7 +446,7 @@ pub fn sign_zone(
         cuts,
         nsec3,
         state: state.clone(),
-        ds: key.ds()?,
+        ds,
     })
 }
 
@@ -472,9 +490,16 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         z.with_managed(&m).unwrap()
     }
 
-    fn key(alg: DnssecAlgorithm) -> ZoneKey {
+    fn key(alg: DnssecAlgorithm) -> KeySet {
         let der = generate_pkcs8(alg).unwrap();
-        ZoneKey::from_pkcs8(&n("example.com."), alg, &der, Path::new("mem")).unwrap()
+        ZoneKey::from_pkcs8(&n("example.com."), alg, &der, Path::new("mem"))
+            .unwrap()
+            .into()
+    }
+
+    /// The one key of a single-key set.
+    fn zk(k: &KeySet) -> &ZoneKey {
+        k.keys().next().unwrap().0
     }
 
     fn settings(nsec3: bool) -> DnssecSettings {
@@ -535,14 +560,14 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
                 };
                 assert_eq!(dnskey.flags(), 257);
                 // DS given to the registrar matches the served DNSKEY; CDS/CDNSKEY match too.
-                assert!(zone.ds().covers(&apex, dnskey).unwrap());
-                let reg = k.registrar_records().unwrap();
+                assert!(zone.ds()[0].covers(&apex, dnskey).unwrap());
+                let reg = zk(&k).registrar_records().unwrap();
                 assert!(
                     reg.ds
-                        .contains(&data_encoding::HEXUPPER.encode(zone.ds().digest()))
+                        .contains(&data_encoding::HEXUPPER.encode(zone.ds()[0].digest()))
                 );
                 let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records[0].data;
-                assert_eq!(cds, &RData::from(k.cds().unwrap()));
+                assert_eq!(cds, &RData::from(zk(&k).cds().unwrap()));
                 assert!(zone.rrset(&apex, RecordType::CDNSKEY).is_some());
                 assert_eq!(zone.uses_nsec3(), nsec3);
                 assert_eq!(zone.rrset(&apex, RecordType::NSEC3PARAM).is_some(), nsec3);

@@ -113,7 +113,8 @@ pub struct SignedZone {
     pub(crate) cuts: BTreeSet<Name>,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
-    pub(crate) ds: DS,
+    /// The DS of each key in CDS (what the parent should serve).
+    pub(crate) ds: Vec<DS>,
 }
 
 /// The sections of an authoritative answer.
@@ -178,9 +179,20 @@ impl SignedZone {
         &self.state
     }
 
-    /// The SHA-256 DS of the zone's key (what the parent must publish).
-    pub fn ds(&self) -> &DS {
+    /// The SHA-256 DS of each key the parent should serve (one between key rolls).
+    pub fn ds(&self) -> &[DS] {
         &self.ds
+    }
+
+    /// The largest TTL of any RRset (denial records included).
+    pub fn max_ttl(&self) -> u32 {
+        let nodes = self.nodes.values().flat_map(|n| n.values());
+        let chain = self.nsec3.iter().flat_map(|c| c.by_hash.values());
+        nodes
+            .chain(chain)
+            .filter_map(|s| s.records.first().map(|r| r.ttl))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether authenticated denial uses NSEC3.

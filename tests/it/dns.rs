@@ -17,7 +17,7 @@ use hickory_proto::rr::rdata::{TLSA, TXT};
 use hickory_proto::rr::{Name, RData};
 use mxguard::dns::{DnsServer, DnsSockets, Secondary, query_soa_serial};
 use mxguard::zone::{
-    DnssecSettings, ManagedRecords, SigningState, ZoneData, ZoneKey, Zones, build_signed_zone, keys,
+    DnssecSettings, KeySet, ManagedRecords, SigningState, ZoneData, Zones, build_signed_zone, keys,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -134,7 +134,7 @@ struct Fixture {
     shutdown: CancellationToken,
     thread: Option<JoinHandle<()>>,
     dir: tempfile::TempDir,
-    key: ZoneKey,
+    key: KeySet,
     state: SigningState,
     settings: DnssecSettings,
 }
@@ -151,7 +151,8 @@ impl Fixture {
             &n("example.com."),
             settings.algorithm,
         )
-        .unwrap();
+        .unwrap()
+        .into();
         let (zone, state) =
             build_signed_zone(&zone_data(extra), &key, None, now(), &settings).unwrap();
         let zones = Arc::new(ArcSwap::from_pointee(Zones::new().with(zone)));
@@ -216,7 +217,8 @@ impl Fixture {
     }
 
     fn ds_line(&self) -> String {
-        self.key.registrar_records().unwrap().ds
+        let (key, _) = self.key.keys().next().unwrap();
+        key.registrar_records().unwrap().ds
     }
 
     pub(crate) fn dig(&self, args: &[&str]) -> String {
@@ -402,7 +404,7 @@ fn unbound_with_wrong_ds_servfails() {
 fn delv_validates(nsec3: bool) {
     let delv = tool("delv", "bind9-dnsutils");
     let fx = Fixture::start(nsec3, vec![], "");
-    let reg = fx.key.registrar_records().unwrap();
+    let reg = fx.key.keys().next().unwrap().0.registrar_records().unwrap();
     let anchors = fx.dir.path().join("anchors.conf");
     std::fs::write(
         &anchors,
@@ -862,7 +864,7 @@ fn wildcard_answers_validate_in_unbound_and_delv() {
         // Outside the wildcard's reach, still NXDOMAIN.
         assert_validated(&u.dig(&["nope.example.com.", "A"]), "NXDOMAIN");
 
-        let reg = fx.key.registrar_records().unwrap();
+        let reg = fx.key.keys().next().unwrap().0.registrar_records().unwrap();
         let anchors = fx.dir.path().join("anchors.conf");
         std::fs::write(
             &anchors,

@@ -184,7 +184,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             nsec3: true,
             ..DnssecSettings::default()
         };
-        let (zone, _) = build_signed_zone(&data, &key, None, unix_now(), &settings).unwrap();
+        let (zone, _) = build_signed_zone(&data, &key.into(), None, unix_now(), &settings).unwrap();
         Zones::new().with(zone)
     }
 

@@ -24,9 +24,8 @@ mod signer;
 use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError};
 use crate::dns::{DnsServer, Secondary};
 use crate::state_dir::StateDir;
-use crate::zone::{
-    self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, ZoneKey, Zones,
-};
+use crate::zone::keys::KeySet;
+use crate::zone::{self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, Zones};
 use signer::SignerThread;
 
 /// One zone to serve: the mail domain and its zone file.
@@ -77,7 +76,8 @@ struct Slot {
     source: ZoneSource,
     /// Managed RRsets of this zone, by key.
     managed: BTreeMap<RrsetKey, Rrset>,
-    key: Arc<ZoneKey>,
+    /// The keys and their roles (changed only by the key roll, `crate::dnssec`).
+    keys: Arc<KeySet>,
 }
 
 struct Inner {
@@ -144,7 +144,7 @@ fn load_slots(
     state: &StateDir,
     zones: &[DomainZone],
     settings: &DnssecSettings,
-    keep_keys: &BTreeMap<Name, Arc<ZoneKey>>,
+    keep_keys: &BTreeMap<Name, Arc<KeySet>>,
 ) -> Result<BTreeMap<Name, Slot>, LoadError> {
     let mut problems = Vec::new();
     let mut slots = BTreeMap::new();
@@ -163,25 +163,23 @@ fn load_slots(
                 continue;
             }
         };
-        let key = match keep_keys.get(&origin) {
-            Some(k) if k.algorithm() == settings.algorithm => k.clone(),
-            _ => {
-                match zone::keys::load_or_generate(&state.path("keys"), &origin, settings.algorithm)
-                {
-                    Ok(k) => Arc::new(k),
-                    Err(e) => {
-                        problems.push(format!("zone {origin}: {e}"));
-                        continue;
-                    }
+        // A zone's keys stay as they are across reloads; a new algorithm is rolled to.
+        let keys = match keep_keys.get(&origin) {
+            Some(k) => k.clone(),
+            None => match crate::dnssec::zone_keys(state.root(), &origin, settings.algorithm) {
+                Ok(k) => Arc::new(k),
+                Err(e) => {
+                    problems.push(format!("zone {origin}: {e}"));
+                    continue;
                 }
-            }
+            },
         };
         slots.insert(
             origin,
             Slot {
                 source,
                 managed: BTreeMap::new(),
-                key,
+                keys,
             },
         );
     }
@@ -283,14 +281,16 @@ fn build_one(
         _ => None,
     };
     let (zone, new_state) = match lifted.as_ref().or(job.previous.as_ref()) {
-        Some(prev) => match zone::rebuild_signed_zone(&data, &job.slot.key, prev, now, settings)? {
-            Some(z) => z,
-            None => return Ok(None),
-        },
+        Some(prev) => {
+            match zone::rebuild_signed_zone(&data, &job.slot.keys, prev, now, settings)? {
+                Some(z) => z,
+                None => return Ok(None),
+            }
+        }
         None => {
             let previous = zone::serial::load_state(&state_file)?;
             let (z, s) =
-                zone::build_signed_zone(&data, &job.slot.key, previous.as_ref(), now, settings)?;
+                zone::build_signed_zone(&data, &job.slot.keys, previous.as_ref(), now, settings)?;
             if previous.as_ref() == Some(&s) {
                 return Ok(Some(z));
             }
@@ -419,10 +419,10 @@ impl SignedZonePublisher {
         changes: Vec<Change>,
     ) -> Result<Applied, LoadError> {
         let mut inner = self.inner.lock().await;
-        let keys: BTreeMap<Name, Arc<ZoneKey>> = inner
+        let keys: BTreeMap<Name, Arc<KeySet>> = inner
             .slots
             .iter()
-            .map(|(o, s)| (o.clone(), s.key.clone()))
+            .map(|(o, s)| (o.clone(), s.keys.clone()))
             .collect();
         let st = self.state.clone();
         let s = settings.clone();
@@ -457,7 +457,7 @@ impl SignedZonePublisher {
             problems: vec![e.to_string()],
         })?;
         let served = self.server.zones().load_full();
-        let settings_changed = settings != inner.settings;
+        let settings_changed = !settings.same_signing(&inner.settings);
         let mut jobs = Vec::new();
         for (o, slot) in &slots {
             let old = inner.slots.get(o);
@@ -465,7 +465,7 @@ impl SignedZonePublisher {
                 && old.is_some_and(|old| {
                     old.source == slot.source
                         && old.managed == slot.managed
-                        && Arc::ptr_eq(&old.key, &slot.key)
+                        && Arc::ptr_eq(&old.keys, &slot.keys)
                 });
             if !unchanged {
                 jobs.push(Job {
@@ -809,6 +809,67 @@ impl RecordSink for SignedZonePublisher {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::dnssec::KeyedZones for SignedZonePublisher {
+    fn zones(&self) -> Vec<Name> {
+        self.served().iter().map(|z| z.origin().clone()).collect()
+    }
+
+    async fn use_keys(&self, zone: &Name, keys: KeySet) -> Result<u32, String> {
+        let mut inner = self.inner.lock().await;
+        let served = self.served();
+        let Some(slot) = inner.slots.get(zone) else {
+            return Err(format!("zone {zone} is not served"));
+        };
+        if slot.keys.same_as(&keys) {
+            return served
+                .get(zone)
+                .map(|z| z.serial())
+                .ok_or_else(|| format!("zone {zone} is not served"));
+        }
+        let mut slot = slot.clone();
+        slot.keys = Arc::new(keys);
+        let job = Job {
+            origin: zone.clone(),
+            slot: slot.clone(),
+            previous: served.get(zone).cloned(),
+            above: None,
+        };
+        let settings = inner.settings.clone();
+        let built = self
+            .run_build(&settings, vec![job])
+            .await
+            .map_err(|p| p.join("; "))?;
+        let serial = built
+            .iter()
+            .find(|z| z.origin() == zone)
+            .map(|z| z.serial())
+            .or_else(|| served.get(zone).map(|z| z.serial()))
+            .ok_or_else(|| format!("zone {zone} is not served"))?;
+        self.swap(built, &[]);
+        inner.slots.insert(zone.clone(), slot);
+        Ok(serial)
+    }
+
+    fn ttls(&self, zone: &Name) -> Option<crate::dnssec::machine::Ttls> {
+        let served = self.served();
+        let z = served.get(zone)?;
+        Some(crate::dnssec::machine::Ttls {
+            max: z.max_ttl(),
+            dnskey: z
+                .rrset(z.origin(), hickory_proto::rr::RecordType::DNSKEY)
+                .and_then(|s| s.records.first())
+                .map_or(0, |r| r.ttl),
+        })
+    }
+
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), String> {
+        RecordSink::served_everywhere(self, zone, serial)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,387 @@
+//! Runs the key roll machine for every signed zone: persists each new state *before* acting
+//! on it (generate a key, sign with new roles, ask the parent, destroy the old key), so a
+//! crash anywhere resumes at the same step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{self, Action, Event, Phase, RollState, Ttls};
+use super::{KeyedZones, RollSettings, key_dir, load_state, request_path, state_path};
+use crate::state_dir::{PUBLIC_MODE, StateDir, ensure_dir, write_atomic};
+use crate::zone::DnssecAlgorithm;
+use crate::zone::keys::{self, KeySet};
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// The key roller of the signed zones.
+pub(crate) struct KeyRoller {
+    pub state: Arc<StateDir>,
+    pub zones: Arc<dyn KeyedZones>,
+    /// Replaced on reload.
+    pub settings: Arc<ArcSwap<RollSettings>>,
+    pub changes: Arc<crate::changelog::ChangeLog>,
+}
+
+/// Writes a zone's key state (atomically).
+pub(crate) fn save(root: &Path, origin: &Name, s: &RollState) -> Result<(), String> {
+    let path = state_path(root, origin);
+    let text = serde_json::to_vec_pretty(s).map_err(|e| e.to_string())?;
+    ensure_dir(&key_dir(root)).map_err(|e| e.to_string())?;
+    write_atomic(&path, &text, PUBLIC_MODE).map_err(|e| e.to_string())
+}
+
+/// Leaves a roll request for the daemon (`mxguard dnssec-roll`).
+pub(crate) fn request(
+    root: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<(), String> {
+    let path = request_path(root, origin);
+    if let Some(dir) = path.parent() {
+        ensure_dir(dir).map_err(|e| e.to_string())?;
+    }
+    write_atomic(&path, algorithm.as_str().as_bytes(), PUBLIC_MODE).map_err(|e| e.to_string())
+}
+
+fn read_request(root: &Path, origin: &Name, default: DnssecAlgorithm) -> Option<DnssecAlgorithm> {
+    let text = std::fs::read_to_string(request_path(root, origin)).ok()?;
+    Some(match text.trim() {
+        "ed25519" => DnssecAlgorithm::Ed25519,
+        "ecdsap256sha256" => DnssecAlgorithm::EcdsaP256Sha256,
+        _ => default,
+    })
+}
+
+impl KeyRoller {
+    fn root(&self) -> &Path {
+        self.state.root()
+    }
+
+    /// The state of a zone never seen before: from its file, else its one key, active.
+    fn first_state(&self, origin: &Name) -> Result<RollState, String> {
+        if let Some(s) = load_state(self.root(), origin)? {
+            return Ok(s);
+        }
+        let keys = super::existing_keys(self.root(), origin, self.settings.load().algorithm)?
+            .ok_or_else(|| format!("zone {origin} has no key"))?;
+        let (key, _) = keys
+            .keys()
+            .next()
+            .ok_or_else(|| format!("zone {origin} has no key"))?;
+        let dir = key_dir(self.root());
+        let created = std::fs::metadata(key.path())
+            .and_then(|m| m.modified())
+            .map_or(unix(SystemTime::now()), unix);
+        Ok(machine::initial(
+            keys::first_entry(&dir, key, created),
+            created,
+        ))
+    }
+
+    fn persist(&self, origin: &Name, before: &RollState, s: &RollState) -> bool {
+        if let Err(e) = save(self.root(), origin, s) {
+            tracing::error!(zone = %origin, err = %e, "cannot persist the key roll state; the roll waits");
+            return false;
+        }
+        if before.phase.name() != s.phase.name() || before.keys.len() != s.keys.len() {
+            let tags: Vec<String> = s
+                .keys
+                .iter()
+                .map(|k| format!("{} ({}, {})", k.key_tag, k.algorithm.as_str(), k.roles))
+                .collect();
+            tracing::info!(zone = %origin, phase = s.phase.name(), keys = %tags.join(" "), "dnssec key roll");
+            self.changes.record(
+                "dnssec",
+                origin.to_ascii().trim_end_matches('.'),
+                format!("key roll: {} ({})", s.phase.name(), tags.join(", ")),
+            );
+        }
+        if before.held != s.held {
+            match &s.held {
+                Some(why) => {
+                    tracing::warn!(zone = %origin, phase = s.phase.name(), held = %why, "dnssec key roll waits")
+                }
+                None => tracing::info!(zone = %origin, "dnssec key roll no longer held"),
+            }
+        }
+        true
+    }
+
+    fn hold(&self, origin: &Name, s: &mut RollState, why: String) {
+        if s.held.as_deref() != Some(why.as_str()) {
+            let mut n = s.clone();
+            n.held = Some(why);
+            if self.persist(origin, s, &n) {
+                *s = n;
+            }
+        }
+    }
+
+    /// Moves one zone as far as it can now; the time it should be looked at again (`None`:
+    /// only on a request or reload).
+    async fn drive(&self, origin: &Name, s: &mut RollState) -> Option<SystemTime> {
+        let settings = self.settings.load_full();
+        let timing = settings.timing();
+        let poll = SystemTime::now() + settings.poll;
+        if let Some(algorithm) = read_request(self.root(), origin, settings.algorithm) {
+            let n = machine::step(
+                s,
+                &Event::Requested { algorithm },
+                &timing,
+                unix(SystemTime::now()),
+            );
+            if self.persist(origin, s, &n) {
+                *s = n;
+                let _ = std::fs::remove_file(request_path(self.root(), origin));
+                tracing::info!(zone = %origin, algorithm = algorithm.as_str(), "dnssec key roll requested");
+            }
+        }
+        for _ in 0..16 {
+            let now = unix(SystemTime::now());
+            let ttls = self.zones.ttls(origin).unwrap_or(Ttls {
+                max: 86400,
+                dnskey: 86400,
+            });
+            let event = match machine::action(s, &timing, ttls, now) {
+                Action::Generate { algorithm } => {
+                    let avoid: Vec<u16> = s.keys.iter().map(|k| k.key_tag).collect();
+                    match keys::generate_entry(
+                        &key_dir(self.root()),
+                        origin,
+                        algorithm,
+                        &avoid,
+                        now,
+                    ) {
+                        Ok(key) => {
+                            tracing::info!(zone = %origin, key_tag = key.key_tag, algorithm = algorithm.as_str(), "dnssec key roll starts with a new key");
+                            Event::Generated { key }
+                        }
+                        Err(e) => {
+                            self.hold(origin, s, format!("cannot generate the new key: {e}"));
+                            return Some(poll);
+                        }
+                    }
+                }
+                Action::Apply => {
+                    let result = match KeySet::load(&key_dir(self.root()), origin, &s.keys) {
+                        Ok(set) => self.zones.use_keys(origin, set).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match result {
+                        Ok(serial) => Event::Applied { serial },
+                        Err(e) => {
+                            self.hold(origin, s, format!("cannot sign with the new keys: {e}"));
+                            return Some(poll);
+                        }
+                    }
+                }
+                Action::Retire { file } => {
+                    let path = key_dir(self.root()).join(&file);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::info!(zone = %origin, file = %path.display(), "old dnssec key destroyed")
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            self.hold(origin, s, format!("cannot delete {}: {e}", path.display()));
+                            return Some(poll);
+                        }
+                    }
+                    Event::Retired
+                }
+                Action::Wait { deadline, parent } => {
+                    let Some(serial) = s.serial else {
+                        return deadline.map(from_unix);
+                    };
+                    // Waiting for a time only: nothing to ask before it.
+                    if s.served_at.is_some() && !parent {
+                        return Some(deadline.map_or(poll, from_unix));
+                    }
+                    let served = self.zones.served_everywhere(origin, serial).await;
+                    let view = if parent && served.is_ok() {
+                        Some(self.observe_parent(origin, s, &settings).await)
+                    } else {
+                        None
+                    };
+                    let n = machine::step(
+                        s,
+                        &Event::Tick {
+                            served,
+                            ttls,
+                            parent: view,
+                        },
+                        &timing,
+                        now,
+                    );
+                    if n == *s {
+                        return Some(deadline.map_or(poll, |d| from_unix(d).min(poll)));
+                    }
+                    if !self.persist(origin, s, &n) {
+                        return Some(poll);
+                    }
+                    *s = n;
+                    continue;
+                }
+            };
+            let n = machine::step(s, &event, &timing, now);
+            if n == *s {
+                return Some(poll);
+            }
+            if !self.persist(origin, s, &n) {
+                return Some(poll);
+            }
+            *s = n;
+        }
+        Some(poll)
+    }
+
+    async fn observe_parent(
+        &self,
+        origin: &Name,
+        s: &RollState,
+        settings: &RollSettings,
+    ) -> machine::ParentView {
+        let now = unix(SystemTime::now());
+        let set = match KeySet::load(&key_dir(self.root()), origin, &s.keys) {
+            Ok(k) => k,
+            Err(e) => {
+                return machine::ParentView {
+                    checked_at: now,
+                    ds: Vec::new(),
+                    has_new: false,
+                    has_old: false,
+                    ttl: 0,
+                    error: Some(e.to_string()),
+                };
+            }
+        };
+        let new = set.keys().find(|(_, r)| r.ds).map(|(k, _)| k);
+        let old = set.keys().find(|(_, r)| !r.ds).map(|(k, _)| k);
+        match new {
+            Some(new) => super::parent::observe(origin, &settings.parent, new, old, now).await,
+            None => machine::ParentView {
+                checked_at: now,
+                ds: Vec::new(),
+                has_new: false,
+                has_old: false,
+                ttl: 0,
+                error: Some("no key is submitted to the parent".into()),
+            },
+        }
+    }
+
+    /// Runs until `shutdown`: every zone's roll, looked at when its next deadline comes, at
+    /// every poll while it waits for servers or the parent, and for requests.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut states: BTreeMap<Name, RollState> = BTreeMap::new();
+        let mut wake: BTreeMap<Name, Option<SystemTime>> = BTreeMap::new();
+        loop {
+            let settings = self.settings.load_full();
+            let zones = self.zones.zones();
+            states.retain(|o, _| zones.contains(o));
+            wake.retain(|o, _| zones.contains(o));
+            let requests = std::fs::read_dir(key_dir(self.root()).join("requests"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter_map(|n| Name::from_ascii(format!("{n}.")).ok())
+                        .map(|n| n.to_lowercase())
+                        .collect::<Vec<Name>>()
+                })
+                .unwrap_or_default();
+            let now = SystemTime::now();
+            for origin in &zones {
+                let due = match wake.get(origin) {
+                    None => true,
+                    Some(w) => {
+                        requests.contains(&origin.to_lowercase())
+                            || w.is_some_and(|t| t <= now)
+                            // A new algorithm or key lifetime takes effect at a reload.
+                            || states.get(origin).is_some_and(|s| {
+                                machine::roll_due(s, &settings.timing(), unix(now)).is_some()
+                            })
+                    }
+                };
+                if !due {
+                    continue;
+                }
+                let mut s = match states.remove(origin) {
+                    Some(s) => s,
+                    None => match self.first_state(origin) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if let Some(skipped) = crate::logfield::throttle("dnssec: no key state")
+                            {
+                                tracing::error!(zone = %origin, err = %e, skipped, "cannot read the zone's key state");
+                            }
+                            wake.insert(origin.clone(), Some(now + settings.poll));
+                            continue;
+                        }
+                    },
+                };
+                let next = self.drive(origin, &mut s).await;
+                states.insert(origin.clone(), s);
+                wake.insert(origin.clone(), next);
+            }
+            let next = wake
+                .values()
+                .flatten()
+                .min()
+                .copied()
+                .unwrap_or(now + settings.poll)
+                .min(SystemTime::now() + settings.poll);
+            let sleep = next
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_millis(200))
+                .max(Duration::from_millis(200));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
+
+pub(crate) fn rfc3339(t: u64) -> String {
+    time::OffsetDateTime::from(from_unix(t))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// What `mxguard status` shows of a zone's keys and roll.
+pub(crate) fn describe(s: &RollState) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in &s.keys {
+        out.push(format!(
+            "key {} {} ({}) created {}",
+            k.key_tag,
+            k.algorithm.as_str(),
+            k.roles,
+            rfc3339(k.created)
+        ));
+    }
+    let since = rfc3339(s.since);
+    match &s.phase {
+        Phase::Stable => out.push(format!("no key roll in progress (since {since})")),
+        p => out.push(format!("key roll phase {} since {since}", p.name())),
+    }
+    if let Some(a) = s.requested {
+        out.push(format!("roll requested (algorithm {})", a.as_str()));
+    }
+    if let Some(why) = &s.held {
+        out.push(format!("waiting: {why}"));
+    }
+    out
+}

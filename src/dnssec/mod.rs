@@ -1,0 +1,253 @@
+//! DNSSEC key lifecycle of the zones mxguard serves: when a zone's signing keys change.
+//!
+//! Owns `keys/<zone>.roll.json` (each zone's keys with their roles and the roll phase),
+//! `keys/requests/` (rolls asked for by `mxguard dnssec-roll`) and the retirement of key files;
+//! `crate::zone::keys` generates and reads the key files. Must not sign or serve zones (it
+//! hands the key set to the zone publisher through [`KeyedZones`]) and must not read the
+//! config file.
+//!
+//! - `machine`: the key roll state machine (pure): the one place that decides *when*.
+//! - `executor`: runs the machine per zone, persisting each state before acting on it.
+//! - `parent`: the DS the parent's servers serve.
+
+pub(crate) mod executor;
+pub(crate) mod machine;
+pub(crate) mod parent;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+use crate::zone::keys::{self, KeySet};
+use crate::zone::{DnssecAlgorithm, ZoneError};
+pub(crate) use machine::RollState;
+pub(crate) use parent::ParentSource;
+
+/// The zones whose keys roll: mxguard's signed zones.
+#[async_trait::async_trait]
+pub(crate) trait KeyedZones: Send + Sync {
+    /// The zones served now.
+    fn zones(&self) -> Vec<Name>;
+    /// Signs `zone` with `keys` from now on; the serial of the zone carrying them.
+    async fn use_keys(&self, zone: &Name, keys: KeySet) -> Result<u32, String>;
+    /// The largest TTL in the served zone and the DNSKEY TTL.
+    fn ttls(&self, zone: &Name) -> Option<machine::Ttls>;
+    /// Whether every authoritative server serves `serial` (or later); else who does not.
+    async fn served_everywhere(&self, zone: &Name, serial: u32) -> Result<(), String>;
+}
+
+/// How rolls are timed and where the parent is (from `[dnssec]` and `rollover.poll`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RollSettings {
+    pub algorithm: DnssecAlgorithm,
+    pub key_lifetime: Option<Duration>,
+    pub propagation_delay: Duration,
+    pub parent: ParentSource,
+    pub poll: Duration,
+}
+
+impl RollSettings {
+    pub(crate) fn parent_source(
+        nameservers: &[SocketAddr],
+        resolver: Option<SocketAddr>,
+    ) -> ParentSource {
+        match (nameservers, resolver) {
+            ([], None) => ParentSource::Unknown,
+            ([], Some(r)) => ParentSource::Resolver(r),
+            (s, _) => ParentSource::Servers(s.to_vec()),
+        }
+    }
+
+    pub(crate) fn timing(&self) -> machine::Timing {
+        machine::Timing {
+            propagation_delay: self.propagation_delay.as_secs(),
+            key_lifetime: self.key_lifetime.map(|d| d.as_secs()),
+            algorithm: self.algorithm,
+        }
+    }
+}
+
+fn zone_file_name(origin: &Name) -> String {
+    origin
+        .to_lowercase()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// The key directory in the state directory.
+pub(crate) fn key_dir(state_root: &Path) -> PathBuf {
+    state_root.join("keys")
+}
+
+/// Where a zone's key state is kept.
+pub(crate) fn state_path(state_root: &Path, origin: &Name) -> PathBuf {
+    key_dir(state_root).join(format!("{}.roll.json", zone_file_name(origin)))
+}
+
+/// Where `mxguard dnssec-roll` leaves a request for the daemon.
+pub(crate) fn request_path(state_root: &Path, origin: &Name) -> PathBuf {
+    key_dir(state_root)
+        .join("requests")
+        .join(zone_file_name(origin))
+}
+
+/// A zone's key state, if it has one (zones whose key never rolled may not).
+pub(crate) fn load_state(state_root: &Path, origin: &Name) -> Result<Option<RollState>, String> {
+    let path = state_path(state_root, origin);
+    match crate::state_dir::read_optional(&path) {
+        Ok(Some(b)) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The key file of a zone that has no key state: the one of `algorithm`, else one of
+/// another algorithm (which the roll then replaces), else `None`.
+fn first_key(
+    dir: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<Option<keys::ZoneKey>, ZoneError> {
+    for a in [
+        algorithm,
+        DnssecAlgorithm::EcdsaP256Sha256,
+        DnssecAlgorithm::Ed25519,
+    ] {
+        if let Some(k) = keys::load(dir, origin, a)? {
+            return Ok(Some(k));
+        }
+    }
+    Ok(None)
+}
+
+/// The keys `origin` is signed with: from its key state, else its first key (generated with
+/// `algorithm` when there is none yet).
+pub(crate) fn zone_keys(
+    state_root: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<KeySet, ZoneError> {
+    let dir = key_dir(state_root);
+    match load_state(state_root, origin) {
+        Ok(Some(s)) => return KeySet::load(&dir, origin, &s.keys),
+        Ok(None) => {}
+        Err(reason) => {
+            return Err(ZoneError::Key {
+                path: state_path(state_root, origin),
+                reason,
+            });
+        }
+    }
+    match first_key(&dir, origin, algorithm)? {
+        Some(k) => Ok(KeySet::from(k)),
+        None => keys::load_or_generate(&dir, origin, algorithm).map(KeySet::from),
+    }
+}
+
+/// The keys of `origin` without creating any (`None`: it has none yet).
+pub(crate) fn existing_keys(
+    state_root: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+) -> Result<Option<KeySet>, String> {
+    let dir = key_dir(state_root);
+    if let Some(s) = load_state(state_root, origin)? {
+        return KeySet::load(&dir, origin, &s.keys)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    first_key(&dir, origin, algorithm)
+        .map(|k| k.map(KeySet::from))
+        .map_err(|e| e.to_string())
+}
+
+/// What `mxguard status` shows of a zone's keys: each key with its roles, the roll phase and
+/// what it waits for, the DS the parent serves (asked now when the parent is configured) and
+/// what the operator must do. The flag is true when the operator must act.
+pub(crate) async fn report(
+    state_root: &Path,
+    origin: &Name,
+    algorithm: DnssecAlgorithm,
+    parent: &ParentSource,
+) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let state = match load_state(state_root, origin) {
+        Ok(s) => s,
+        Err(e) => return (vec![format!("key state unreadable: {e}")], true),
+    };
+    let keys = match existing_keys(state_root, origin, algorithm) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return (
+                vec!["no key yet (created at the first start)".into()],
+                false,
+            );
+        }
+        Err(e) => return (vec![format!("keys unreadable: {e}")], true),
+    };
+    match &state {
+        Some(s) => out.extend(executor::describe(s)),
+        None => {
+            for (k, roles) in keys.keys() {
+                out.push(format!(
+                    "key {} {} ({roles})",
+                    k.key_tag(),
+                    k.algorithm().as_str()
+                ));
+            }
+            out.push("no key roll yet".into());
+        }
+    }
+    let submitted: Vec<&crate::zone::ZoneKey> = keys.submitted().collect();
+    let Some(new) = submitted.first() else {
+        return (out, true);
+    };
+    let old = keys.keys().find(|(_, r)| !r.ds).map(|(k, _)| k);
+    if *parent == ParentSource::Unknown {
+        out.push(
+            "parent DS: not checked (set dnssec.parent_nameservers or parent_resolver)".into(),
+        );
+        return (out, false);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let view = parent::observe(origin, parent, new, old, now).await;
+    if let Some(e) = &view.error {
+        out.push(format!("parent DS: unknown ({e})"));
+        return (out, true);
+    }
+    if view.ds.is_empty() {
+        out.push("parent DS: none (the zone is not secured by its parent)".into());
+    } else {
+        for ds in &view.ds {
+            out.push(format!("parent DS: {ds}"));
+        }
+    }
+    let mut act = false;
+    if !view.has_new {
+        act = true;
+        let since = state
+            .as_ref()
+            .filter(|s| matches!(s.phase, machine::Phase::SwapDs { .. }))
+            .map(|s| format!("; waiting since {}", executor::rfc3339(s.since)))
+            .unwrap_or_default();
+        match new.registrar_records() {
+            Ok(r) => out.push(format!(
+                "give the registrar this DS (unless it reads CDS){since}: {}",
+                r.ds
+            )),
+            Err(e) => out.push(format!("the DS cannot be computed: {e}")),
+        }
+    }
+    if view.has_old && view.has_new {
+        act = true;
+        out.push("the parent still serves the old key's DS: have the registrar remove it".into());
+    }
+    (out, act)
+}
