@@ -10,6 +10,7 @@ mod dns;
 mod harness;
 mod init;
 mod ixfr;
+mod keyroll;
 mod mta_sts;
 mod pebble;
 mod push;
