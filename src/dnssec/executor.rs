@@ -187,6 +187,7 @@ impl KeyRoller {
                         }
                     }
                 }
+                Action::NoteConfig => Event::ConfigSeen,
                 Action::Retire { file } => {
                     let path = key_dir(self.root()).join(&file);
                     match std::fs::remove_file(&path) {
@@ -206,8 +207,12 @@ impl KeyRoller {
                         return deadline.map(from_unix);
                     };
                     // Waiting for a time only: nothing to ask before it.
-                    if s.served_at.is_some() && !parent {
-                        return Some(deadline.map_or(poll, from_unix));
+                    if s.served_at.is_some()
+                        && !parent
+                        && let Some(d) = deadline
+                        && now < d
+                    {
+                        return Some(from_unix(d));
                     }
                     let served = self.zones.served_everywhere(origin, serial).await;
                     let view = if parent && served.is_ok() {

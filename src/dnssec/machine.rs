@@ -14,7 +14,8 @@
 //!    new key's DS and no longer the old one's, then the DS TTL.
 //! 4. `Withdraw`: the old DNSKEY goes, the old key still signs; wait the DNSKEY TTL (a cached
 //!    DNSKEY RRset with both algorithms still finds a signature of each).
-//! 5. `Unsign`: the old key stops signing; once served everywhere its file is deleted.
+//! 5. `Unsign`: the old key stops signing; once served everywhere (plus the delay) its file
+//!    is deleted.
 //!
 //! Why double signature and not double DS: the parent changes once (one DS swap, which a
 //! registrar without CDS support does in one step), and the child never depends on a DS the
@@ -34,7 +35,7 @@ use crate::zone::settings::DnssecAlgorithm;
 
 /// Where a zone's key roll is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
+#[serde(tag = "phase", rename_all = "kebab-case")]
 pub(crate) enum Phase {
     /// One key: published, signing, in CDS.
     Stable,
@@ -101,6 +102,11 @@ pub(crate) struct RollState {
     /// A roll asked for by `mxguard dnssec-roll` (the algorithm of the new key), not started.
     #[serde(default)]
     pub requested: Option<DnssecAlgorithm>,
+    /// `dnssec.algorithm` when the last roll started (`None`: no roll yet). A config that
+    /// names another algorithm since then rolls to it; a `dnssec-roll --algorithm` to
+    /// another one than the config's is not undone until the config changes.
+    #[serde(default)]
+    pub config_algorithm: Option<DnssecAlgorithm>,
     /// The parent's DS as last seen.
     #[serde(default)]
     pub parent: Option<ParentView>,
@@ -146,6 +152,8 @@ pub(crate) enum Event {
     Applied { serial: u32 },
     /// The old key's file is gone.
     Retired,
+    /// The configured algorithm changed to the key's own: nothing to roll, only noted.
+    ConfigSeen,
 }
 
 /// What the executor must do.
@@ -159,6 +167,8 @@ pub(crate) enum Action {
     Wait { deadline: Option<u64>, parent: bool },
     /// Delete the old key's file, then report `Retired`.
     Retire { file: String },
+    /// Report `ConfigSeen`.
+    NoteConfig,
 }
 
 /// The state of a zone with one key.
@@ -170,6 +180,7 @@ pub(crate) fn initial(key: KeyEntry, now: u64) -> RollState {
         serial: None,
         served_at: None,
         requested: None,
+        config_algorithm: None,
         parent: None,
         held: None,
     };
@@ -247,12 +258,21 @@ pub(crate) fn roll_due(s: &RollState, t: &Timing, now: u64) -> Option<DnssecAlgo
         return Some(a);
     }
     let key = &s.keys[0];
-    if key.algorithm != t.algorithm {
+    if config_changed(s, t) && key.algorithm != t.algorithm {
         return Some(t.algorithm);
     }
     t.key_lifetime
         .filter(|l| now >= key.created.saturating_add(*l))
         .map(|_| t.algorithm)
+}
+
+/// Whether `dnssec.algorithm` names another algorithm than when the last roll started (or,
+/// before any roll, than the key's).
+fn config_changed(s: &RollState, t: &Timing) -> bool {
+    match s.config_algorithm {
+        Some(c) => c != t.algorithm,
+        None => s.keys.first().is_some_and(|k| k.algorithm != t.algorithm),
+    }
 }
 
 /// When the current wait ends, given `ttls` (None: not known until something is observed).
@@ -266,7 +286,7 @@ fn wait_end(s: &RollState, t: &Timing, ttls: Ttls) -> Option<u64> {
         Phase::SwapDs { ds_seen_at, ds_ttl } => {
             ds_seen_at.map(|seen| seen.max(served) + u64::from(*ds_ttl) + d)
         }
-        Phase::Unsign => Some(served),
+        Phase::Unsign => Some(served + d),
     }
 }
 
@@ -300,7 +320,13 @@ pub(crate) fn step(s: &RollState, event: &Event, t: &Timing, now: u64) -> RollSt
             let mut n = s.clone();
             n.keys.push(key.clone());
             n.requested = None;
+            n.config_algorithm = Some(t.algorithm);
             enter(&n, Phase::PreSign, now)
+        }
+        Event::ConfigSeen => {
+            let mut n = s.clone();
+            n.config_algorithm = Some(t.algorithm);
+            n
         }
         Event::Applied { serial } => {
             let mut n = s.clone();
@@ -382,10 +408,13 @@ pub(crate) fn action(s: &RollState, t: &Timing, ttls: Ttls, now: u64) -> Action 
     if let Some(algorithm) = roll_due(s, t, now) {
         return Action::Generate { algorithm };
     }
+    if matches!(s.phase, Phase::Stable) && config_changed(s, t) {
+        return Action::NoteConfig;
+    }
     if s.serial.is_none() && !matches!(s.phase, Phase::Stable) {
         return Action::Apply;
     }
-    if matches!(s.phase, Phase::Unsign) && s.served_at.is_some() {
+    if matches!(s.phase, Phase::Unsign) && wait_end(s, t, ttls).is_some_and(|end| now >= end) {
         return Action::Retire {
             file: s.keys[0].file.clone(),
         };

@@ -69,6 +69,7 @@ fn run_roll(algorithm: DnssecAlgorithm, parent_delay: u64) -> Vec<RollState> {
                 now,
             ),
             Action::Apply => step(&s, &Event::Applied { serial: now as u32 }, &T, now),
+            Action::NoteConfig => step(&s, &Event::ConfigSeen, &T, now),
             Action::Retire { file } => {
                 assert_eq!(file, "k1");
                 step(&s, &Event::Retired, &T, now)
@@ -361,4 +362,31 @@ fn the_state_round_trips_through_json() {
         let back: RollState = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s, "{text}");
     }
+}
+
+#[test]
+fn a_requested_algorithm_stays_until_the_config_changes() {
+    let ecdsa = DnssecAlgorithm::EcdsaP256Sha256;
+    let ed = DnssecAlgorithm::Ed25519;
+    // Rolled to Ed25519 on request while the config says ECDSA: no roll back.
+    let mut s = initial(key(2, ed), 0);
+    s.config_algorithm = Some(ecdsa);
+    assert!(matches!(action(&s, &T, TTLS, 10), Action::Wait { .. }));
+    let to_ed = Timing { algorithm: ed, ..T };
+    // Config now says Ed25519, which the key already has: noted, no roll.
+    assert_eq!(action(&s, &to_ed, TTLS, 10), Action::NoteConfig);
+    s = step(&s, &Event::ConfigSeen, &to_ed, 10);
+    assert_eq!(s.config_algorithm, Some(ed));
+    assert!(matches!(action(&s, &to_ed, TTLS, 11), Action::Wait { .. }));
+    // And back to ECDSA in the config: a roll to it.
+    assert_eq!(
+        action(&s, &T, TTLS, 12),
+        Action::Generate { algorithm: ecdsa }
+    );
+    // Before any roll, a key of another algorithm than the config's is rolled.
+    let fresh = initial(key(3, ed), 0);
+    assert_eq!(
+        action(&fresh, &T, TTLS, 1),
+        Action::Generate { algorithm: ecdsa }
+    );
 }
