@@ -1,10 +1,10 @@
 //! The command-line commands other than `run`: each reads the config and the state directory
 //! (or the running daemon over DNS) and prints. Owns what the commands print (stdout) and the
-//! files `init` writes. Must not change served content: `rotate` only leaves a request that the
-//! daemon's rollover picks up.
+//! files `init` writes. Must not change served content: `rotate` and `dnssec-roll` only leave
+//! a request that the daemon's rollover or key roll picks up.
 //!
 //! - [`show`]: `check-config`, `policy`, `ds`, `status`, `tlsa`, `certs`, `rotate`,
-//!   `tsig-keygen`.
+//!   `dnssec-roll`, `tsig-keygen`.
 //! - [`reports`]: `reports` (summary, list, show, import).
 //! - [`init`](mod@init): `init`.
 //! - [`check`](mod@check): `check`.

@@ -84,6 +84,13 @@ fn top_level_modules_import_each_other_without_cycles() {
             );
         }
     }
+    // The key roll hands key sets to the zones through its own trait; it reads no config.
+    for forbidden in ["publish", "config", "daemon"] {
+        assert!(
+            !graph["dnssec"].contains(forbidden),
+            "dnssec imports {forbidden}; it must go through dnssec::KeyedZones"
+        );
+    }
 }
 
 #[test]

@@ -390,7 +390,7 @@ fn csk_and_algorithm_rolls_wait_for_the_parent_and_never_servfail() {
                 let (name, rtype) = match i % 3 {
                     0 => (format!("www.{ZONE}"), "A"),
                     1 => (format!("nx{i}.{ZONE}"), "A"),
-                    _ => (format!("{ZONE}"), "DNSKEY"),
+                    _ => (ZONE.to_string(), "DNSKEY"),
                 };
                 let a = ask(uport, &name, rtype);
                 total.fetch_add(1, Ordering::SeqCst);
