@@ -289,3 +289,38 @@ fn configured_tcp_limits_apply_and_zero_is_refused() {
     );
     drop((b, d));
 }
+
+#[test]
+fn key_roll_settings_are_checked_with_named_keys() {
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &["mx1.example.com"],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    let base = std::fs::read_to_string(p.config()).unwrap();
+    let run = |dnssec: &str| {
+        std::fs::write(p.config(), format!("{base}\n[dnssec]\n{dnssec}")).unwrap();
+        let out = mxguard(&["check-config", "-c", &p.config_str()]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A scheduled roll cannot see the parent: refused, naming what to set.
+    let (code, err) = run("key_lifetime = \"365d\"\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("dnssec.key_lifetime: scheduled rolls wait for the parent's DS: set dnssec.parent_nameservers or dnssec.parent_resolver"),
+        "{err}"
+    );
+    let (code, err) = run("key_lifetime = \"1d\"\nparent_nameservers = [\"192.0.2.53:53\"]\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("dnssec.key_lifetime: must be 0"), "{err}");
+    let (code, err) = run("parent_nameservers = [\"not an address\"]\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("parent_nameservers"), "{err}");
+    let (code, err) = run(
+        "key_lifetime = \"365d\"\npropagation_delay = \"10m\"\nparent_resolver = \"127.0.0.1:53\"\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
