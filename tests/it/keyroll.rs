@@ -14,6 +14,8 @@ use crate::dns::{Proc, dig, run, tool};
 use crate::harness::{Daemon, DomainSpec, Project, free_port, mxguard, wait_for};
 
 const ZONE: &str = "example.test";
+/// Where the parent's NS name points: port 53, as a resolver finds it (`parent_resolver`).
+const PARENT_NS: &str = "127.0.0.2";
 
 /// knotd serving `test.` (signed by knot) with the delegation to `example.test.` and
 /// accepting updates from loopback (the registrar).
@@ -33,12 +35,12 @@ impl Parent {
         fs::write(
             dir.path().join("zones/test.zone"),
             format!(
-                "$ORIGIN test.\n$TTL 2\n@ SOA ns hostmaster 1 7200 3600 1209600 2\n@ NS ns\nns A 127.0.0.1\nexample NS ns1.example\nns1.example A 127.0.0.1\nexample DS {child_ds}\n"
+                "$ORIGIN test.\n$TTL 2\n@ SOA ns hostmaster 1 7200 3600 1209600 2\n@ NS ns\nns A {PARENT_NS}\nexample NS ns1.example\nns1.example A 127.0.0.1\nexample DS {child_ds}\n"
             ),
         )
         .unwrap();
         let conf = format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: \"{d}\"\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: \"{d}/db\"\nacl:\n  - id: registrar\n    address: 127.0.0.1\n    action: update\ntemplate:\n  - id: default\n    storage: \"{d}/zones\"\n    file: \"%s.zone\"\n    dnssec-signing: on\n    zonefile-sync: -1\n    journal-content: all\nzone:\n  - domain: test.\n    acl: registrar\n"
+            "server:\n    listen: [127.0.0.1@{port}, {PARENT_NS}@53]\n    rundir: \"{d}\"\nlog:\n  - target: stderr\n    any: info\ndatabase:\n    storage: \"{d}/db\"\nacl:\n  - id: registrar\n    address: 127.0.0.1\n    action: update\ntemplate:\n  - id: default\n    storage: \"{d}/zones\"\n    file: \"%s.zone\"\n    dnssec-signing: on\n    zonefile-sync: -1\n    journal-content: all\nzone:\n  - domain: test.\n    acl: registrar\n"
         );
         let path = dir.path().join("knot.conf");
         fs::write(&path, &conf).unwrap();
@@ -427,7 +429,19 @@ fn csk_and_algorithm_rolls_wait_for_the_parent_and_never_servfail() {
     let out = mxguard(&["dnssec-roll", "-c", &p.config_str(), ZONE]);
     assert!(out.status.success(), "{out:?}");
     roll_with_kills(&p, &mut d, "ecdsap256sha256", &registrar);
-    // 2. An algorithm roll to Ed25519 (the registrar acts at once this time).
+    // 2. An algorithm roll to Ed25519 (the registrar acts at once this time), with the
+    // parent's servers found through unbound (`test. NS` → ns.test → 127.0.0.2, port 53).
+    let cfg = fs::read_to_string(p.config()).unwrap().replace(
+        &format!("parent_nameservers = [\"127.0.0.1:{}\"]", parent.port),
+        &format!("parent_resolver = \"127.0.0.1:{uport}\""),
+    );
+    assert!(cfg.contains("parent_resolver"));
+    fs::write(p.config(), cfg).unwrap();
+    d.reload();
+    let out = mxguard(&["status", "-c", &p.config_str()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("parent DS: "), "{text}");
+    assert!(!text.contains("parent DS: unknown"), "{text}");
     let out = mxguard(&[
         "dnssec-roll",
         "-c",
