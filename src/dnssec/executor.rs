@@ -155,6 +155,15 @@ impl KeyRoller {
                 dnskey: 86400,
             });
             let event = match machine::action(s, &timing, ttls, now) {
+                Action::Generate { .. } if settings.parent == super::ParentSource::Unknown => {
+                    // A roll that cannot see the parent could never finish: do not start it.
+                    self.hold(
+                        origin,
+                        s,
+                        "a key roll is due but cannot start: set dnssec.parent_nameservers or dnssec.parent_resolver".into(),
+                    );
+                    return Some(poll);
+                }
                 Action::Generate { algorithm } => {
                     let avoid: Vec<u16> = s.keys.iter().map(|k| k.key_tag).collect();
                     match keys::generate_entry(

@@ -747,3 +747,38 @@ fn idle_dns_tcp_connections_from_one_address_are_capped() {
     let out = dig_full(d.dns, &["+tcp", "example.com.", "SOA"]);
     assert!(out.contains("status: NOERROR"), "{out}");
 }
+
+/// A new `dnssec.algorithm` never swaps the key at once (the parent's DS would no longer
+/// match): without a way to see the parent the roll does not start and `status` says why;
+/// the old key keeps signing and unbound keeps validating.
+#[test]
+fn an_algorithm_change_without_the_parent_keeps_the_key_and_says_why() {
+    let p = project();
+    p.append_config("[rollover]\npoll = \"1s\"\n");
+    let ds = ds_line(&p);
+    let d = p.start();
+    let unbound = Unbound::start(d.dns, &ds);
+    assert_validated(&unbound.dig(&["example.com.", "MX"]), "NOERROR");
+    let cfg = fs::read_to_string(p.config()).unwrap();
+    fs::write(
+        p.config(),
+        format!("{cfg}\n[dnssec]\nalgorithm = \"ed25519\"\n"),
+    )
+    .unwrap();
+    d.reload();
+    let text = wait_for("status to say why", Duration::from_secs(20), || {
+        let out = mxguard(&["status", "-c", &p.config_str()]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("waiting: a key roll is due but cannot start: set dnssec.parent_nameservers or dnssec.parent_resolver")
+            .then_some(text)
+    });
+    assert!(
+        text.contains("ecdsap256sha256 (published,signing,ds)"),
+        "{text}"
+    );
+    let keys = ask(d.dns, "example.com.", "DNSKEY");
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(keys.starts_with("257 3 13 "), "{keys}");
+    assert_validated(&unbound.dig(&["www-none.example.com.", "A"]), "NXDOMAIN");
+    assert_eq!(ds_line(&p), ds);
+}
