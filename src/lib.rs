@@ -27,6 +27,8 @@ pub mod dane;
 pub mod dns;
 pub mod dnssec;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logfield;
 pub mod mtasts;
 pub mod publish;

@@ -21,6 +21,7 @@ declare -A peers=(
   [nginx]=nginx-light
   [chromium]=chromium
   [named]=bind9
+  [c++]=g++
 )
 missing=()
 for cmd in "${!peers[@]}"; do
@@ -50,3 +51,8 @@ cargo test --all-targets --locked -- --test-threads="${MXGUARD_TEST_THREADS:-4}"
 # The provider APIs (an optional feature): built, linted and tested against pebble-challtestsrv.
 cargo clippy --all-targets --locked --features providers -- -D warnings
 cargo test --locked --features providers --test it -- --test-threads="${MXGUARD_TEST_THREADS:-4}" push::
+# Coverage-guided fuzzing (libFuzzer on the stable toolchain, fuzz/run.sh): every target for
+# FUZZ_SECONDS seconds (default 60; 0 skips), seeded from the fixtures.
+if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+  fuzz/run.sh "${FUZZ_SECONDS:-60}"
+fi
