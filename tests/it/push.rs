@@ -166,7 +166,7 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
     let mta = p.path("mta");
     p.append_config(&format!(
         "[records]\ntlsa_ttl = 1\nttl = 1\n\n[rollover]\nkey_age = \"30d\"\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
-         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\n\n\
+         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{probe}\"\nreload = [\"sleep\", \"1\"]\n\n\
          [domain.push]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{kport}\"\ntsig_key_name = \"mxguard\"\ntsig_secret_file = \"{s}\"\nnameservers = [\"127.0.0.1:{kport}\", \"127.0.0.1:{sport}\"]\n",
         m = mta.display(),
         s = secret.display()
@@ -253,7 +253,9 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
             .contains("TXT\t\""))
         .then_some(())
     });
-    let mx = StandInMx::start(cert, key, Duration::ZERO);
+    // A slow STARTTLS (and the slow reload command above) make the verifying and deploying
+    // phases long enough to be caught.
+    let mx = StandInMx::start(cert, key, Duration::from_millis(1500));
     let cfg = fs::read_to_string(p.config())
         .unwrap()
         .replace(&format!("127.0.0.1:{probe}"), &mx.addr().to_string());
@@ -291,25 +293,43 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         "{out}"
     );
 
-    // Two rolls, the hold measured at both nameservers; mxguard is SIGKILLed in the middle
-    // of the second and resumes it.
+    // Rolls, the hold measured at both nameservers: one undisturbed, then one for each phase
+    // in which mxguard is SIGKILLed (and restarted; "stable": right after `rotate`, before
+    // the roll started); each completes.
+    // The DANE invariant, sampled throughout (each sample waits for the slow STARTTLS): the
+    // key the MX presents has its record at the secondary and validated by unbound.
+    let observer = crate::rollover::Observer::start(mx.addr(), sport, unbound.port);
     let mut d = d;
     let mut keys = vec![first.clone()];
-    for round in 0..2 {
+    for kill_in in [
+        None,
+        Some("stable"),
+        Some("issuing"),
+        Some("deploying"),
+        Some("verifying"),
+        Some("propagating"),
+    ] {
         let before = keys.last().unwrap().clone();
         let out = mxguard(&["rotate", "-c", &p.config_str(), MX]);
         assert!(out.status.success(), "{out:?}");
-        if round == 1 {
-            wait_for("the roll to start", Duration::from_secs(60), || {
-                (phase(&p) != "stable").then_some(())
-            });
+        if let Some(target) = kill_in {
+            let start = std::time::Instant::now();
+            while phase(&p) != target {
+                assert!(
+                    start.elapsed() < Duration::from_secs(90),
+                    "phase {target} not seen (now {})",
+                    phase(&p)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
             d.signal("KILL");
             let _ = d.child.wait();
             d = p.start();
+            eprintln!("killed in {target}, restarted");
         }
         wait_for(
-            &format!("roll {round} to complete"),
-            Duration::from_secs(90),
+            &format!("roll (killed in {kill_in:?}) to complete"),
+            Duration::from_secs(120),
             || {
                 let k = current_key(&p);
                 (k != before && !k.is_empty() && phase(&p) == "stable").then_some(k)
@@ -327,6 +347,8 @@ fn pushed_records_reach_a_signing_knot_primary_and_a_key_rolls_through_it() {
         );
         keys.push(now);
     }
+    let samples = observer.finish();
+    assert!(samples >= 20, "only {samples} samples");
 
     // The secondary stops: the next roll holds, naming it; back, the roll completes.
     drop(secondary.take());

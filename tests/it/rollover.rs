@@ -127,14 +127,14 @@ fn openssl_dane_ok(addr: SocketAddr, records: &[String]) -> bool {
 }
 
 /// Samples every ~100 ms until stopped; panics (in `check`) if the invariant breaks.
-struct Observer {
+pub(crate) struct Observer {
     stop: Arc<AtomicBool>,
     samples: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl Observer {
-    fn start(mx: SocketAddr, secondary: u16, unbound: u16) -> Observer {
+    pub(crate) fn start(mx: SocketAddr, secondary: u16, unbound: u16) -> Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(AtomicUsize::new(0));
         let (stop2, samples2) = (stop.clone(), samples.clone());
@@ -201,7 +201,7 @@ impl Observer {
     }
 
     /// Stops the observer and returns how many samples it took; panics on a broken invariant.
-    fn finish(mut self) -> usize {
+    pub(crate) fn finish(mut self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         let r = self.thread.take().unwrap().join().unwrap();
         if let Err(e) = r {
