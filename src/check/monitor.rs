@@ -29,6 +29,8 @@ pub struct Inputs {
     pub(crate) webhook: Option<WebhookUrl>,
     /// Set when the inputs could not be built (e.g. the zone keys are missing).
     pub error: Option<String>,
+    /// `trust_anchor = "zone-keys"`: where the anchors are read again before each run.
+    pub(crate) zone_keys: Option<super::targets::ZoneKeyAnchors>,
 }
 
 /// One run's result.
@@ -107,7 +109,26 @@ impl Monitor {
             _ = shutdown.cancelled() => return,
         }
         loop {
-            let current = inputs.borrow_and_update().clone();
+            let mut current = inputs.borrow_and_update().clone();
+            // The zone keys as they are now (a key roll changes them between runs).
+            if let Some(source) = &current.zone_keys {
+                let mut refreshed = Inputs::clone(&current);
+                match source.read() {
+                    Ok(keys) => {
+                        refreshed.opts.resolver.trusted_keys = keys;
+                        // Keys missing when the inputs were built exist now.
+                        if refreshed
+                            .error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("check.trust_anchor = \"zone-keys\""))
+                        {
+                            refreshed.error = None;
+                        }
+                    }
+                    Err(e) => refreshed.error = Some(e),
+                }
+                current = Arc::new(refreshed);
+            }
             if !current.interval.is_zero() {
                 let report = match &current.error {
                     Some(e) => Err(e.clone()),

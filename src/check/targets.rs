@@ -90,33 +90,60 @@ pub(crate) fn resolver_settings(config: &Config) -> Result<ResolverSettings, Str
     })
 }
 
-/// The public keys mxguard signs its zones with (never creates one).
-pub(crate) fn zone_key_anchors(config: &Config) -> Result<Vec<(Name, PublicKeyBuf)>, String> {
-    let mut out = Vec::new();
-    for d in &config.domains {
-        let origin =
-            Name::from_ascii(format!("{}.", d.name)).map_err(|e| format!("{}: {e}", d.name))?;
-        match crate::dnssec::existing_keys(&config.state_dir, &origin, config.dnssec.algorithm) {
-            Ok(Some(keys)) => {
-                // Every published key (during a key roll, both).
-                for k in keys.published() {
-                    let public = k.dnskey().public_key();
-                    out.push((
-                        origin.clone(),
-                        PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm()),
-                    ));
-                }
-            }
-            Ok(None) => {
-                return Err(format!(
-                    "check.trust_anchor = \"{ZONE_KEYS}\": {} has no zone key yet (start the daemon or run `mxguard ds` first)",
-                    d.name
-                ));
-            }
-            Err(e) => return Err(format!("check.trust_anchor = \"{ZONE_KEYS}\": {e}")),
+/// Where the zone keys used as trust anchors are read from (again before every run of the
+/// daemon's checks: a key roll changes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ZoneKeyAnchors {
+    pub state_dir: std::path::PathBuf,
+    pub domains: Vec<String>,
+    pub algorithm: crate::zone::DnssecAlgorithm,
+}
+
+impl ZoneKeyAnchors {
+    pub(crate) fn of(config: &Config) -> ZoneKeyAnchors {
+        ZoneKeyAnchors {
+            state_dir: config.state_dir.clone(),
+            domains: config
+                .domains
+                .iter()
+                .filter(|d| d.push.is_none())
+                .map(|d| d.name.clone())
+                .collect(),
+            algorithm: config.dnssec.algorithm,
         }
     }
-    Ok(out)
+
+    /// The public keys mxguard signs its zones with (never creates one): every published key
+    /// (during a key roll, both).
+    pub(crate) fn read(&self) -> Result<Vec<(Name, PublicKeyBuf)>, String> {
+        let mut out = Vec::new();
+        for d in &self.domains {
+            let origin = Name::from_ascii(format!("{d}.")).map_err(|e| format!("{d}: {e}"))?;
+            match crate::dnssec::existing_keys(&self.state_dir, &origin, self.algorithm) {
+                Ok(Some(keys)) => {
+                    for k in keys.published() {
+                        let public = k.dnskey().public_key();
+                        out.push((
+                            origin.clone(),
+                            PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm()),
+                        ));
+                    }
+                }
+                Ok(None) => {
+                    return Err(format!(
+                        "check.trust_anchor = \"{ZONE_KEYS}\": {d} has no zone key yet (start the daemon or run `mxguard ds` first)"
+                    ));
+                }
+                Err(e) => return Err(format!("check.trust_anchor = \"{ZONE_KEYS}\": {e}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The public keys mxguard signs its zones with (never creates one).
+pub(crate) fn zone_key_anchors(config: &Config) -> Result<Vec<(Name, PublicKeyBuf)>, String> {
+    ZoneKeyAnchors::of(config).read()
 }
 
 /// The monitor's inputs from a config: targets, `[check]` settings, the alert webhook. A
@@ -147,6 +174,12 @@ pub(crate) fn monitor_inputs(config: &Config) -> super::monitor::Inputs {
         interval: config.check.interval,
         webhook,
         error,
+        zone_keys: config
+            .check
+            .trust_anchor
+            .as_deref()
+            .is_some_and(|t| t.as_os_str() == ZONE_KEYS)
+            .then(|| ZoneKeyAnchors::of(config)),
     }
 }
 

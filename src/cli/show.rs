@@ -62,6 +62,7 @@ pub fn print_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mxguard ds`: the DS and DNSKEY records of each zone's key for the registrar (created if it
 /// does not exist yet, so the DS can be registered before the first start).
 pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
     let config = Config::load(path)?;

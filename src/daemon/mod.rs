@@ -639,8 +639,15 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             zones: publisher.clone(),
             settings: daemon.key_roll.clone(),
             changes: changes.clone(),
+            parent_next: Default::default(),
         };
-        tracker.spawn(roller.run(shutdown.clone()));
+        spawn_critical(
+            &tracker,
+            &died_tx,
+            &shutdown,
+            "dnssec key roller",
+            roller.run(shutdown.clone()),
+        );
         tracker.spawn(publisher.clone().run_catch_up(shutdown.clone()));
         // A secondary that serves a higher serial (mxguard's state restored from a backup)
         // never transfers again: move above it first thing.

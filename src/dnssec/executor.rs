@@ -32,6 +32,8 @@ pub(crate) struct KeyRoller {
     /// Replaced on reload.
     pub settings: Arc<ArcSwap<RollSettings>>,
     pub changes: Arc<crate::changelog::ChangeLog>,
+    /// Per zone in `swap-ds`: when the parent is asked next (unix seconds).
+    pub parent_next: std::sync::Mutex<std::collections::HashMap<Name, u64>>,
 }
 
 /// Writes a zone's key state (atomically).
@@ -142,10 +144,28 @@ impl KeyRoller {
                 &timing,
                 unix(SystemTime::now()),
             );
+            let path = request_path(self.root(), origin);
             if self.persist(origin, s, &n) {
-                *s = n;
-                let _ = std::fs::remove_file(request_path(self.root(), origin));
-                tracing::info!(zone = %origin, algorithm = algorithm.as_str(), "dnssec key roll requested");
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        *s = n;
+                        tracing::info!(zone = %origin, algorithm = algorithm.as_str(), "dnssec key roll requested");
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => *s = n,
+                    Err(e) => {
+                        // A request that stays would start a roll after every roll: none.
+                        let mut back = n.clone();
+                        back.requested = s.requested;
+                        back.held = Some(format!(
+                            "the roll request {} cannot be removed ({e}): remove it by hand and run dnssec-roll again",
+                            path.display()
+                        ));
+                        if self.persist(origin, &n, &back) {
+                            *s = back;
+                        }
+                        return Some(poll);
+                    }
+                }
             }
         }
         for _ in 0..16 {
@@ -215,16 +235,41 @@ impl KeyRoller {
                     let Some(serial) = s.serial else {
                         return deadline.map(from_unix);
                     };
+                    let due = deadline.is_some_and(|d| now >= d);
                     // Waiting for a time only: nothing to ask before it.
                     if s.served_at.is_some()
                         && !parent
                         && let Some(d) = deadline
-                        && now < d
+                        && !due
                     {
                         return Some(from_unix(d));
                     }
+                    // The parent: asked at growing intervals while its DS is awaited, and
+                    // once more when the wait after it ends (the swap needs that answer).
+                    let ask_parent = parent && s.served_at.is_some() && {
+                        let next = self
+                            .parent_next
+                            .lock()
+                            .map_or(0, |m| m.get(origin).copied().unwrap_or(0));
+                        due || (deadline.is_none() && now >= next)
+                    };
+                    if parent && s.served_at.is_some() && !ask_parent {
+                        let next = self
+                            .parent_next
+                            .lock()
+                            .map_or(now, |m| m.get(origin).copied().unwrap_or(now));
+                        let wake = deadline.map_or(next, |d| d.min(next));
+                        return Some(from_unix(wake.max(now + 1)));
+                    }
                     let served = self.zones.served_everywhere(origin, serial).await;
-                    let view = if parent && served.is_ok() {
+                    let view = if ask_parent && served.is_ok() {
+                        // Every poll at first, then a tenth of the time waited so far, at most
+                        // hourly: a registrar that takes days is not asked every few seconds.
+                        let waited = now.saturating_sub(s.since);
+                        let every = (waited / 10).clamp(settings.poll.as_secs().max(1), 3600);
+                        if let Ok(mut m) = self.parent_next.lock() {
+                            m.insert(origin.clone(), now + every);
+                        }
                         Some(self.observe_parent(origin, s, &settings).await)
                     } else {
                         None
@@ -315,6 +360,14 @@ impl KeyRoller {
                         .collect::<Vec<Name>>()
                 })
                 .unwrap_or_default();
+            // Requests for zones that are not served: removed (a zone added later must not
+            // start with a surprise roll).
+            for r in requests.iter().filter(|r| !zones.contains(r)) {
+                let path = request_path(self.root(), r);
+                if std::fs::remove_file(&path).is_ok() {
+                    tracing::warn!(zone = %r, "dnssec-roll request for a zone mxguard does not serve removed");
+                }
+            }
             let now = SystemTime::now();
             for origin in &zones {
                 let due = match wake.get(origin) {

@@ -110,6 +110,12 @@ pub(crate) struct RollState {
     /// The parent's DS as last seen.
     #[serde(default)]
     pub parent: Option<ParentView>,
+    /// The largest zone TTL and DNSKEY TTL served since the roll began: what caches may
+    /// still hold when the TTLs were lowered during the roll.
+    #[serde(default)]
+    pub ttl_max: u32,
+    #[serde(default)]
+    pub ttl_dnskey: u32,
     /// Why the roll does not move (a server not serving the zone, the parent...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
@@ -182,6 +188,8 @@ pub(crate) fn initial(key: KeyEntry, now: u64) -> RollState {
         requested: None,
         config_algorithm: None,
         parent: None,
+        ttl_max: 0,
+        ttl_dnskey: 0,
         held: None,
     };
     set_roles(&mut s);
@@ -263,7 +271,8 @@ pub(crate) fn roll_due(s: &RollState, t: &Timing, now: u64) -> Option<DnssecAlgo
     }
     t.key_lifetime
         .filter(|l| now >= key.created.saturating_add(*l))
-        .map(|_| t.algorithm)
+        // A key rolled to another algorithm on request keeps it (until the config changes).
+        .map(|_| key.algorithm)
 }
 
 /// Whether `dnssec.algorithm` names another algorithm than when the last roll started (or,
@@ -279,6 +288,10 @@ fn config_changed(s: &RollState, t: &Timing) -> bool {
 fn wait_end(s: &RollState, t: &Timing, ttls: Ttls) -> Option<u64> {
     let served = s.served_at?;
     let d = t.propagation_delay;
+    let ttls = Ttls {
+        max: ttls.max.max(s.ttl_max),
+        dnskey: ttls.dnskey.max(s.ttl_dnskey),
+    };
     match &s.phase {
         Phase::Stable => None,
         Phase::PreSign => Some(served + u64::from(ttls.max) + d),
@@ -321,6 +334,8 @@ pub(crate) fn step(s: &RollState, event: &Event, t: &Timing, now: u64) -> RollSt
             n.keys.push(key.clone());
             n.requested = None;
             n.config_algorithm = Some(t.algorithm);
+            n.ttl_max = 0;
+            n.ttl_dnskey = 0;
             enter(&n, Phase::PreSign, now)
         }
         Event::ConfigSeen => {
@@ -353,6 +368,8 @@ pub(crate) fn step(s: &RollState, event: &Event, t: &Timing, now: u64) -> RollSt
             if n.serial.is_none() {
                 return n;
             }
+            n.ttl_max = n.ttl_max.max(ttls.max);
+            n.ttl_dnskey = n.ttl_dnskey.max(ttls.dnskey);
             match served {
                 Ok(()) => {
                     n.served_at.get_or_insert(now);
@@ -364,23 +381,34 @@ pub(crate) fn step(s: &RollState, event: &Event, t: &Timing, now: u64) -> RollSt
                     }
                 }
             }
-            if let (Phase::SwapDs { ds_seen_at, ds_ttl }, Some(p)) = (&mut n.phase, parent) {
-                let ok = p.error.is_none() && p.has_new && !p.has_old;
-                if ok {
-                    if ds_seen_at.is_none() {
-                        *ds_seen_at = Some(now);
+            // The swap ends only on an answer of every parent server that confirms it.
+            let mut confirmed = true;
+            if let Phase::SwapDs { ds_seen_at, ds_ttl } = &mut n.phase {
+                confirmed = false;
+                if let Some(p) = parent {
+                    let ok = p.error.is_none() && p.has_new && !p.has_old;
+                    if ok {
+                        if ds_seen_at.is_none() {
+                            *ds_seen_at = Some(now);
+                        }
+                        *ds_ttl = (*ds_ttl).max(p.ttl);
+                        confirmed = true;
+                    } else if p.error.is_none() {
+                        // Definitely not (or no longer) what the parent serves: the wait
+                        // starts again once it does. A failed query says nothing either way.
+                        *ds_seen_at = None;
                     }
-                    *ds_ttl = (*ds_ttl).max(p.ttl);
-                } else {
-                    // Not (or no longer) what the parent serves: wait for it from scratch.
-                    *ds_seen_at = None;
-                }
-                if n.served_at.is_some() {
-                    n.held = (!ok).then(|| parent_wait(p));
+                    if n.served_at.is_some() {
+                        n.held = (!ok).then(|| parent_wait(p));
+                    }
                 }
             }
             match wait_end(&n, t, *ttls) {
-                Some(end) if now >= end && !matches!(n.phase, Phase::Unsign | Phase::Stable) => {
+                Some(end)
+                    if now >= end
+                        && confirmed
+                        && !matches!(n.phase, Phase::Unsign | Phase::Stable) =>
+                {
                     enter(&n, next(&n.phase), now)
                 }
                 _ => n,
@@ -414,7 +442,11 @@ pub(crate) fn action(s: &RollState, t: &Timing, ttls: Ttls, now: u64) -> Action 
     if s.serial.is_none() && !matches!(s.phase, Phase::Stable) {
         return Action::Apply;
     }
-    if matches!(s.phase, Phase::Unsign) && wait_end(s, t, ttls).is_some_and(|end| now >= end) {
+    if matches!(s.phase, Phase::Unsign)
+        && s.keys.len() == 2
+        && s.keys[0].roles == KeyRoles::default()
+        && wait_end(s, t, ttls).is_some_and(|end| now >= end)
+    {
         return Action::Retire {
             file: s.keys[0].file.clone(),
         };

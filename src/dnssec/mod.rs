@@ -106,23 +106,71 @@ pub(crate) fn load_state(state_root: &Path, origin: &Name) -> Result<Option<Roll
     }
 }
 
-/// The key file of a zone that has no key state: the one of `algorithm`, else one of
-/// another algorithm (which the roll then replaces), else `None`.
+/// The key file of a zone that has no key state: its one `<zone>.<algorithm>.csk.pk8`, or
+/// of two (a config whose algorithm changed before key rolls existed) the newer, which is the
+/// one that was in use; `None` when there is none. Key files of a roll
+/// (`<zone>.<algorithm>.<tag>.csk.pk8`) without a key state are an error: the state that says
+/// which of them is in use is missing, and a new key would not match the parent's DS.
 fn first_key(
     dir: &Path,
     origin: &Name,
     algorithm: DnssecAlgorithm,
 ) -> Result<Option<keys::ZoneKey>, ZoneError> {
-    for a in [
-        algorithm,
-        DnssecAlgorithm::EcdsaP256Sha256,
-        DnssecAlgorithm::Ed25519,
-    ] {
+    let mut found = Vec::new();
+    for a in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
         if let Some(k) = keys::load(dir, origin, a)? {
-            return Ok(Some(k));
+            let modified = std::fs::metadata(k.path())
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            found.push((modified, k.algorithm() == algorithm, k));
         }
     }
+    found.sort_by_key(|(m, preferred, _)| (*m, *preferred));
+    if let Some((_, _, k)) = found.pop() {
+        return Ok(Some(k));
+    }
+    let zone = zone_file_name(origin);
+    if has_rolled_keys(dir, &zone) {
+        return Err(ZoneError::Key {
+            path: dir.join(format!("{zone}.roll.json")),
+            reason: format!(
+                "key files of {zone} from a key roll exist but its key state is missing: restore this file from a backup (or move {zone}.*.csk.pk8 away to start with a new key, whose DS the parent must then get)"
+            ),
+        });
+    }
     Ok(None)
+}
+
+/// Whether `dir` holds key files of a roll of `zone` (the directory is read once per process:
+/// only zones without a key state ask, and those are zones seen for the first time).
+fn has_rolled_keys(dir: &Path, zone: &str) -> bool {
+    static SEEN: std::sync::Mutex<Option<(PathBuf, std::collections::HashSet<String>)>> =
+        std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((d, set)) = seen.as_ref()
+        && d == dir
+    {
+        return set.contains(zone);
+    }
+    let mut set = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".csk.pk8") else {
+                continue;
+            };
+            // <zone>.<algorithm>.<tag>
+            let mut parts = stem.rsplitn(3, '.');
+            if let (Some(tag), Some(_alg), Some(zone)) = (parts.next(), parts.next(), parts.next())
+                && tag.parse::<u16>().is_ok()
+            {
+                set.insert(zone.to_string());
+            }
+        }
+    }
+    let found = set.contains(zone);
+    *seen = Some((dir.to_path_buf(), set));
+    found
 }
 
 /// The keys `origin` is signed with: from its key state, else its first key (generated with
@@ -207,7 +255,18 @@ pub(crate) async fn report(
     let Some(new) = submitted.first() else {
         return (out, true);
     };
-    let old = keys.keys().find(|(_, r)| !r.ds).map(|(k, _)| k);
+    // The key being replaced, once the new one is submitted (before, the other key is the new
+    // one, not yet submitted).
+    let rolling_out = state.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            machine::Phase::SwapDs { .. } | machine::Phase::Withdraw | machine::Phase::Unsign
+        )
+    });
+    let old = keys
+        .keys()
+        .find(|(_, r)| rolling_out && !r.ds)
+        .map(|(k, _)| k);
     if *parent == ParentSource::Unknown {
         out.push(
             "parent DS: not checked (set dnssec.parent_nameservers or parent_resolver)".into(),

@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::dnssec::rdata::{DNSSECRData, DS};
+use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::machine::ParentView;
 use crate::zone::ZoneKey;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-/// At most this many parent servers are asked.
-const MAX_SERVERS: usize = 8;
+/// At most this many parent nameservers (names) are asked.
+const MAX_SERVERS: usize = 16;
 
 /// Where the parent's servers are found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +44,14 @@ pub(crate) fn matches(ds: &DS, origin: &Name, key: &ZoneKey) -> bool {
         && ds.covers(origin, key.dnskey()).unwrap_or(false)
 }
 
-/// The parent's authoritative servers for `zone`.
-pub(crate) async fn servers(zone: &Name, source: &ParentSource) -> Result<Vec<SocketAddr>, String> {
+/// The parent's authoritative servers for `zone`, one group of addresses per server (a
+/// configured address alone; a nameserver name's IPv4 then IPv6 addresses).
+pub(crate) async fn servers(
+    zone: &Name,
+    source: &ParentSource,
+) -> Result<Vec<Vec<SocketAddr>>, String> {
     match source {
-        ParentSource::Servers(s) => Ok(s.clone()),
+        ParentSource::Servers(s) => Ok(s.iter().map(|a| vec![*a]).collect()),
         ParentSource::Unknown => Err(
             "neither dnssec.parent_nameservers nor dnssec.parent_resolver is set, so the parent's DS cannot be seen".into(),
         ),
@@ -65,34 +70,65 @@ pub(crate) async fn servers(zone: &Name, source: &ParentSource) -> Result<Vec<So
                 .map(|r| r.name.clone())
                 .ok_or_else(|| format!("resolver {r}: no SOA for {above}"))?;
             let ns = crate::dns::query(*r, &parent, RecordType::NS, false, true, TIMEOUT).await?;
+            let mut names: Vec<Name> = ns
+                .answers
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::NS(target) => Some(target.0.clone()),
+                    _ => None,
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            if names.is_empty() {
+                return Err(format!("resolver {r}: no NS for {parent}"));
+            }
+            if names.len() > MAX_SERVERS {
+                return Err(format!(
+                    "{parent} has {} nameservers; set dnssec.parent_nameservers to the addresses to ask",
+                    names.len()
+                ));
+            }
             let mut out = Vec::new();
-            for rec in &ns.answers {
-                let RData::NS(target) = &rec.data else {
-                    continue;
-                };
+            // Every nameserver must be asked: one without an address is an error, not skipped.
+            for name in names {
+                let mut group = Vec::new();
                 for t in [RecordType::A, RecordType::AAAA] {
-                    if let Ok(a) = crate::dns::query(*r, &target.0, t, false, true, TIMEOUT).await {
+                    if let Ok(a) = crate::dns::query(*r, &name, t, false, true, TIMEOUT).await {
                         for rec in &a.answers {
                             match &rec.data {
-                                RData::A(v4) => out.push(SocketAddr::new(v4.0.into(), 53)),
-                                RData::AAAA(v6) => out.push(SocketAddr::new(v6.0.into(), 53)),
+                                RData::A(v4) => group.push(SocketAddr::new(v4.0.into(), 53)),
+                                RData::AAAA(v6) => group.push(SocketAddr::new(v6.0.into(), 53)),
                                 _ => {}
                             }
                         }
                     }
                 }
-            }
-            out.sort();
-            out.dedup();
-            out.truncate(MAX_SERVERS);
-            if out.is_empty() {
-                return Err(format!(
-                    "resolver {r}: no addresses for the nameservers of {parent}"
-                ));
+                if group.is_empty() {
+                    return Err(format!(
+                        "resolver {r}: no address for {name}, a nameserver of {parent}"
+                    ));
+                }
+                out.push(group);
             }
             Ok(out)
         }
     }
+}
+
+/// One server's answer for the DS of `zone`: its first address that answers.
+async fn ask(zone: &Name, group: &[SocketAddr]) -> Result<(SocketAddr, Message), String> {
+    let mut last = String::from("no address");
+    for server in group {
+        match crate::dns::query(*server, zone, RecordType::DS, false, false, TIMEOUT).await {
+            Ok(m) if m.metadata.truncation => {
+                last = format!("parent server {server}: truncated answer");
+            }
+            Ok(m) => return Ok((*server, m)),
+            Err(e) => last = format!("parent server {server}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// Asks every parent server for the DS of `zone`: whether each serves a DS of `new`, whether
@@ -125,12 +161,11 @@ pub(crate) async fn observe(
             return view;
         }
     };
-    for (i, server) in servers.iter().enumerate() {
-        let m = match crate::dns::query(*server, zone, RecordType::DS, false, false, TIMEOUT).await
-        {
-            Ok(m) => m,
+    for (i, group) in servers.iter().enumerate() {
+        let (server, m) = match ask(zone, group).await {
+            Ok(x) => x,
             Err(e) => {
-                view.error = Some(format!("parent server {server}: {e}"));
+                view.error = Some(e);
                 view.has_new = false;
                 return view;
             }

@@ -390,3 +390,103 @@ fn a_requested_algorithm_stays_until_the_config_changes() {
         Action::Generate { algorithm: ecdsa }
     );
 }
+
+fn in_swap(now: u64) -> RollState {
+    let mut s = initial(key(1, DnssecAlgorithm::EcdsaP256Sha256), 0);
+    s.keys.push(key(2, DnssecAlgorithm::EcdsaP256Sha256));
+    s = enter(&s, next(&next(&Phase::PreSign)), now);
+    s = step(&s, &Event::Applied { serial: 1 }, &T, now);
+    tick(&s, now, true, None)
+}
+
+#[test]
+fn a_failed_parent_query_neither_restarts_nor_ends_the_ds_wait() {
+    let mut s = in_swap(0);
+    s = tick(&s, 10, true, Some(parent(true, false)));
+    assert!(matches!(
+        s.phase,
+        Phase::SwapDs {
+            ds_seen_at: Some(10),
+            ..
+        }
+    ));
+    let failed = ParentView {
+        error: Some("parent server 192.0.2.53:53: timed out".into()),
+        ..parent(false, false)
+    };
+    // A timeout keeps the time seen; after the wait, only a confirming answer moves on.
+    s = tick(&s, 50, true, Some(failed.clone()));
+    assert!(matches!(
+        s.phase,
+        Phase::SwapDs {
+            ds_seen_at: Some(10),
+            ..
+        }
+    ));
+    assert!(s.held.as_deref().unwrap().contains("timed out"));
+    s = tick(&s, 10 + 100 + 5, true, Some(failed));
+    assert!(matches!(s.phase, Phase::SwapDs { .. }), "{s:?}");
+    s = tick(&s, 10 + 100 + 6, true, None);
+    assert!(
+        matches!(s.phase, Phase::SwapDs { .. }),
+        "no answer, no swap: {s:?}"
+    );
+    s = tick(&s, 10 + 100 + 7, true, Some(parent(true, false)));
+    assert!(matches!(s.phase, Phase::Withdraw), "{s:?}");
+}
+
+#[test]
+fn waits_use_the_largest_ttl_served_during_the_roll() {
+    let mut s = initial(key(1, DnssecAlgorithm::EcdsaP256Sha256), 0);
+    s.keys.push(key(2, DnssecAlgorithm::EcdsaP256Sha256));
+    s = enter(&s, Phase::PreSign, 0);
+    s = step(&s, &Event::Applied { serial: 1 }, &T, 0);
+    let high = Ttls {
+        max: 3_000,
+        dnskey: 60,
+    };
+    s = step(
+        &s,
+        &Event::Tick {
+            served: Ok(()),
+            ttls: high,
+            parent: None,
+        },
+        &T,
+        1,
+    );
+    // The zone's TTLs are lowered: caches may still hold the old ones.
+    s = tick(&s, 400, true, None);
+    assert!(
+        matches!(s.phase, Phase::PreSign),
+        "moved on after the lowered TTL"
+    );
+    s = tick(&s, 1 + 3_000 + 5, true, None);
+    assert!(matches!(s.phase, Phase::Publish));
+}
+
+#[test]
+fn the_active_key_is_never_retired() {
+    // A state in `unsign` with one key (damaged by hand): nothing is deleted.
+    let mut s = initial(key(1, DnssecAlgorithm::EcdsaP256Sha256), 0);
+    s.phase = Phase::Unsign;
+    s.serial = Some(1);
+    s.served_at = Some(1);
+    assert!(!matches!(
+        action(&s, &T, TTLS, 1_000),
+        Action::Retire { .. }
+    ));
+    // A lifetime roll keeps an algorithm chosen by request.
+    let mut ed = initial(key(3, DnssecAlgorithm::Ed25519), 0);
+    ed.config_algorithm = Some(DnssecAlgorithm::EcdsaP256Sha256);
+    let aged = Timing {
+        key_lifetime: Some(100),
+        ..T
+    };
+    assert_eq!(
+        action(&ed, &aged, TTLS, 200),
+        Action::Generate {
+            algorithm: DnssecAlgorithm::Ed25519
+        }
+    );
+}
