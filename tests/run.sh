@@ -21,6 +21,7 @@ declare -A peers=(
   [nginx]=nginx-light
   [chromium]=chromium
   [named]=bind9
+  [pdns_server]=pdns-server
   [c++]=g++
 )
 missing=()
@@ -32,7 +33,8 @@ done
 # What the peers need at run time that --no-install-recommends leaves out: swaks speaks
 # STARTTLS only with these Perl modules. libssl-dev and pkg-config build the provider APIs
 # (`--features providers`: reqwest with the system's OpenSSL).
-for pkg in libnet-ssleay-perl libio-socket-ssl-perl libssl-dev pkg-config; do
+# pdns-backend-sqlite3: PowerDNS's store in the provider API test.
+for pkg in libnet-ssleay-perl libio-socket-ssl-perl libssl-dev pkg-config pdns-backend-sqlite3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -41,9 +43,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive
+  # The servers the tests start themselves (knot, unbound, named, nginx, pdns) must not
+  # start as system services on install (they would take port 53 and others).
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    policy=1
+  fi
   $sudo apt-get update -q
   # shellcheck disable=SC2086
   $sudo apt-get install -y -q --no-install-recommends $pkgs
+  [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 

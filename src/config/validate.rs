@@ -160,7 +160,6 @@ const PROVIDER_APIS: &[&str] = &[
     "ovh",
     "gandi",
     "digitalocean",
-    "powerdns",
 ];
 
 /// `[domain.push]`: the primary, the TSIG key (its file present, a base64 secret, not

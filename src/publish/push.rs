@@ -60,7 +60,7 @@ pub(crate) struct ProviderSettings {
     pub name: String,
     /// The API token (0600).
     pub token_file: Option<PathBuf>,
-    /// The API's base URL where it is configurable (`pebble-challtestsrv`).
+    /// The API's base URL where it is configurable (`pebble-challtestsrv`, `powerdns`).
     pub api_url: Option<String>,
 }
 
@@ -71,6 +71,7 @@ pub(crate) const PROVIDERS: &[&str] = &[
     "digitalocean",
     "hetzner",
     "pebble-challtestsrv",
+    "powerdns",
 ];
 
 /// The TSIG algorithms accepted in `tsig_algorithm`.
@@ -346,6 +347,11 @@ fn provider_client(p: &ProviderSettings) -> Result<dns_update::DnsUpdater, Strin
                 .ok_or("pebble-challtestsrv needs api_url")?,
             Some(TIMEOUT),
         )),
+        // PowerDNS's own HTTP API (`api=yes`): the server at api_url (default
+        // http://localhost:8081), the API key in token_file.
+        "powerdns" => {
+            U::new_pdns(token()?, p.api_url.as_deref(), None::<&str>, Some(TIMEOUT)).map_err(e)
+        }
         other => Err(format!("unknown provider {other:?}")),
     }
 }
@@ -498,7 +504,8 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
                     .set_rrset(owner_s.as_str(), kind, ttl, recs, origin_s.as_str())
                     .await
                 {
-                    let e = fail(format!("provider API: {}", crate::logfield::untrusted(x)));
+                    let provider = z.settings.provider.as_ref().map_or("", |p| p.name.as_str());
+                    let e = fail(format!("{provider} API: {}", crate::logfield::untrusted(x)));
                     note_failure(z, &e);
                     return Err(e);
                 }

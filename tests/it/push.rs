@@ -721,3 +721,215 @@ fn a_provider_api_takes_the_managed_records_and_dns01_challenges() {
     );
     drop((d, pebble, chall));
 }
+
+/// PowerDNS Authoritative (Debian's pdns-server with the SQLite backend), signing its zone
+/// itself, with its HTTP API on.
+#[cfg(feature = "providers")]
+struct PowerDns {
+    dns: u16,
+    api: u16,
+    dir: tempfile::TempDir,
+    _proc: Proc,
+}
+
+#[cfg(feature = "providers")]
+impl PowerDns {
+    const KEY: &'static str = "mxguard-test-api-key";
+
+    fn start() -> PowerDns {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let schema =
+            fs::read_to_string("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
+                .expect("install the Debian package pdns-backend-sqlite3");
+        rusqlite::Connection::open(dir.path().join("pdns.db"))
+            .unwrap()
+            .execute_batch(&schema)
+            .unwrap();
+        let (dns, api) = (free_port(), free_port());
+        fs::write(
+            dir.path().join("pdns.conf"),
+            format!(
+                "launch=gsqlite3\ngsqlite3-database={d}/pdns.db\ngsqlite3-dnssec=yes\nlocal-address=127.0.0.1\nlocal-port={dns}\napi=yes\napi-key={}\nwebserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={api}\nwebserver-allow-from=127.0.0.0/8\nsocket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\nloglevel=4\n",
+                Self::KEY
+            ),
+        )
+        .unwrap();
+        let child = Command::new(tool("pdns_server", "pdns-server"))
+            .arg(format!("--config-dir={d}"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("pdns.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let p = PowerDns {
+            dns,
+            api,
+            dir,
+            _proc: Proc(child),
+        };
+        // The zone, signed by PowerDNS, with records mxguard does not manage.
+        let body = r#"{"name":"example.com.","kind":"Native","dnssec":true,"nameservers":["ns1.example.com."],"rrsets":[
+            {"name":"ns1.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
+            {"name":"mx1.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
+            {"name":"mta-sts.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
+            {"name":"www.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.80","disabled":false}]},
+            {"name":"example.com.","type":"MX","ttl":300,"changetype":"REPLACE","records":[{"content":"10 mx1.example.com.","disabled":false}]}]}"#;
+        wait_for("the PowerDNS API", Duration::from_secs(20), || {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+                .args(["-H", &format!("X-API-Key: {}", Self::KEY)])
+                .args(["-H", "Content-Type: application/json", "--data", body])
+                .arg(format!(
+                    "http://127.0.0.1:{}/api/v1/servers/localhost/zones",
+                    p.api
+                ))
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout) == "201").then_some(())
+        });
+        p
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        run(Command::new(dig())
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &self.dns.to_string(),
+                "+dnssec",
+                "+norec",
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args))
+        .1
+    }
+
+    /// The DS of the zone's KSK (unbound's trust anchor).
+    fn ds(&self) -> String {
+        let key = self
+            .dig(&["+short", "example.com", "DNSKEY"])
+            .lines()
+            .find(|l| l.starts_with("257 3 "))
+            .unwrap()
+            .to_string();
+        let f = self.dir.path().join("ksk.key");
+        fs::write(&f, format!("example.com. 3600 IN DNSKEY {key}\n")).unwrap();
+        let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
+            .args(["-2", "-f"])
+            .arg(&f)
+            .arg("example.com"));
+        assert!(ok, "{out}");
+        out.trim().to_string()
+    }
+}
+
+/// PowerDNS as the domain's DNS, through its own HTTP API: the policy, TLS-RPT and TLSA records
+/// go in, PowerDNS signs them, a strict unbound validates them, nothing else changes; a wrong
+/// API key is refused and shown, and the right one again delivers the pending change.
+#[cfg(feature = "providers")]
+#[test]
+fn a_powerdns_server_takes_the_managed_records_through_its_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let pdns = PowerDns::start();
+    let p = Project::new(&[DomainSpec {
+        name: "example.com",
+        mx: &[MX],
+        policy: "mode = \"testing\"\nmax_age = 86400\n",
+    }]);
+    let token = p.path("pdns.key");
+    fs::write(&token, format!("{}\n", PowerDns::KEY)).unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let mta = p.path("mta");
+    p.append_config(&format!(
+        "[records]\ntlsa_ttl = 1\nttl = 1\n\n[rollover]\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
+         [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{v}\"\n\n\
+         [domain.push]\nprovider = \"powerdns\"\napi_url = \"http://127.0.0.1:{a}\"\ntoken_file = \"{t}\"\nnameservers = [\"127.0.0.1:{n}\"]\n",
+        m = mta.display(),
+        v = free_port(),
+        a = pdns.api,
+        t = token.display(),
+        n = pdns.dns
+    ));
+    let out = mxguard(&["check-config", "-c", &p.config_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let d = p.start();
+    wait_for(
+        "the policy id and TLSA records at PowerDNS, signed",
+        Duration::from_secs(40),
+        || {
+            let id = pdns.dig(&["_mta-sts.example.com", "TXT"]);
+            let tlsa = pdns.dig(&[&format!("_25._tcp.{MX}"), "TLSA"]);
+            (id.contains("v=STSv1; id=")
+                && id.contains("RRSIG")
+                && tlsa.matches("\tTLSA\t3 1 1 ").count() == 2
+                && tlsa.contains("RRSIG"))
+            .then_some(())
+        },
+    );
+    assert!(
+        pdns.dig(&["_smtp._tls.example.com", "TXT"])
+            .contains("v=TLSRPTv1; rua=mailto:tlsrpt@example.com")
+    );
+    assert!(
+        pdns.dig(&["+short", "www.example.com", "A"])
+            .contains("192.0.2.80")
+    );
+    let unbound = Unbound::start(pdns.dns, &pdns.ds());
+    let out = unbound.dig(&[&format!("_25._tcp.{MX}"), "TLSA"]);
+    assert!(
+        out.contains("status: NOERROR") && flags(&out).contains(" ad"),
+        "{out}"
+    );
+    let out = unbound.dig(&["_mta-sts.example.com", "TXT"]);
+    assert!(
+        flags(&out).contains(" ad") && out.contains("v=STSv1"),
+        "{out}"
+    );
+    let text = wait_for("status in sync", Duration::from_secs(30), || {
+        let out = mxguard(&["status", "-c", &p.config_str()]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    for part in [
+        "zone example.com (pushed through the powerdns API)",
+        "  _mta-sts.example.com. TXT: 1 record(s), signed",
+        "  _25._tcp.mx1.example.com. TLSA: 2 record(s), signed",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+
+    // A wrong API key: refused, shown by status; the records stay as they were.
+    let id_before = pdns.dig(&["+short", "_mta-sts.example.com", "TXT"]);
+    fs::write(&token, "wrong-key\n").unwrap();
+    fs::write(
+        p.path("policies/example.com.toml"),
+        "mode = \"enforce\"\nmax_age = 86400\n",
+    )
+    .unwrap();
+    d.reload();
+    let text = wait_for(
+        "status to show the refusal",
+        Duration::from_secs(30),
+        || {
+            let out = mxguard(&["status", "-c", &p.config_str()]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.code() == Some(1) && text.contains("  push failing: ")).then_some(text)
+        },
+    );
+    assert!(text.contains("powerdns API: "), "{text}");
+    assert_eq!(
+        pdns.dig(&["+short", "_mta-sts.example.com", "TXT"]),
+        id_before
+    );
+    // The right key again: the pending change goes through.
+    fs::write(&token, format!("{}\n", PowerDns::KEY)).unwrap();
+    d.reload();
+    wait_for(
+        "the new policy id at PowerDNS",
+        Duration::from_secs(40),
+        || (pdns.dig(&["+short", "_mta-sts.example.com", "TXT"]) != id_before).then_some(()),
+    );
+    drop((d, unbound, pdns));
+}
