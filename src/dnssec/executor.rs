@@ -344,6 +344,10 @@ impl KeyRoller {
     /// Runs until `shutdown`: every zone's roll, looked at when its next deadline comes, at
     /// every poll while it waits for servers or the parent, and for requests.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
+        // Nothing runs yet: a key generated just before a crash, which no state lists, goes.
+        for f in super::sweep_orphan_keys(self.root()) {
+            tracing::info!(file = %f.display(), "unused dnssec key from an interrupted roll start deleted");
+        }
         let mut states: BTreeMap<Name, RollState> = BTreeMap::new();
         let mut wake: BTreeMap<Name, Option<SystemTime>> = BTreeMap::new();
         loop {

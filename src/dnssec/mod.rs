@@ -310,3 +310,78 @@ pub(crate) async fn report(
     }
     (out, act)
 }
+
+/// Deletes key files of a roll that no key state lists: a key generated just before a crash,
+/// before the state naming it was saved (it was never published). Returns the files deleted.
+/// Keys of zones without a key state are left alone (their state may be restored).
+pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
+    let dir = key_dir(state_root);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut by_zone: std::collections::BTreeMap<String, Vec<(String, u16)>> = Default::default();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".csk.pk8") else {
+            continue;
+        };
+        let mut parts = stem.rsplitn(3, '.');
+        if let (Some(tag), Some(_alg), Some(zone)) = (parts.next(), parts.next(), parts.next())
+            && let Ok(tag) = tag.parse::<u16>()
+        {
+            by_zone
+                .entry(zone.to_string())
+                .or_default()
+                .push((name.clone(), tag));
+        }
+    }
+    let mut deleted = Vec::new();
+    for (zone, files) in by_zone {
+        let Ok(origin) = Name::from_ascii(format!("{zone}.")) else {
+            continue;
+        };
+        let Ok(Some(state)) = load_state(state_root, &origin) else {
+            continue;
+        };
+        for (file, _) in files {
+            if !state.keys.iter().any(|k| k.file == file) {
+                let path = dir.join(&file);
+                if std::fs::remove_file(&path).is_ok() {
+                    deleted.push(path);
+                }
+            }
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_no_state_lists_are_swept_and_only_for_zones_with_a_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let keys = key_dir(root);
+        std::fs::create_dir_all(&keys).unwrap();
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let used = keys::generate_entry(&keys, &origin, DnssecAlgorithm::Ed25519, &[], 1).unwrap();
+        let orphan =
+            keys::generate_entry(&keys, &origin, DnssecAlgorithm::Ed25519, &[used.key_tag], 2)
+                .unwrap();
+        let state = machine::initial(used.clone(), 1);
+        executor::save(root, &origin, &state).unwrap();
+        // Another zone's rolled key without its state: kept (the state may be restored).
+        let other = Name::from_ascii("example.net.").unwrap();
+        let kept = keys::generate_entry(&keys, &other, DnssecAlgorithm::Ed25519, &[], 3).unwrap();
+        let deleted = sweep_orphan_keys(root);
+        assert_eq!(deleted, vec![keys.join(&orphan.file)]);
+        assert!(keys.join(&used.file).exists());
+        assert!(keys.join(&kept.file).exists());
+        assert!(sweep_orphan_keys(root).is_empty());
+        // And the zone without its state refuses to pick a key.
+        let e = zone_keys(root, &other, DnssecAlgorithm::Ed25519).unwrap_err();
+        assert!(e.to_string().contains("key state is missing"), "{e}");
+    }
+}
