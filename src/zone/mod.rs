@@ -14,6 +14,7 @@
 //! Must not touch: sockets, configuration files, the CLI or HTTP.
 
 pub mod anchors;
+pub(crate) mod canon;
 mod error;
 pub mod keys;
 pub mod parse;

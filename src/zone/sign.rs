@@ -439,15 +439,15 @@ pub fn sign_zone(
         nodes.insert(name.clone(), node);
     }
 
-    Ok(SignedZone {
-        origin: origin.clone(),
+    Ok(SignedZone::new(
+        origin.clone(),
         nodes,
         ents,
         cuts,
         nsec3,
-        state: state.clone(),
+        state.clone(),
         ds,
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use hickory_proto::dnssec::rdata::DS;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::canon::{Key, KeySet, NodeMap};
 use super::serial::SigningState;
 
 /// Longest CNAME chain followed inside one zone.
@@ -107,10 +108,14 @@ impl Nsec3Chain {
 #[derive(Debug, Clone)]
 pub struct SignedZone {
     pub(crate) origin: Name,
-    pub(crate) nodes: BTreeMap<Name, Node>,
-    pub(crate) ents: BTreeSet<Name>,
+    /// The origin's canonical key and its number of labels.
+    origin_key: Box<[u8]>,
+    origin_labels: usize,
+    pub(crate) nodes: NodeMap,
+    /// Empty non-terminals.
+    ents: KeySet,
     /// Delegation points: names below the apex with NS records.
-    pub(crate) cuts: BTreeSet<Name>,
+    cuts: KeySet,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
     /// The DS of each key in CDS (what the parent should serve).
@@ -166,6 +171,31 @@ impl<'a> AnswerRef<'a> {
 }
 
 impl SignedZone {
+    /// The zone of `origin` (lowercase, absolute) from its nodes, empty non-terminals and
+    /// delegation points.
+    pub(crate) fn new(
+        origin: Name,
+        nodes: BTreeMap<Name, Node>,
+        ents: BTreeSet<Name>,
+        cuts: BTreeSet<Name>,
+        nsec3: Option<Nsec3Chain>,
+        state: SigningState,
+        ds: Vec<DS>,
+    ) -> SignedZone {
+        let key = Key::of(&origin);
+        SignedZone {
+            origin_key: Box::from(key.bytes()),
+            origin_labels: key.labels(),
+            origin,
+            nodes: NodeMap::from(nodes),
+            ents: KeySet::from(ents),
+            cuts: KeySet::from(cuts),
+            nsec3,
+            state,
+            ds,
+        }
+    }
+
     pub fn origin(&self) -> &Name {
         &self.origin
     }
@@ -202,7 +232,7 @@ impl SignedZone {
 
     /// The RRset of `name` and `rtype`, if present.
     pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<&SignedRrSet> {
-        self.nodes.get(&name.to_lowercase())?.get(&rtype)
+        self.nodes.get(name)?.get(&rtype)
     }
 
     /// The apex SOA RRset.
@@ -219,7 +249,7 @@ impl SignedZone {
         };
         out.extend(soa.records.iter().cloned());
         out.extend(soa.rrsigs.iter().cloned());
-        for (name, sets) in &self.nodes {
+        for (name, sets) in self.nodes.iter() {
             for (rtype, set) in sets.iter() {
                 if *rtype == RecordType::SOA && name == &self.origin {
                     continue;
@@ -236,8 +266,8 @@ impl SignedZone {
         out
     }
 
-    fn exists(&self, name: &Name) -> bool {
-        self.nodes.contains_key(name) || self.ents.contains(name)
+    fn exists(&self, key: &[u8]) -> bool {
+        self.nodes.contains_key(key) || self.ents.contains(key)
     }
 
     fn negative_soa<'a>(&'a self, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
@@ -276,10 +306,9 @@ impl SignedZone {
 
     /// NSEC covering a name that does not exist (its canonical predecessor in the chain;
     /// glue below a delegation has none and is skipped).
-    fn nsec_covering(&self, name: &Name) -> Option<&SignedRrSet> {
+    fn nsec_covering(&self, key: &[u8]) -> Option<&SignedRrSet> {
         self.nodes
-            .range::<Name, _>((Bound::Unbounded, Bound::Excluded(name)))
-            .rev()
+            .before(key)
             .find_map(|(_, sets)| sets.get(&RecordType::NSEC))
             .or_else(|| {
                 self.nodes
@@ -289,26 +318,22 @@ impl SignedZone {
             })
     }
 
-    /// The delegation point at or above `name`, if `name` is at or below one.
-    fn cut_at_or_above(&self, name: &Name) -> Option<&Name> {
+    /// The labels of the delegation point at or above the name of `key`, if it is at or below
+    /// one.
+    fn cut_at_or_above(&self, key: &Key) -> Option<usize> {
         if self.cuts.is_empty() {
             return None;
         }
-        let mut n = name.clone();
-        while n.num_labels() > self.origin.num_labels() {
-            if let Some(c) = self.cuts.get(&n) {
-                return Some(c);
-            }
-            n = n.base_name();
-        }
-        None
+        (self.origin_labels + 1..=key.labels())
+            .rev()
+            .find(|&n| self.cuts.contains(key.ancestor(n)))
     }
 
     /// A referral (RFC 1034 4.3.2, RFC 4035 3.1.4): the delegation's NS, its DS or the proof
     /// that there is none, and the glue.
-    fn referral<'a>(&'a self, cut: &Name, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
+    fn referral<'a>(&'a self, cut: &[u8], answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
         answer.referral = true;
-        let Some(node) = self.nodes.get(cut) else {
+        let Some((cut_name, node)) = self.nodes.get_key(cut) else {
             return;
         };
         let Some(ns) = node.get(&RecordType::NS) else {
@@ -320,15 +345,14 @@ impl SignedZone {
         if dnssec_ok {
             match node.get(&RecordType::DS) {
                 Some(ds) => ds.append_ref(&mut answer.authorities, true),
-                None => self.nodata_proof(cut, &mut answer.authorities),
+                None => self.nodata_proof(cut_name, cut, &mut answer.authorities),
             }
         }
         for r in &ns.records {
             let RData::NS(target) = &r.data else {
                 continue;
             };
-            let target = target.0.to_lowercase();
-            if let Some(glue) = self.nodes.get(&target) {
+            if let Some(glue) = self.nodes.get(&target.0) {
                 for t in [RecordType::A, RecordType::AAAA] {
                     if let Some(set) = glue.get(&t) {
                         answer
@@ -340,7 +364,8 @@ impl SignedZone {
         }
     }
 
-    fn nodata_proof<'a>(&'a self, name: &Name, out: &mut Vec<Cow<'a, Record>>) {
+    /// The denial record of `name` (key `key`) for a type it does not have.
+    fn nodata_proof<'a>(&'a self, name: &Name, key: &[u8], out: &mut Vec<Cow<'a, Record>>) {
         match &self.nsec3 {
             Some(chain) => {
                 if let Some(set) = chain.matching(name) {
@@ -348,9 +373,9 @@ impl SignedZone {
                 }
             }
             None => {
-                let set = match self.nodes.get(name) {
-                    Some(sets) => sets.get(&RecordType::NSEC),
-                    None => self.nsec_covering(name), // empty non-terminal
+                let set = match self.nodes.get_key(key) {
+                    Some((_, sets)) => sets.get(&RecordType::NSEC),
+                    None => self.nsec_covering(key), // empty non-terminal
                 };
                 if let Some(set) = set {
                     Self::push_unique(out, set);
@@ -359,19 +384,22 @@ impl SignedZone {
         }
     }
 
-    fn nxdomain_proof<'a>(&'a self, name: &Name, out: &mut Vec<Cow<'a, Record>>) {
-        // Closest encloser: the longest existing ancestor (the apex always exists).
-        let mut ce = name.base_name();
-        while !self.exists(&ce) && ce.num_labels() > self.origin.num_labels() {
-            ce = ce.base_name();
-        }
-        let wildcard = ce.prepend_label("*").ok();
+    /// Proof that `name` does not exist and that no wildcard at its closest encloser (`ce`
+    /// labels) could have answered.
+    fn nxdomain_proof<'a>(
+        &'a self,
+        name: &Name,
+        key: &Key,
+        ce: usize,
+        out: &mut Vec<Cow<'a, Record>>,
+    ) {
         match &self.nsec3 {
             Some(chain) => {
-                let next_closer = name.trim_to(usize::from(ce.num_labels()) + 1);
+                let ce_name = suffix(name, ce);
+                let wildcard = ce_name.prepend_label("*").ok();
                 for set in [
-                    chain.matching(&ce),
-                    chain.covering(&next_closer),
+                    chain.matching(&ce_name),
+                    chain.covering(&suffix(name, ce + 1)),
                     wildcard.as_ref().and_then(|w| chain.covering(w)),
                 ]
                 .into_iter()
@@ -381,9 +409,10 @@ impl SignedZone {
                 }
             }
             None => {
+                let wildcard = key.child_of_ancestor(ce, b"*");
                 for set in [
-                    self.nsec_covering(name),
-                    wildcard.as_ref().and_then(|w| self.nsec_covering(w)),
+                    self.nsec_covering(key.bytes()),
+                    self.nsec_covering(wildcard.bytes()),
                 ]
                 .into_iter()
                 .flatten()
@@ -410,56 +439,66 @@ impl SignedZone {
             n.set_fqdn(true);
             Cow::Owned(n)
         };
-        if !self.origin.zone_of(&name) {
+        let mut key = Key::of(&name);
+        if !key.bytes().starts_with(&self.origin_key) {
             return AnswerRef::new(ResponseCode::Refused);
         }
         let mut answer = AnswerRef::new(ResponseCode::NoError);
-        // The owner records were synthesized from (RFC 4592): answers carry the query's name.
-        let mut synthesized_from: Option<Name>;
         for _ in 0..MAX_CNAME_CHAIN {
-            synthesized_from = None;
             // At or below a delegation the child answers; only the DS at the cut is ours.
-            if let Some(cut) = self.cut_at_or_above(&name)
-                && !(cut == name.as_ref() && qtype == RecordType::DS)
+            if let Some(cut) = self.cut_at_or_above(&key)
+                && !(cut == key.labels() && qtype == RecordType::DS)
             {
-                let cut = cut.clone();
                 if answer.answers.is_empty() {
-                    self.referral(&cut, &mut answer, dnssec_ok);
+                    self.referral(key.ancestor(cut), &mut answer, dnssec_ok);
                 }
                 return answer;
             }
-            let wildcard = if self.nodes.contains_key(&name) || self.ents.contains(&name) {
-                None
-            } else {
-                let ce = self.closest_encloser(&name);
-                ce.prepend_label("*")
-                    .ok()
-                    .filter(|w| self.nodes.contains_key(w))
-                    .map(|w| (ce, w))
-            };
-            if let Some((ce, w)) = &wildcard {
-                synthesized_from = Some(w.clone());
-                if dnssec_ok {
-                    // The query name does not exist: NSEC covering it, or the NSEC3 covering
-                    // the next closer name (RFC 4035 3.1.3.3, RFC 5155 7.2.6).
-                    self.no_such_name_proof(&name, ce, &mut answer.authorities);
-                }
-            }
-            let sets = match &synthesized_from {
-                Some(w) => self.nodes.get(w),
-                None => self.nodes.get(&name),
-            };
-            let Some(sets) = sets else {
-                if self.ents.contains(&name) {
-                    self.negative_soa(&mut answer, dnssec_ok);
-                    if dnssec_ok {
-                        self.nodata_proof(&name, &mut answer.authorities);
+            // The node of the name, or of the wildcard it is synthesized from (RFC 4592),
+            // whose key and the closest encloser's labels are kept for the proofs.
+            let mut wildcard: Option<(Key, usize)> = None;
+            let mut nxdomain_ce = None;
+            let found = match self.nodes.get_key(key.bytes()) {
+                Some(entry) => Some(entry),
+                None if self.ents.contains(key.bytes()) => None,
+                None => {
+                    let ce = self.closest_encloser(&key);
+                    let w = key.child_of_ancestor(ce, b"*");
+                    match self.nodes.get_key(w.bytes()) {
+                        Some(entry) => {
+                            wildcard = Some((w, ce));
+                            Some(entry)
+                        }
+                        None => {
+                            nxdomain_ce = Some(ce);
+                            None
+                        }
                     }
-                } else {
-                    answer.rcode = ResponseCode::NXDomain;
-                    self.negative_soa(&mut answer, dnssec_ok);
-                    if dnssec_ok {
-                        self.nxdomain_proof(&name, &mut answer.authorities);
+                }
+            };
+            if let Some((_, ce)) = &wildcard
+                && dnssec_ok
+            {
+                // The query name does not exist: NSEC covering it, or the NSEC3 covering
+                // the next closer name (RFC 4035 3.1.3.3, RFC 5155 7.2.6).
+                self.no_such_name_proof(&name, &key, *ce, &mut answer.authorities);
+            }
+            let synthesized = wildcard.is_some();
+            let Some((node_name, sets)) = found else {
+                match nxdomain_ce {
+                    None => {
+                        // An empty non-terminal: NODATA.
+                        self.negative_soa(&mut answer, dnssec_ok);
+                        if dnssec_ok {
+                            self.nodata_proof(&name, key.bytes(), &mut answer.authorities);
+                        }
+                    }
+                    Some(ce) => {
+                        answer.rcode = ResponseCode::NXDomain;
+                        self.negative_soa(&mut answer, dnssec_ok);
+                        if dnssec_ok {
+                            self.nxdomain_proof(&name, &key, ce, &mut answer.authorities);
+                        }
                     }
                 }
                 return answer;
@@ -471,13 +510,7 @@ impl SignedZone {
                     .iter()
                     .find(|(t, _)| !matches!(t, RecordType::NSEC | RecordType::NSEC3))
                 {
-                    Self::answer_set(
-                        set,
-                        &synthesized_from,
-                        &name,
-                        &mut answer.answers,
-                        dnssec_ok,
-                    );
+                    Self::answer_set(set, synthesized, &name, &mut answer.answers, dnssec_ok);
                 }
                 return answer;
             }
@@ -488,29 +521,18 @@ impl SignedZone {
                 return answer;
             }
             if let Some(set) = sets.get(&qtype) {
-                Self::answer_set(
-                    set,
-                    &synthesized_from,
-                    &name,
-                    &mut answer.answers,
-                    dnssec_ok,
-                );
+                Self::answer_set(set, synthesized, &name, &mut answer.answers, dnssec_ok);
                 return answer;
             }
             if let Some(cname) = sets.get(&RecordType::CNAME) {
-                Self::answer_set(
-                    cname,
-                    &synthesized_from,
-                    &name,
-                    &mut answer.answers,
-                    dnssec_ok,
-                );
+                Self::answer_set(cname, synthesized, &name, &mut answer.answers, dnssec_ok);
                 let target = cname.records.iter().find_map(|r| match &r.data {
                     RData::CNAME(c) => Some(c.0.to_lowercase()),
                     _ => None,
                 });
                 match target {
                     Some(t) if self.origin.zone_of(&t) => {
+                        key = Key::of(&t);
                         name = Cow::Owned(t);
                         continue;
                     }
@@ -519,11 +541,13 @@ impl SignedZone {
             }
             self.negative_soa(&mut answer, dnssec_ok);
             if dnssec_ok {
-                match &synthesized_from {
+                match &wildcard {
                     // NODATA at a wildcard: the wildcard's own denial record (no such type)
                     // besides the proof above that the name does not exist.
-                    Some(w) => self.nodata_proof(w, &mut answer.authorities),
-                    None => self.nodata_proof(&name, &mut answer.authorities),
+                    Some((w, _)) => {
+                        self.nodata_proof(node_name, w.bytes(), &mut answer.authorities)
+                    }
+                    None => self.nodata_proof(&name, key.bytes(), &mut answer.authorities),
                 }
             }
             return answer;
@@ -531,16 +555,16 @@ impl SignedZone {
         answer
     }
 
-    /// An RRset into an answer: as it is, or (synthesized from a wildcard) with the query's
+    /// An RRset into an answer: as it is, or (`synthesized` from a wildcard) with the query's
     /// name as owner; the signatures keep their label count, which tells validators.
     fn answer_set<'a>(
         set: &'a SignedRrSet,
-        from: &Option<Name>,
+        synthesized: bool,
         name: &Name,
         out: &mut Vec<Cow<'a, Record>>,
         dnssec_ok: bool,
     ) {
-        if from.is_none() {
+        if !synthesized {
             set.append_ref(out, dnssec_ok);
             return;
         }
@@ -555,36 +579,51 @@ impl SignedZone {
         }
     }
 
-    /// The longest existing ancestor of `name` (the apex always exists).
-    fn closest_encloser(&self, name: &Name) -> Name {
-        let mut ce = name.base_name();
-        while !self.exists(&ce) && ce.num_labels() > self.origin.num_labels() {
-            ce = ce.base_name();
+    /// The labels of the longest existing ancestor of the name of `key` (the apex always
+    /// exists).
+    fn closest_encloser(&self, key: &Key) -> usize {
+        let mut ce = key.labels().saturating_sub(1);
+        while ce > self.origin_labels && !self.exists(key.ancestor(ce)) {
+            ce -= 1;
         }
-        ce
+        ce.max(self.origin_labels)
     }
 
-    /// Proof that `name` (whose closest encloser is `ce`) does not exist: the NSEC covering it,
-    /// or the NSEC3 covering the next closer name.
-    fn no_such_name_proof<'a>(&'a self, name: &Name, ce: &Name, out: &mut Vec<Cow<'a, Record>>) {
+    /// Proof that `name` (whose closest encloser has `ce` labels) does not exist: the NSEC
+    /// covering it, or the NSEC3 covering the next closer name.
+    fn no_such_name_proof<'a>(
+        &'a self,
+        name: &Name,
+        key: &Key,
+        ce: usize,
+        out: &mut Vec<Cow<'a, Record>>,
+    ) {
         match &self.nsec3 {
             Some(chain) => {
-                let next_closer = name.trim_to(usize::from(ce.num_labels()) + 1);
-                if let Some(set) = chain.covering(&next_closer) {
+                if let Some(set) = chain.covering(&suffix(name, ce + 1)) {
                     Self::push_unique(out, set);
                 }
                 // NODATA at a wildcard also needs the closest encloser's NSEC3.
-                if let Some(set) = chain.matching(ce) {
+                if let Some(set) = chain.matching(&suffix(name, ce)) {
                     Self::push_unique(out, set);
                 }
             }
             None => {
-                if let Some(set) = self.nsec_covering(name) {
+                if let Some(set) = self.nsec_covering(key.bytes()) {
                     Self::push_unique(out, set);
                 }
             }
         }
     }
+}
+
+/// The ancestor of `name` (absolute) with `labels` labels, counting every label (a `*` too).
+fn suffix(name: &Name, labels: usize) -> Name {
+    let total = name.iter().count();
+    let mut n = Name::from_labels(name.iter().skip(total.saturating_sub(labels)))
+        .unwrap_or_else(|_| Name::root());
+    n.set_fqdn(true);
+    n
 }
 
 /// The set of zones a server answers for, swapped whole.

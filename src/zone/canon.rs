@@ -1,0 +1,265 @@
+//! Canonical keys for a zone's names: byte strings whose plain comparison is the DNS canonical
+//! order (RFC 4034 6.1), and whose prefixes are the keys of the name's ancestors.
+//!
+//! A key lists the labels from the root down, each lowercased, a NUL byte in a label written as
+//! `00 FF` and each label ended by `00 00`. So a shorter label that is a prefix of another sorts
+//! first, as the RFC wants, and the key of `example.com.` is the start of the key of
+//! `www.example.com.`. Looking names up by key is a `memcmp` per step instead of hickory's
+//! label-by-label case-insensitive comparison, and climbing to an ancestor (closest encloser,
+//! delegation above a name) is cutting the key shorter, without building names.
+//!
+//! Owns the key format and the sorted name index of a zone ([`NodeMap`], [`KeySet`]). Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hickory_proto::rr::Name;
+
+use super::signed::Node;
+
+/// Longest key: a name has at most 254 octets of labels and length bytes; each label byte takes
+/// at most two key bytes and each length byte's label two more for its end mark.
+const MAX_KEY: usize = 512;
+/// Most labels in a name.
+const MAX_LABELS: usize = 128;
+
+/// The key of one name, on the stack, with where each ancestor's key ends.
+pub(crate) struct Key {
+    buf: [u8; MAX_KEY],
+    /// `ends[i]`: the length of the key of the ancestor with `i + 1` labels.
+    ends: [u16; MAX_LABELS],
+    labels: usize,
+}
+
+impl Key {
+    /// The key of `name` (any case; relative names are taken as absolute).
+    pub(crate) fn of(name: &Name) -> Key {
+        let mut k = Key {
+            buf: [0; MAX_KEY],
+            ends: [0; MAX_LABELS],
+            labels: 0,
+        };
+        for label in name.iter().rev() {
+            k.push_label(label);
+        }
+        k
+    }
+
+    fn push_label(&mut self, label: &[u8]) {
+        let mut len = self.len();
+        // A valid name always fits (see MAX_KEY); hickory names are valid.
+        if self.labels == MAX_LABELS || len + 2 * label.len() + 2 > MAX_KEY {
+            return;
+        }
+        for &b in label {
+            if b == 0 {
+                self.buf[len] = 0;
+                self.buf[len + 1] = 0xFF;
+                len += 2;
+            } else {
+                self.buf[len] = b.to_ascii_lowercase();
+                len += 1;
+            }
+        }
+        self.buf[len] = 0;
+        self.buf[len + 1] = 0;
+        self.ends[self.labels] = (len + 2) as u16;
+        self.labels += 1;
+    }
+
+    fn len(&self) -> usize {
+        match self.labels {
+            0 => 0,
+            n => usize::from(self.ends[n - 1]),
+        }
+    }
+
+    /// The whole key.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len()]
+    }
+
+    /// Labels of the name (the root has none).
+    pub(crate) fn labels(&self) -> usize {
+        self.labels
+    }
+
+    /// The key of the ancestor with `labels` labels (at most [`Key::labels`]).
+    pub(crate) fn ancestor(&self, labels: usize) -> &[u8] {
+        match labels.min(self.labels) {
+            0 => &[],
+            n => &self.buf[..usize::from(self.ends[n - 1])],
+        }
+    }
+
+    /// The key of the ancestor with `labels` labels with `label` added below it (e.g. the
+    /// wildcard `*` below the closest encloser).
+    pub(crate) fn child_of_ancestor(&self, labels: usize, label: &[u8]) -> Key {
+        let mut k = Key {
+            buf: [0; MAX_KEY],
+            ends: [0; MAX_LABELS],
+            labels: labels.min(self.labels),
+        };
+        let len = self.ancestor(labels).len();
+        k.buf[..len].copy_from_slice(&self.buf[..len]);
+        k.ends[..k.labels].copy_from_slice(&self.ends[..k.labels]);
+        k.push_label(label);
+        k
+    }
+}
+
+/// The key of `name`, owned.
+pub(crate) fn key_of(name: &Name) -> Box<[u8]> {
+    Box::from(Key::of(name).bytes())
+}
+
+/// A zone's nodes in canonical order, found by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeMap {
+    keys: Vec<Box<[u8]>>,
+    nodes: Vec<(Name, Node)>,
+}
+
+impl NodeMap {
+    pub(crate) fn get_key(&self, key: &[u8]) -> Option<&(Name, Node)> {
+        let i = self.keys.binary_search_by(|k| (**k).cmp(key)).ok()?;
+        Some(&self.nodes[i])
+    }
+
+    /// The node of `name` (any case).
+    pub fn get(&self, name: &Name) -> Option<&Node> {
+        self.get_key(Key::of(name).bytes()).map(|(_, n)| n)
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
+        self.keys.binary_search_by(|k| (**k).cmp(key)).is_ok()
+    }
+
+    /// The nodes before `key` in canonical order, nearest first.
+    pub(crate) fn before(&self, key: &[u8]) -> impl Iterator<Item = &(Name, Node)> {
+        let end = self.keys.partition_point(|k| **k < *key);
+        self.nodes[..end].iter().rev()
+    }
+
+    /// Every node in canonical order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Name, &Node)> {
+        self.nodes.iter().map(|(n, node)| (n, node))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().map(|(_, n)| n)
+    }
+}
+
+impl From<BTreeMap<Name, Node>> for NodeMap {
+    fn from(map: BTreeMap<Name, Node>) -> Self {
+        type Entry = (Box<[u8]>, (Name, Node));
+        let mut entries: Vec<Entry> = map
+            .into_iter()
+            .map(|(n, node)| (key_of(&n), (n, node)))
+            .collect();
+        // hickory's order is canonical too; sorting by key makes lookups exact whatever it does.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let (keys, nodes) = entries.into_iter().unzip();
+        NodeMap { keys, nodes }
+    }
+}
+
+/// A sorted set of name keys (empty non-terminals, delegation points).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySet(Vec<Box<[u8]>>);
+
+impl KeySet {
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.0.binary_search_by(|k| (**k).cmp(key)).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<BTreeSet<Name>> for KeySet {
+    fn from(set: BTreeSet<Name>) -> Self {
+        let mut keys: Vec<Box<[u8]>> = set.iter().map(key_of).collect();
+        keys.sort();
+        keys.dedup();
+        KeySet(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+
+    fn name(labels: &[&[u8]]) -> Name {
+        let mut n = Name::from_labels(labels.iter().copied()).unwrap();
+        n.set_fqdn(true);
+        n
+    }
+
+    #[test]
+    fn key_order_is_the_canonical_order_of_rfc_4034() {
+        // RFC 4034 6.1's example, plus case, NUL and high bytes and label-prefix cases.
+        let names: Vec<Name> = vec![
+            name(&[b"example"]),
+            name(&[b"a", b"example"]),
+            name(&[b"yljkjljk", b"a", b"example"]),
+            name(&[b"Z", b"a", b"example"]),
+            name(&[b"zABC", b"a", b"EXAMPLE"]),
+            name(&[b"z", b"example"]),
+            name(&[b"\x01", b"z", b"example"]),
+            name(&[b"*", b"z", b"example"]),
+            name(&[b"\xc8", b"z", b"example"]),
+            name(&[b"a"]),
+            name(&[b"a", b"a"]),
+            name(&[b"x", b"a"]),
+            name(&[b"a\x00"]),
+            name(&[b"a\x00b"]),
+            name(&[b"a\x01"]),
+            name(&[b"ab"]),
+            name(&[b"b"]),
+        ];
+        for a in &names {
+            for b in &names {
+                assert_eq!(
+                    Key::of(a).bytes().cmp(Key::of(b).bytes()),
+                    a.cmp(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+        // The root sorts before everything.
+        assert!(Key::of(&Name::root()).bytes() < Key::of(&names[0]).bytes());
+    }
+
+    #[test]
+    fn ancestors_are_prefixes_and_a_child_extends_one() {
+        let n = Name::from_ascii("www.Mail.example.com.").unwrap();
+        let k = Key::of(&n);
+        assert_eq!(k.labels(), 4);
+        let apex = Name::from_ascii("example.com.").unwrap();
+        assert_eq!(k.ancestor(2), Key::of(&apex).bytes());
+        assert_eq!(k.ancestor(0), Key::of(&Name::root()).bytes());
+        assert_eq!(k.ancestor(9), k.bytes());
+        let w = Name::from_ascii("*.example.com.").unwrap();
+        assert_eq!(k.child_of_ancestor(2, b"*").bytes(), Key::of(&w).bytes());
+        assert_eq!(k.child_of_ancestor(2, b"*").labels(), 3);
+    }
+
+    #[test]
+    fn the_node_map_finds_by_any_case_and_lists_predecessors() {
+        let mut m = BTreeMap::new();
+        for n in ["example.", "a.example.", "c.example."] {
+            m.insert(Name::from_ascii(n).unwrap(), Node::default());
+        }
+        let map = NodeMap::from(m);
+        assert!(map.get(&Name::from_ascii("A.Example.").unwrap()).is_some());
+        assert!(map.get(&Name::from_ascii("b.example.").unwrap()).is_none());
+        let b = Key::of(&Name::from_ascii("b.example.").unwrap());
+        let before: Vec<String> = map.before(b.bytes()).map(|(n, _)| n.to_string()).collect();
+        assert_eq!(before, ["a.example.", "example."]);
+        let a = Key::of(&Name::from_ascii("a.example.").unwrap());
+        assert_eq!(map.before(a.bytes()).count(), 1, "strictly before");
+    }
+}
