@@ -104,12 +104,15 @@ impl QuestionLabels {
 
 /// Writes a complete response into `out` (cleared first) and returns true, or returns false
 /// (with `out` unfinished) as soon as it would exceed `limit` bytes. `rdata`, when given, must
-/// follow the snapshot the borrowed records come from.
+/// follow the snapshot the borrowed records come from. `synthesized`: the question's name and
+/// how many of the first answers it owns instead of their own owner (a wildcard's records).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_response<'r>(
     out: &mut Vec<u8>,
     metadata: Metadata,
     question: &[u8],
     sections: [&[Cow<'r, Record>]; 3],
+    synthesized: Option<(&'r Name, usize)>,
     opt: Option<Opt>,
     limit: usize,
     mut rdata: Option<&mut RdataCache>,
@@ -122,13 +125,21 @@ pub(super) fn write_response<'r>(
     let mut counts = [0u16; 3];
     // The last owner written with at least one literal label, and where.
     let mut last: Option<(&Name, u16)> = None;
-    for (section, count) in sections.iter().zip(counts.iter_mut()) {
-        for record in section.iter() {
+    let (qname, synthesized) = match synthesized {
+        Some((name, n)) => (Some(name), n),
+        None => (None, 0),
+    };
+    for (s, (section, count)) in sections.iter().zip(counts.iter_mut()).enumerate() {
+        for (i, record) in section.iter().enumerate() {
             let cache = match record {
                 Cow::Borrowed(_) => rdata.as_deref_mut(),
                 Cow::Owned(_) => None,
             };
-            write_record(out, record, question, &labels, &mut last, cache)?;
+            let owner = match qname {
+                Some(q) if s == 0 && i < synthesized => q,
+                _ => &record.name,
+            };
+            write_record(out, owner, record, question, &labels, &mut last, cache)?;
             if out.len() + opt_len > limit {
                 return Ok(false);
             }
@@ -166,15 +177,17 @@ pub(super) fn write_response<'r>(
     Ok(out.len() <= limit)
 }
 
+/// Writes `record` with `name` as its owner (its own, or the query name it was synthesized
+/// for).
 fn write_record<'r>(
     out: &mut Vec<u8>,
-    record: &'r Record,
+    name: &'r Name,
+    record: &Record,
     question: &[u8],
     labels: &QuestionLabels,
     last: &mut Option<(&'r Name, u16)>,
     rdata: Option<&mut RdataCache>,
 ) -> Result<(), ProtoError> {
-    let name = &record.name;
     match *last {
         Some((previous, at)) if std::ptr::eq(previous, name) || *previous == *name => {
             out.extend_from_slice(&(0xC000 | at).to_be_bytes());
@@ -286,6 +299,7 @@ mod tests {
             metadata,
             &q,
             [&answers, &authorities, &additionals],
+            None,
             Some(Opt {
                 max_payload: 1232,
                 dnssec_ok: true,
@@ -351,6 +365,7 @@ mod tests {
                 metadata,
                 &q,
                 [&answers, &[], &[]],
+                None,
                 opt,
                 1232,
                 None
@@ -368,6 +383,7 @@ mod tests {
                 metadata,
                 &q,
                 [&answers, &[], &[]],
+                None,
                 opt,
                 4200,
                 None
@@ -396,6 +412,7 @@ mod tests {
                 metadata,
                 &q,
                 [&answers, &[], &[]],
+                None,
                 None,
                 512,
                 None

@@ -144,6 +144,10 @@ pub struct AnswerRef<'a> {
     pub additionals: Vec<Cow<'a, Record>>,
     /// A referral to a delegated child zone (not authoritative).
     pub referral: bool,
+    /// The first this many answers are a wildcard's own records, answered with the query
+    /// name as their owner (RFC 4592): they stay borrowed, and the writer puts the query name
+    /// in front of them ([`AnswerRef::into_owned`] does the same).
+    pub synthesized: usize,
 }
 
 impl<'a> AnswerRef<'a> {
@@ -154,15 +158,21 @@ impl<'a> AnswerRef<'a> {
             authorities: Vec::new(),
             additionals: Vec::new(),
             referral: false,
+            synthesized: 0,
         }
     }
 
-    /// The same answer with its own copies of the records.
-    pub fn into_owned(self) -> Answer {
+    /// The same answer with its own copies of the records, the synthesized ones owned by
+    /// `qname`.
+    pub fn into_owned(self, qname: &Name) -> Answer {
         let own = |v: Vec<Cow<'a, Record>>| v.into_iter().map(Cow::into_owned).collect();
+        let mut answers: Vec<Record> = own(self.answers);
+        for r in answers.iter_mut().take(self.synthesized) {
+            r.name = qname.clone();
+        }
         Answer {
             rcode: self.rcode,
-            answers: own(self.answers),
+            answers,
             authorities: own(self.authorities),
             additionals: own(self.additionals),
             referral: self.referral,
@@ -426,7 +436,9 @@ impl SignedZone {
     /// Answers `qname`/`qtype` authoritatively. `dnssec_ok` adds RRSIGs and denial proofs.
     /// Names outside the zone get REFUSED.
     pub fn lookup(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> Answer {
-        self.lookup_ref(qname, qtype, dnssec_ok).into_owned()
+        let mut owner = qname.to_lowercase();
+        owner.set_fqdn(true);
+        self.lookup_ref(qname, qtype, dnssec_ok).into_owned(&owner)
     }
 
     /// [`SignedZone::lookup`] without copying the zone's records.
@@ -510,7 +522,7 @@ impl SignedZone {
                     .iter()
                     .find(|(t, _)| !matches!(t, RecordType::NSEC | RecordType::NSEC3))
                 {
-                    Self::answer_set(set, synthesized, &name, &mut answer.answers, dnssec_ok);
+                    Self::answer_set(set, synthesized, &name, &mut answer, dnssec_ok);
                 }
                 return answer;
             }
@@ -521,11 +533,11 @@ impl SignedZone {
                 return answer;
             }
             if let Some(set) = sets.get(&qtype) {
-                Self::answer_set(set, synthesized, &name, &mut answer.answers, dnssec_ok);
+                Self::answer_set(set, synthesized, &name, &mut answer, dnssec_ok);
                 return answer;
             }
             if let Some(cname) = sets.get(&RecordType::CNAME) {
-                Self::answer_set(cname, synthesized, &name, &mut answer.answers, dnssec_ok);
+                Self::answer_set(cname, synthesized, &name, &mut answer, dnssec_ok);
                 let target = cname.records.iter().find_map(|r| match &r.data {
                     RData::CNAME(c) => Some(c.0.to_lowercase()),
                     _ => None,
@@ -555,17 +567,25 @@ impl SignedZone {
         answer
     }
 
-    /// An RRset into an answer: as it is, or (`synthesized` from a wildcard) with the query's
-    /// name as owner; the signatures keep their label count, which tells validators.
+    /// An RRset into an answer: as it is, or (`synthesized` from a wildcard) with the name
+    /// asked for as owner (marked in [`AnswerRef::synthesized`] when that is the query name,
+    /// copied when it is a CNAME's target); the signatures keep their label count, which tells
+    /// validators.
     fn answer_set<'a>(
         set: &'a SignedRrSet,
         synthesized: bool,
         name: &Name,
-        out: &mut Vec<Cow<'a, Record>>,
+        answer: &mut AnswerRef<'a>,
         dnssec_ok: bool,
     ) {
-        if !synthesized {
+        let out = &mut answer.answers;
+        if !synthesized || out.is_empty() {
+            // The query name's own records, or a wildcard's answering the query name itself
+            // (the first in the answer section): borrowed.
             set.append_ref(out, dnssec_ok);
+            if synthesized {
+                answer.synthesized = out.len();
+            }
             return;
         }
         let rename = |r: &Record| {

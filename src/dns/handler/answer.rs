@@ -93,6 +93,7 @@ impl Authority {
                     additionals: Vec::new(),
                     tsig: response_tsig(&tsig),
                     cacheable: false,
+                    synthesized: 0,
                 });
             }
             debug!(src = %request.src(), zone = %qname, serial = zone.serial(), "zone transfer");
@@ -116,6 +117,7 @@ impl Authority {
                             additionals: Vec::new(),
                             tsig: response_tsig(&tsig),
                             cacheable: false,
+                            synthesized: 0,
                         });
                     }
                     Some(s) => self.journal.version(zone.origin(), s),
@@ -155,6 +157,7 @@ impl Authority {
                 additionals: Vec::new(),
                 tsig: response_tsig(&tsig),
                 cacheable: matches!(tsig, Tsig::Absent),
+                synthesized: 0,
             });
         }
         let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
@@ -168,6 +171,7 @@ impl Authority {
             additionals: answer.additionals,
             cacheable: matches!(tsig, Tsig::Absent),
             tsig: response_tsig(&tsig),
+            synthesized: answer.synthesized,
         })
     }
 
@@ -237,6 +241,7 @@ impl Authority {
             Protocol::Udp => udp_limit(request),
             _ => usize::from(u16::MAX),
         };
+        let m = m.materialized(request);
         let mut scratch = Vec::new();
         let response = build_response(
             request,

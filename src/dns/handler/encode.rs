@@ -5,7 +5,7 @@ use crate::dns::wire;
 use crate::zone::SignedZone;
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Record, TSigner};
+use hickory_proto::rr::{Name, Record, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
@@ -31,9 +31,26 @@ pub(crate) struct Message<'z> {
     /// The encoding depends on nothing but the request bytes (ID aside) and the zones: no
     /// TSIG, no source address check. Such UDP answers may be reused (see `super::cache`).
     pub(crate) cacheable: bool,
+    /// The first this many answers are to be owned by the query name (synthesized from a
+    /// wildcard; see `AnswerRef::synthesized`).
+    pub(crate) synthesized: usize,
 }
 
 impl Message<'_> {
+    /// The message with the synthesized answers copied and owned by the query name, for the
+    /// encoders that take every record's owner as it is.
+    pub(crate) fn materialized(mut self, request: &Request) -> Self {
+        if self.synthesized > 0
+            && let Some(q) = request.queries.queries().first()
+        {
+            for r in self.answers.iter_mut().take(self.synthesized) {
+                r.to_mut().name = Name::from(q.name().clone());
+            }
+        }
+        self.synthesized = 0;
+        self
+    }
+
     pub(crate) fn error(request: &Request, code: ResponseCode, tsig: Option<ResponseTsig>) -> Self {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = code;
@@ -44,6 +61,7 @@ impl Message<'_> {
             additionals: Vec::new(),
             tsig,
             cacheable: false,
+            synthesized: 0,
         }
     }
 }
@@ -275,6 +293,7 @@ pub(crate) fn encode_udp(
     if m.tsig.is_none() && request.queries.len() == 1 && client_cookie(request).is_none() {
         return write_udp(request, m, out, rdata);
     }
+    let m = m.materialized(request);
     let edns = response_edns(request);
     let mut scratch = Vec::new();
     let response = build_response(
@@ -303,6 +322,7 @@ pub(crate) fn write_udp(
         answers,
         authorities,
         additionals,
+        synthesized,
         ..
     } = m;
     let opt = request.edns.as_ref().map(|e| wire::Opt {
@@ -312,10 +332,31 @@ pub(crate) fn write_udp(
     let limit = udp_limit(request);
     let question = request.queries.as_bytes();
     let sections = [&answers[..], &authorities[..], &additionals[..]];
-    if wire::write_response(out, metadata, question, sections, opt, limit, rdata)? {
+    let qname: Option<&Name> = request.queries.queries().first().map(|q| &**q.name());
+    let synthesized = qname.map(|n| (n, synthesized));
+    if wire::write_response(
+        out,
+        metadata,
+        question,
+        sections,
+        synthesized,
+        opt,
+        limit,
+        rdata,
+    )? {
         return Ok(());
     }
     metadata.truncation = true;
     // Header, question (at most 259 bytes) and OPT always fit in 512.
-    wire::write_response(out, metadata, question, [&[]; 3], opt, usize::MAX, None).map(|_| ())
+    wire::write_response(
+        out,
+        metadata,
+        question,
+        [&[]; 3],
+        None,
+        opt,
+        usize::MAX,
+        None,
+    )
+    .map(|_| ())
 }

@@ -160,6 +160,8 @@ $TTL 3600
 ns1 IN A   192.0.2.1
 mx1 IN A   192.0.2.25
 www IN CNAME mx1
+*.wild IN TXT \"w\"
+*.alias IN CNAME mx1
 _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 ";
 
@@ -209,6 +211,9 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             ("example.com.", RecordType::ANY),
             ("example.com.", RecordType::AXFR),
             ("example.org.", RecordType::A),
+            ("A.b.Wild.example.com.", RecordType::TXT),
+            ("a.wild.example.com.", RecordType::A),
+            ("x.alias.example.com.", RecordType::A),
         ] {
             for dnssec in [false, true] {
                 let mut m = Message::query();
@@ -525,7 +530,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
 
         #[test]
         fn mutated_queries_never_panic(
-            seed in 0usize..14,
+            seed in 0usize..20,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
             cut in proptest::option::of(any::<usize>()),
             tcp in any::<bool>(),
