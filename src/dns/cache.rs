@@ -7,6 +7,7 @@
 //! itself), so a hit is exactly the answer the handler would have built, with the request's ID.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Weak};
 
 use crate::zone::Zones;
@@ -44,6 +45,11 @@ pub(super) struct ResponseCache {
     /// Request bytes after the ID → the full encoded response.
     entries: HashMap<Box<[u8]>, Box<[u8]>>,
     capacity: usize,
+    /// Fingerprints of requests answered once, one per slot (direct-mapped): a response is
+    /// stored the second time its request is seen, so that a stream of names asked once (a
+    /// random-subdomain flood) neither costs a copy per query nor pushes out the rest.
+    seen: Vec<u64>,
+    hasher: RandomState,
 }
 
 impl ResponseCache {
@@ -53,6 +59,8 @@ impl ResponseCache {
             zones: SnapshotTag::default(),
             entries: HashMap::new(),
             capacity,
+            seen: vec![0; capacity],
+            hasher: RandomState::new(),
         }
     }
 
@@ -82,8 +90,8 @@ impl ResponseCache {
     }
 
     /// Stores `response` (answered from the snapshot given to the last [`Self::follow`]) for
-    /// `request`. When full, starts over: a flood of distinct names costs one lookup per
-    /// popular name per `capacity` requests, and memory stays bounded.
+    /// `request` if the same request was seen before (else remembers its fingerprint). When
+    /// full, starts over: memory stays bounded.
     pub(super) fn insert(&mut self, request: &[u8], response: &[u8]) {
         if self.capacity == 0
             || !self.zones.is_live()
@@ -91,6 +99,12 @@ impl ResponseCache {
             || response.len() < HEADER
             || response[..2] != request[..2]
         {
+            return;
+        }
+        let fingerprint = self.hasher.hash_one(&request[2..]) | 1; // 0: an empty slot
+        let slot = &mut self.seen[(fingerprint >> 1) as usize % self.capacity];
+        if *slot != fingerprint {
+            *slot = fingerprint;
             return;
         }
         if self.entries.len() >= self.capacity {
@@ -127,6 +141,8 @@ mod tests {
         r1.extend_from_slice(b"answer");
         c.insert(&q1, &r1);
         let mut out = Vec::new();
+        assert!(!c.answer(&q1, &mut out), "stored the second time only");
+        c.insert(&q1, &r1);
         assert!(c.answer(&query(0xabcd, b"\x03www\x00\x00\x01\x00\x01"), &mut out));
         assert_eq!(&out[..2], &[0xab, 0xcd]);
         assert_eq!(&out[2..], &r1[2..]);
@@ -142,6 +158,7 @@ mod tests {
         c.follow(&a);
         let q = query(1, b"\x00\x00\x01\x00\x01");
         c.insert(&q, &q);
+        c.insert(&q, &q);
         c.follow(&a);
         assert_eq!(c.len(), 1, "same snapshot keeps entries");
         c.follow(&b);
@@ -151,12 +168,29 @@ mod tests {
     }
 
     #[test]
+    fn names_asked_once_are_not_stored() {
+        let zones = Arc::new(Zones::new());
+        let mut c = ResponseCache::new(16);
+        c.follow(&zones);
+        let popular = query(1, b"popular");
+        c.insert(&popular, &popular);
+        c.insert(&popular, &popular);
+        for i in 0..1000u16 {
+            let q = query(2, &i.to_be_bytes());
+            c.insert(&q, &q);
+        }
+        assert_eq!(c.len(), 1, "only the name asked twice");
+        assert!(c.answer(&popular, &mut Vec::new()));
+    }
+
+    #[test]
     fn bounded_and_disableable() {
         let zones = Arc::new(Zones::new());
         let mut c = ResponseCache::new(3);
         c.follow(&zones);
         for i in 0..10u8 {
             let q = query(7, &[i]);
+            c.insert(&q, &q);
             c.insert(&q, &q);
             assert!(c.len() <= 3);
         }
@@ -168,8 +202,10 @@ mod tests {
         // Oversized requests and responses to another ID are not stored.
         let big = query(9, &[0; MAX_REQUEST]);
         c.insert(&big, &big);
+        c.insert(&big, &big);
         assert!(!c.answer(&big, &mut Vec::new()));
         let q = query(9, b"y");
+        c.insert(&q, &query(8, b"y"));
         c.insert(&q, &query(8, b"y"));
         assert!(!c.answer(&q, &mut Vec::new()));
     }
