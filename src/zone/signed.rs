@@ -116,6 +116,9 @@ pub struct SignedZone {
     ents: KeySet,
     /// Delegation points: names below the apex with NS records.
     cuts: KeySet,
+    /// The SOA records as negative answers carry them (RFC 2308 3: TTL is min(SOA TTL, SOA
+    /// MINIMUM)); their signatures are the SOA RRset's.
+    negative_soa: Vec<Record>,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
     /// The DS of each key in CDS (what the parent should serve).
@@ -134,8 +137,8 @@ pub struct Answer {
 }
 
 /// [`Answer`] borrowing the zone's records: what [`SignedZone::lookup_ref`] returns, so the
-/// server encodes answers without copying RRsets. Only records changed for the answer (the
-/// negative-TTL SOA) are owned.
+/// server encodes answers without copying RRsets. Only records renamed for a CNAME target
+/// under a wildcard are owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerRef<'a> {
     pub rcode: ResponseCode,
@@ -193,11 +196,29 @@ impl SignedZone {
         ds: Vec<DS>,
     ) -> SignedZone {
         let key = Key::of(&origin);
+        let nodes = NodeMap::from(nodes);
+        let negative_soa = nodes
+            .get(&origin)
+            .and_then(|n| n.get(&RecordType::SOA))
+            .map(|soa| {
+                soa.records
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        if let RData::SOA(s) = &r.data {
+                            r.ttl = r.ttl.min(s.minimum);
+                        }
+                        r
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         SignedZone {
             origin_key: Box::from(key.bytes()),
             origin_labels: key.labels(),
             origin,
-            nodes: NodeMap::from(nodes),
+            negative_soa,
+            nodes,
             ents: KeySet::from(ents),
             cuts: KeySet::from(cuts),
             nsec3,
@@ -282,17 +303,9 @@ impl SignedZone {
 
     fn negative_soa<'a>(&'a self, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
         if let Some(soa) = self.soa() {
-            for r in &soa.records {
-                match &r.data {
-                    // RFC 2308 3: negative TTL is min(SOA TTL, SOA MINIMUM).
-                    RData::SOA(s) if s.minimum < r.ttl => {
-                        let mut r = r.clone();
-                        r.ttl = s.minimum;
-                        answer.authorities.push(Cow::Owned(r));
-                    }
-                    _ => answer.authorities.push(Cow::Borrowed(r)),
-                }
-            }
+            answer
+                .authorities
+                .extend(self.negative_soa.iter().map(Cow::Borrowed));
             if dnssec_ok {
                 answer
                     .authorities
