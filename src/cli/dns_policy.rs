@@ -80,7 +80,8 @@ pub fn print_dns_policy(path: &Path, domain: Option<&str>) -> anyhow::Result<()>
         let names = managed_names(&config, d);
         println!(
             "# {}: mxguard updates only these RRsets at {} (TSIG key {key}):",
-            d.name, p.server
+            d.name,
+            p.target()
         );
         for (n, t) in &names {
             println!("#   {n} {t}");

@@ -116,27 +116,54 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
             // Pushed: the primary's and each nameserver's serial, and the managed RRsets.
             match &push.provider {
                 Some(api) => println!("zone {} (pushed through the {} API)", d.name, api.name),
-                None => println!("zone {} (pushed by RFC 2136 to {})", d.name, push.server),
+                None => println!("zone {} (pushed by RFC 2136 to {})", d.name, push.target()),
             }
             if let Some(e) = crate::publish::push::read_failures(&config.state_dir).get(&d.name) {
                 lagging = true;
                 println!("  push failing: {e}");
             }
-            let primary = crate::dns::query_soa_serial(push.server, &zone, None, timeout).await;
-            match &primary {
-                Ok(s) => println!("  primary {}: serial {s}", push.server),
-                Err(e) => {
-                    lagging = true;
-                    println!("  primary {}: unreachable ({e})", push.server);
+            // A provider API has no primary to ask: the nameservers are compared among
+            // themselves (with the first).
+            let mut primary = None;
+            if let Some(server) = push.server {
+                let serial = crate::dns::query_soa_serial(server, &zone, None, timeout).await;
+                match &serial {
+                    Ok(s) => println!("  primary {server}: serial {s}"),
+                    Err(e) => {
+                        lagging = true;
+                        println!("  primary {server}: unreachable ({e})");
+                    }
                 }
+                primary = serial.ok();
             }
-            match crate::publish::push::nameservers(&zone, push).await {
+            let list = crate::publish::push::nameservers(&zone, push).await;
+            match &list {
                 Ok(list) => {
-                    for ns in list {
-                        match crate::dns::query_soa_serial(ns, &zone, None, timeout).await {
+                    let mut serials = Vec::new();
+                    for &ns in list {
+                        serials.push((
+                            ns,
+                            crate::dns::query_soa_serial(ns, &zone, None, timeout).await,
+                        ));
+                    }
+                    // Behind the primary, or (no primary) behind the newest nameserver.
+                    let newest = primary.or_else(|| {
+                        serials
+                            .iter()
+                            .filter_map(|(_, s)| s.as_ref().ok().copied())
+                            .reduce(|a, b| {
+                                if crate::zone::serial::serial_gt(b, a) {
+                                    b
+                                } else {
+                                    a
+                                }
+                            })
+                    });
+                    for (ns, serial) in serials {
+                        match serial {
                             Ok(s) => {
-                                let state = match &primary {
-                                    Ok(p) if crate::zone::serial::serial_gt(*p, s) => {
+                                let state = match newest {
+                                    Some(p) if crate::zone::serial::serial_gt(p, s) => {
                                         lagging = true;
                                         " behind"
                                     }
@@ -151,8 +178,15 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
                         }
                     }
                 }
-                Err(e) => println!("  nameservers: unknown ({e})"),
+                Err(e) => {
+                    lagging = true;
+                    println!("  nameservers: unknown ({e})");
+                }
             }
+            // The managed RRsets as the primary (or the first nameserver) serves them.
+            let reference = push
+                .server
+                .or_else(|| list.ok().and_then(|l| l.first().copied()));
             for (owner, rtype) in super::dns_policy::managed_names(&config, d) {
                 let Ok(name) = hickory_proto::rr::Name::from_ascii(&owner) else {
                     continue;
@@ -160,8 +194,11 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
                 let Ok(rtype) = rtype.parse::<hickory_proto::rr::RecordType>() else {
                     continue;
                 };
-                let what = match crate::publish::push::query(push.server, &name, rtype, true).await
-                {
+                let Some(reference) = reference else {
+                    println!("  {owner} {rtype}: unknown (no nameserver to ask)");
+                    continue;
+                };
+                let what = match crate::publish::push::query(reference, &name, rtype, true).await {
                     Ok(m) => {
                         let n = m
                             .answers

@@ -559,7 +559,11 @@ pub(crate) struct RawPush {
     #[serde(default)]
     pub api_url: Option<String>,
     /// Whom to ask whether a change is served (`ADDR:PORT` each); default: the zone's NS
-    /// RRset as the primary answers it.
+    /// RRset as the primary (rfc2136) or the resolver (provider APIs) answers it.
     #[serde(default)]
     pub nameservers: Vec<SocketAddr>,
+    /// Provider APIs without `nameservers`: the resolver that finds the zone's NS RRset;
+    /// default: the system's.
+    #[serde(default)]
+    pub resolver: Option<SocketAddr>,
 }

@@ -205,6 +205,13 @@ fn push_settings(
                 .into(),
         );
     }
+    if raw.resolver.is_some() {
+        problem(
+            key("resolver"),
+            "resolver is for provider APIs; rfc2136 asks the primary for the zone's NS RRset"
+                .into(),
+        );
+    }
     let Some(server) = raw.server else {
         problem(
             key("server"),
@@ -258,7 +265,8 @@ fn push_settings(
         }
     }
     Some(crate::publish::push::PushSettings {
-        server,
+        server: Some(server),
+        resolver: None,
         tsig: Some(crate::publish::push::TsigSettings {
             key_name: name.clone(),
             secret_file,
@@ -293,13 +301,13 @@ fn provider_settings(
             "server and tsig_* are for rfc2136; a provider API uses token_file".into(),
         );
     }
-    let Some(first) = raw.nameservers.first().copied() else {
+    if raw.resolver.is_some() && !raw.nameservers.is_empty() {
         problem(
-            key("nameservers"),
-            "a provider API needs nameservers = [\"ADDR:PORT\", …] (the provider's authoritative servers, to check that a change is served)".into(),
+            key("resolver"),
+            "resolver finds the nameservers when nameservers is empty; give one or the other"
+                .into(),
         );
-        return None;
-    };
+    }
     let token_file = raw.token_file.as_deref().map(|f| base.resolve(f));
     if name == "pebble-challtestsrv" {
         if raw.api_url.is_none() {
@@ -334,7 +342,8 @@ fn provider_settings(
         }
     }
     Some(crate::publish::push::PushSettings {
-        server: first,
+        server: None,
+        resolver: raw.resolver,
         tsig: None,
         provider: Some(crate::publish::push::ProviderSettings {
             name: name.to_string(),

@@ -34,15 +34,30 @@ const RETRY_MAX: Duration = Duration::from_secs(600);
 /// `[domain.push]` as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushSettings {
-    /// rfc2136: the primary that accepts updates; a provider API: the first nameserver (asked
-    /// for the zone's SOA and DNSKEY).
-    pub server: SocketAddr,
+    /// rfc2136: the primary that accepts updates (asked for the zone's NS, SOA and DNSKEY);
+    /// none for a provider API (the first nameserver is asked for the SOA and DNSKEY).
+    pub server: Option<SocketAddr>,
     /// rfc2136: the TSIG key.
     pub tsig: Option<TsigSettings>,
     /// A DNS provider's HTTP API instead of RFC 2136.
     pub provider: Option<ProviderSettings>,
-    /// Whom to ask whether a change is served; empty: the zone's NS RRset (rfc2136 only).
+    /// Whom to ask whether a change is served; empty: the zone's NS RRset (see
+    /// [`nameservers`]).
     pub nameservers: Vec<SocketAddr>,
+    /// Provider APIs without `nameservers`: the resolver that finds the zone's NS RRset and
+    /// its addresses; none: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+}
+
+impl PushSettings {
+    /// Where records are pushed, for messages: the primary's address or the provider's API.
+    pub(crate) fn target(&self) -> String {
+        match (&self.provider, self.server) {
+            (Some(p), _) => format!("the {} API", p.name),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => "no server".into(),
+        }
+    }
 }
 
 /// The TSIG key of RFC 2136 updates.
@@ -156,7 +171,8 @@ pub(crate) struct PushSink {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("push to {server} for zone {zone} ({records}): {reason}")]
 pub(crate) struct PushError {
-    pub server: SocketAddr,
+    /// The primary's address or the provider's API.
+    pub server: String,
     pub zone: String,
     pub records: String,
     pub reason: String,
@@ -256,7 +272,7 @@ impl PushSink {
             if due {
                 match push_zone(name, z).await {
                     Ok(_) => {
-                        tracing::info!(zone = %name, server = %z.settings.server, "push succeeded after a failure")
+                        tracing::info!(zone = %name, server = %z.settings.target(), "push succeeded after a failure")
                     }
                     Err(e) => {
                         tracing::warn!(err = %e, "push failed again; the previous records stay")
@@ -439,7 +455,8 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
         z.failure = None;
         return Ok(false);
     }
-    let server = z.settings.server;
+    let primary = z.settings.server;
+    let target = z.settings.target();
     let mut sent = Vec::new();
     // One UPDATE per RRset: each replaces one RRset atomically, and a primary whose ACLs
     // allow each type only at its own names (what `dns-policy` prints) accepts each.
@@ -467,7 +484,7 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
             msg.add_update(r.clone());
         }
         let fail = |reason: String| PushError {
-            server,
+            server: target.clone(),
             zone: name.to_ascii(),
             records: what.clone(),
             reason,
@@ -514,6 +531,11 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
                 continue;
             }
         };
+        let Some(server) = primary else {
+            let e = fail("rfc2136 without a primary server".into());
+            note_failure(z, &e);
+            return Err(e);
+        };
         let result = match crate::dns::exchange(server, msg, Some(signer), TIMEOUT).await {
             Err(e) => Err(fail(e.to_string())),
             Ok(reply) if reply.metadata.response_code != ResponseCode::NoError => {
@@ -538,13 +560,19 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
     }
     z.failure = None;
     // The serial that carries the change (a signing primary may have raised it further).
-    match crate::dns::query_soa_serial(server, name, None, TIMEOUT).await {
+    let serial = match reference(name, &z.settings).await {
+        Ok(server) => crate::dns::query_soa_serial(server, name, None, TIMEOUT)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match serial {
         Ok(s) => z.serial = s,
         Err(e) => {
-            tracing::warn!(zone = %name, server = %server, err = %e, "pushed, but the primary's SOA serial could not be read")
+            tracing::warn!(zone = %name, server = %target, err = %e, "pushed, but the zone's SOA serial could not be read")
         }
     }
-    tracing::info!(zone = %name, server = %server, serial = z.serial, records = %sent.join(", "), "records pushed");
+    tracing::info!(zone = %name, server = %target, serial = z.serial, records = %sent.join(", "), "records pushed");
     Ok(true)
 }
 
@@ -655,17 +683,17 @@ impl RecordSink for PushSink {
             serial,
             answer,
         };
+        let asked = match (settings.server, settings.resolver) {
+            (Some(p), _) => format!("primary {p}"),
+            (None, Some(r)) if settings.nameservers.is_empty() => format!("resolver {r}"),
+            _ => settings.target(),
+        };
         let servers = match nameservers(zone, &settings).await {
             Ok(s) if !s.is_empty() => s,
-            Ok(_) => {
-                return Err(not(
-                    format!("primary {}", settings.server),
-                    "no NS addresses for the zone".into(),
-                ));
-            }
-            Err(e) => return Err(not(format!("primary {}", settings.server), e)),
+            Ok(_) => return Err(not(asked, "no NS addresses for the zone".into())),
+            Err(e) => return Err(not(asked, e)),
         };
-        let signed = is_signed(settings.server, zone).await;
+        let signed = is_signed(settings.server.unwrap_or(servers[0]), zone).await;
         for server in servers {
             for ((owner, rtype), want) in &pushed {
                 let got = query(server, owner, *rtype, signed)
@@ -730,13 +758,30 @@ async fn is_signed(primary: SocketAddr, zone: &Name) -> bool {
         .unwrap_or(false)
 }
 
-/// The authoritative servers: the configured ones, or the zone's NS names as the primary
-/// answers them, each resolved (in-zone names at the primary, others by the system).
+/// The server asked for the zone's SOA serial: the primary (rfc2136), else the first
+/// authoritative server.
+pub(crate) async fn reference(zone: &Name, s: &PushSettings) -> Result<SocketAddr, String> {
+    if let Some(p) = s.server {
+        return Ok(p);
+    }
+    nameservers(zone, s)
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| "no NS addresses for the zone".to_string())
+}
+
+/// The authoritative servers: the configured ones; else the zone's NS names as the primary
+/// answers them, each resolved (in-zone names at the primary, others by the system); for a
+/// provider API, the NS names and their addresses as a resolver finds them.
 pub(crate) async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<SocketAddr>, String> {
     if !s.nameservers.is_empty() {
         return Ok(s.nameservers.clone());
     }
-    let ns = query(s.server, zone, RecordType::NS, false).await?;
+    let Some(primary) = s.server else {
+        return resolved_nameservers(zone, s.resolver).await;
+    };
+    let ns = query(primary, zone, RecordType::NS, false).await?;
     let mut out = Vec::new();
     for r in &ns.answers {
         let RData::NS(target) = &r.data else {
@@ -745,7 +790,7 @@ pub(crate) async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<Soc
         let target = &target.0;
         if zone.zone_of(target) {
             for t in [RecordType::A, RecordType::AAAA] {
-                if let Ok(m) = query(s.server, target, t, false).await {
+                if let Ok(m) = query(primary, target, t, false).await {
                     for a in &m.answers {
                         match &a.data {
                             RData::A(v4) => out.push(SocketAddr::new(v4.0.into(), 53)),
@@ -767,6 +812,69 @@ pub(crate) async fn nameservers(zone: &Name, s: &PushSettings) -> Result<Vec<Soc
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Most NS names of one zone that are looked up.
+const MAX_NS: usize = 16;
+
+/// The zone's NS RRset and each name's addresses (port 53) through a recursive resolver:
+/// `resolver`, or the first of the system's.
+async fn resolved_nameservers(
+    zone: &Name,
+    resolver: Option<SocketAddr>,
+) -> Result<Vec<SocketAddr>, String> {
+    let resolver = match resolver {
+        Some(r) => r,
+        None => system_resolver()?,
+    };
+    let ask = |name: Name, rtype| async move {
+        crate::dns::query(resolver, &name, rtype, false, true, TIMEOUT)
+            .await
+            .map_err(|e| format!("resolver {resolver}: {name} {rtype}: {e}"))
+    };
+    let ns = ask(zone.clone(), RecordType::NS).await?;
+    let names: Vec<Name> = ns
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NS(t) if r.name == *zone => Some(t.0.clone()),
+            _ => None,
+        })
+        .take(MAX_NS)
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "resolver {resolver}: no NS records for {zone} ({})",
+            rcode_name(ns.metadata.response_code)
+        ));
+    }
+    let mut out = Vec::new();
+    for n in names {
+        for t in [RecordType::A, RecordType::AAAA] {
+            let m = ask(n.clone(), t).await?;
+            for a in &m.answers {
+                match &a.data {
+                    RData::A(v4) if a.name == n => out.push(SocketAddr::new(v4.0.into(), 53)),
+                    RData::AAAA(v6) if a.name == n => out.push(SocketAddr::new(v6.0.into(), 53)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The first resolver of `/etc/resolv.conf` (port 53).
+fn system_resolver() -> Result<SocketAddr, String> {
+    let (config, _) = hickory_resolver::system_conf::read_system_conf()
+        .map_err(|e| format!("the system's resolver (/etc/resolv.conf): {e}"))?;
+    config
+        .name_servers()
+        .first()
+        .map(|ns| SocketAddr::new(ns.ip, 53))
+        .ok_or_else(|| "no nameserver in /etc/resolv.conf".to_string())
 }
 
 #[cfg(test)]

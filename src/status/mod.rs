@@ -127,7 +127,7 @@ impl StatusPage {
                                 .iter()
                                 .find(|(z, _)| z.to_ascii().trim_end_matches('.') == d.name)
                                 .map(|(_, e)| e.clone());
-                            (p.server.to_string(), failure)
+                            (p.target(), failure)
                         }),
                         report: reports
                             .and_then(|r| r.domains.iter().find(|x| x.domain == d.name).cloned()),

@@ -215,6 +215,36 @@ fn push_settings_are_checked_with_named_keys() {
     let (code, err) = run("provider = \"rfc2136\"\ntsig_key_name = \"k\"\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("domain[0].push.server"), "{err}");
+    // resolver: provider APIs only, and not together with nameservers.
+    let (code, err) = run(&format!(
+        "provider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key_name = \"k\"\ntsig_secret_file = \"{}\"\nresolver = \"127.0.0.1:5353\"\n",
+        secret.display()
+    ));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("domain[0].push.resolver") && err.contains("provider APIs"),
+        "{err}"
+    );
+    if cfg!(feature = "providers") {
+        let token = p.path("pdns.token");
+        std::fs::write(&token, "k\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let api = format!(
+            "provider = \"powerdns\"\napi_url = \"http://127.0.0.1:8081\"\ntoken_file = \"{}\"\n",
+            token.display()
+        );
+        let (code, err) = run(&api);
+        assert_eq!(
+            code,
+            Some(0),
+            "no nameservers: found through a resolver: {err}"
+        );
+        let (code, err) = run(&format!(
+            "{api}resolver = \"127.0.0.1:5353\"\nnameservers = [\"127.0.0.1:53\"]\n"
+        ));
+        assert_eq!(code, Some(2));
+        assert!(err.contains("domain[0].push.resolver"), "{err}");
+    }
     let (code, err) = run("provider = \"route53\"\ntoken_file = \"r53.token\"\n");
     assert_eq!(code, Some(2));
     assert!(

@@ -723,7 +723,12 @@ fn a_provider_api_takes_the_managed_records_and_dns01_challenges() {
 }
 
 /// PowerDNS Authoritative (Debian's pdns-server with the SQLite backend), signing its zone
-/// itself, with its HTTP API on.
+/// itself, with its HTTP API on. It also answers on 127.0.0.3:53, the address of the zone's
+/// NS name (`ns1.example.com.`).
+/// Where PowerDNS answers as the zone's NS name (port 53: what NS addresses are asked at).
+#[cfg(feature = "providers")]
+const NS_ADDR: &str = "127.0.0.3";
+
 #[cfg(feature = "providers")]
 struct PowerDns {
     dns: u16,
@@ -750,7 +755,7 @@ impl PowerDns {
         fs::write(
             dir.path().join("pdns.conf"),
             format!(
-                "launch=gsqlite3\ngsqlite3-database={d}/pdns.db\ngsqlite3-dnssec=yes\nlocal-address=127.0.0.1\nlocal-port={dns}\napi=yes\napi-key={}\nwebserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={api}\nwebserver-allow-from=127.0.0.0/8\nsocket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\nloglevel=4\n",
+                "launch=gsqlite3\ngsqlite3-database={d}/pdns.db\ngsqlite3-dnssec=yes\nlocal-address=127.0.0.1:{dns},{NS_ADDR}:53\napi=yes\napi-key={}\nwebserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={api}\nwebserver-allow-from=127.0.0.0/8\nsocket-dir={d}\nguardian=no\ndaemon=no\ndisable-syslog=yes\nloglevel=4\n",
                 Self::KEY
             ),
         )
@@ -769,7 +774,7 @@ impl PowerDns {
         };
         // The zone, signed by PowerDNS, with records mxguard does not manage.
         let body = r#"{"name":"example.com.","kind":"Native","dnssec":true,"nameservers":["ns1.example.com."],"rrsets":[
-            {"name":"ns1.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
+            {"name":"ns1.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.3","disabled":false}]},
             {"name":"mx1.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
             {"name":"mta-sts.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"127.0.0.1","disabled":false}]},
             {"name":"www.example.com.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"192.0.2.80","disabled":false}]},
@@ -832,6 +837,9 @@ impl PowerDns {
 fn a_powerdns_server_takes_the_managed_records_through_its_api() {
     use std::os::unix::fs::PermissionsExt;
     let pdns = PowerDns::start();
+    // No nameservers configured: mxguard finds them (the zone's NS RRset, ns1 → 127.0.0.3)
+    // through this resolver.
+    let unbound = Unbound::start(pdns.dns, &pdns.ds());
     let p = Project::new(&[DomainSpec {
         name: "example.com",
         mx: &[MX],
@@ -844,12 +852,12 @@ fn a_powerdns_server_takes_the_managed_records_through_its_api() {
     p.append_config(&format!(
         "[records]\ntlsa_ttl = 1\nttl = 1\n\n[rollover]\nmin_hold = \"3s\"\npoll = \"1s\"\n\n\
          [[mx]]\nhost = \"{MX}\"\ncert_file = \"{m}/mx1.crt\"\nkey_file = \"{m}/mx1.key\"\nverify = \"127.0.0.1:{v}\"\n\n\
-         [domain.push]\nprovider = \"powerdns\"\napi_url = \"http://127.0.0.1:{a}\"\ntoken_file = \"{t}\"\nnameservers = [\"127.0.0.1:{n}\"]\n",
+         [domain.push]\nprovider = \"powerdns\"\napi_url = \"http://127.0.0.1:{a}\"\ntoken_file = \"{t}\"\nresolver = \"127.0.0.1:{r}\"\n",
         m = mta.display(),
         v = free_port(),
         a = pdns.api,
         t = token.display(),
-        n = pdns.dns
+        r = unbound.port
     ));
     let out = mxguard(&["check-config", "-c", &p.config_str()]);
     assert!(out.status.success(), "{out:?}");
@@ -875,7 +883,6 @@ fn a_powerdns_server_takes_the_managed_records_through_its_api() {
         pdns.dig(&["+short", "www.example.com", "A"])
             .contains("192.0.2.80")
     );
-    let unbound = Unbound::start(pdns.dns, &pdns.ds());
     let out = unbound.dig(&[&format!("_25._tcp.{MX}"), "TLSA"]);
     assert!(
         out.contains("status: NOERROR") && flags(&out).contains(" ad"),
@@ -892,8 +899,10 @@ fn a_powerdns_server_takes_the_managed_records_through_its_api() {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     });
+    let ns_line = format!("  nameserver {NS_ADDR}:53: serial ");
     for part in [
         "zone example.com (pushed through the powerdns API)",
+        ns_line.as_str(),
         "  _mta-sts.example.com. TXT: 1 record(s), signed",
         "  _25._tcp.mx1.example.com. TLSA: 2 record(s), signed",
     ] {
