@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use hickory_proto::dnssec::Nsec3HashAlgorithm;
 use hickory_proto::dnssec::rdata::DS;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -83,21 +82,53 @@ pub(crate) struct Nsec3Chain {
 }
 
 impl Nsec3Chain {
-    fn hash(&self, name: &Name) -> Option<Vec<u8>> {
-        Nsec3HashAlgorithm::SHA1
-            .hash(&self.salt, name, self.iterations)
-            .ok()
-            .map(|d| d.as_ref().to_vec())
+    /// The NSEC3 hash (RFC 5155 5) of the ancestor of `name` with `labels` labels, with
+    /// `first` in front as one more label when given (the wildcard `*`): the lowercase wire
+    /// name hashed on the stack, without building names.
+    fn hash_of(&self, name: &Name, labels: usize, first: Option<&[u8]>) -> [u8; 20] {
+        let mut wire = [0u8; 256];
+        let mut len = 0;
+        let mut push = |label: &[u8]| {
+            // Names are at most 255 octets; a longer one (cannot happen) is cut.
+            if len + 1 + label.len() < wire.len() {
+                wire[len] = label.len() as u8;
+                for (i, b) in label.iter().enumerate() {
+                    wire[len + 1 + i] = b.to_ascii_lowercase();
+                }
+                len += 1 + label.len();
+            }
+        };
+        if let Some(f) = first {
+            push(f);
+        }
+        let total = name.iter().count();
+        for label in name.iter().skip(total.saturating_sub(labels)) {
+            push(label);
+        }
+        let wire = &wire[..=len]; // the root label's 0 ends it
+        let sha1 = &ring::digest::SHA1_FOR_LEGACY_USE_ONLY;
+        let mut ctx = ring::digest::Context::new(sha1);
+        ctx.update(wire);
+        ctx.update(&self.salt);
+        let mut digest = ctx.finish();
+        for _ in 0..self.iterations {
+            let mut ctx = ring::digest::Context::new(sha1);
+            ctx.update(digest.as_ref());
+            ctx.update(&self.salt);
+            digest = ctx.finish();
+        }
+        let mut out = [0u8; 20];
+        out.copy_from_slice(digest.as_ref());
+        out
     }
 
-    fn matching(&self, name: &Name) -> Option<&SignedRrSet> {
-        self.by_hash.get(&self.hash(name)?)
+    fn matching(&self, hash: &[u8]) -> Option<&SignedRrSet> {
+        self.by_hash.get(hash)
     }
 
-    fn covering(&self, name: &Name) -> Option<&SignedRrSet> {
-        let h = self.hash(name)?;
+    fn covering(&self, hash: &[u8]) -> Option<&SignedRrSet> {
         self.by_hash
-            .range::<Vec<u8>, _>((Bound::Unbounded, Bound::Excluded(&h)))
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(hash)))
             .next_back()
             .or_else(|| self.by_hash.iter().next_back())
             .map(|(_, set)| set)
@@ -391,7 +422,8 @@ impl SignedZone {
     fn nodata_proof<'a>(&'a self, name: &Name, key: &[u8], out: &mut Vec<Cow<'a, Record>>) {
         match &self.nsec3 {
             Some(chain) => {
-                if let Some(set) = chain.matching(name) {
+                let all = name.iter().count();
+                if let Some(set) = chain.matching(&chain.hash_of(name, all, None)) {
                     Self::push_unique(out, set);
                 }
             }
@@ -418,12 +450,10 @@ impl SignedZone {
     ) {
         match &self.nsec3 {
             Some(chain) => {
-                let ce_name = suffix(name, ce);
-                let wildcard = ce_name.prepend_label("*").ok();
                 for set in [
-                    chain.matching(&ce_name),
-                    chain.covering(&suffix(name, ce + 1)),
-                    wildcard.as_ref().and_then(|w| chain.covering(w)),
+                    chain.matching(&chain.hash_of(name, ce, None)),
+                    chain.covering(&chain.hash_of(name, ce + 1, None)),
+                    chain.covering(&chain.hash_of(name, ce, Some(b"*"))),
                 ]
                 .into_iter()
                 .flatten()
@@ -633,11 +663,11 @@ impl SignedZone {
     ) {
         match &self.nsec3 {
             Some(chain) => {
-                if let Some(set) = chain.covering(&suffix(name, ce + 1)) {
+                if let Some(set) = chain.covering(&chain.hash_of(name, ce + 1, None)) {
                     Self::push_unique(out, set);
                 }
                 // NODATA at a wildcard also needs the closest encloser's NSEC3.
-                if let Some(set) = chain.matching(&suffix(name, ce)) {
+                if let Some(set) = chain.matching(&chain.hash_of(name, ce, None)) {
                     Self::push_unique(out, set);
                 }
             }
@@ -648,15 +678,6 @@ impl SignedZone {
             }
         }
     }
-}
-
-/// The ancestor of `name` (absolute) with `labels` labels, counting every label (a `*` too).
-fn suffix(name: &Name, labels: usize) -> Name {
-    let total = name.iter().count();
-    let mut n = Name::from_labels(name.iter().skip(total.saturating_sub(labels)))
-        .unwrap_or_else(|_| Name::root());
-    n.set_fqdn(true);
-    n
 }
 
 /// The set of zones a server answers for, swapped whole.
@@ -774,5 +795,43 @@ impl Zones {
 
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::dnssec::Nsec3HashAlgorithm;
+
+    #[test]
+    fn nsec3_hashes_of_ancestors_match_hickorys() {
+        let name = Name::from_ascii("A.b.Example.COM.").unwrap();
+        for (salt, iterations) in [(Vec::new(), 0u16), (vec![0xab, 0xcd], 3)] {
+            let chain = Nsec3Chain {
+                salt: salt.clone(),
+                iterations,
+                by_hash: BTreeMap::new(),
+            };
+            let hickory = |n: &str| {
+                let n = Name::from_ascii(n).unwrap();
+                let d = Nsec3HashAlgorithm::SHA1
+                    .hash(&salt, &n, iterations)
+                    .unwrap();
+                d.as_ref().to_vec()
+            };
+            assert_eq!(
+                chain.hash_of(&name, 4, None).to_vec(),
+                hickory("a.b.example.com.")
+            );
+            assert_eq!(
+                chain.hash_of(&name, 2, None).to_vec(),
+                hickory("example.com.")
+            );
+            assert_eq!(chain.hash_of(&name, 0, None).to_vec(), hickory("."));
+            assert_eq!(
+                chain.hash_of(&name, 2, Some(b"*")).to_vec(),
+                hickory("*.example.com.")
+            );
+        }
     }
 }
