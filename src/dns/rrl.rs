@@ -1,8 +1,9 @@
-//! Response rate limiting for UDP (as knot and nsd do): each query task counts the responses
-//! it sends per client network (IPv4 /24, IPv6 /56) in a token bucket. Over the rate, every
-//! `slip`-th response is sent as an empty truncated one (a real resolver then asks over TCP,
-//! which a spoofed source cannot), the others are dropped. A flood of spoofed queries thus
-//! cannot use mxguard to amplify traffic at a victim. Pure apart from the clock passed in.
+//! Response rate limiting for UDP (as knot and nsd do): each query task counts the datagrams
+//! it answers per client network (IPv4 /24, IPv6 /56) in a token bucket, before looking
+//! anything up. Over the rate, every `slip`-th query gets an empty truncated answer built from
+//! the query alone (a real resolver then asks over TCP, which a spoofed source cannot), the
+//! others are dropped. A flood of spoofed queries thus cannot use mxguard to amplify traffic at
+//! a victim, and costs no lookups. Pure apart from the clock passed in.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 /// Client networks remembered per task; beyond, idle ones are forgotten first.
 const MAX_NETWORKS: usize = 100_000;
 
-/// What to do with one response.
+/// What to do with one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Send,
@@ -27,9 +28,9 @@ struct Bucket {
 
 /// One query task's limiter.
 pub(crate) struct RateLimiter {
-    /// Responses per second per client network (0: no limit).
+    /// Queries answered per second per client network (0: no limit).
     rate: u32,
-    /// Every `slip`-th limited response is truncated instead of dropped (0: all dropped).
+    /// Every `slip`-th limited query gets a truncated answer instead of none (0: all dropped).
     slip: u32,
     buckets: HashMap<[u8; 8], Bucket>,
     limited: u64,
@@ -61,7 +62,7 @@ impl RateLimiter {
         }
     }
 
-    /// The verdict for one more response to `ip` at `now`.
+    /// The verdict for one more query from `ip` at `now`.
     pub(crate) fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         if self.rate == 0 {
             return Verdict::Send;
@@ -94,10 +95,14 @@ impl RateLimiter {
     }
 }
 
-/// Turns the response in `out` (to `request`) into an empty one with TC set: header with the
-/// counts of the question only, and the question. `false` if the request's question cannot
-/// be found (then nothing is sent).
-pub(crate) fn truncate_in_place(request: &[u8], out: &mut Vec<u8>) -> bool {
+/// Writes into `out` an empty answer with TC set to `request`, built from the request alone
+/// (no lookup: what a rate-limited query gets, so that a flood costs no answers): the header
+/// with the ID, opcode, RD and CD kept, QR and TC set, NOERROR, and the question. `false`
+/// (nothing to send) unless the request is a query (QR clear, opcode QUERY) with one question.
+pub(crate) fn truncated_reply(request: &[u8], out: &mut Vec<u8>) -> bool {
+    if request.len() < 12 || request[2] & 0xf8 != 0 || request[4..6] != [0, 1] {
+        return false;
+    }
     // The question: from offset 12, labels up to the root, then type and class.
     let mut i = 12;
     loop {
@@ -109,17 +114,18 @@ pub(crate) fn truncate_in_place(request: &[u8], out: &mut Vec<u8>) -> bool {
             break;
         }
         if len & 0xc0 != 0 {
-            return false; // no compression in a question we answered
+            return false; // no compression in a question
         }
         i += 1 + usize::from(len);
     }
     let end = i + 4;
-    if out.len() < end || request.len() < end {
+    if request.len() < end {
         return false;
     }
-    out.truncate(end);
-    out[2] |= 0x02; // TC
-    out[4..6].copy_from_slice(&1u16.to_be_bytes()); // QDCOUNT
+    out.clear();
+    out.extend_from_slice(&request[..end]);
+    out[2] = 0x80 | 0x02 | (request[2] & 0x01); // QR, TC, RD as asked
+    out[3] = request[3] & 0x10; // CD as asked; NOERROR
     out[6..12].fill(0); // ANCOUNT, NSCOUNT, ARCOUNT
     true
 }
@@ -162,30 +168,41 @@ mod tests {
     }
 
     #[test]
-    fn truncation_keeps_header_and_question_only() {
+    fn a_truncated_reply_is_built_from_a_query_alone() {
         let mut m = hickory_proto::op::Message::query();
         m.metadata.id = 9;
+        m.metadata.recursion_desired = true;
         m.add_query(hickory_proto::op::Query::query(
             hickory_proto::rr::Name::from_ascii("example.com.").unwrap(),
             hickory_proto::rr::RecordType::TXT,
         ));
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_dnssec_ok(true);
+        m.set_edns(e);
         let request = m.to_vec().unwrap();
-        let mut response = m.clone();
-        response.metadata.message_type = hickory_proto::op::MessageType::Response;
-        response.add_answer(hickory_proto::rr::Record::from_rdata(
-            hickory_proto::rr::Name::from_ascii("example.com.").unwrap(),
-            60,
-            hickory_proto::rr::RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![
-                "x".repeat(200),
-            ])),
-        ));
-        let mut out = response.to_vec().unwrap();
-        assert!(truncate_in_place(&request, &mut out));
+        let mut out = vec![1, 2, 3];
+        assert!(truncated_reply(&request, &mut out));
         let back = hickory_proto::op::Message::from_vec(&out).unwrap();
-        assert!(back.metadata.truncation);
+        assert_eq!(
+            back.metadata.message_type,
+            hickory_proto::op::MessageType::Response
+        );
+        assert!(back.metadata.truncation && back.metadata.recursion_desired);
+        assert!(!back.metadata.authoritative);
         assert_eq!(back.metadata.id, 9);
-        assert!(back.answers.is_empty());
-        assert_eq!(back.queries.len(), 1);
-        assert!(!truncate_in_place(&request[..14], &mut out));
+        assert_eq!(back.queries, m.queries);
+        assert!(back.answers.is_empty() && back.additionals.is_empty() && back.edns.is_none());
+        assert!(
+            out.len() < request.len(),
+            "smaller than the query: no amplification"
+        );
+        // Not for a cut question, a response or another opcode.
+        assert!(!truncated_reply(&request[..14], &mut out));
+        let mut response = request.clone();
+        response[2] |= 0x80;
+        assert!(!truncated_reply(&response, &mut out));
+        let mut notify = request.clone();
+        notify[2] |= 4 << 3;
+        assert!(!truncated_reply(&notify, &mut out));
     }
 }

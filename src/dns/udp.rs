@@ -15,7 +15,7 @@ use super::DnsError;
 use super::cache::ResponseCache;
 use super::handler::{Authority, UdpAnswer, answerable};
 use super::mmsg;
-use super::rrl::{RateLimiter, Verdict, truncate_in_place};
+use super::rrl::{RateLimiter, Verdict, truncated_reply};
 use super::wire::RdataCache;
 
 /// Pause after a receive error other than "nothing to read".
@@ -82,21 +82,23 @@ pub(super) async fn serve(
             };
             let packet = &buf[..len];
             let out = &mut outs[replies];
-            let send = cache.answer(packet, out)
-                || match authority.answer_udp(&zones, packet, src, out, Some(&mut rdata)) {
-                    UdpAnswer::Nothing => false,
-                    UdpAnswer::Send => true,
-                    UdpAnswer::Reusable => {
-                        cache.insert(packet, out);
-                        true
-                    }
-                };
-            let send = send
-                && match limiter.check(src.ip(), now) {
-                    Verdict::Send => true,
-                    Verdict::Slip => truncate_in_place(packet, out),
-                    Verdict::Drop => false,
-                };
+            // The limit first: a query over it costs no lookup (dropped, or every n-th gets
+            // an empty TC answer built from the query).
+            let send = match limiter.check(src.ip(), now) {
+                Verdict::Drop => false,
+                Verdict::Slip => truncated_reply(packet, out),
+                Verdict::Send => {
+                    cache.answer(packet, out)
+                        || match authority.answer_udp(&zones, packet, src, out, Some(&mut rdata)) {
+                            UdpAnswer::Nothing => false,
+                            UdpAnswer::Send => true,
+                            UdpAnswer::Reusable => {
+                                cache.insert(packet, out);
+                                true
+                            }
+                        }
+                }
+            };
             if send {
                 dests[replies] = src;
                 replies += 1;
