@@ -152,15 +152,7 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
 }
 
 /// DNS provider APIs users ask for; named in the error so they know it is not a typo.
-const PROVIDER_APIS: &[&str] = &[
-    "cloudflare",
-    "desec",
-    "hetzner",
-    "route53",
-    "ovh",
-    "gandi",
-    "digitalocean",
-];
+const PROVIDER_APIS: &[&str] = &["godaddy", "linode", "namecheap", "vultr", "azure", "google"];
 
 /// `[domain.push]`: the primary, the TSIG key (its file present, a base64 secret, not
 /// readable by others). Reaching the server is not required here.
@@ -339,6 +331,15 @@ fn provider_settings(
                 return None;
             }
             Ok(_) => {}
+        }
+        if !crate::publish::push::credential_keys(name).is_empty() {
+            let checked = std::fs::read_to_string(f)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::publish::push::credentials(name, &t));
+            if let Err(e) = checked {
+                problem(key("token_file"), format!("{}: {e}", f.display()));
+                return None;
+            }
         }
     }
     Some(crate::publish::push::PushSettings {

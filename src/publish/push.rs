@@ -84,10 +84,46 @@ pub(crate) const PROVIDERS: &[&str] = &[
     "cloudflare",
     "desec",
     "digitalocean",
+    "gandi",
     "hetzner",
+    "ovh",
     "pebble-challtestsrv",
     "powerdns",
+    "route53",
 ];
+
+/// The keys a provider's `token_file` must hold when it is a `key = value` credentials file
+/// (Route 53: the AWS shared-credentials format; OVH: its three API keys); the other
+/// providers' token file is the token itself.
+pub(crate) fn credential_keys(provider: &str) -> &'static [&'static str] {
+    match provider {
+        "route53" => &["aws_access_key_id", "aws_secret_access_key"],
+        "ovh" => &["application_key", "application_secret", "consumer_key"],
+        _ => &[],
+    }
+}
+
+/// The `key = value` lines of a credentials file (the first value of each key; blank lines,
+/// `#`/`;` comments and `[section]` headers skipped), or the first required key missing.
+pub(crate) fn credentials(provider: &str, text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(['#', ';', '[']) {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            out.entry(k.trim().to_ascii_lowercase())
+                .or_insert_with(|| v.trim().to_string());
+        }
+    }
+    for k in credential_keys(provider) {
+        if out.get(*k).is_none_or(|v| v.is_empty()) {
+            return Err(format!("{provider} credentials need a line `{k} = …`"));
+        }
+    }
+    Ok(out)
+}
 
 /// The TSIG algorithms accepted in `tsig_algorithm`.
 pub(crate) fn algorithm(name: &str) -> Option<TsigAlgorithm> {
@@ -367,6 +403,42 @@ fn provider_client(p: &ProviderSettings) -> Result<dns_update::DnsUpdater, Strin
         // http://localhost:8081), the API key in token_file.
         "powerdns" => {
             U::new_pdns(token()?, p.api_url.as_deref(), None::<&str>, Some(TIMEOUT)).map_err(e)
+        }
+        "gandi" => U::new_gandiv5(token()?, Some(TIMEOUT)).map_err(e),
+        // token_file: the AWS shared-credentials format (`aws_access_key_id = …`,
+        // `aws_secret_access_key = …`, optional `aws_session_token`, `region`); api_url: another
+        // endpoint.
+        "route53" => {
+            let mut c = credentials("route53", &token()?)?;
+            U::new_route53(dns_update::providers::route53::Route53Config {
+                access_key_id: c.remove("aws_access_key_id").unwrap_or_default(),
+                secret_access_key: c.remove("aws_secret_access_key").unwrap_or_default(),
+                session_token: c.remove("aws_session_token"),
+                region: c.remove("region"),
+                hosted_zone_id: c.remove("hosted_zone_id"),
+                private_zone_only: None,
+                endpoint: p.api_url.clone(),
+            })
+            .map_err(e)
+        }
+        // token_file: `application_key`, `application_secret`, `consumer_key`, optional
+        // `endpoint` (ovh-eu, the default; ovh-us, ovh-ca, kimsufi-eu, …).
+        "ovh" => {
+            let c = credentials("ovh", &token()?)?;
+            let get = |k: &str| c.get(k).cloned().unwrap_or_default();
+            let endpoint = c
+                .get("endpoint")
+                .map_or("ovh-eu", String::as_str)
+                .parse::<dns_update::providers::ovh::OvhEndpoint>()
+                .map_err(e)?;
+            U::new_ovh(
+                get("application_key"),
+                get("application_secret"),
+                get("consumer_key"),
+                endpoint,
+                Some(TIMEOUT),
+            )
+            .map_err(e)
         }
         other => Err(format!("unknown provider {other:?}")),
     }
@@ -880,6 +952,62 @@ fn system_resolver() -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_files_are_read_and_checked() {
+        let aws = "# comment\n[default]\naws_access_key_id = AKIA1\nAWS_SECRET_ACCESS_KEY=s3cr=t\n[other]\naws_access_key_id = AKIA2\n";
+        let c = credentials("route53", aws).unwrap();
+        assert_eq!(c["aws_access_key_id"], "AKIA1", "the first profile's");
+        assert_eq!(c["aws_secret_access_key"], "s3cr=t");
+        let e = credentials("ovh", "application_key = a\nconsumer_key = c\n").unwrap_err();
+        assert!(e.contains("application_secret"), "{e}");
+        let e =
+            credentials("route53", "aws_access_key_id =\naws_secret_access_key = x").unwrap_err();
+        assert!(
+            e.contains("aws_access_key_id"),
+            "an empty value is missing: {e}"
+        );
+        assert!(credentials("cloudflare", "just-a-token").is_ok());
+    }
+
+    /// The wired provider APIs build their clients from their credentials (calling them needs
+    /// the provider: these are compile-and-configure only).
+    #[cfg(feature = "providers")]
+    #[test]
+    fn every_provider_builds_its_client() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in PROVIDERS {
+            let text = match *name {
+                "route53" => {
+                    "aws_access_key_id = AKIA1\naws_secret_access_key = x\nregion = eu-west-1\n"
+                }
+                "ovh" => {
+                    "application_key = a\napplication_secret = b\nconsumer_key = c\nendpoint = ovh-ca\n"
+                }
+                _ => "token\n",
+            };
+            let f = dir.path().join(name);
+            std::fs::write(&f, text).unwrap();
+            let p = ProviderSettings {
+                name: name.to_string(),
+                token_file: Some(f),
+                api_url: Some("http://127.0.0.1:1".into()),
+            };
+            assert!(provider_client(&p).is_ok(), "{name}");
+        }
+        let f = dir.path().join("bad-ovh");
+        std::fs::write(
+            &f,
+            "application_key = a\napplication_secret = b\nconsumer_key = c\nendpoint = mars\n",
+        )
+        .unwrap();
+        let p = ProviderSettings {
+            name: "ovh".into(),
+            token_file: Some(f),
+            api_url: None,
+        };
+        assert!(provider_client(&p).is_err(), "unknown OVH endpoint");
+    }
 
     #[test]
     fn algorithms_and_secrets() {

@@ -244,12 +244,33 @@ fn push_settings_are_checked_with_named_keys() {
         ));
         assert_eq!(code, Some(2));
         assert!(err.contains("domain[0].push.resolver"), "{err}");
+        // Route 53: an AWS shared-credentials file, checked for both keys.
+        let aws = p.path("aws.credentials");
+        std::fs::write(&aws, "[default]\naws_access_key_id = AKIAEXAMPLE\n").unwrap();
+        std::fs::set_permissions(&aws, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r53 = format!(
+            "provider = \"route53\"\ntoken_file = \"{}\"\n",
+            aws.display()
+        );
+        let (code, err) = run(&r53);
+        assert_eq!(code, Some(2));
+        assert!(
+            err.contains("domain[0].push.token_file") && err.contains("aws_secret_access_key"),
+            "{err}"
+        );
+        std::fs::write(
+            &aws,
+            "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = c2VjcmV0\n",
+        )
+        .unwrap();
+        let (code, err) = run(&r53);
+        assert_eq!(code, Some(0), "{err}");
     }
-    let (code, err) = run("provider = \"route53\"\ntoken_file = \"r53.token\"\n");
+    let (code, err) = run("provider = \"godaddy\"\ntoken_file = \"gd.token\"\n");
     assert_eq!(code, Some(2));
     assert!(
         err.contains("domain[0].push.provider")
-            && err.contains("the route53 API is not supported yet"),
+            && err.contains("the godaddy API is not supported yet"),
         "{err}"
     );
     // A supported provider API in a build without them says how to get them.
