@@ -190,7 +190,11 @@ fn write_record<'r>(
     rdata: Option<&mut RdataCache>,
 ) -> Result<(), ProtoError> {
     match *last {
-        Some((previous, at)) if std::ptr::eq(previous, name) || *previous == *name => {
+        // Equal lengths first: most owners differ in length, and `==` compares label by label.
+        Some((previous, at))
+            if std::ptr::eq(previous, name)
+                || (previous.len() == name.len() && *previous == *name) =>
+        {
             out.extend_from_slice(&(0xC000 | at).to_be_bytes());
         }
         _ => {

@@ -351,6 +351,7 @@ pub fn sign_zone(
             salt: Vec::new(),
             iterations: NSEC3_ITERATIONS,
             by_hash: BTreeMap::new(),
+            enclosers: Vec::new(),
         };
         let mut hashed: BTreeMap<Vec<u8>, Vec<RecordType>> = BTreeMap::new();
         for name in unsigned.keys().chain(ents.iter()).filter(|n| !occluded(n)) {

@@ -14,7 +14,7 @@ use hickory_proto::dnssec::rdata::DS;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::canon::{Key, KeySet, NodeMap};
+use super::canon::{Key, KeySet, NodeMap, key_of};
 use super::serial::SigningState;
 
 /// Longest CNAME chain followed inside one zone.
@@ -73,12 +73,19 @@ impl Node {
     }
 }
 
+/// An NSEC3 owner hash (SHA-1).
+pub(crate) type Nsec3Hash = [u8; 20];
+
 /// The NSEC3 chain of a zone: RFC 9276 parameters and the NSEC3 RRsets by raw owner hash.
 #[derive(Debug, Clone)]
 pub(crate) struct Nsec3Chain {
     pub(crate) salt: Vec<u8>,
     pub(crate) iterations: u16,
     pub(crate) by_hash: BTreeMap<Vec<u8>, SignedRrSet>,
+    /// The hashes of the usual closest enclosers (the apex and every name with a wildcard
+    /// child) and of the wildcard below each, by canonical key: denials below them hash only
+    /// the next closer name. Filled by [`SignedZone::new`].
+    pub(crate) enclosers: Vec<(Box<[u8]>, Nsec3Hash, Nsec3Hash)>,
 }
 
 impl Nsec3Chain {
@@ -120,6 +127,19 @@ impl Nsec3Chain {
         let mut out = [0u8; 20];
         out.copy_from_slice(digest.as_ref());
         out
+    }
+
+    /// The hashes of the ancestor of `name` (key `key`) with `labels` labels and of the
+    /// wildcard below it: precomputed for the usual closest enclosers.
+    fn encloser_hashes(&self, name: &Name, key: &Key, labels: usize) -> ([u8; 20], [u8; 20]) {
+        let ce = key.ancestor(labels);
+        match self.enclosers.iter().find(|(k, _, _)| **k == *ce) {
+            Some((_, h, w)) => (*h, *w),
+            None => (
+                self.hash_of(name, labels, None),
+                self.hash_of(name, labels, Some(b"*")),
+            ),
+        }
     }
 
     fn matching(&self, hash: &[u8]) -> Option<&SignedRrSet> {
@@ -228,6 +248,29 @@ impl SignedZone {
     ) -> SignedZone {
         let key = Key::of(&origin);
         let nodes = NodeMap::from(nodes);
+        let mut nsec3 = nsec3;
+        if let Some(chain) = &mut nsec3 {
+            // The apex and each wildcard's parent.
+            let mut enclosers = vec![origin.clone()];
+            enclosers.extend(
+                nodes
+                    .iter()
+                    .filter(|(n, _)| n.iter().next() == Some(b"*".as_slice()))
+                    .map(|(n, _)| n.base_name()),
+            );
+            enclosers.dedup();
+            chain.enclosers = enclosers
+                .iter()
+                .map(|n| {
+                    let labels = n.iter().count();
+                    (
+                        key_of(n),
+                        chain.hash_of(n, labels, None),
+                        chain.hash_of(n, labels, Some(b"*")),
+                    )
+                })
+                .collect();
+        }
         let negative_soa = nodes
             .get(&origin)
             .and_then(|n| n.get(&RecordType::SOA))
@@ -450,10 +493,11 @@ impl SignedZone {
     ) {
         match &self.nsec3 {
             Some(chain) => {
+                let (ce_hash, wildcard_hash) = chain.encloser_hashes(name, key, ce);
                 for set in [
-                    chain.matching(&chain.hash_of(name, ce, None)),
+                    chain.matching(&ce_hash),
                     chain.covering(&chain.hash_of(name, ce + 1, None)),
-                    chain.covering(&chain.hash_of(name, ce, Some(b"*"))),
+                    chain.covering(&wildcard_hash),
                 ]
                 .into_iter()
                 .flatten()
@@ -667,7 +711,7 @@ impl SignedZone {
                     Self::push_unique(out, set);
                 }
                 // NODATA at a wildcard also needs the closest encloser's NSEC3.
-                if let Some(set) = chain.matching(&chain.hash_of(name, ce, None)) {
+                if let Some(set) = chain.matching(&chain.encloser_hashes(name, key, ce).0) {
                     Self::push_unique(out, set);
                 }
             }
@@ -807,10 +851,11 @@ mod tests {
     fn nsec3_hashes_of_ancestors_match_hickorys() {
         let name = Name::from_ascii("A.b.Example.COM.").unwrap();
         for (salt, iterations) in [(Vec::new(), 0u16), (vec![0xab, 0xcd], 3)] {
-            let chain = Nsec3Chain {
+            let mut chain = Nsec3Chain {
                 salt: salt.clone(),
                 iterations,
                 by_hash: BTreeMap::new(),
+                enclosers: Vec::new(),
             };
             let hickory = |n: &str| {
                 let n = Name::from_ascii(n).unwrap();
@@ -832,6 +877,15 @@ mod tests {
                 chain.hash_of(&name, 2, Some(b"*")).to_vec(),
                 hickory("*.example.com.")
             );
+            // Precomputed for an encloser or not: the same hashes.
+            let key = Key::of(&name);
+            let computed = chain.encloser_hashes(&name, &key, 2);
+            chain
+                .enclosers
+                .push((Box::from(key.ancestor(2)), computed.0, computed.1));
+            assert_eq!(chain.encloser_hashes(&name, &key, 2), computed);
+            assert_eq!(computed.0.to_vec(), hickory("example.com."));
+            assert_eq!(computed.1.to_vec(), hickory("*.example.com."));
         }
     }
 }
