@@ -82,6 +82,10 @@ pub(super) async fn serve(
             };
             let packet = &buf[..len];
             let out = &mut outs[replies];
+            // Responses are never answered (no reflection), nor counted against the sender.
+            if packet.get(2).is_some_and(|flags| flags & 0x80 != 0) {
+                continue;
+            }
             // The limit first: a query over it costs no lookup (dropped, or every n-th gets
             // an empty TC answer built from the query).
             let send = match limiter.check(src.ip(), now) {

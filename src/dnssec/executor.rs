@@ -344,9 +344,10 @@ impl KeyRoller {
     /// Runs until `shutdown`: every zone's roll, looked at when its next deadline comes, at
     /// every poll while it waits for servers or the parent, and for requests.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        // Nothing runs yet: a key generated just before a crash, which no state lists, goes.
+        // Nothing runs yet: a key generated just before a crash, which no state lists, is
+        // moved aside (never published).
         for f in super::sweep_orphan_keys(self.root()) {
-            tracing::info!(file = %f.display(), "unused dnssec key from an interrupted roll start deleted");
+            tracing::warn!(file = %f.display(), "dnssec key file that no key state lists (a roll start interrupted, or a state restored from an older backup) moved aside");
         }
         let mut states: BTreeMap<Name, RollState> = BTreeMap::new();
         let mut wake: BTreeMap<Name, Option<SystemTime>> = BTreeMap::new();

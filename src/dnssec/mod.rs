@@ -311,10 +311,13 @@ pub(crate) async fn report(
     (out, act)
 }
 
-/// Deletes key files of a roll that no key state lists: a key generated just before a crash,
-/// before the state naming it was saved (it was never published). Returns the files deleted.
-/// Keys of zones without a key state are left alone (their state may be restored).
+/// Moves key files of a roll that no key state lists into `keys/orphaned/`: a key generated
+/// just before a crash, before the state naming it was saved (it was never published). Moved,
+/// not deleted: a state restored from an older backup does not list the key in use either, and
+/// that key must stay recoverable. Returns where the files went. Keys of zones without a key
+/// state are left alone (their state may be restored).
 pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = key_dir(state_root);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -335,7 +338,8 @@ pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
                 .push((name.clone(), tag));
         }
     }
-    let mut deleted = Vec::new();
+    let orphaned = dir.join("orphaned");
+    let mut moved = Vec::new();
     for (zone, files) in by_zone {
         let Ok(origin) = Name::from_ascii(format!("{zone}.")) else {
             continue;
@@ -345,14 +349,19 @@ pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
         };
         for (file, _) in files {
             if !state.keys.iter().any(|k| k.file == file) {
-                let path = dir.join(&file);
-                if std::fs::remove_file(&path).is_ok() {
-                    deleted.push(path);
+                let to = orphaned.join(&file);
+                let done = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&orphaned)
+                    .and_then(|()| std::fs::rename(dir.join(&file), &to));
+                if done.is_ok() {
+                    moved.push(to);
                 }
             }
         }
     }
-    deleted
+    moved
 }
 
 #[cfg(test)]
@@ -375,8 +384,10 @@ mod tests {
         // Another zone's rolled key without its state: kept (the state may be restored).
         let other = Name::from_ascii("example.net.").unwrap();
         let kept = keys::generate_entry(&keys, &other, DnssecAlgorithm::Ed25519, &[], 3).unwrap();
-        let deleted = sweep_orphan_keys(root);
-        assert_eq!(deleted, vec![keys.join(&orphan.file)]);
+        let moved = sweep_orphan_keys(root);
+        let to = keys.join("orphaned").join(&orphan.file);
+        assert_eq!(moved, vec![to.clone()]);
+        assert!(to.exists() && !keys.join(&orphan.file).exists());
         assert!(keys.join(&used.file).exists());
         assert!(keys.join(&kept.file).exists());
         assert!(sweep_orphan_keys(root).is_empty());

@@ -103,24 +103,61 @@ pub(crate) fn credential_keys(provider: &str) -> &'static [&'static str] {
     }
 }
 
-/// The `key = value` lines of a credentials file (the first value of each key; blank lines,
-/// `#`/`;` comments and `[section]` headers skipped), or the first required key missing.
+/// OVH API endpoints (`endpoint = …` in its credentials file).
+pub(crate) const OVH_ENDPOINTS: &[&str] = &[
+    "ovh-eu",
+    "ovh-us",
+    "ovh-ca",
+    "kimsufi-eu",
+    "kimsufi-ca",
+    "soyoustart-eu",
+    "soyoustart-ca",
+];
+
+/// The `key = value` lines of one section of a credentials file: `[default]` when there is
+/// one, else the lines before the first `[section]` header, else the first section (blank
+/// lines and `#`/`;` comments skipped; keys without case). An error names the first required
+/// key missing, or an unknown OVH endpoint.
 pub(crate) fn credentials(provider: &str, text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
+    let mut sections: Vec<(String, BTreeMap<String, String>)> =
+        vec![(String::new(), BTreeMap::new())];
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with(['#', ';', '[']) {
+        if line.is_empty() || line.starts_with(['#', ';']) {
             continue;
         }
-        if let Some((k, v)) = line.split_once('=') {
-            out.entry(k.trim().to_ascii_lowercase())
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push((name.trim().to_string(), BTreeMap::new()));
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=')
+            && let Some((_, section)) = sections.last_mut()
+        {
+            section
+                .entry(k.trim().to_ascii_lowercase())
                 .or_insert_with(|| v.trim().to_string());
         }
     }
+    // `[default]`, else the lines before any header, else the first section.
+    let pick = sections
+        .iter()
+        .position(|(n, _)| n == "default")
+        .or_else(|| (!sections[0].1.is_empty()).then_some(0))
+        .unwrap_or(if sections.len() > 1 { 1 } else { 0 });
+    let out = sections.swap_remove(pick).1;
     for k in credential_keys(provider) {
         if out.get(*k).is_none_or(|v| v.is_empty()) {
             return Err(format!("{provider} credentials need a line `{k} = …`"));
         }
+    }
+    if provider == "ovh"
+        && let Some(e) = out.get("endpoint")
+        && !OVH_ENDPOINTS.contains(&e.as_str())
+    {
+        return Err(format!(
+            "unknown OVH endpoint {e:?}: one of {}",
+            OVH_ENDPOINTS.join(", ")
+        ));
     }
     Ok(out)
 }
@@ -921,21 +958,54 @@ async fn resolved_nameservers(
         ));
     }
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for n in names {
         for t in [RecordType::A, RecordType::AAAA] {
-            let m = ask(n.clone(), t).await?;
+            // One name's failed lookup leaves out that name's addresses, not the others.
+            let m = match ask(n.clone(), t).await {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             for a in &m.answers {
-                match &a.data {
-                    RData::A(v4) if a.name == n => out.push(SocketAddr::new(v4.0.into(), 53)),
-                    RData::AAAA(v6) if a.name == n => out.push(SocketAddr::new(v6.0.into(), 53)),
-                    _ => {}
+                let addr = match &a.data {
+                    RData::A(v4) if a.name == n => SocketAddr::new(v4.0.into(), 53),
+                    RData::AAAA(v6) if a.name == n => SocketAddr::new(v6.0.into(), 53),
+                    _ => continue,
+                };
+                // A host without IPv6 (or IPv4) cannot ask those addresses: they are left out
+                // rather than holding every roll.
+                if routable(addr) {
+                    out.push(addr);
+                } else {
+                    tracing::debug!(zone = %zone, ns = %n, addr = %addr, "nameserver address not routable from this host: not asked");
                 }
             }
         }
     }
     out.sort();
     out.dedup();
+    if out.is_empty()
+        && let Some(e) = errors.into_iter().next()
+    {
+        return Err(e);
+    }
     Ok(out)
+}
+
+/// Whether this host has a route to `addr` (a UDP socket can be connected to it; nothing is
+/// sent).
+fn routable(addr: SocketAddr) -> bool {
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(local)
+        .and_then(|s| s.connect(addr))
+        .is_ok()
 }
 
 /// The first resolver of `/etc/resolv.conf` (port 53).
@@ -955,10 +1025,24 @@ mod tests {
 
     #[test]
     fn credentials_files_are_read_and_checked() {
-        let aws = "# comment\n[default]\naws_access_key_id = AKIA1\nAWS_SECRET_ACCESS_KEY=s3cr=t\n[other]\naws_access_key_id = AKIA2\n";
+        let aws = "# comment\n[prod]\naws_access_key_id = AKIA2\naws_session_token = t2\n[default]\naws_access_key_id = AKIA1\nAWS_SECRET_ACCESS_KEY=s3cr=t\n";
         let c = credentials("route53", aws).unwrap();
-        assert_eq!(c["aws_access_key_id"], "AKIA1", "the first profile's");
+        assert_eq!(c["aws_access_key_id"], "AKIA1", "the default profile's");
         assert_eq!(c["aws_secret_access_key"], "s3cr=t");
+        assert!(
+            !c.contains_key("aws_session_token"),
+            "nothing from another profile"
+        );
+        let one = "[prod]\naws_access_key_id = AKIA2\naws_secret_access_key = x\n[dev]\n";
+        assert_eq!(
+            credentials("route53", one).unwrap()["aws_access_key_id"],
+            "AKIA2"
+        );
+        let bad =
+            "application_key = a\napplication_secret = b\nconsumer_key = c\nendpoint = mars\n";
+        let e = credentials("ovh", bad).unwrap_err();
+        assert!(e.contains("unknown OVH endpoint"), "{e}");
+        assert!(routable("127.0.0.1:53".parse().unwrap()));
         let e = credentials("ovh", "application_key = a\nconsumer_key = c\n").unwrap_err();
         assert!(e.contains("application_secret"), "{e}");
         let e =

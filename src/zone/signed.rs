@@ -133,9 +133,9 @@ impl Nsec3Chain {
     /// wildcard below it: precomputed for the usual closest enclosers.
     fn encloser_hashes(&self, name: &Name, key: &Key, labels: usize) -> ([u8; 20], [u8; 20]) {
         let ce = key.ancestor(labels);
-        match self.enclosers.iter().find(|(k, _, _)| **k == *ce) {
-            Some((_, h, w)) => (*h, *w),
-            None => (
+        match self.enclosers.binary_search_by(|(k, _, _)| (**k).cmp(ce)) {
+            Ok(i) => (self.enclosers[i].1, self.enclosers[i].2),
+            Err(_) => (
                 self.hash_of(name, labels, None),
                 self.hash_of(name, labels, Some(b"*")),
             ),
@@ -258,7 +258,6 @@ impl SignedZone {
                     .filter(|(n, _)| n.iter().next() == Some(b"*".as_slice()))
                     .map(|(n, _)| n.base_name()),
             );
-            enclosers.dedup();
             chain.enclosers = enclosers
                 .iter()
                 .map(|n| {
@@ -270,6 +269,8 @@ impl SignedZone {
                     )
                 })
                 .collect();
+            chain.enclosers.sort_by(|a, b| a.0.cmp(&b.0));
+            chain.enclosers.dedup_by(|a, b| a.0 == b.0);
         }
         let negative_soa = nodes
             .get(&origin)
