@@ -97,8 +97,10 @@ impl RateLimiter {
 
 /// Writes into `out` an empty answer with TC set to `request`, built from the request alone
 /// (no lookup: what a rate-limited query gets, so that a flood costs no answers): the header
-/// with the ID, opcode, RD and CD kept, QR and TC set, NOERROR, and the question. `false`
-/// (nothing to send) unless the request is a query (QR clear, opcode QUERY) with one question.
+/// with the ID, opcode, RD and CD kept, QR and TC set, NOERROR, the question, and an OPT record
+/// without options when the request's first additional record is an OPT (RFC 6891 7; its DO
+/// bit copied). `false` (nothing to send) unless the request is a query (QR clear, opcode
+/// QUERY) with one question.
 pub(crate) fn truncated_reply(request: &[u8], out: &mut Vec<u8>) -> bool {
     if request.len() < 12 || request[2] & 0xf8 != 0 || request[4..6] != [0, 1] {
         return false;
@@ -127,6 +129,18 @@ pub(crate) fn truncated_reply(request: &[u8], out: &mut Vec<u8>) -> bool {
     out[2] = 0x80 | 0x02 | (request[2] & 0x01); // QR, TC, RD as asked
     out[3] = request[3] & 0x10; // CD as asked; NOERROR
     out[6..12].fill(0); // ANCOUNT, NSCOUNT, ARCOUNT
+    // An OPT right after the question (no answer or authority records in a query): root
+    // owner, type 41, then class (payload size) and TTL (extended RCODE, version, DO bit).
+    if request[6..10] == [0, 0, 0, 0]
+        && request[10..12] != [0, 0]
+        && request.get(end..end + 3) == Some(&[0, 0, 41][..])
+        && let Some(&flags) = request.get(end + 7)
+    {
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&crate::dns::handler::UDP_PAYLOAD_MAX.to_be_bytes());
+        out.extend_from_slice(&[0, 0, flags & 0x80, 0, 0, 0]); // TTL, RDLENGTH 0
+        out[11] = 1; // ARCOUNT
+    }
     true
 }
 
@@ -191,11 +205,25 @@ mod tests {
         assert!(!back.metadata.authoritative);
         assert_eq!(back.metadata.id, 9);
         assert_eq!(back.queries, m.queries);
-        assert!(back.answers.is_empty() && back.additionals.is_empty() && back.edns.is_none());
+        assert!(back.answers.is_empty() && back.additionals.is_empty());
+        let edns = back.edns.expect("an OPT for a query with one");
+        assert!(edns.flags().dnssec_ok && edns.options().as_ref().is_empty());
         assert!(
-            out.len() < request.len(),
-            "smaller than the query: no amplification"
+            out.len() <= request.len(),
+            "no larger than the query: no amplification"
         );
+        // Without EDNS in the query, none in the answer.
+        let mut plain = hickory_proto::op::Message::query();
+        plain.add_query(m.queries[0].clone());
+        let plain = plain.to_vec().unwrap();
+        assert!(truncated_reply(&plain, &mut out));
+        assert!(
+            hickory_proto::op::Message::from_vec(&out)
+                .unwrap()
+                .edns
+                .is_none()
+        );
+        assert_eq!(out.len(), plain.len());
         // Not for a cut question, a response or another opcode.
         assert!(!truncated_reply(&request[..14], &mut out));
         let mut response = request.clone();
