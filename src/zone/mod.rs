@@ -22,6 +22,7 @@ pub mod serial;
 pub mod settings;
 pub mod sign;
 pub mod signed;
+mod zones;
 
 pub use error::{Location, ZoneError};
 pub use keys::{KeySet, RegistrarRecords, ZoneKey};
@@ -29,7 +30,8 @@ pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
 pub use serial::SigningState;
 pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
 pub use sign::{build_signed_zone, content_hash, rebuild_signed_zone};
-pub use signed::{Answer, SignedZone, Zones};
+pub use signed::{Answer, SignedZone};
+pub use zones::Zones;
 
 use std::path::Path;
 
