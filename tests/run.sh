@@ -63,7 +63,7 @@ cargo test --all-targets --locked -- --test-threads="${MXGUARD_TEST_THREADS:-4}"
 # PowerDNS, and every provider's client built from its credentials (unit test).
 cargo clippy --all-targets --locked --features providers -- -D warnings
 cargo test --locked --features providers --test it -- --test-threads="${MXGUARD_TEST_THREADS:-4}" push::
-cargo test --locked --features providers --lib -- publish::push
+cargo test --locked --features providers --lib -- publish::
 # Coverage-guided fuzzing (libFuzzer on the stable toolchain, fuzz/run.sh): every target for
 # FUZZ_SECONDS seconds (default 60; 0 skips), seeded from the fixtures.
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then

@@ -136,7 +136,7 @@ pub async fn status(path: &Path) -> anyhow::Result<()> {
                 }
                 primary = serial.ok();
             }
-            let list = crate::publish::push::nameservers(&zone, push).await;
+            let list = crate::publish::nameservers::nameservers(&zone, push).await;
             match &list {
                 Ok(list) => {
                     let mut serials = Vec::new();

@@ -166,7 +166,7 @@ fn push_settings(
     let name = raw.provider.to_ascii_lowercase();
     match name.as_str() {
         "rfc2136" => {}
-        p if crate::publish::push::PROVIDERS.contains(&p) => {
+        p if crate::publish::providers::PROVIDERS.contains(&p) => {
             return provider_settings(raw, p, at, base, problem);
         }
         p if PROVIDER_APIS.contains(&p) => {
@@ -174,7 +174,7 @@ fn push_settings(
                 key("provider"),
                 format!(
                     "the {p} API is not supported yet: use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS), or one of {}",
-                    crate::publish::push::PROVIDERS.join(", ")
+                    crate::publish::providers::PROVIDERS.join(", ")
                 ),
             );
             return None;
@@ -184,7 +184,7 @@ fn push_settings(
                 key("provider"),
                 format!(
                     "unknown provider {p:?}: use \"rfc2136\" or one of {}",
-                    crate::publish::push::PROVIDERS.join(", ")
+                    crate::publish::providers::PROVIDERS.join(", ")
                 ),
             );
             return None;
@@ -332,10 +332,10 @@ fn provider_settings(
             }
             Ok(_) => {}
         }
-        if !crate::publish::push::credential_keys(name).is_empty() {
+        if !crate::publish::providers::credential_keys(name).is_empty() {
             let checked = std::fs::read_to_string(f)
                 .map_err(|e| e.to_string())
-                .and_then(|t| crate::publish::push::credentials(name, &t));
+                .and_then(|t| crate::publish::providers::credentials(name, &t));
             if let Err(e) = checked {
                 problem(key("token_file"), format!("{}: {e}", f.display()));
                 return None;

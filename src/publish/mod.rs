@@ -6,11 +6,14 @@
 //! *which* RRset an owner should have; a sink decides how it gets there and reports the serial
 //! and whether every authoritative server serves it. Implementations: `signed`, mxguard's
 //! own signed zones served as a hidden primary; `push`, RFC 2136 updates into the DNS a
-//! domain already has; [`Router`], which sends each change to the one that holds its zone.
+//! domain already has or through a provider's API (`providers`), checked at the servers
+//! `nameservers` finds; [`Router`], which sends each change to the one that holds its zone.
 //!
 //! Must not decide *when* records change (the daemon, the rollover state machine and the
 //! certificate manager do), and must not read the configuration file.
 
+pub(crate) mod nameservers;
+pub(crate) mod providers;
 pub(crate) mod push;
 pub(crate) mod records;
 pub(crate) mod signed;
