@@ -66,6 +66,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
+mod push;
 mod raw;
 mod validate;
 
