@@ -152,25 +152,33 @@ fn has_rolled_keys(dir: &Path, zone: &str) -> bool {
     {
         return set.contains(zone);
     }
-    let mut set = std::collections::HashSet::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".csk.pk8") else {
-                continue;
-            };
-            // <zone>.<algorithm>.<tag>
-            let mut parts = stem.rsplitn(3, '.');
-            if let (Some(tag), Some(_alg), Some(zone)) = (parts.next(), parts.next(), parts.next())
-                && tag.parse::<u16>().is_ok()
-            {
-                set.insert(zone.to_string());
-            }
-        }
-    }
+    let set: std::collections::HashSet<String> =
+        rolled_key_files(dir).into_iter().map(|(z, _)| z).collect();
     let found = set.contains(zone);
     *seen = Some((dir.to_path_buf(), set));
     found
+}
+
+/// The key files of rolls in `dir` (`<zone>.<algorithm>.<tag>.csk.pk8`; a zone's first key has
+/// no tag): (zone, file name) each.
+fn rolled_key_files(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".csk.pk8") else {
+            continue;
+        };
+        let mut parts = stem.rsplitn(3, '.');
+        if let (Some(tag), Some(_alg), Some(zone)) = (parts.next(), parts.next(), parts.next())
+            && tag.parse::<u16>().is_ok()
+        {
+            out.push((zone.to_string(), name.clone()));
+        }
+    }
+    out
 }
 
 /// The keys `origin` is signed with: from its key state, else its first key (generated with
@@ -319,24 +327,9 @@ pub(crate) async fn report(
 pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = key_dir(state_root);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut by_zone: std::collections::BTreeMap<String, Vec<(String, u16)>> = Default::default();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".csk.pk8") else {
-            continue;
-        };
-        let mut parts = stem.rsplitn(3, '.');
-        if let (Some(tag), Some(_alg), Some(zone)) = (parts.next(), parts.next(), parts.next())
-            && let Ok(tag) = tag.parse::<u16>()
-        {
-            by_zone
-                .entry(zone.to_string())
-                .or_default()
-                .push((name.clone(), tag));
-        }
+    let mut by_zone: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (zone, file) in rolled_key_files(&dir) {
+        by_zone.entry(zone).or_default().push(file);
     }
     let orphaned = dir.join("orphaned");
     let mut moved = Vec::new();
@@ -347,7 +340,7 @@ pub(crate) fn sweep_orphan_keys(state_root: &Path) -> Vec<PathBuf> {
         let Ok(Some(state)) = load_state(state_root, &origin) else {
             continue;
         };
-        for (file, _) in files {
+        for file in files {
             if !state.keys.iter().any(|k| k.file == file) {
                 let to = orphaned.join(&file);
                 let done = std::fs::DirBuilder::new()
