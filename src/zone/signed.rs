@@ -15,6 +15,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::canon::{Key, KeySet, NodeMap, key_of};
 use super::serial::SigningState;
+use super::zones::wire_suffixes;
 
 /// Longest CNAME chain followed inside one zone.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -92,29 +93,23 @@ impl Nsec3Chain {
     /// `first` in front as one more label when given (the wildcard `*`): the lowercase wire
     /// name hashed on the stack, without building names.
     fn hash_of(&self, name: &Name, labels: usize, first: Option<&[u8]>) -> [u8; 20] {
-        let mut wire = [0u8; 256];
-        let mut len = 0;
-        let mut push = |label: &[u8]| {
-            // Names are at most 255 octets; a longer one (cannot happen) is cut.
-            if len + 1 + label.len() < wire.len() {
-                wire[len] = label.len() as u8;
-                for (i, b) in label.iter().enumerate() {
-                    wire[len + 1 + i] = b.to_ascii_lowercase();
-                }
-                len += 1 + label.len();
-            }
+        let mut buf = [0u8; 256];
+        let mut offsets = [0usize; 128];
+        // A valid name always fits; the root stands in otherwise (cannot happen).
+        let (len, n) = wire_suffixes(name, &mut buf, &mut offsets).unwrap_or((1, 0));
+        // The ancestor's wire form is a suffix of the name's (the root: its final 0).
+        let start = if labels == 0 {
+            len - 1
+        } else {
+            offsets[n.saturating_sub(labels)]
         };
-        if let Some(f) = first {
-            push(f);
-        }
-        let total = name.iter().count();
-        for label in name.iter().skip(total.saturating_sub(labels)) {
-            push(label);
-        }
-        let wire = &wire[..=len]; // the root label's 0 ends it
         let sha1 = &ring::digest::SHA1_FOR_LEGACY_USE_ONLY;
         let mut ctx = ring::digest::Context::new(sha1);
-        ctx.update(wire);
+        if let Some(f) = first {
+            ctx.update(&[f.len() as u8]);
+            ctx.update(f);
+        }
+        ctx.update(&buf[start..len]);
         ctx.update(&self.salt);
         let mut digest = ctx.finish();
         for _ in 0..self.iterations {

@@ -23,7 +23,7 @@ const SCAN_UP_TO: usize = 4;
 
 /// The lowercase wire form of `name` into `buf`; returns its length and the offset of each
 /// label (the name's suffixes), or `None` for a name longer than 255 octets.
-fn wire_suffixes(
+pub(super) fn wire_suffixes(
     name: &Name,
     buf: &mut [u8; 256],
     offsets: &mut [usize; 128],
