@@ -278,7 +278,7 @@ fn default_response_cache() -> usize {
 }
 
 /// Largest `dns.response_cache`: each entry takes at most about 2 KiB (request key up to 512
-/// bytes, response up to 1232, overhead), per query task (up to 4 per DNS address).
+/// bytes, response up to 1232, overhead), per DNS address (its query tasks share them).
 pub(crate) const MAX_RESPONSE_CACHE: usize = 20_000;
 
 /// TTLs and ports of managed records.

@@ -36,7 +36,8 @@ pub(crate) use tcp::TcpLimits;
 
 use crate::zone::Zones;
 
-/// Reusable UDP responses kept per query task unless configured otherwise.
+/// Reusable UDP responses kept per DNS address (shared out among its query tasks) unless
+/// configured otherwise.
 pub const DEFAULT_RESPONSE_CACHE: usize = 2048;
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -67,12 +68,21 @@ pub struct DnsSockets {
 }
 
 impl DnsSockets {
-    /// Binds UDP and TCP on each address.
+    /// Binds TCP and UDP on each address: on Linux [`udp::sockets_per_address`] UDP sockets
+    /// sharing the address with `SO_REUSEPORT` (the kernel spreads clients over them by address
+    /// and port, so a flood from one source fills one socket's buffer, not everyone's), else
+    /// one. TCP is bound first and without reuse, so a second server on the same address fails
+    /// instead of sharing its UDP queries.
     pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<DnsSockets> {
         let mut s = DnsSockets::default();
         for a in addrs {
-            s.udp.push(UdpSocket::bind(a).await?);
-            s.tcp.push(TcpListener::bind(a).await?);
+            let tcp = TcpListener::bind(a).await?;
+            // Port 0: every UDP socket takes the port the TCP listener got.
+            let a = tcp.local_addr()?;
+            s.tcp.push(tcp);
+            for _ in 0..udp::sockets_per_address() {
+                s.udp.push(udp::bind(a)?);
+            }
         }
         Ok(s)
     }
@@ -104,7 +114,8 @@ impl DnsServer {
         }
     }
 
-    /// Reusable UDP responses kept per query task (0: none); see `cache`.
+    /// Reusable UDP responses kept per DNS address, shared out among its query tasks (0:
+    /// none); see `cache`.
     /// UDP response rate limiting: `rate` responses per second per client network (0: off),
     /// every `slip`-th limited response truncated.
     pub fn with_rate_limit(mut self, rate: u32, slip: u32) -> Self {
@@ -150,21 +161,31 @@ impl DnsServer {
         // connection caps (see `tcp`), answering through the same Authority.
         let udp_stop = CancellationToken::new();
         let mut udp_tasks = JoinSet::new();
+        // One rate limiter for every query task, so a client network's rate is the same
+        // whichever socket its queries reach.
+        let (rate, slip) = self.rate_limit;
+        let limiter = Arc::new(std::sync::Mutex::new(rrl::RateLimiter::new(rate, slip)));
+        let addrs: Vec<_> = sockets.udp.iter().map(|s| s.local_addr().ok()).collect();
         for s in sockets.udp {
-            tracing::info!(addr = ?s.local_addr().ok(), "dns listening on udp");
+            let addr = s.local_addr().ok();
+            // A socket that shares its address with others (`SO_REUSEPORT`) gets one task; a
+            // socket alone at its address gets a task per core. The address's query tasks
+            // share its `response_cache` entries evenly.
+            let sockets_here = addrs.iter().filter(|a| **a == addr).count();
+            let tasks = match sockets_here {
+                1 => udp::tasks_per_socket(),
+                _ => 1,
+            };
+            let cache = self.response_cache.div_ceil(sockets_here * tasks);
+            tracing::info!(addr = ?addr, tasks, "dns listening on udp");
             let s = Arc::new(s);
-            for _ in 0..udp::tasks_per_socket() {
+            for _ in 0..tasks {
                 let (s, a, stop) = (s.clone(), authority.clone(), udp_stop.clone());
-                let (cache, (rate, slip)) = (self.response_cache, self.rate_limit);
+                let limiter = limiter.clone();
                 udp_tasks.spawn(async move {
-                    stop.run_until_cancelled(udp::serve(
-                        s,
-                        a,
-                        cache,
-                        rrl::RateLimiter::new(rate, slip),
-                    ))
-                    .await
-                    .unwrap_or(Ok(()))
+                    stop.run_until_cancelled(udp::serve(s, a, cache, limiter))
+                        .await
+                        .unwrap_or(Ok(()))
                 });
             }
         }

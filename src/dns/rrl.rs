@@ -1,5 +1,5 @@
-//! Response rate limiting for UDP (as knot and nsd do): each query task counts the datagrams
-//! it answers per client network (IPv4 /24, IPv6 /56) in a token bucket, before looking
+//! Response rate limiting for UDP (as knot and nsd do): one limiter, shared by the query
+//! tasks, counts the datagrams answered per client network (IPv4 /24, IPv6 /56) in a token bucket, before looking
 //! anything up. Over the rate, every `slip`-th query gets an empty truncated answer built from
 //! the query alone (a real resolver then asks over TCP, which a spoofed source cannot), the
 //! others are dropped. A flood of spoofed queries thus cannot use mxguard to amplify traffic at
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Client networks remembered per task; beyond, idle ones are forgotten first.
+/// Client networks remembered; beyond, idle ones are forgotten first.
 const MAX_NETWORKS: usize = 100_000;
 
 /// What to do with one query.
@@ -26,7 +26,7 @@ struct Bucket {
     last: Instant,
 }
 
-/// One query task's limiter.
+/// The limiter of the server's UDP query tasks (behind one lock, taken once per batch).
 pub(crate) struct RateLimiter {
     /// Queries answered per second per client network (0: no limit).
     rate: u32,

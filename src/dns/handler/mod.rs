@@ -380,7 +380,9 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
                 server,
                 authority().clone(),
                 16,
-                crate::dns::rrl::RateLimiter::new(0, 0),
+                std::sync::Arc::new(std::sync::Mutex::new(crate::dns::rrl::RateLimiter::new(
+                    0, 0,
+                ))),
             ));
             let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 4096]];
@@ -438,7 +440,9 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
                 server,
                 authority,
                 16,
-                crate::dns::rrl::RateLimiter::new(0, 0),
+                std::sync::Arc::new(std::sync::Mutex::new(crate::dns::rrl::RateLimiter::new(
+                    0, 0,
+                ))),
             ));
             let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let ask = |id: u16| {
