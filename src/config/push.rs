@@ -2,9 +2,7 @@
 //! credentials file, nameservers or resolver). Reaching the servers is not required here.
 
 use super::validate::Base;
-
-/// DNS provider APIs users ask for; named in the error so they know it is not a typo.
-const PROVIDER_APIS: &[&str] = &["godaddy", "linode", "namecheap", "vultr", "azure", "google"];
+use crate::publish::providers::{self, ApiUrl, Secret};
 
 /// `[domain.push]`: the primary, the TSIG key (its file present, a base64 secret, not
 /// readable by others). Reaching the server is not required here.
@@ -16,29 +14,23 @@ pub(super) fn push_settings(
 ) -> Option<crate::publish::push::PushSettings> {
     let key = |k: &str| format!("{at}.push.{k}");
     let name = raw.provider.to_ascii_lowercase();
+    if let Some(p) = providers::provider(&name) {
+        return provider_settings(raw, p, at, base, problem);
+    }
     match name.as_str() {
         "rfc2136" => {}
-        p if crate::publish::providers::PROVIDERS.contains(&p) => {
-            return provider_settings(raw, p, at, base, problem);
-        }
-        p if PROVIDER_APIS.contains(&p) => {
-            problem(
-                key("provider"),
-                format!(
-                    "the {p} API is not supported yet: use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS), or one of {}",
-                    crate::publish::providers::PROVIDERS.join(", ")
-                ),
-            );
-            return None;
-        }
         p => {
-            problem(
-                key("provider"),
-                format!(
-                    "unknown provider {p:?}: use \"rfc2136\" or one of {}",
-                    crate::publish::providers::PROVIDERS.join(", ")
+            let message = match providers::NOT_WIRED.iter().find(|(n, _)| *n == p) {
+                Some((_, why)) => format!(
+                    "the {p} API is not supported yet ({why}): use provider = \"rfc2136\" with a primary that accepts TSIG-signed updates (the provider's RFC 2136 endpoint, or your own BIND/Knot/PowerDNS), or one of {}",
+                    providers::names()
                 ),
-            );
+                None => format!(
+                    "unknown provider {p:?}: use \"rfc2136\" or one of {}",
+                    providers::names()
+                ),
+            };
+            problem(key("provider"), message);
             return None;
         }
     }
@@ -124,12 +116,13 @@ pub(super) fn push_settings(
 /// A provider API: the token file (private) or the API URL, and the nameservers to check.
 fn provider_settings(
     raw: &super::raw::RawPush,
-    name: &str,
+    provider: &providers::Provider,
     at: &str,
     base: &Base,
     problem: &mut impl FnMut(String, String),
 ) -> Option<crate::publish::push::PushSettings> {
     let key = |k: &str| format!("{at}.push.{k}");
+    let name = provider.name;
     if !cfg!(feature = "providers") {
         problem(
             key("provider"),
@@ -153,19 +146,29 @@ fn provider_settings(
         );
     }
     let token_file = raw.token_file.as_deref().map(|f| base.resolve(f));
-    if name == "pebble-challtestsrv" {
-        if raw.api_url.is_none() {
-            problem(
-                key("api_url"),
-                "pebble-challtestsrv needs api_url (its management URL)".into(),
-            );
-            return None;
-        }
-    } else {
+    if let ApiUrl::Required(what) = provider.api_url
+        && raw.api_url.is_none()
+    {
+        problem(key("api_url"), format!("{name} needs api_url ({what})"));
+        return None;
+    }
+    if provider.secret != Secret::None {
         let Some(f) = &token_file else {
+            let holds = match provider.secret {
+                Secret::Keys(required, _) if !required.is_empty() => format!(
+                    "a credentials file with {}",
+                    required
+                        .iter()
+                        .map(|k| format!("`{k} = …`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Secret::Keys(..) | Secret::PerZone => "its credentials file".into(),
+                _ => "the API token".into(),
+            };
             problem(
                 key("token_file"),
-                format!("{name} needs token_file (the API token, 0600)"),
+                format!("{name} needs token_file ({holds}, 0600)"),
             );
             return None;
         };
@@ -184,10 +187,10 @@ fn provider_settings(
             }
             Ok(_) => {}
         }
-        if !crate::publish::providers::credential_keys(name).is_empty() {
+        if matches!(provider.secret, Secret::Keys(..) | Secret::PerZone) {
             let checked = std::fs::read_to_string(f)
                 .map_err(|e| e.to_string())
-                .and_then(|t| crate::publish::providers::credentials(name, &t));
+                .and_then(|t| providers::credentials(name, &t));
             if let Err(e) = checked {
                 problem(key("token_file"), format!("{}: {e}", f.display()));
                 return None;

@@ -123,6 +123,69 @@ fn restart_only_keys_keep_their_running_value_on_reload() {
     assert!(running.keep_restart_only(&mut running.clone()).is_empty());
 }
 
+/// The problem at `key`, if any.
+fn problem_at(e: &ConfigError, key: &str) -> Option<String> {
+    e.problems
+        .iter()
+        .find(|p| p.key == key)
+        .map(|p| p.message.clone())
+}
+
+#[test]
+fn an_unknown_provider_is_refused_with_the_known_ones() {
+    let e = parse(&format!("{GOOD}[domain.push]\nprovider = \"NoSuch\"\n")).unwrap_err();
+    let m = problem_at(&e, "domain[0].push.provider").unwrap();
+    assert!(m.starts_with("unknown provider \"nosuch\""), "{m}");
+    assert!(m.contains(&crate::publish::providers::names()), "{m}");
+    assert!(
+        m.contains("rfc2136") && m.contains("godaddy") && m.contains("zoneeu"),
+        "{m}"
+    );
+    // dns-update's APIs that are not wired say why.
+    let e = parse(&format!("{GOOD}[domain.push]\nprovider = \"transip\"\n")).unwrap_err();
+    let m = problem_at(&e, "domain[0].push.provider").unwrap();
+    assert!(
+        m.contains("the transip API is not supported yet") && m.contains("PEM"),
+        "{m}"
+    );
+}
+
+/// With the provider APIs: credentials files checked for their provider's keys, api_url
+/// where the client needs a server.
+#[cfg(feature = "providers")]
+#[test]
+fn provider_credentials_are_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gd.credentials");
+    std::fs::write(&f, "api_key = k\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let godaddy = format!(
+        "{GOOD}[domain.push]\nprovider = \"godaddy\"\ntoken_file = \"{}\"\n",
+        f.display()
+    );
+    let e = parse(&godaddy).unwrap_err();
+    let m = problem_at(&e, "domain[0].push.token_file").unwrap();
+    assert!(
+        m.contains("godaddy credentials need a line `api_secret = …`"),
+        "{m}"
+    );
+    std::fs::write(&f, "api_key = k\napi_secret = s\n").unwrap();
+    let c = parse(&godaddy).unwrap();
+    let push = c.domains[0].push.as_ref().unwrap();
+    assert_eq!(push.provider.as_ref().unwrap().name, "godaddy");
+    let e = parse(&format!(
+        "{GOOD}[domain.push]\nprovider = \"plesk\"\ntoken_file = \"{}\"\n",
+        f.display()
+    ))
+    .unwrap_err();
+    let m = problem_at(&e, "domain[0].push.api_url").unwrap();
+    assert!(m.starts_with("plesk needs api_url"), "{m}");
+    let e = parse(&format!("{GOOD}[domain.push]\nprovider = \"namecheap\"\n")).unwrap_err();
+    let m = problem_at(&e, "domain[0].push.token_file").unwrap();
+    assert!(m.contains("`client_ip = …`"), "{m}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

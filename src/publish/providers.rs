@@ -2,6 +2,9 @@
 //! crate): which providers exist, their credential files, and the client and record types of
 //! each. Owns nothing that persists; must not decide what or when to push ([`super::push`]
 //! does).
+//!
+//! [`PROVIDERS`] is the one table: per provider its name, what its `token_file` holds, what
+//! `api_url` is to it, and (with the feature) how its client is built from those.
 
 use std::collections::BTreeMap;
 
@@ -11,28 +14,473 @@ use hickory_proto::rr::RData;
 #[cfg(feature = "providers")]
 use super::push::{ProviderSettings, TIMEOUT};
 
-/// The provider APIs this build can push to.
-pub(crate) const PROVIDERS: &[&str] = &[
-    "cloudflare",
-    "desec",
-    "digitalocean",
-    "gandi",
-    "hetzner",
-    "ovh",
-    "pebble-challtestsrv",
-    "powerdns",
-    "route53",
+/// What a provider's `token_file` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secret {
+    /// Nothing: it has no token file (`pebble-challtestsrv`).
+    None,
+    /// The API token itself (surrounding whitespace ignored).
+    Token,
+    /// `key = value` lines (see [`credentials`]): the keys it must hold, then those it may.
+    Keys(&'static [&'static str], &'static [&'static str]),
+    /// `key = value` lines, one per zone: `example.com = the zone's key` (Hurricane
+    /// Electric's dynamic DNS keys).
+    PerZone,
+}
+
+/// What `[domain.push] api_url` is to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiUrl {
+    /// Not used: the client has its fixed endpoint.
+    Unused,
+    /// Another endpoint than the client's default.
+    Optional,
+    /// Needed: the server it talks to (what that is, for the error message).
+    Required(&'static str),
+}
+
+/// One provider API.
+pub(crate) struct Provider {
+    /// `[domain.push] provider`: dns-update's module name, `_` written `-` (except `gandi`,
+    /// `powerdns`, `pebble-challtestsrv`).
+    pub name: &'static str,
+    pub secret: Secret,
+    pub api_url: ApiUrl,
+    /// Its client from the credentials (no I/O: nothing is asked of the provider).
+    #[cfg(feature = "providers")]
+    build: fn(&Given) -> dns_update::Result<dns_update::DnsUpdater>,
+}
+
+/// One [`Provider`] row; the constructor is left out without `--features providers`.
+/// `token => new_x`: the file is the token, `new_x(token, timeout)`. `[keys…] => new_x`: those
+/// keys are required and passed in that order, `new_x(key…, timeout)`. Else: the secret, the
+/// api_url and a closure from `Given` to the client.
+macro_rules! provider {
+    ($name:literal, token => $new:ident) => {
+        provider!($name, Token, Unused, |c| U::$new(c.token(), T))
+    };
+    ($name:literal, [$($k:literal),+] => $new:ident) => {
+        provider!($name, Keys(&[$($k),+], &[]), Unused, |c| U::$new($(c.key($k)),+, T))
+    };
+    ($name:literal, $secret:expr, $url:expr, |$c:ident| $build:expr) => {
+        Provider {
+            name: $name,
+            secret: $secret,
+            api_url: $url,
+            #[cfg(feature = "providers")]
+            build: |$c| $build,
+        }
+    };
+}
+
+use ApiUrl::{Optional, Required, Unused};
+use Secret::{Keys, PerZone, Token};
+#[cfg(feature = "providers")]
+use dns_update::{DnsUpdater as U, providers as dp};
+
+/// Each client's timeout for one API call.
+#[cfg(feature = "providers")]
+const T: Option<std::time::Duration> = Some(TIMEOUT);
+
+/// The provider APIs this build can push to, by name. Not here (see [`NOT_WIRED`]): the ones
+/// whose credentials are no `key = value` lines, dns-update's in-memory test store, and its
+/// RFC 2136 client (mxguard's own `rfc2136` is used instead).
+pub(crate) const PROVIDERS: &[Provider] = &[
+    provider!(
+        "alidns",
+        Keys(
+            &["access_key", "secret_key"],
+            &["region", "security_token", "line"]
+        ),
+        Unused,
+        |c| {
+            U::new_alidns(
+                c.key("access_key"),
+                c.key("secret_key"),
+                c.opt("region"),
+                c.opt("security_token"),
+                c.opt("line"),
+                T,
+            )
+        }
+    ),
+    provider!("arvancloud", token => new_arvancloud),
+    provider!(
+        "autodns",
+        Keys(&["username", "password"], &["context"]),
+        Unused,
+        |c| {
+            U::new_autodns(
+                c.key("username"),
+                c.key("password"),
+                c.opt("context").and_then(|v| v.parse().ok()),
+                T,
+            )
+        }
+    ),
+    provider!(
+        "azuredns",
+        Keys(
+            &[
+                "tenant_id",
+                "client_id",
+                "client_secret",
+                "subscription_id",
+                "resource_group"
+            ],
+            &["environment"]
+        ),
+        Unused,
+        |c| {
+            U::new_azuredns(dp::azuredns::AzureDnsConfig {
+                tenant_id: c.key("tenant_id").into(),
+                client_id: c.key("client_id").into(),
+                client_secret: c.key("client_secret").into(),
+                subscription_id: c.key("subscription_id").into(),
+                resource_group: c.key("resource_group").into(),
+                environment: dp::azuredns::AzureEnvironment::from_str_lossy(
+                    c.opt("environment").unwrap_or("public"),
+                ),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("baiducloud", ["access_key", "secret_key"] => new_baiducloud),
+    provider!(
+        "bluecatv2",
+        Keys(
+            &["username", "password", "config_name", "view_name"],
+            &["skip_deploy"]
+        ),
+        Required("the Address Manager's URL"),
+        |c| {
+            U::new_bluecatv2(dp::bluecatv2::BluecatV2Config {
+                server_url: c.url().into(),
+                username: c.key("username").into(),
+                password: c.key("password").into(),
+                config_name: c.key("config_name").into(),
+                view_name: c.key("view_name").into(),
+                skip_deploy: c.flag("skip_deploy"),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("bunny", token => new_bunny),
+    provider!("cloudflare", token => new_cloudflare),
+    // `auth_id` (the main account) or `sub_auth_id` (a sub-user).
+    provider!(
+        "cloudns",
+        Keys(&["auth_password"], &["auth_id", "sub_auth_id"]),
+        Unused,
+        |c| {
+            U::new_cloudns(
+                c.opt("auth_id"),
+                c.opt("sub_auth_id"),
+                c.key("auth_password"),
+                T,
+            )
+        }
+    ),
+    provider!("constellix", ["api_key", "secret_key"] => new_constellix),
+    provider!(
+        "cpanel",
+        Keys(&["username", "token"], &[]),
+        Required("the cPanel server's URL, e.g. https://cpanel.example.com:2083"),
+        |c| { U::new_cpanel(c.url(), c.key("username"), c.key("token"), T) }
+    ),
+    provider!("ddnss", token => new_ddnss),
+    provider!("desec", token => new_desec),
+    provider!("digitalocean", token => new_digitalocean),
+    provider!("dnsimple", ["auth_token", "account_id"] => new_dnsimple),
+    provider!("dnsmadeeasy", ["api_key", "api_secret"] => new_dnsmadeeasy),
+    provider!("domeneshop", ["api_token", "api_secret"] => new_domeneshop),
+    provider!("dreamhost", token => new_dreamhost),
+    provider!("duckdns", token => new_duckdns),
+    provider!("dynu", token => new_dynu),
+    provider!("easydns", ["token", "key"] => new_easydns),
+    // The keys of Akamai's `.edgerc` (its `[default]` section).
+    provider!(
+        "edgedns",
+        Keys(
+            &["host", "client_token", "client_secret", "access_token"],
+            &["account_switch_key"]
+        ),
+        Unused,
+        |c| {
+            U::new_edgedns(dp::edgedns::EdgeDnsConfig {
+                host: c.key("host").into(),
+                client_token: c.key("client_token").into(),
+                client_secret: c.key("client_secret").into(),
+                access_token: c.key("access_token").into(),
+                account_switch_key: c.opt("account_switch_key").map(Into::into),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("exoscale", ["api_key", "api_secret"] => new_exoscale),
+    provider!("freemyip", token => new_freemyip),
+    // LiveDNS v5, a personal access token.
+    provider!("gandi", token => new_gandiv5),
+    provider!("gcore", token => new_gcore),
+    provider!("glesys", ["api_user", "api_key"] => new_glesys),
+    provider!("godaddy", ["api_key", "api_secret"] => new_godaddy),
+    provider!("hetzner", token => new_hetzner),
+    provider!("hostingde", token => new_hostingde),
+    provider!("hostinger", token => new_hostinger),
+    provider!("huaweicloud", ["access_key", "secret_key", "region"] => new_huaweicloud),
+    provider!("hurricane", PerZone, Unused, |c| U::new_hurricane(
+        c.per_zone(),
+        T
+    )),
+    provider!("ibmcloud", ["username", "api_key"] => new_ibmcloud),
+    provider!(
+        "infoblox",
+        Keys(
+            &["username", "password"],
+            &["port", "wapi_version", "dns_view"]
+        ),
+        Required("the Grid Master's URL or host name"),
+        |c| {
+            U::new_infoblox(dp::infoblox::InfobloxConfig {
+                host: c.url().into(),
+                port: c.opt("port").map(Into::into),
+                username: c.key("username").into(),
+                password: c.key("password").into(),
+                wapi_version: c.opt("wapi_version").map(Into::into),
+                dns_view: c.opt("dns_view").map(Into::into),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("infomaniak", token => new_infomaniak),
+    provider!(
+        "inwx",
+        Keys(&["username", "password"], &["sandbox"]),
+        Unused,
+        |c| { U::new_inwx(c.key("username"), c.key("password"), c.flag("sandbox"), T) }
+    ),
+    provider!("ionos", token => new_ionos),
+    provider!("ipv64", token => new_ipv64),
+    // `api_key`, or `username` and `password`.
+    provider!(
+        "joker",
+        Keys(&[], &["api_key", "username", "password"]),
+        Unused,
+        |c| {
+            let auth = match c.opt("api_key") {
+                Some(k) => dp::joker::JokerAuth::api_key(k),
+                None => dp::joker::JokerAuth::username_password(
+                    c.opt("username").unwrap_or_default(),
+                    c.opt("password").unwrap_or_default(),
+                ),
+            };
+            U::new_joker(auth, T)
+        }
+    ),
+    // The AWS shared-credentials format, as for `route53`.
+    provider!(
+        "lightsail",
+        Keys(
+            &["aws_access_key_id", "aws_secret_access_key"],
+            &["aws_session_token", "region", "domain"]
+        ),
+        Unused,
+        |c| {
+            U::new_lightsail(dp::lightsail::LightsailConfig {
+                access_key_id: c.key("aws_access_key_id").into(),
+                secret_access_key: c.key("aws_secret_access_key").into(),
+                session_token: c.opt("aws_session_token").map(Into::into),
+                region: c.opt("region").map(Into::into),
+                domain: c.opt("domain").map(Into::into),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("linode", token => new_linode),
+    provider!("luadns", ["api_username", "api_token"] => new_luadns),
+    provider!("mythicbeasts", ["username", "password"] => new_mythicbeasts),
+    provider!(
+        "namecheap",
+        Keys(&["api_user", "api_key", "client_ip"], &["username"]),
+        Unused,
+        |c| {
+            U::new_namecheap(
+                c.key("api_user"),
+                c.key("api_key"),
+                c.key("client_ip"),
+                c.opt("username"),
+                T,
+            )
+        }
+    ),
+    provider!("namedotcom", ["username", "api_token"] => new_namedotcom),
+    provider!("namesilo", token => new_namesilo),
+    provider!("netcup", ["customer_number", "api_key", "api_password"] => new_netcup),
+    provider!("netlify", token => new_netlify),
+    provider!("nifcloud", ["access_key", "secret_key"] => new_nifcloud),
+    provider!("ns1", token => new_ns1),
+    // `endpoint`: ovh-eu (the default), ovh-us, ovh-ca, kimsufi-eu, … (`OVH_ENDPOINTS`).
+    provider!(
+        "ovh",
+        Keys(
+            &["application_key", "application_secret", "consumer_key"],
+            &["endpoint"]
+        ),
+        Unused,
+        |c| {
+            let endpoint = c
+                .opt("endpoint")
+                .unwrap_or("ovh-eu")
+                .parse::<dp::ovh::OvhEndpoint>()?;
+            U::new_ovh(
+                c.key("application_key"),
+                c.key("application_secret"),
+                c.key("consumer_key"),
+                endpoint,
+                T,
+            )
+        }
+    ),
+    provider!(
+        "pebble-challtestsrv",
+        Secret::None,
+        Required("its management URL"),
+        |c| { Ok(U::new_pebble(c.url(), T)) }
+    ),
+    provider!(
+        "plesk",
+        Token,
+        Required("the Plesk server's URL, e.g. https://plesk.example.com:8443"),
+        |c| { U::new_plesk(c.url(), c.token(), T) }
+    ),
+    provider!("porkbun", ["api_key", "secret_api_key"] => new_porkbun),
+    // PowerDNS's own HTTP API (`api=yes`): the server at api_url (default
+    // http://localhost:8081), the API key in token_file.
+    provider!("powerdns", Token, Optional, |c| {
+        U::new_pdns(c.token(), c.api_url.as_deref(), None::<&str>, T)
+    }),
+    // The AWS shared-credentials format; api_url: another endpoint.
+    provider!(
+        "route53",
+        Keys(
+            &["aws_access_key_id", "aws_secret_access_key"],
+            &["aws_session_token", "region", "hosted_zone_id"]
+        ),
+        Optional,
+        |c| {
+            U::new_route53(dp::route53::Route53Config {
+                access_key_id: c.key("aws_access_key_id").into(),
+                secret_access_key: c.key("aws_secret_access_key").into(),
+                session_token: c.opt("aws_session_token").map(Into::into),
+                region: c.opt("region").map(Into::into),
+                hosted_zone_id: c.opt("hosted_zone_id").map(Into::into),
+                private_zone_only: None,
+                endpoint: c.api_url.clone(),
+            })
+        }
+    ),
+    provider!("safedns", token => new_safedns),
+    provider!("scaleway", token => new_scaleway),
+    provider!("selectel", ["username", "password", "account_id", "project_id"] => new_selectel),
+    provider!("simplycom", ["account_name", "api_key"] => new_simplycom),
+    provider!("spaceship", ["api_key", "api_secret"] => new_spaceship),
+    provider!(
+        "tencentcloud",
+        Keys(&["secret_id", "secret_key"], &["region", "session_token"]),
+        Unused,
+        |c| {
+            U::new_tencentcloud(
+                c.key("secret_id"),
+                c.key("secret_key"),
+                c.opt("region"),
+                c.opt("session_token"),
+                T,
+            )
+        }
+    ),
+    provider!(
+        "ultradns",
+        Keys(&["username", "password"], &[]),
+        Optional,
+        |c| { U::new_ultradns(c.key("username"), c.key("password"), c.api_url.clone(), T) }
+    ),
+    provider!("vercel", Keys(&["auth_token"], &["team_id"]), Unused, |c| {
+        U::new_vercel(c.key("auth_token"), c.opt("team_id"), T)
+    }),
+    // api_url: `scheme://host` of another endpoint.
+    provider!(
+        "volcengine",
+        Keys(&["access_key", "secret_key"], &["region"]),
+        Optional,
+        |c| {
+            let (scheme, host) = match c.api_url.as_deref().map(|u| u.trim_end_matches('/')) {
+                Some(u) => match u.split_once("://") {
+                    Some((s, h)) => (Some(s.to_string()), Some(h.to_string())),
+                    None => (None, Some(u.to_string())),
+                },
+                None => (None, None),
+            };
+            U::new_volcengine(dp::volcengine::VolcengineConfig {
+                access_key: c.key("access_key").into(),
+                secret_key: c.key("secret_key").into(),
+                region: c.opt("region").map(Into::into),
+                host,
+                scheme,
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("vultr", token => new_vultr),
+    provider!("websupport", ["api_key", "secret"] => new_websupport),
+    // `iam_token_b64`: the service account's authorized key (its JSON), base64 on one line.
+    provider!(
+        "yandexcloud",
+        Keys(&["iam_token_b64", "folder_id"], &[]),
+        Unused,
+        |c| {
+            U::new_yandexcloud(dp::yandexcloud::YandexCloudConfig {
+                iam_token_b64: c.key("iam_token_b64").into(),
+                folder_id: c.key("folder_id").into(),
+                request_timeout: T,
+            })
+        }
+    ),
+    provider!("zoneeu", ["username", "api_key"] => new_zoneeu),
 ];
 
-/// The keys a provider's `token_file` must hold when it is a `key = value` credentials file
-/// (Route 53: the AWS shared-credentials format; OVH: its three API keys); the other
-/// providers' token file is the token itself.
-pub(crate) fn credential_keys(provider: &str) -> &'static [&'static str] {
-    match provider {
-        "route53" => &["aws_access_key_id", "aws_secret_access_key"],
-        "ovh" => &["application_key", "application_secret", "consumer_key"],
-        _ => &[],
-    }
+/// dns-update's provider APIs that are not wired, each with why: `[domain.push] provider` names
+/// them and `check-config` says why they are refused.
+pub(crate) const NOT_WIRED: &[(&str, &str)] = &[
+    (
+        "google-cloud-dns",
+        "its credentials are a service-account JSON document, not key = value lines",
+    ),
+    (
+        "google",
+        "Google Cloud DNS's credentials are a service-account JSON document, not key = value lines",
+    ),
+    (
+        "oraclecloud",
+        "it signs each request with a private key in PEM (several lines), not a key = value line",
+    ),
+    (
+        "transip",
+        "it signs its logins with a private key in PEM (several lines), not a key = value line",
+    ),
+];
+
+/// The provider API called `name` (lowercase).
+pub(crate) fn provider(name: &str) -> Option<&'static Provider> {
+    PROVIDERS.iter().find(|p| p.name == name)
+}
+
+/// Every provider API's name, for messages: `alidns, arvancloud, …`.
+pub(crate) fn names() -> String {
+    PROVIDERS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// OVH API endpoints (`endpoint = …` in its credentials file).
@@ -46,10 +494,14 @@ pub(crate) const OVH_ENDPOINTS: &[&str] = &[
     "soyoustart-ca",
 ];
 
+/// Azure clouds (`environment = …` in `azuredns` credentials).
+const AZURE_ENVIRONMENTS: &[&str] = &["public", "china", "usgovernment"];
+
 /// The `key = value` lines of one section of a credentials file: `[default]` when there is
 /// one, else the lines before the first `[section]` header, else the first section (blank
 /// lines and `#`/`;` comments skipped; keys without case). An error names the first required
-/// key missing, or an unknown OVH endpoint.
+/// key missing (an empty value is missing), a value of the wrong kind (an unknown OVH
+/// endpoint, …), or the keys of which one is needed.
 pub(crate) fn credentials(provider: &str, text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut sections: Vec<(String, BTreeMap<String, String>)> =
         vec![(String::new(), BTreeMap::new())];
@@ -77,27 +529,139 @@ pub(crate) fn credentials(provider: &str, text: &str) -> Result<BTreeMap<String,
         .or_else(|| (!sections[0].1.is_empty()).then_some(0))
         .unwrap_or(if sections.len() > 1 { 1 } else { 0 });
     let out = sections.swap_remove(pick).1;
-    for k in credential_keys(provider) {
-        if out.get(*k).is_none_or(|v| v.is_empty()) {
+    let has = |k: &str| out.get(k).is_some_and(|v| !v.is_empty());
+    let secret = self::provider(provider).map(|p| p.secret);
+    if let Some(Secret::Keys(required, _)) = secret {
+        if let Some(k) = required.iter().find(|k| !has(k)) {
             return Err(format!("{provider} credentials need a line `{k} = …`"));
         }
+        for (k, v) in out.iter().filter(|(_, v)| !v.is_empty()) {
+            check_value(provider, k, v)?;
+        }
     }
-    if provider == "ovh"
-        && let Some(e) = out.get("endpoint")
-        && !OVH_ENDPOINTS.contains(&e.as_str())
-    {
-        return Err(format!(
-            "unknown OVH endpoint {e:?}: one of {}",
+    match provider {
+        "cloudns" if !has("auth_id") && !has("sub_auth_id") => Err(
+            "cloudns credentials need a line `auth_id = …` (the main account) or `sub_auth_id = …` (a sub-user)"
+                .into(),
+        ),
+        "joker" if !(has("api_key") || has("username") && has("password")) => Err(
+            "joker credentials need a line `api_key = …`, or the lines `username = …` and `password = …`"
+                .into(),
+        ),
+        _ if secret == Some(Secret::PerZone) && !out.values().any(|v| !v.is_empty()) => {
+            Err(format!(
+                "{provider} credentials need a line `ZONE = …` (the zone's key) per zone"
+            ))
+        }
+        _ => Ok(out),
+    }
+}
+
+/// A boolean credential (`sandbox`, `skip_deploy`).
+fn boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A credential that must be one of some values, a number or a boolean.
+fn check_value(provider: &str, key: &str, value: &str) -> Result<(), String> {
+    let bad = |what: &str| Err(format!("{provider} credentials: {key} = {value:?}: {what}"));
+    match (provider, key) {
+        ("ovh", "endpoint") if !OVH_ENDPOINTS.contains(&value) => Err(format!(
+            "unknown OVH endpoint {value:?}: one of {}",
             OVH_ENDPOINTS.join(", ")
-        ));
+        )),
+        ("azuredns", "environment")
+            if !AZURE_ENVIRONMENTS.contains(&value.to_ascii_lowercase().as_str()) =>
+        {
+            bad(&format!("one of {}", AZURE_ENVIRONMENTS.join(", ")))
+        }
+        ("autodns", "context") if value.parse::<u32>().is_err() => {
+            bad("a number (4, the default, is the live system)")
+        }
+        ("infoblox", "port") if value.parse::<u16>().is_err() => bad("a port number"),
+        ("inwx", "sandbox") | ("bluecatv2", "skip_deploy") if boolean(value).is_none() => {
+            bad("true or false")
+        }
+        _ => Ok(()),
     }
-    Ok(out)
+}
+
+/// What a provider's client is built from: its token file (the token, or its `key = value`
+/// lines) and `api_url`.
+#[cfg(feature = "providers")]
+struct Given {
+    provider: &'static Provider,
+    token: String,
+    keys: BTreeMap<String, String>,
+    api_url: Option<String>,
 }
 
 #[cfg(feature = "providers")]
+impl Given {
+    /// The token file's content ([`Secret::Token`]).
+    fn token(&self) -> &str {
+        debug_assert_eq!(
+            self.provider.secret,
+            Secret::Token,
+            "{}",
+            self.provider.name
+        );
+        &self.token
+    }
+
+    /// A key its table row requires.
+    fn key(&self, k: &str) -> &str {
+        debug_assert!(
+            matches!(self.provider.secret, Secret::Keys(r, _) if r.contains(&k)),
+            "{}: {k} is no required key",
+            self.provider.name
+        );
+        self.keys.get(k).map_or("", String::as_str)
+    }
+
+    /// A key its table row allows (an empty value is none).
+    fn opt(&self, k: &str) -> Option<&str> {
+        debug_assert!(
+            matches!(self.provider.secret, Secret::Keys(_, o) if o.contains(&k)),
+            "{}: {k} is no optional key",
+            self.provider.name
+        );
+        self.keys
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// An optional boolean key (absent: false).
+    fn flag(&self, k: &str) -> bool {
+        self.opt(k).and_then(boolean).unwrap_or(false)
+    }
+
+    /// `api_url` ([`ApiUrl::Required`]: checked before the client is built).
+    fn url(&self) -> &str {
+        self.api_url.as_deref().unwrap_or_default()
+    }
+
+    /// Zone → key ([`Secret::PerZone`]), zones without the final dot.
+    fn per_zone(&self) -> std::collections::HashMap<String, String> {
+        self.keys
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(z, v)| (z.trim_end_matches('.').to_string(), v.clone()))
+            .collect()
+    }
+}
+
+/// The client of `p`'s provider API, from its token file and `api_url` (no I/O but reading
+/// the file).
+#[cfg(feature = "providers")]
 pub(super) fn provider_client(p: &ProviderSettings) -> Result<dns_update::DnsUpdater, String> {
-    use dns_update::DnsUpdater as U;
-    let token = || -> Result<String, String> {
+    let spec = provider(&p.name).ok_or_else(|| format!("unknown provider {:?}", p.name))?;
+    let read = || -> Result<String, String> {
         let f = p
             .token_file
             .as_ref()
@@ -106,61 +670,23 @@ pub(super) fn provider_client(p: &ProviderSettings) -> Result<dns_update::DnsUpd
             .map(|t| t.trim().to_string())
             .map_err(|e| format!("{}: {e}", f.display()))
     };
-    let e = |x: dns_update::Error| format!("provider {}: {x}", p.name);
-    match p.name.as_str() {
-        "cloudflare" => U::new_cloudflare(token()?, Some(TIMEOUT)).map_err(e),
-        "desec" => U::new_desec(token()?, Some(TIMEOUT)).map_err(e),
-        "digitalocean" => U::new_digitalocean(token()?, Some(TIMEOUT)).map_err(e),
-        "hetzner" => U::new_hetzner(token()?, Some(TIMEOUT)).map_err(e),
-        "pebble-challtestsrv" => Ok(U::new_pebble(
-            p.api_url
-                .as_deref()
-                .ok_or("pebble-challtestsrv needs api_url")?,
-            Some(TIMEOUT),
-        )),
-        // PowerDNS's own HTTP API (`api=yes`): the server at api_url (default
-        // http://localhost:8081), the API key in token_file.
-        "powerdns" => {
-            U::new_pdns(token()?, p.api_url.as_deref(), None::<&str>, Some(TIMEOUT)).map_err(e)
-        }
-        "gandi" => U::new_gandiv5(token()?, Some(TIMEOUT)).map_err(e),
-        // token_file: the AWS shared-credentials format (`aws_access_key_id = …`,
-        // `aws_secret_access_key = …`, optional `aws_session_token`, `region`); api_url: another
-        // endpoint.
-        "route53" => {
-            let mut c = credentials("route53", &token()?)?;
-            U::new_route53(dns_update::providers::route53::Route53Config {
-                access_key_id: c.remove("aws_access_key_id").unwrap_or_default(),
-                secret_access_key: c.remove("aws_secret_access_key").unwrap_or_default(),
-                session_token: c.remove("aws_session_token"),
-                region: c.remove("region"),
-                hosted_zone_id: c.remove("hosted_zone_id"),
-                private_zone_only: None,
-                endpoint: p.api_url.clone(),
-            })
-            .map_err(e)
-        }
-        // token_file: `application_key`, `application_secret`, `consumer_key`, optional
-        // `endpoint` (ovh-eu, the default; ovh-us, ovh-ca, kimsufi-eu, …).
-        "ovh" => {
-            let c = credentials("ovh", &token()?)?;
-            let get = |k: &str| c.get(k).cloned().unwrap_or_default();
-            let endpoint = c
-                .get("endpoint")
-                .map_or("ovh-eu", String::as_str)
-                .parse::<dns_update::providers::ovh::OvhEndpoint>()
-                .map_err(e)?;
-            U::new_ovh(
-                get("application_key"),
-                get("application_secret"),
-                get("consumer_key"),
-                endpoint,
-                Some(TIMEOUT),
-            )
-            .map_err(e)
-        }
-        other => Err(format!("unknown provider {other:?}")),
+    let mut given = Given {
+        provider: spec,
+        token: String::new(),
+        keys: BTreeMap::new(),
+        api_url: p.api_url.clone(),
+    };
+    match spec.secret {
+        Secret::None => {}
+        Secret::Token => given.token = read()?,
+        Secret::Keys(..) | Secret::PerZone => given.keys = credentials(spec.name, &read()?)?,
     }
+    if let ApiUrl::Required(what) = spec.api_url
+        && given.api_url.is_none()
+    {
+        return Err(format!("{} needs api_url ({what})", spec.name));
+    }
+    (spec.build)(&given).map_err(|x| format!("provider {}: {x}", p.name))
 }
 
 /// A managed record in the provider API's terms.
@@ -230,42 +756,249 @@ mod tests {
         assert!(credentials("cloudflare", "just-a-token").is_ok());
     }
 
+    /// A made-up but well-formed value of a credential key.
+    fn fake(key: &str) -> String {
+        match key {
+            "endpoint" => "ovh-ca".into(),
+            "environment" => "china".into(),
+            "context" => "4".into(),
+            "port" => "8443".into(),
+            "sandbox" | "skip_deploy" => "true".into(),
+            "region" => "eu-west-1".into(),
+            "client_ip" => "192.0.2.10".into(),
+            "wapi_version" => "2.12".into(),
+            "host" => "akab-abcdefghijklmnop-qrstuvwxyz012345.luna.akamaiapis.net".into(),
+            "iam_token_b64" => data_encoding::BASE64
+                .encode(br#"{"id":"aje1","service_account_id":"aje2","private_key":"-"}"#),
+            "customer_number" | "account_id" => "123456".into(),
+            k => format!("fake-{}-0123456789abcdef", k.replace('_', "-")),
+        }
+    }
+
+    /// A credentials file for `p`: its token, or its required keys (plus the optional ones
+    /// when `all`; plus the key that a rule needs one of), or one zone's key.
+    fn fake_file(p: &Provider, all: bool) -> String {
+        match p.secret {
+            Secret::None => String::new(),
+            Secret::Token => format!("{}\n", fake("token")),
+            Secret::PerZone => "# zone = its key\nexample.com = fake-ddns-key\n".into(),
+            Secret::Keys(required, optional) => {
+                let one_of: &[&str] = match p.name {
+                    "joker" => &["api_key"],
+                    "cloudns" => &["auth_id"],
+                    _ => &[],
+                };
+                let extra = if all { optional } else { one_of };
+                let mut text = "[default]\n".to_string();
+                for k in required.iter().chain(extra) {
+                    text += &format!("{k} = {}\n", fake(k));
+                }
+                text
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_sound() {
+        let mut names: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+        assert!(names.is_sorted(), "PROVIDERS in name order");
+        names.dedup();
+        assert_eq!(names.len(), PROVIDERS.len(), "each name once");
+        for p in PROVIDERS {
+            assert!(
+                p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{}",
+                p.name
+            );
+            assert!(p.name != "rfc2136" && NOT_WIRED.iter().all(|(n, _)| *n != p.name));
+            if let Secret::Keys(required, optional) = p.secret {
+                for k in required.iter().chain(optional.iter()) {
+                    assert!(
+                        k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                        "{}: {k} in snake_case",
+                        p.name
+                    );
+                }
+                assert!(!required.iter().any(|k| optional.contains(k)), "{}", p.name);
+            }
+            assert!(
+                credentials(p.name, &fake_file(p, true)).is_ok(),
+                "{}",
+                p.name
+            );
+            assert!(
+                credentials(p.name, &fake_file(p, false)).is_ok(),
+                "{}",
+                p.name
+            );
+        }
+        // The names used before the table stay.
+        for old in [
+            "cloudflare",
+            "desec",
+            "digitalocean",
+            "gandi",
+            "hetzner",
+            "ovh",
+            "pebble-challtestsrv",
+            "powerdns",
+            "route53",
+        ] {
+            assert!(provider(old).is_some(), "{old}");
+        }
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        for (name, file, key) in [
+            ("godaddy", "api_key = k\n", "api_secret"),
+            (
+                "namecheap",
+                "api_user = u\napi_key = k\nusername = u\n",
+                "client_ip",
+            ),
+            (
+                "azuredns",
+                "tenant_id = t\nclient_id = c\nclient_secret = s\nsubscription_id = s\nresource_group =\n",
+                "resource_group",
+            ),
+            (
+                "selectel",
+                "[default]\nusername = u\npassword = p\naccount_id = 1\n[other]\nproject_id = 2\n",
+                "project_id",
+            ),
+            (
+                "lightsail",
+                "aws_secret_access_key = s\n",
+                "aws_access_key_id",
+            ),
+            (
+                "edgedns",
+                "client_token = a\nclient_secret = b\naccess_token = c\n",
+                "host",
+            ),
+        ] {
+            let e = credentials(name, file).unwrap_err();
+            assert!(
+                e.contains(name) && e.contains(&format!("`{key} = …`")),
+                "{name}: {e}"
+            );
+        }
+        // Of some keys, one is needed.
+        let e = credentials("joker", "username = u\n").unwrap_err();
+        assert!(e.contains("api_key") && e.contains("password"), "{e}");
+        assert!(credentials("joker", "username = u\npassword = p\n").is_ok());
+        let e = credentials("cloudns", "auth_password = p\n").unwrap_err();
+        assert!(e.contains("auth_id") && e.contains("sub_auth_id"), "{e}");
+        let e = credentials("hurricane", "# nothing\n").unwrap_err();
+        assert!(e.contains("per zone"), "{e}");
+        // Values of a kind.
+        for (name, file, key) in [
+            (
+                "inwx",
+                "username = u\npassword = p\nsandbox = maybe\n",
+                "sandbox",
+            ),
+            (
+                "autodns",
+                "username = u\npassword = p\ncontext = live\n",
+                "context",
+            ),
+            (
+                "azuredns",
+                "tenant_id = t\nclient_id = c\nclient_secret = s\nsubscription_id = s\nresource_group = r\nenvironment = mars\n",
+                "environment",
+            ),
+            (
+                "infoblox",
+                "username = u\npassword = p\nport = https\n",
+                "port",
+            ),
+        ] {
+            let e = credentials(name, file).unwrap_err();
+            assert!(e.contains(key), "{name}: {e}");
+        }
+    }
+
     /// The wired provider APIs build their clients from their credentials (calling them needs
-    /// the provider: these are compile-and-configure only).
+    /// the provider: these are compile-and-configure only). No constructor does I/O.
     #[cfg(feature = "providers")]
     #[test]
     fn every_provider_builds_its_client() {
         let dir = tempfile::tempdir().unwrap();
-        for name in PROVIDERS {
-            let text = match *name {
-                "route53" => {
-                    "aws_access_key_id = AKIA1\naws_secret_access_key = x\nregion = eu-west-1\n"
+        let settings = |p: &Provider, all: bool| {
+            let f = dir.path().join(format!("{}-{all}", p.name));
+            std::fs::write(&f, fake_file(p, all)).unwrap();
+            ProviderSettings {
+                name: p.name.to_string(),
+                token_file: (p.secret != Secret::None).then_some(f),
+                api_url: (all || matches!(p.api_url, ApiUrl::Required(_)))
+                    .then(|| "http://127.0.0.1:1".into()),
+            }
+        };
+        for p in PROVIDERS {
+            for all in [true, false] {
+                if let Err(e) = provider_client(&settings(p, all)) {
+                    panic!("{} (all keys: {all}): {e}", p.name);
                 }
-                "ovh" => {
-                    "application_key = a\napplication_secret = b\nconsumer_key = c\nendpoint = ovh-ca\n"
-                }
-                _ => "token\n",
-            };
-            let f = dir.path().join(name);
-            std::fs::write(&f, text).unwrap();
-            let p = ProviderSettings {
-                name: name.to_string(),
-                token_file: Some(f),
-                api_url: Some("http://127.0.0.1:1".into()),
-            };
-            assert!(provider_client(&p).is_ok(), "{name}");
+            }
         }
+        let mut s = settings(provider("ovh").unwrap(), true);
         let f = dir.path().join("bad-ovh");
         std::fs::write(
             &f,
             "application_key = a\napplication_secret = b\nconsumer_key = c\nendpoint = mars\n",
         )
         .unwrap();
-        let p = ProviderSettings {
-            name: "ovh".into(),
-            token_file: Some(f),
-            api_url: None,
-        };
-        assert!(provider_client(&p).is_err(), "unknown OVH endpoint");
+        s.token_file = Some(f);
+        assert!(provider_client(&s).is_err(), "unknown OVH endpoint");
+        // A missing key is named; a server the client needs is asked for.
+        let mut s = settings(provider("godaddy").unwrap(), true);
+        std::fs::write(s.token_file.as_ref().unwrap(), "api_key = k\n").unwrap();
+        let e = provider_client(&s).err().unwrap();
+        assert!(e.contains("api_secret"), "{e}");
+        s = settings(provider("plesk").unwrap(), true);
+        s.api_url = None;
+        let e = provider_client(&s).err().unwrap();
+        assert!(e.contains("plesk needs api_url"), "{e}");
+        s.name = "nosuch".into();
+        assert!(provider_client(&s).is_err());
+    }
+
+    /// The README's table of provider APIs has a row per provider with its keys and api_url,
+    /// and names the ones not wired.
+    #[test]
+    fn the_readme_lists_every_provider_and_its_keys() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| provider | `token_file` holds | `api_url` |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(rows.len(), PROVIDERS.len(), "a README row per provider");
+        for (p, row) in PROVIDERS.iter().zip(&rows) {
+            assert!(
+                row.starts_with(&format!("| `{}` ", p.name)),
+                "README: {row}"
+            );
+            if let Secret::Keys(required, optional) = p.secret {
+                for k in required.iter().chain(optional) {
+                    assert!(row.contains(&format!("`{k}`")), "README, {}: {k}", p.name);
+                }
+            }
+            let url = match p.api_url {
+                ApiUrl::Unused => "| — |",
+                ApiUrl::Optional => "| optional",
+                ApiUrl::Required(_) => "| required",
+            };
+            assert!(row.contains(url), "README, {}: api_url {url}", p.name);
+        }
+        for (name, _) in NOT_WIRED {
+            assert!(readme.contains(&format!("`{name}`")), "README: {name}");
+        }
     }
 }

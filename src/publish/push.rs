@@ -132,8 +132,12 @@ struct Zone {
     desired: BTreeMap<(Name, RecordType), BTreeMap<Source, Rrset>>,
     /// Per (owner, type): the records the primary accepted last (empty: deleted).
     pushed: BTreeMap<(Name, RecordType), Vec<Record>>,
-    /// The primary's serial after the last accepted UPDATE.
+    /// The primary's serial after the last accepted UPDATE (read after the push, without
+    /// the push lock; see [`PushSink::read_serials`]).
     serial: u32,
+    /// RRsets accepted so far: a serial read after a push is kept only while no other change
+    /// was accepted since.
+    generation: u64,
     /// The last failure, when to try again, and the current backoff.
     failure: Option<(PushError, Instant, Duration)>,
 }
@@ -155,6 +159,8 @@ pub(crate) fn read_failures(state_root: &std::path::Path) -> BTreeMap<String, St
 pub(crate) struct PushSink {
     /// Where failures are written for the CLI (`None`: not written).
     failures_file: Option<PathBuf>,
+    /// Held while pushing (one push at a time, every zone), never while waiting for a
+    /// zone's serial.
     zones: tokio::sync::Mutex<BTreeMap<Name, Zone>>,
     /// The zone names, readable without the lock (`zone_of`, `serial`).
     index: std::sync::RwLock<BTreeMap<Name, u32>>,
@@ -235,6 +241,7 @@ impl PushSink {
                     desired: BTreeMap::new(),
                     pushed: BTreeMap::new(),
                     serial: 0,
+                    generation: 0,
                     failure: None,
                 },
             };
@@ -260,12 +267,14 @@ impl PushSink {
     pub(crate) async fn retry(&self) {
         let mut zones = self.zones.lock().await;
         let now = Instant::now();
+        let mut pushed = Vec::new();
         for (name, z) in zones.iter_mut() {
             let due = matches!(&z.failure, Some((_, at, _)) if *at <= now);
             if due {
                 match push_zone(name, z).await {
-                    Ok(_) => {
-                        tracing::info!(zone = %name, server = %z.settings.target(), "push succeeded after a failure")
+                    Ok(p) => {
+                        tracing::info!(zone = %name, server = %z.settings.target(), "push succeeded after a failure");
+                        pushed.extend(p);
                     }
                     Err(e) => {
                         tracing::warn!(err = %e, "push failed again; the previous records stay")
@@ -273,12 +282,58 @@ impl PushSink {
                 }
             }
         }
+        self.save_failures(&zones);
+        drop(zones);
+        self.read_serials(pushed).await;
+    }
+
+    /// Reads the SOA serial of each zone just pushed without the push lock (a slow or silent
+    /// server delays no other zone's push), then keeps it where the zone is still as pushed:
+    /// no RRset accepted since and the same settings. A later push reads its own serial, so
+    /// an older serial never replaces a newer one. Returns each zone's serial as read (where
+    /// it could not be read: the one kept).
+    async fn read_serials(&self, pushed: Vec<Pushed>) -> BTreeMap<Name, u32> {
+        let mut read = Vec::with_capacity(pushed.len());
+        for p in pushed {
+            // The serial that carries the change (a signing primary may have raised it further).
+            let serial = match reference(&p.zone, &p.settings).await {
+                Ok(server) => crate::dns::query_soa_serial(server, &p.zone, None, TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            read.push((p, serial));
+        }
+        let mut zones = self.zones.lock().await;
+        let mut out = BTreeMap::new();
+        for (p, serial) in read {
+            let target = p.settings.target();
+            let z = zones.get_mut(&p.zone);
+            let as_pushed = z
+                .as_ref()
+                .is_some_and(|z| z.generation == p.generation && z.settings == p.settings);
+            let serial = match (serial, z) {
+                (Ok(s), Some(z)) if as_pushed => {
+                    z.serial = s;
+                    Some(s)
+                }
+                (Ok(s), _) => Some(s),
+                (Err(e), z) => {
+                    tracing::warn!(zone = %p.zone, server = %target, err = %e, "pushed, but the zone's SOA serial could not be read");
+                    z.map(|z| z.serial)
+                }
+            };
+            tracing::info!(zone = %p.zone, server = %target, serial = serial.unwrap_or(0), records = %p.sent.join(", "), "records pushed");
+            if let Some(s) = serial {
+                out.insert(p.zone, s);
+            }
+        }
         if let Ok(mut i) = self.index.write() {
             for (n, z) in zones.iter() {
                 i.insert(n.clone(), z.serial);
             }
         }
-        self.save_failures(&zones);
+        out
     }
 
     /// Per pushed zone: the last failure (for `status` and the page).
@@ -352,10 +407,22 @@ fn random_id() -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// A push that went through: what reading the zone's serial afterwards needs.
+struct Pushed {
+    zone: Name,
+    /// The settings it was pushed with (a reload may change them meanwhile).
+    settings: PushSettings,
+    /// The zone's [`Zone::generation`] after the push.
+    generation: u64,
+    /// What was sent, for the log.
+    sent: Vec<String>,
+}
+
 /// Sends the RRsets whose desired records differ from the pushed ones, one UPDATE each.
-/// Returns whether anything was sent. While a failed push waits for its retry time, nothing
-/// is sent and that failure is returned again (the backoff holds for every caller).
-async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
+/// Returns what was sent, if anything (its serial is read by the caller, after releasing the
+/// push lock: [`PushSink::read_serials`]). While a failed push waits for its retry time,
+/// nothing is sent and that failure is returned again (the backoff holds for every caller).
+async fn push_zone(name: &Name, z: &mut Zone) -> Result<Option<Pushed>, PushError> {
     if let Some((e, at, _)) = &z.failure
         && *at > Instant::now()
     {
@@ -380,7 +447,7 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
     }
     if changed.is_empty() {
         z.failure = None;
-        return Ok(false);
+        return Ok(None);
     }
     let primary = z.settings.server;
     let target = z.settings.target();
@@ -454,6 +521,7 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
                     return Err(e);
                 }
                 z.pushed.insert((owner, rtype), records);
+                z.generation += 1;
                 sent.push(what);
                 continue;
             }
@@ -483,24 +551,16 @@ async fn push_zone(name: &Name, z: &mut Zone) -> Result<bool, PushError> {
             return Err(e);
         }
         z.pushed.insert((owner, rtype), records);
+        z.generation += 1;
         sent.push(what);
     }
     z.failure = None;
-    // The serial that carries the change (a signing primary may have raised it further).
-    let serial = match reference(name, &z.settings).await {
-        Ok(server) => crate::dns::query_soa_serial(server, name, None, TIMEOUT)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    match serial {
-        Ok(s) => z.serial = s,
-        Err(e) => {
-            tracing::warn!(zone = %name, server = %target, err = %e, "pushed, but the zone's SOA serial could not be read")
-        }
-    }
-    tracing::info!(zone = %name, server = %target, serial = z.serial, records = %sent.join(", "), "records pushed");
-    Ok(true)
+    Ok(Some(Pushed {
+        zone: name.clone(),
+        settings: z.settings.clone(),
+        generation: z.generation,
+        sent,
+    }))
 }
 
 /// A response code as DNS tools print it (`NOTAUTH`, `REFUSED`, …).
@@ -545,6 +605,7 @@ impl RecordSink for PushSink {
         let mut zones = self.zones.lock().await;
         let mut applied = Applied::default();
         let mut first_error = None;
+        let mut pushed = Vec::new();
         for (name, list) in by_zone {
             let Some(z) = zones.get_mut(&name) else {
                 continue;
@@ -562,8 +623,11 @@ impl RecordSink for PushSink {
                 }
             }
             match push_zone(&name, z).await {
-                Ok(changed) => {
-                    applied.changed |= changed;
+                Ok(Some(p)) => {
+                    applied.changed = true;
+                    pushed.push(p);
+                }
+                Ok(None) => {
                     applied.serials.insert(name.clone(), z.serial);
                 }
                 Err(e) => {
@@ -571,12 +635,10 @@ impl RecordSink for PushSink {
                 }
             }
         }
-        if let Ok(mut i) = self.index.write() {
-            for (n, z) in zones.iter() {
-                i.insert(n.clone(), z.serial);
-            }
-        }
         self.save_failures(&zones);
+        drop(zones);
+        // Each pushed zone's serial, read without the lock.
+        applied.serials.extend(self.read_serials(pushed).await);
         match first_error {
             Some(e) => Err(SinkError::Push(e)),
             None => Ok(applied),
@@ -706,5 +768,127 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_secret(&f).unwrap(), vec![7u8; 32]);
+    }
+
+    /// A pushed zone's SOA serial is read without the push lock (a slow nameserver delays no
+    /// other push), and a serial read after an earlier push never replaces a later push's.
+    /// The provider API is a stand-in for Pebble's challenge test server (every request
+    /// answered 204); the nameserver answers each SOA query when the test says.
+    #[cfg(feature = "providers")]
+    #[tokio::test]
+    async fn the_serial_is_read_without_the_push_lock() {
+        use hickory_proto::rr::rdata::{SOA, TXT};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", http.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = http.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let body = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + body {
+                            break;
+                        }
+                    }
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let dns = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let zone = Name::from_ascii("example.com.").unwrap();
+        let sink = Arc::new(PushSink::default());
+        let settings = PushSettings {
+            server: None,
+            tsig: None,
+            provider: Some(ProviderSettings {
+                name: "pebble-challtestsrv".into(),
+                token_file: None,
+                api_url: Some(api_url),
+            }),
+            nameservers: vec![dns.local_addr().unwrap()],
+            resolver: None,
+        };
+        sink.configure(vec![(zone.clone(), settings)])
+            .await
+            .unwrap();
+        let push = |id: &str| {
+            let sink = sink.clone();
+            let change = Change::Set(
+                crate::publish::RrsetKey::new(
+                    Name::from_ascii("_mta-sts.example.com.").unwrap(),
+                    RecordType::TXT,
+                    Source::Policy,
+                ),
+                Rrset {
+                    ttl: 300,
+                    data: vec![RData::TXT(TXT::new(vec![format!("v=STSv1; id={id}")]))],
+                    what: "test".into(),
+                },
+            );
+            tokio::spawn(async move { sink.apply(vec![change]).await })
+        };
+        let soa_query = || async {
+            let mut buf = [0u8; 512];
+            let (n, from) = tokio::time::timeout(Duration::from_secs(10), dns.recv_from(&mut buf))
+                .await
+                .expect("an SOA query after the push")
+                .unwrap();
+            (Message::from_vec(&buf[..n]).unwrap(), from)
+        };
+        let answer = |(q, from): (Message, SocketAddr), serial: u32| {
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.add_query(q.queries[0].clone());
+            let soa = SOA::new(zone.clone(), zone.clone(), serial, 3600, 600, 86400, 300);
+            r.add_answer(Record::from_rdata(zone.clone(), 300, RData::SOA(soa)));
+            let bytes = r.to_vec().unwrap();
+            let dns = &dns;
+            async move { dns.send_to(&bytes, from).await.unwrap() }
+        };
+        let first = push("1");
+        let q1 = soa_query().await;
+        // Pushed, its serial not answered yet: the push lock is free.
+        let free = tokio::time::timeout(Duration::from_secs(2), sink.failures()).await;
+        assert!(
+            free.is_ok(),
+            "the push lock is held while the serial is read"
+        );
+        let second = push("2");
+        let q2 = soa_query().await;
+        answer(q2, 43).await;
+        let applied = second.await.unwrap().unwrap();
+        assert!(applied.changed);
+        assert_eq!(applied.serials.get(&zone), Some(&43));
+        assert_eq!(sink.serial(&zone), Some(43));
+        // The first push's serial, read before the second push was accepted, arrives last.
+        answer(q1, 41).await;
+        let applied = first.await.unwrap().unwrap();
+        assert_eq!(
+            applied.serials.get(&zone),
+            Some(&41),
+            "what the first push read"
+        );
+        assert_eq!(
+            sink.serial(&zone),
+            Some(43),
+            "not replaced by an older serial"
+        );
     }
 }

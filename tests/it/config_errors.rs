@@ -266,11 +266,12 @@ fn push_settings_are_checked_with_named_keys() {
         let (code, err) = run(&r53);
         assert_eq!(code, Some(0), "{err}");
     }
-    let (code, err) = run("provider = \"godaddy\"\ntoken_file = \"gd.token\"\n");
+    // dns-update's APIs whose credentials are no `key = value` lines are refused with why.
+    let (code, err) = run("provider = \"transip\"\ntoken_file = \"transip.key\"\n");
     assert_eq!(code, Some(2));
     assert!(
         err.contains("domain[0].push.provider")
-            && err.contains("the godaddy API is not supported yet"),
+            && err.contains("the transip API is not supported yet"),
         "{err}"
     );
     // A supported provider API in a build without them says how to get them.
