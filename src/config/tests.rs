@@ -181,6 +181,21 @@ fn provider_credentials_are_checked() {
     .unwrap_err();
     let m = problem_at(&e, "domain[0].push.api_url").unwrap();
     assert!(m.starts_with("plesk needs api_url"), "{m}");
+    // DANE through a provider whose client cannot write TLSA: refused where it is asked for.
+    let mx = "[[mx]]\nhost = \"mx1.example.com\"\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n";
+    let https = |text: &str| text.replace("[domain.push]", "tlsa_https = true\n[domain.push]");
+    let e = parse(&format!("{}{mx}", https(&godaddy))).unwrap_err();
+    let m = problem_at(&e, "mx[0].rollover").unwrap();
+    assert!(
+        m.contains("mx1.example.com go through the godaddy API, which cannot write TLSA"),
+        "{m}"
+    );
+    let m = problem_at(&e, "domain[0].tlsa_https").unwrap();
+    assert!(m.contains("godaddy API cannot write TLSA"), "{m}");
+    parse(&format!("{godaddy}{mx}rollover = false\n")).unwrap();
+    let cloudflare = godaddy.replace("godaddy", "cloudflare");
+    std::fs::write(&f, "token\n").unwrap();
+    parse(&format!("{}{mx}", https(&cloudflare))).unwrap();
     let e = parse(&format!("{GOOD}[domain.push]\nprovider = \"namecheap\"\n")).unwrap_err();
     let m = problem_at(&e, "domain[0].push.token_file").unwrap();
     assert!(m.contains("`client_ip = …`"), "{m}");

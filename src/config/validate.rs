@@ -137,6 +137,20 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
                 "a pushed domain has no zone file: mxguard does not serve its zone (remove zone, or [domain.push])".into(),
             );
         }
+        if d.tlsa_https
+            && let Some(p) = push
+                .as_ref()
+                .and_then(|s| s.provider.as_ref())
+                .filter(|p| crate::publish::providers::NO_TLSA.contains(&p.name.as_str()))
+        {
+            problem(
+                format!("domain[{i}].tlsa_https"),
+                format!(
+                    "the {} API cannot write TLSA records: set tlsa_https = false, or push with another provider or rfc2136",
+                    p.name
+                ),
+            );
+        }
         domains.push(Domain {
             name,
             mx,
@@ -150,6 +164,14 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
     }
 
     domains
+}
+
+/// The provider API of a pushed domain whose client cannot write TLSA records.
+fn no_tlsa_provider(d: &Domain) -> Option<&str> {
+    let name = d.push.as_ref()?.provider.as_ref()?.name.as_str();
+    crate::publish::providers::NO_TLSA
+        .contains(&name)
+        .then_some(name)
 }
 
 /// `[[mx]]`: hosts, files, modes, owner, reload, rollover or external certificate.
@@ -230,13 +252,27 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
             },
             None => None,
         };
+        // The pushed domain whose zone holds this MX's TLSA records, if any (the longest).
         let pushed = domains
             .iter()
-            .any(|d| d.push.is_some() && m.host.ends_with(&format!(".{}", d.name)));
-        if (m.rollover || m.external_cert.is_some()) && raw.listen.dns.is_none() && !pushed {
+            .filter(|d| {
+                d.push.is_some() && (m.host == d.name || m.host.ends_with(&format!(".{}", d.name)))
+            })
+            .max_by_key(|d| d.name.len());
+        let dane = m.rollover || m.external_cert.is_some();
+        if dane && raw.listen.dns.is_none() && pushed.is_none() {
             problem(
                 format!("mx[{i}].rollover"),
                 "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
+            );
+        }
+        if dane && let Some(p) = pushed.and_then(|d| no_tlsa_provider(d)) {
+            problem(
+                format!("mx[{i}].rollover"),
+                format!(
+                    "the TLSA records of {} go through the {p} API, which cannot write TLSA records: set rollover = false (no DANE for this MX), or push that domain with another provider or rfc2136",
+                    m.host
+                ),
             );
         }
         let external = m.external_cert.as_deref().map(resolve);
