@@ -465,7 +465,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                         max_connections: config.limits.dns_tcp_connections,
                         max_per_source: config.limits.dns_tcp_per_address,
                         idle: config.limits.dns_tcp_idle,
-                    }),
+                    })
+                    // Only secondaries may transfer zones: without them, no IXFR journal.
+                    .with_journal(!config.secondaries.is_empty()),
             );
             let changes =
                 base_changes(&config, &loaded, state.root()).map_err(|e| bad_name(&config, e))?;

@@ -129,6 +129,15 @@ impl DnsServer {
         self
     }
 
+    /// Whether to keep the IXFR [`journal`] (on by default; a server that no secondary may
+    /// transfer from needs none).
+    pub fn with_journal(mut self, on: bool) -> Self {
+        if !on {
+            self.journal = journal::Journal::disabled();
+        }
+        self
+    }
+
     pub fn with_response_cache(mut self, entries: usize) -> Self {
         self.response_cache = entries;
         self

@@ -504,7 +504,8 @@ impl Nginx {
         let (cert, key) = lab
             .test_ca
             .leaf(dir, "mta-sts", &["mta-sts.example.com"], (2020, 2090));
-        // nginx workers (another user when run as root) read the files.
+        // One nginx process (no master, so killing it leaves no worker behind), another user
+        // when run as root, reads the files.
         let _ = Command::new("chmod")
             .arg("a+rx")
             .arg(lab.p.dir.path())
@@ -514,7 +515,7 @@ impl Nginx {
         fs::write(
             &conf,
             format!(
-                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  default_type text/plain;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name mta-sts.example.com;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    root {r};\n  }}\n}}\n",
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  default_type text/plain;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name mta-sts.example.com;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    root {r};\n  }}\n}}\n",
                 d = dir.display(),
                 c = cert.display(),
                 k = key.display(),

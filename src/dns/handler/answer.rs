@@ -120,7 +120,7 @@ impl Authority {
                             synthesized: 0,
                         });
                     }
-                    Some(s) => self.journal.version(zone.origin(), s),
+                    Some(s) => self.journal.ixfr(zone, s),
                     None => None,
                 }
             } else {
@@ -272,10 +272,10 @@ impl Authority {
                 from,
                 signing,
             } => {
-                let records = match &from {
-                    Some(old) => {
-                        debug!(src = %request.src(), zone = %zone.origin(), from = old.serial(), to = zone.serial(), "incremental zone transfer");
-                        super::super::journal::ixfr_records(old, zone)
+                let records = match from {
+                    Some(changes) => {
+                        debug!(src = %request.src(), zone = %zone.origin(), to = zone.serial(), "incremental zone transfer");
+                        changes
                     }
                     None => zone.axfr_records(),
                 };

@@ -72,8 +72,8 @@ pub(crate) enum Reply<'z> {
     Transfer {
         metadata: Metadata,
         zone: &'z SignedZone,
-        /// IXFR: the version the secondary has (the answer is the difference).
-        from: Option<Arc<SignedZone>>,
+        /// IXFR: the changes since the version the secondary has (from the journal).
+        from: Option<Vec<Record>>,
         signing: Option<(TSigner, Vec<u8>)>,
     },
 }
