@@ -175,7 +175,7 @@ impl DnsServer {
         let (rate, slip) = self.rate_limit;
         let limiter = Arc::new(std::sync::Mutex::new(rrl::RateLimiter::new(rate, slip)));
         let addrs: Vec<_> = sockets.udp.iter().map(|s| s.local_addr().ok()).collect();
-        for s in sockets.udp {
+        for (i, s) in sockets.udp.into_iter().enumerate() {
             let addr = s.local_addr().ok();
             // A socket that shares its address with others (`SO_REUSEPORT`) gets one task; a
             // socket alone at its address gets a task per core. The address's query tasks
@@ -186,7 +186,9 @@ impl DnsServer {
                 _ => 1,
             };
             let cache = self.response_cache.div_ceil(sockets_here * tasks);
-            tracing::info!(addr = ?addr, tasks, "dns listening on udp");
+            if !addrs[..i].contains(&addr) {
+                tracing::info!(addr = ?addr, sockets = sockets_here, tasks_per_socket = tasks, "dns listening on udp");
+            }
             let s = Arc::new(s);
             for _ in 0..tasks {
                 let (s, a, stop) = (s.clone(), authority.clone(), udp_stop.clone());

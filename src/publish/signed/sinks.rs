@@ -65,6 +65,15 @@ impl RecordSink for SignedZonePublisher {
         for z in &built {
             serials.insert(z.origin().clone(), z.serial());
         }
+        // A zone whose managed records changed only in who set them (the same records) is not
+        // rebuilt: it keeps the serial it is served with.
+        for o in touched.keys() {
+            if !serials.contains_key(o)
+                && let Some(z) = served.get(o)
+            {
+                serials.insert(o.clone(), z.serial());
+            }
+        }
         let changed = !built.is_empty();
         self.swap(built, &[]);
         for (o, slot) in touched {

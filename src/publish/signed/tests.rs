@@ -137,6 +137,16 @@ async fn a_change_already_in_place_does_no_signing_and_no_io() {
         std::fs::metadata(&state_file).unwrap().modified().unwrap(),
         written
     );
+    // The same records from another producer's step: not rebuilt, and the zone's serial is
+    // still reported (its absence reads as "not inside any served zone").
+    let same = records::dane_ee("mx1.a.example", 25, &[vec![1; 32]], 300, "again".into()).unwrap();
+    let applied = p.apply(vec![same]).await.unwrap();
+    assert!(!applied.changed);
+    assert_eq!(
+        applied.serials.get(&n("a.example.")),
+        Some(&snapshot.get(&n("a.example.")).unwrap().serial())
+    );
+    assert!(Arc::ptr_eq(&snapshot, &p.served()));
     // Withdrawing what is not there, or outside every zone, is nothing to do either.
     let outside = RrsetKey::new(
         n("_25._tcp.mx.other.example."),
