@@ -19,6 +19,7 @@ pub mod domain;
 pub mod monitor;
 pub mod mx;
 pub mod pki;
+pub mod policy;
 pub mod report;
 pub mod resolve;
 pub mod targets;

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use hickory_proto::rr::{RData, RecordType};
 use rustls::pki_types::{CertificateDer, UnixTime};
 
-use super::domain::{Env, FetchedPolicy, fqdn};
+use super::domain::{Env, fqdn};
+use super::policy::FetchedPolicy;
 use super::report::{CertInfo, Findings, MxReport, Verdict};
 use super::resolve::Security;
 use super::tlsa::{Match, Tlsa, match_chain};
