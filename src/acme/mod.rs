@@ -17,6 +17,7 @@
 
 pub(crate) mod client;
 pub(crate) mod deploy;
+pub(crate) mod issuer;
 pub(crate) mod manager;
 pub(crate) mod renewal;
 pub(crate) mod report;
