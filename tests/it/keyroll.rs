@@ -2,7 +2,8 @@
 //! DS, a strictly validating unbound is anchored at `test.`, and a "registrar" copies the
 //! child's CDS into the parent by RFC 2136. An observer queries the child through unbound
 //! every 100 ms during a CSK roll and an algorithm roll, with mxguard killed (SIGKILL) in
-//! every phase of both: not one SERVFAIL.
+//! every phase of both, then during a roll that `dnssec.key_lifetime` starts: not one
+//! SERVFAIL.
 
 use std::fs;
 use std::process::{Command, Stdio};
@@ -452,6 +453,48 @@ fn csk_and_algorithm_rolls_wait_for_the_parent_and_never_servfail() {
     ]);
     assert!(out.status.success(), "{out:?}");
     roll_with_kills(&p, &mut d, "ed25519", &registrar);
+    // 3. A roll by `dnssec.key_lifetime`: mxguard stops, the key in use is made 8 days old
+    // (as if that time had passed), and with key_lifetime = "7d" the restarted daemon rolls
+    // it by itself, keeping its algorithm, while the observer goes on asking.
+    d.signal("TERM");
+    let _ = d.child.wait();
+    let state_file = p.path(&format!("state/keys/{ZONE}.roll.json"));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&state_file).unwrap()).unwrap();
+    let old_key = v["keys"][0]["file"].as_str().unwrap().to_string();
+    let created = v["keys"][0]["created"].as_u64().unwrap();
+    v["keys"][0]["created"] = (created - 8 * 86_400).into();
+    fs::write(&state_file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace("[dnssec]\n", "[dnssec]\nkey_lifetime = \"7d\"\n");
+    assert!(cfg.contains("key_lifetime"));
+    fs::write(p.config(), cfg).unwrap();
+    d = Daemon::start(&p);
+    wait_for(
+        "the lifetime roll to start",
+        Duration::from_secs(30),
+        || (phase(&p) != "stable").then_some(()),
+    );
+    let new_key = wait_for(
+        "the lifetime roll to end with a new key",
+        Duration::from_secs(240),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&state_file).ok()?).ok()?;
+            let keys = v["keys"].as_array()?;
+            (v["phase"] == "stable" && keys.len() == 1 && keys[0]["file"] != old_key.as_str())
+                .then(|| keys[0].clone())
+        },
+    );
+    assert_eq!(new_key["algorithm"], "ed25519", "{new_key}");
+    // This daemon started the roll by itself (no request file, no `dnssec-roll`).
+    assert!(
+        d.log_text()
+            .contains("dnssec key roll starts with a new key"),
+        "{}",
+        d.log_text()
+    );
     // Let caches run through the last change, then stop observing.
     std::thread::sleep(Duration::from_secs(4));
     stop.store(true, Ordering::SeqCst);
