@@ -242,7 +242,8 @@ fn default_retention_days() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DnsOptions {
-    /// UDP responses each query task keeps for reuse while the zones are unchanged; 0: none.
+    /// UDP responses kept for reuse per DNS address (shared out among its query tasks) while
+    /// the zones are unchanged; 0: none.
     #[serde(default = "default_response_cache")]
     pub response_cache: usize,
     /// UDP responses per second to one client network (IPv4 /24, IPv6 /56) before response

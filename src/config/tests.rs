@@ -185,14 +185,18 @@ fn provider_credentials_are_checked() {
     let mx = "[[mx]]\nhost = \"mx1.example.com\"\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n";
     let https = |text: &str| text.replace("[domain.push]", "tlsa_https = true\n[domain.push]");
     let e = parse(&format!("{}{mx}", https(&godaddy))).unwrap_err();
-    let m = problem_at(&e, "mx[0].rollover").unwrap();
+    let m = problem_at(&e, "mx[0].host").unwrap();
     assert!(
-        m.contains("mx1.example.com go through the godaddy API, which cannot write TLSA"),
+        m.contains("mx1.example.com is in example.com, pushed through the godaddy API, which cannot write TLSA"),
         "{m}"
     );
     let m = problem_at(&e, "domain[0].tlsa_https").unwrap();
     assert!(m.contains("godaddy API cannot write TLSA"), "{m}");
-    parse(&format!("{godaddy}{mx}rollover = false\n")).unwrap();
+    // Without rollover the MX key's `3 1 1` is still published: refused too.
+    let e = parse(&format!("{godaddy}{mx}rollover = false\n")).unwrap_err();
+    assert!(problem_at(&e, "mx[0].host").is_some(), "{e}");
+    // Without [[mx]] and tlsa_https, the TXT records alone go through it.
+    parse(&godaddy).unwrap();
     let cloudflare = godaddy.replace("godaddy", "cloudflare");
     std::fs::write(&f, "token\n").unwrap();
     parse(&format!("{}{mx}", https(&cloudflare))).unwrap();

@@ -266,12 +266,14 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
                 "key rollover publishes TLSA records in mxguard's zone: set listen.dns, or rollover = false".into(),
             );
         }
-        if dane && let Some(p) = pushed.and_then(|d| no_tlsa_provider(d)) {
+        // Every [[mx]] publishes TLSA records (its key's `3 1 1`, with or without rollover;
+        // DANE-TA's `2 1 1`).
+        if let Some((d, p)) = pushed.and_then(|d| Some((d, no_tlsa_provider(d)?))) {
             problem(
-                format!("mx[{i}].rollover"),
+                format!("mx[{i}].host"),
                 format!(
-                    "the TLSA records of {} go through the {p} API, which cannot write TLSA records: set rollover = false (no DANE for this MX), or push that domain with another provider or rfc2136",
-                    m.host
+                    "{} is in {}, pushed through the {p} API, which cannot write TLSA records, and an [[mx]] publishes its TLSA records: remove this [[mx]] (mxguard then manages no certificate for it), or push {} with another provider or rfc2136",
+                    m.host, d.name, d.name
                 ),
             );
         }

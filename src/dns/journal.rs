@@ -25,6 +25,8 @@ const RECORD_OVERHEAD: usize = 200;
 
 /// One change of a zone: from the version with serial `from` to the one with serial `to`.
 struct Delta {
+    /// Its place in [`Inner::order`].
+    seq: u64,
     from: u32,
     to: u32,
     old_soa: Vec<Record>,
@@ -38,22 +40,35 @@ struct Delta {
 #[derive(Default)]
 struct Inner {
     by_zone: HashMap<Name, VecDeque<Delta>>,
-    /// Insertion order, to drop the oldest when over [`TOTAL`] or [`BUDGET`].
-    order: VecDeque<(Name, u32)>,
+    /// Insertion order (zone, [`Delta::seq`]), to drop the oldest when over [`TOTAL`] or
+    /// [`BUDGET`]; entries of changes already dropped are skipped.
+    order: VecDeque<(Name, u64)>,
+    next_seq: u64,
+    /// Changes kept and their estimated bytes.
+    count: usize,
     bytes: usize,
 }
 
 impl Inner {
-    /// Drops the oldest change of `name` if it is the one from `from`.
-    fn drop_oldest(&mut self, name: &Name, from: u32) {
+    /// Drops the change `seq` of `name` if it is still the zone's oldest.
+    fn drop_oldest(&mut self, name: &Name, seq: u64) {
         if let Some(v) = self.by_zone.get_mut(name)
-            && v.front().is_some_and(|d| d.from == from)
+            && v.front().is_some_and(|d| d.seq == seq)
             && let Some(d) = v.pop_front()
         {
+            self.count -= 1;
             self.bytes -= d.bytes;
             if v.is_empty() {
                 self.by_zone.remove(name);
             }
+        }
+    }
+
+    /// Forgets every change kept for `name`.
+    fn forget(&mut self, name: &Name) {
+        if let Some(v) = self.by_zone.remove(name) {
+            self.count -= v.len();
+            self.bytes -= v.iter().map(|d| d.bytes).sum::<usize>();
         }
     }
 }
@@ -74,42 +89,67 @@ impl Journal {
         Journal(None)
     }
 
-    /// Records the changes from the versions `old` served to those of `new`.
+    /// Records the changes from the versions `old` served to those of `new`. The differences
+    /// are computed before the lock is taken; a change larger than a quarter of [`BUDGET`]
+    /// (a whole large zone re-signed) is not kept, and its zone's secondaries transfer the
+    /// whole zone, instead of it pushing every other zone's changes out.
     pub fn replaced(&self, old: &Zones, new: &Zones) {
-        let Some(Ok(mut guard)) = self.0.as_ref().map(|m| m.lock()) else {
+        let Some(m) = self.0.as_ref() else {
+            return;
+        };
+        let mut removed = Vec::new();
+        let mut changes = Vec::new();
+        for z in old.iter() {
+            match new.get(z.origin()) {
+                None => removed.push(z.origin().clone()),
+                Some(n) if n.serial() != z.serial() => {
+                    changes.push((z.origin().clone(), delta(z, n)));
+                }
+                Some(_) => {}
+            }
+        }
+        if removed.is_empty() && changes.is_empty() {
+            return;
+        }
+        let Ok(mut guard) = m.lock() else {
             return;
         };
         let inner = &mut *guard;
-        for z in old.iter() {
-            let Some(n) = new.get(z.origin()) else {
-                if let Some(v) = inner.by_zone.remove(z.origin()) {
-                    inner.bytes -= v.iter().map(|d| d.bytes).sum::<usize>();
-                }
-                continue;
-            };
-            if n.serial() == z.serial() {
+        for name in &removed {
+            inner.forget(name);
+        }
+        for (name, mut d) in changes {
+            if d.bytes > BUDGET / 4 {
+                inner.forget(&name);
                 continue;
             }
-            let d = delta(z, n);
+            d.seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.count += 1;
             inner.bytes += d.bytes;
-            inner.order.push_back((z.origin().clone(), d.from));
-            let versions = inner.by_zone.entry(z.origin().clone()).or_default();
+            inner.order.push_back((name.clone(), d.seq));
+            let versions = inner.by_zone.entry(name).or_default();
             // A change that does not continue the kept ones starts the zone's chain over.
             if versions.back().is_some_and(|last| last.to != d.from) {
+                inner.count -= versions.len();
                 inner.bytes -= versions.drain(..).map(|d| d.bytes).sum::<usize>();
             }
             versions.push_back(d);
             if versions.len() > PER_ZONE
                 && let Some(first) = versions.pop_front()
             {
+                inner.count -= 1;
                 inner.bytes -= first.bytes;
             }
         }
-        while inner.order.len() > TOTAL || inner.bytes > BUDGET {
-            let Some((name, from)) = inner.order.pop_front() else {
+        // Oldest first, while over the count or the bytes, or while the queue holds too many
+        // entries of changes dropped already (a zone that never changes again keeps its entry
+        // at the front).
+        while inner.count > TOTAL || inner.bytes > BUDGET || inner.order.len() > 4 * TOTAL {
+            let Some((name, seq)) = inner.order.pop_front() else {
                 break;
             };
-            inner.drop_oldest(&name, from);
+            inner.drop_oldest(&name, seq);
         }
     }
 
@@ -169,6 +209,7 @@ fn delta(old: &SignedZone, new: &SignedZone) -> Delta {
     let (old_soa, new_soa) = (soa(old), soa(new));
     bytes += (old_soa.len() + new_soa.len()) * (RECORD_OVERHEAD + 128);
     Delta {
+        seq: 0,
         from: old.serial(),
         to: new.serial(),
         old_soa,
@@ -298,6 +339,7 @@ mod tests {
         let inner = j.0.as_ref().unwrap().lock().unwrap();
         assert!(inner.by_zone.is_empty());
         assert_eq!(inner.bytes, 0, "every byte counted out again");
+        assert_eq!(inner.count, 0);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! non-blocking and go through tokio's readiness tracking: `WouldBlock` means "await
 //! `readable()`/`writable()` and try again".
 //!
-//! The only `unsafe` code of mxguard is here: two system calls whose headers point at buffers
-//! of the calling frame, and the conversion of socket addresses from and to their C form.
+//! The `unsafe` code here: two system calls whose headers point at buffers of the calling
+//! frame, and the conversion of socket addresses from and to their C form.
 
 use std::io;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //!
 //! Owns the sockets it is given, the wire protocol (EDNS0, truncation, TCP), the transfer policy
 //! (secondaries by source address and/or TSIG), NOTIFY to secondaries and SOA queries to them,
-//! and the IXFR [`journal`] of the versions it served last.
+//! and the IXFR [`journal`] of the zones' recent changes.
 //! It only *reads* zones: the current [`Zones`] sit in an `ArcSwap`, each request takes one
 //! snapshot, and the daemon replaces the whole set atomically ([`DnsServer::publish`]). Answers
 //! come from the pure lookup in `crate::zone::signed`. Must not build, sign or persist zones,
@@ -92,7 +92,7 @@ impl DnsSockets {
 #[derive(Clone)]
 pub struct DnsServer {
     zones: Arc<ArcSwap<Zones>>,
-    /// Previous versions of the zones, for IXFR.
+    /// Recent changes of the zones, for IXFR.
     journal: journal::Journal,
     changed: Arc<tokio::sync::Notify>,
     response_cache: usize,
@@ -114,8 +114,6 @@ impl DnsServer {
         }
     }
 
-    /// Reusable UDP responses kept per DNS address, shared out among its query tasks (0:
-    /// none); see `cache`.
     /// UDP response rate limiting: `rate` responses per second per client network (0: off),
     /// every `slip`-th limited response truncated.
     pub fn with_rate_limit(mut self, rate: u32, slip: u32) -> Self {
@@ -138,6 +136,8 @@ impl DnsServer {
         self
     }
 
+    /// Reusable UDP responses kept per DNS address, shared out among its query tasks (0:
+    /// none); see `cache`.
     pub fn with_response_cache(mut self, entries: usize) -> Self {
         self.response_cache = entries;
         self

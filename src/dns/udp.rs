@@ -104,8 +104,9 @@ pub(super) async fn serve(
         // Datagrams that cannot be answered are skipped, and responses are never answered (no
         // reflection), nor counted against the sender.
         {
-            let now = std::time::Instant::now();
             let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+            // Read under the lock: no other task has counted a later instant.
+            let now = std::time::Instant::now();
             for ((buf, &(len, src)), verdict) in bufs.iter().zip(&got).zip(&mut verdicts).take(n) {
                 *verdict = match src.filter(|s| answerable(*s)) {
                     None => {

@@ -504,8 +504,8 @@ impl Nginx {
         let (cert, key) = lab
             .test_ca
             .leaf(dir, "mta-sts", &["mta-sts.example.com"], (2020, 2090));
-        // One nginx process (no master, so killing it leaves no worker behind), another user
-        // when run as root, reads the files.
+        // One nginx process (no master, so killing it leaves no worker behind); the files are
+        // made readable to all in case it runs as another user.
         let _ = Command::new("chmod")
             .arg("a+rx")
             .arg(lab.p.dir.path())

@@ -241,6 +241,24 @@ impl Drop for Fixture {
     }
 }
 
+/// The DS (SHA-256) of the KSK among `dnskeys` (`dig +short … DNSKEY` lines) of `zone`, as
+/// `dnssec-dsfromkey` prints it: a trust anchor line for a validating resolver. `dir` holds
+/// the key file it reads.
+pub(crate) fn ksk_ds(zone: &str, dnskeys: &str, dir: &std::path::Path) -> String {
+    let key = dnskeys
+        .lines()
+        .find(|l| l.starts_with("257 3 "))
+        .unwrap_or_else(|| panic!("no KSK for {zone} in:\n{dnskeys}"));
+    let f = dir.join("ksk.key");
+    std::fs::write(&f, format!("{zone}. 3600 IN DNSKEY {key}\n")).unwrap();
+    let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
+        .args(["-2", "-f"])
+        .arg(&f)
+        .arg(format!("{zone}.")));
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
 /// A child process killed on drop.
 pub(crate) struct Proc(pub(crate) Child);
 
@@ -251,7 +269,7 @@ impl Drop for Proc {
     }
 }
 
-/// A strict unbound validator for example.com only, stubbed to the fixture.
+/// A strict unbound validator with one trust anchor, asking only the lab's servers.
 pub(crate) struct Unbound {
     pub(crate) port: u16,
     _proc: Proc,
@@ -259,13 +277,22 @@ pub(crate) struct Unbound {
 }
 
 impl Unbound {
+    /// Validating example.com from `ds_line`, asked at `server_port`.
     pub(crate) fn start(server_port: u16, ds_line: &str) -> Unbound {
+        Unbound::lab(ds_line, &[("example.com.", server_port)], false)
+    }
+
+    /// Validating strictly from the trust anchor `anchor` (a DS or DNSKEY line), each zone of
+    /// `stubs` asked at its port on 127.0.0.1 and every other name refused (nothing leaves
+    /// the lab); `harden_algo_downgrade`: every algorithm of the DS set must sign.
+    pub(crate) fn lab(anchor: &str, stubs: &[(&str, u16)], harden_algo_downgrade: bool) -> Unbound {
         let bin = tool("unbound", "unbound");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
-        std::fs::write(dir.path().join("anchor"), format!("{ds_line}\n")).unwrap();
+        std::fs::write(dir.path().join("anchor"), format!("{anchor}\n")).unwrap();
         let port = free_port();
-        let conf = format!(
+        let harden = if harden_algo_downgrade { "yes" } else { "no" };
+        let mut conf = format!(
             r#"server:
     interface: 127.0.0.1
     port: {port}
@@ -285,16 +312,20 @@ impl Unbound {
     trust-anchor-signaling: no
     root-key-sentinel: no
     harden-dnssec-stripped: yes
+    harden-algo-downgrade: {harden}
     access-control: 127.0.0.0/8 allow
     local-zone: "." refuse
-    local-zone: "example.com." transparent
-stub-zone:
-    name: "example.com."
-    stub-addr: 127.0.0.1@{server_port}
-remote-control:
-    control-enable: no
 "#
         );
+        for (zone, _) in stubs {
+            conf.push_str(&format!("    local-zone: \"{zone}\" transparent\n"));
+        }
+        for (zone, stub) in stubs {
+            conf.push_str(&format!(
+                "stub-zone:\n    name: \"{zone}\"\n    stub-addr: 127.0.0.1@{stub}\n"
+            ));
+        }
+        conf.push_str("remote-control:\n    control-enable: no\n");
         let conf_path = dir.path().join("unbound.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let (ok, out) = run(Command::new(tool("unbound-checkconf", "unbound")).arg(&conf_path));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dns::{Proc, dig, run, tool};
+use crate::dns::{Proc, Unbound, dig, ksk_ds, run, tool};
 use crate::harness::{Daemon, DomainSpec, Project, free_port, mxguard, wait_for};
 
 const ZONE: &str = "example.test";
@@ -87,20 +87,11 @@ impl Parent {
 
     /// The DS of knot's KSK for `test.` (unbound's trust anchor).
     fn anchor(&self) -> String {
-        let key = self
-            .dig(&["+short", "test.", "DNSKEY"])
-            .lines()
-            .find(|l| l.starts_with("257 3 "))
-            .unwrap()
-            .to_string();
-        let f = self.dir.path().join("ksk.key");
-        fs::write(&f, format!("test. 3600 IN DNSKEY {key}\n")).unwrap();
-        let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
-            .args(["-2", "-f"])
-            .arg(&f)
-            .arg("test."));
-        assert!(ok, "{out}");
-        out.trim().to_string()
+        ksk_ds(
+            "test",
+            &self.dig(&["+short", "test.", "DNSKEY"]),
+            self.dir.path(),
+        )
     }
 
     /// The child's DS as the parent serves it (`tag alg type HEX`, sorted).
@@ -172,61 +163,6 @@ fn ds_lines(out: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// unbound validating strictly from `test.` down, stubbed to knot and mxguard.
-fn unbound(anchor: &str, parent: u16, child: u16) -> (u16, Proc, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    fs::write(dir.path().join("anchor"), format!("{anchor}\n")).unwrap();
-    let port = free_port();
-    let conf = format!(
-        r#"server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-not-query-localhost: no
-    chroot: ""
-    username: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    val-log-level: 2
-    module-config: "validator iterator"
-    trust-anchor-file: "{d}/anchor"
-    val-permissive-mode: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    harden-dnssec-stripped: yes
-    harden-algo-downgrade: yes
-    access-control: 127.0.0.0/8 allow
-    local-zone: "." refuse
-    local-zone: "test." transparent
-stub-zone:
-    name: "test."
-    stub-addr: 127.0.0.1@{parent}
-stub-zone:
-    name: "{ZONE}."
-    stub-addr: 127.0.0.1@{child}
-remote-control:
-    control-enable: no
-"#
-    );
-    let path = dir.path().join("unbound.conf");
-    fs::write(&path, conf).unwrap();
-    let (ok, out) = run(Command::new(tool("unbound-checkconf", "unbound")).arg(&path));
-    assert!(ok, "unbound-checkconf: {out}");
-    let child = Command::new(tool("unbound", "unbound"))
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.path().join("unbound.log")).unwrap())
-        .spawn()
-        .unwrap();
-    (port, Proc(child), dir)
 }
 
 fn ask(port: u16, name: &str, rtype: &str) -> String {
@@ -363,7 +299,13 @@ fn csk_and_algorithm_rolls_wait_for_the_parent_and_never_servfail() {
         parent.port
     ));
     let mut d = p.start();
-    let (uport, _unbound, _udir) = unbound(&parent.anchor(), parent.port, p.dns);
+    // unbound validating strictly from `test.` down, stubbed to knot and mxguard.
+    let unbound = Unbound::lab(
+        &parent.anchor(),
+        &[("test.", parent.port), (&format!("{ZONE}."), p.dns)],
+        true,
+    );
+    let uport = unbound.port;
     wait_for(
         "unbound to validate the child",
         Duration::from_secs(30),

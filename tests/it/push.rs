@@ -8,7 +8,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::dns::{Knot, Proc, Unbound, dig, flags, run, tool};
+use crate::dns::{Knot, Proc, Unbound, dig, flags, ksk_ds, run, tool};
 use crate::harness::{DomainSpec, Project, StandInMx, free_port, mxguard, wait_for};
 use crate::pebble::{Pebble, PebbleOptions};
 
@@ -78,20 +78,11 @@ impl KnotPrimary {
 
     /// The DS of the zone's KSK (for a validating resolver's trust anchor).
     fn ds(&self, dir: &std::path::Path) -> String {
-        let key = self
-            .dig(&["+short", "example.com", "DNSKEY"])
-            .lines()
-            .find(|l| l.starts_with("257 3 "))
-            .unwrap()
-            .to_string();
-        let f = dir.join("ksk.key");
-        fs::write(&f, format!("example.com. 3600 IN DNSKEY {key}\n")).unwrap();
-        let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
-            .args(["-2", "-f"])
-            .arg(&f)
-            .arg("example.com"));
-        assert!(ok, "{out}");
-        out.trim().to_string()
+        ksk_ds(
+            "example.com",
+            &self.dig(&["+short", "example.com", "DNSKEY"]),
+            dir,
+        )
     }
 
     fn dig(&self, args: &[&str]) -> String {
@@ -812,20 +803,11 @@ impl PowerDns {
 
     /// The DS of the zone's KSK (unbound's trust anchor).
     fn ds(&self) -> String {
-        let key = self
-            .dig(&["+short", "example.com", "DNSKEY"])
-            .lines()
-            .find(|l| l.starts_with("257 3 "))
-            .unwrap()
-            .to_string();
-        let f = self.dir.path().join("ksk.key");
-        fs::write(&f, format!("example.com. 3600 IN DNSKEY {key}\n")).unwrap();
-        let (ok, out) = run(Command::new(tool("dnssec-dsfromkey", "bind9-utils"))
-            .args(["-2", "-f"])
-            .arg(&f)
-            .arg("example.com"));
-        assert!(ok, "{out}");
-        out.trim().to_string()
+        ksk_ds(
+            "example.com",
+            &self.dig(&["+short", "example.com", "DNSKEY"]),
+            self.dir.path(),
+        )
     }
 }
 
