@@ -204,6 +204,29 @@ fn lookups_answer_with_proofs() {
     }
 }
 
+/// `data` signed (NSEC or NSEC3) with a new ECDSA key, every signature checked against the
+/// zone's DNSKEY; with the denial type the zone uses.
+fn signed_and_verified(data: &ZoneData, nsec3: bool) -> (SignedZone, RecordType) {
+    let k = key(DnssecAlgorithm::EcdsaP256Sha256);
+    let (z, _) = build_signed_zone(data, &k, None, T0, &settings(nsec3)).unwrap();
+    let dnskey = match &z
+        .rrset(&n("example.com."), RecordType::DNSKEY)
+        .unwrap()
+        .records[0]
+        .data
+    {
+        RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
+        _ => panic!("no DNSKEY at the apex"),
+    };
+    verify_all(&z, &dnskey);
+    let denial = if nsec3 {
+        RecordType::NSEC3
+    } else {
+        RecordType::NSEC
+    };
+    (z, denial)
+}
+
 #[test]
 fn delegations_give_referrals_and_prove_their_ds() {
     let text = format!(
@@ -211,23 +234,7 @@ fn delegations_give_referrals_and_prove_their_ds() {
     );
     let data = ZoneData::parse(&text, Path::new("z"), &n("example.com.")).unwrap();
     for nsec3 in [false, true] {
-        let k = key(DnssecAlgorithm::EcdsaP256Sha256);
-        let (z, _) = build_signed_zone(&data, &k, None, T0, &settings(nsec3)).unwrap();
-        let dnskey = match &z
-            .rrset(&n("example.com."), RecordType::DNSKEY)
-            .unwrap()
-            .records[0]
-            .data
-        {
-            RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
-            _ => panic!(),
-        };
-        verify_all(&z, &dnskey);
-        let denial = if nsec3 {
-            RecordType::NSEC3
-        } else {
-            RecordType::NSEC
-        };
+        let (z, denial) = signed_and_verified(&data, nsec3);
         // Below a secure delegation: a referral with the DS and the glue.
         let a = z.lookup(&n("www.sub.example.com."), RecordType::A, true);
         assert!(a.referral && a.answers.is_empty() && a.rcode == ResponseCode::NoError);
@@ -276,23 +283,7 @@ fn wildcards_synthesize_answers_with_proofs() {
     let text = format!("{ZONE}*.wild IN A 192.0.2.77\n*.wild IN TXT \"w\"\n");
     let data = ZoneData::parse(&text, Path::new("z"), &n("example.com.")).unwrap();
     for nsec3 in [false, true] {
-        let k = key(DnssecAlgorithm::EcdsaP256Sha256);
-        let (z, _) = build_signed_zone(&data, &k, None, T0, &settings(nsec3)).unwrap();
-        let dnskey = match &z
-            .rrset(&n("example.com."), RecordType::DNSKEY)
-            .unwrap()
-            .records[0]
-            .data
-        {
-            RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
-            _ => panic!(),
-        };
-        verify_all(&z, &dnskey);
-        let denial = if nsec3 {
-            RecordType::NSEC3
-        } else {
-            RecordType::NSEC
-        };
+        let (z, denial) = signed_and_verified(&data, nsec3);
         for q in ["foo.wild.example.com.", "a.b.wild.example.com."] {
             let a = z.lookup(&n(q), RecordType::A, true);
             assert_eq!(a.rcode, ResponseCode::NoError, "{q}");
