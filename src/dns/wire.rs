@@ -190,10 +190,12 @@ fn write_record<'r>(
     rdata: Option<&mut RdataCache>,
 ) -> Result<(), ProtoError> {
     match *last {
-        // Equal lengths first: most owners differ in length, and `==` compares label by label.
+        // Equal lengths first: most owners differ in length. Then the labels byte for byte
+        // from the first, where NSEC3 owners differ (the zone's names are lowercase; a name
+        // equal but for case is merely written again).
         Some((previous, at))
             if std::ptr::eq(previous, name)
-                || (previous.len() == name.len() && *previous == *name) =>
+                || (previous.len() == name.len() && previous.iter().eq(name.iter())) =>
         {
             out.extend_from_slice(&(0xC000 | at).to_be_bytes());
         }

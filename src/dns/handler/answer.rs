@@ -141,38 +141,73 @@ impl Authority {
             };
         }
 
+        let cacheable = matches!(tsig, Tsig::Absent);
+        Reply::Message(Self::answer_query(
+            zones,
+            &request.metadata,
+            qname,
+            qtype,
+            dnssec_ok,
+            request.protocol() == Protocol::Udp,
+            response_tsig(&tsig),
+            cacheable,
+        ))
+    }
+
+    /// The answer to an ordinary query (class IN, not a transfer) for `qname` (lowercase) and
+    /// `qtype`, once the request itself has passed every check: the part of [`Self::reply`]
+    /// that [`PlainQuery`]s go to directly.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer_query<'z>(
+        zones: &'z Zones,
+        request: &Metadata,
+        qname: &Name,
+        qtype: RecordType,
+        dnssec_ok: bool,
+        udp: bool,
+        tsig: Option<ResponseTsig>,
+        cacheable: bool,
+    ) -> Message<'z> {
+        let mut metadata = Metadata::response_from_request(request);
         let Some(zone) = zones.find(qname) else {
-            return error(ResponseCode::Refused, response_tsig(&tsig));
-        };
-        if qtype == RecordType::RRSIG && request.protocol() == Protocol::Udp {
-            // Every signature of a name is a 20x amplifier: over UDP say "truncated" at once,
-            // so that a real client asks again over TCP (RFC 7766).
-            let mut metadata = Metadata::response_from_request(&request.metadata);
-            metadata.authoritative = true;
-            metadata.truncation = true;
-            return Reply::Message(Message {
+            metadata.response_code = ResponseCode::Refused;
+            return Message {
                 metadata,
                 answers: Vec::new(),
                 authorities: Vec::new(),
                 additionals: Vec::new(),
-                tsig: response_tsig(&tsig),
-                cacheable: matches!(tsig, Tsig::Absent),
+                tsig,
+                cacheable: false,
                 synthesized: 0,
-            });
+            };
+        };
+        if qtype == RecordType::RRSIG && udp {
+            // Every signature of a name is a 20x amplifier: over UDP say "truncated" at once,
+            // so that a real client asks again over TCP (RFC 7766).
+            metadata.authoritative = true;
+            metadata.truncation = true;
+            return Message {
+                metadata,
+                answers: Vec::new(),
+                authorities: Vec::new(),
+                additionals: Vec::new(),
+                tsig,
+                cacheable,
+                synthesized: 0,
+            };
         }
         let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
-        let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.rcode != ResponseCode::Refused && !answer.referral;
-        Reply::Message(Message {
+        Message {
             metadata,
             answers: answer.answers,
             authorities: answer.authorities,
             additionals: answer.additionals,
-            cacheable: matches!(tsig, Tsig::Absent),
-            tsig: response_tsig(&tsig),
+            cacheable,
+            tsig,
             synthesized: answer.synthesized,
-        })
+        }
     }
 
     /// Answers one UDP datagram from `src` with `zones` into `out` (the message
@@ -186,6 +221,26 @@ impl Authority {
         out: &mut Vec<u8>,
         rdata: Option<&mut wire::RdataCache>,
     ) -> UdpAnswer {
+        if let Some(q) = PlainQuery::parse(packet) {
+            let dnssec_ok = q.edns.is_some_and(|(_, d)| d);
+            let m = Self::answer_query(
+                zones, &q.metadata, &q.name, q.qtype, dnssec_ok, true, None, true,
+            );
+            let cacheable = m.cacheable;
+            let opt = q.edns.map(|_| wire::Opt {
+                max_payload: UDP_PAYLOAD_MAX,
+                dnssec_ok,
+            });
+            let limit = q.udp_limit();
+            return match write_plain(m, opt, limit, q.question, Some(&q.name), out, rdata) {
+                Ok(()) if cacheable => UdpAnswer::Reusable,
+                Ok(()) => UdpAnswer::Send,
+                Err(e) => {
+                    debug!(src = %src, err = %e, "failed to encode dns response");
+                    UdpAnswer::Nothing
+                }
+            };
+        }
         let mut decoder = BinDecoder::new(packet);
         let Ok(header) = Header::read(&mut decoder) else {
             return UdpAnswer::Nothing;

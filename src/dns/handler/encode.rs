@@ -317,6 +317,26 @@ pub(crate) fn write_udp(
     out: &mut Vec<u8>,
     rdata: Option<&mut wire::RdataCache>,
 ) -> Result<(), ProtoError> {
+    let opt = request.edns.as_ref().map(|e| wire::Opt {
+        max_payload: UDP_PAYLOAD_MAX,
+        dnssec_ok: e.flags().dnssec_ok,
+    });
+    let qname: Option<&Name> = request.queries.queries().first().map(|q| &**q.name());
+    let question = request.queries.as_bytes();
+    write_plain(m, opt, udp_limit(request), question, qname, out, rdata)
+}
+
+/// [`write_udp`] given what it takes from the request: the response's OPT, the client's size
+/// limit, the question as sent and its (lowercase) name.
+pub(crate) fn write_plain(
+    m: Message<'_>,
+    opt: Option<wire::Opt>,
+    limit: usize,
+    question: &[u8],
+    qname: Option<&Name>,
+    out: &mut Vec<u8>,
+    rdata: Option<&mut wire::RdataCache>,
+) -> Result<(), ProtoError> {
     let Message {
         mut metadata,
         answers,
@@ -325,14 +345,7 @@ pub(crate) fn write_udp(
         synthesized,
         ..
     } = m;
-    let opt = request.edns.as_ref().map(|e| wire::Opt {
-        max_payload: UDP_PAYLOAD_MAX,
-        dnssec_ok: e.flags().dnssec_ok,
-    });
-    let limit = udp_limit(request);
-    let question = request.queries.as_bytes();
     let sections = [&answers[..], &authorities[..], &additionals[..]];
-    let qname: Option<&Name> = request.queries.queries().first().map(|q| &**q.name());
     let synthesized = qname.map(|n| (n, synthesized));
     if wire::write_response(
         out,

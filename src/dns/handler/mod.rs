@@ -6,12 +6,14 @@
 //! become SERVFAIL.
 //!
 //! Parts: `acl` (transfer ACL and TSIG check), `answer` (one request from one snapshot),
-//! `encode` (EDNS, truncation, TSIG signing, the UDP writer), `axfr` (zone transfers).
+//! `encode` (EDNS, truncation, TSIG signing, the UDP writer), `axfr` (zone transfers), `query`
+//! (the plain UDP query read without hickory's decoder).
 
 mod acl;
 mod answer;
 mod axfr;
 mod encode;
+mod query;
 
 #[allow(unused_imports)]
 // each child's items, for the others, the tests and (pub ones) the crate
@@ -25,6 +27,9 @@ pub use axfr::*;
 #[allow(unused_imports)]
 // each child's items, for the others, the tests and (pub ones) the crate
 pub use encode::*;
+#[allow(unused_imports)]
+// each child's items, for the others, the tests and (pub ones) the crate
+pub use query::*;
 
 use crate::zone::Zones;
 use arc_swap::ArcSwap;
