@@ -28,9 +28,24 @@ pub(super) fn recv(
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        socket.try_io(tokio::io::Interest::READABLE, || {
-            linux::recv(socket.as_raw_fd(), bufs, got)
-        })
+        // A short batch means the receive queue was empty when the call returned: tokio is
+        // told `WouldBlock` so that it clears the socket's readiness (as it does itself for a
+        // short TCP read), which saves the empty call that would find that out. A datagram
+        // arriving later raises a new edge-triggered event and so new readiness.
+        let want = bufs.len().min(got.len()).min(BATCH);
+        let mut short = 0;
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = linux::recv(socket.as_raw_fd(), bufs, got)?;
+            if n > 0 && n < want {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+            r => r,
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -258,6 +273,34 @@ mod tests {
     async fn batches_carry_sources_and_replies() {
         for host in ["127.0.0.1", "[::1]"] {
             round_trip(host).await;
+        }
+    }
+
+    /// After a short batch (which clears the socket's readiness) a datagram sent later still
+    /// wakes the receiver: none is left waiting in the queue.
+    #[tokio::test]
+    async fn a_datagram_after_a_short_batch_is_not_missed() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut bufs = vec![vec![0u8; 16]; BATCH];
+        let mut got = vec![(0, None); BATCH];
+        for round in 0..20u8 {
+            client.send_to(&[round; 3], addr).await.unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                loop {
+                    server.readable().await.unwrap();
+                    match recv(&server, &mut bufs, &mut got) {
+                        Ok(n) => return n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the datagram never woke the receiver"));
+            assert_eq!(n, 1);
+            assert_eq!(&bufs[0][..got[0].0], &[round; 3]);
         }
     }
 

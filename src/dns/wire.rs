@@ -62,18 +62,19 @@ impl RdataCache {
     }
 }
 
-/// The labels of the question name: (offset of the length byte within the question, length).
+/// The labels of the question name: the offset of each one's length byte within the question.
 /// Empty when the name cannot serve as a compression target (compressed in the request,
-/// malformed, or too far into the message for a pointer).
+/// malformed, or too far into the message for a pointer). Plain offsets, so that the array is
+/// cleared as one block of memory.
 struct QuestionLabels {
-    labels: [(u16, u8); 128],
+    labels: [u16; 128],
     count: usize,
 }
 
 impl QuestionLabels {
     fn parse(question: &[u8]) -> QuestionLabels {
         let mut q = QuestionLabels {
-            labels: [(0, 0); 128],
+            labels: [0; 128],
             count: 0,
         };
         let mut pos = 0usize;
@@ -90,16 +91,16 @@ impl QuestionLabels {
                 q.count = 0;
                 return q;
             }
-            q.labels[q.count] = (pos as u16, len);
+            q.labels[q.count] = pos as u16;
             q.count += 1;
             pos += 1 + usize::from(len);
         }
     }
 
     fn label<'q>(&self, question: &'q [u8], i: usize) -> &'q [u8] {
-        let (pos, len) = self.labels[i];
-        let start = usize::from(pos) + 1;
-        &question[start..start + usize::from(len)]
+        let start = usize::from(self.labels[i]) + 1;
+        // Checked by `parse`: the length byte is at most 63 and the label within the question.
+        &question[start..start + usize::from(question[start - 1])]
     }
 }
 
@@ -259,8 +260,7 @@ fn write_owner(out: &mut Vec<u8>, name: &Name, question: &[u8], labels: &Questio
     if shared == 0 {
         out.push(0);
     } else {
-        let (pos, _) = labels.labels[labels.count - shared];
-        let at = QUESTION as u16 + pos;
+        let at = QUESTION as u16 + labels.labels[labels.count - shared];
         out.extend_from_slice(&(0xC000 | at).to_be_bytes());
     }
     own > 0
