@@ -6,11 +6,11 @@
 //! handler says which: lookups without TSIG, never transfers, never errors about the packet
 //! itself), so a hit is exactly the answer the handler would have built, with the request's ID.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Weak};
 
 use crate::zone::Zones;
+use hashbrown::HashTable;
 
 /// Longest request that is cached (ordinary queries are well under 100 bytes).
 const MAX_REQUEST: usize = 512;
@@ -42,8 +42,9 @@ impl SnapshotTag {
 pub(super) struct ResponseCache {
     /// The snapshot the entries were answered from.
     zones: SnapshotTag,
-    /// Request bytes after the ID → the full encoded response.
-    entries: HashMap<Box<[u8]>, Box<[u8]>>,
+    /// (Request bytes after the ID, the full encoded response), by the keyed hash of the
+    /// former: one hash per request serves the lookup, the fingerprint and the insertion.
+    entries: HashTable<(Box<[u8]>, Box<[u8]>)>,
     capacity: usize,
     /// Fingerprints of requests answered once, one per slot (direct-mapped): a response is
     /// stored the second time its request is seen, so that a stream of names asked once (a
@@ -57,7 +58,7 @@ impl ResponseCache {
     pub(super) fn new(capacity: usize) -> Self {
         ResponseCache {
             zones: SnapshotTag::default(),
-            entries: HashMap::new(),
+            entries: HashTable::new(),
             capacity,
             seen: vec![0; capacity],
             hasher: RandomState::new(),
@@ -74,13 +75,22 @@ impl ResponseCache {
         }
     }
 
-    /// Writes the cached response to `request` into `out` (with the request's ID) and returns
-    /// true, or returns false on a miss.
-    pub(super) fn answer(&self, request: &[u8], out: &mut Vec<u8>) -> bool {
+    /// The hash of `request` for [`Self::answer`] and [`Self::insert`] (0 when it is not to
+    /// be cached at all).
+    pub(super) fn hash(&self, request: &[u8]) -> u64 {
+        if self.capacity == 0 || !(HEADER..=MAX_REQUEST).contains(&request.len()) {
+            return 0;
+        }
+        self.hasher.hash_one(&request[2..])
+    }
+
+    /// Writes the cached response to `request` (whose [`Self::hash`] is `hash`) into `out`
+    /// (with the request's ID) and returns true, or returns false on a miss.
+    pub(super) fn answer(&self, hash: u64, request: &[u8], out: &mut Vec<u8>) -> bool {
         if request.len() < HEADER || self.entries.is_empty() {
             return false;
         }
-        let Some(response) = self.entries.get(&request[2..]) else {
+        let Some((_, response)) = self.entries.find(hash, |(k, _)| **k == request[2..]) else {
             return false;
         };
         out.clear();
@@ -90,9 +100,9 @@ impl ResponseCache {
     }
 
     /// Stores `response` (answered from the snapshot given to the last [`Self::follow`]) for
-    /// `request` if the same request was seen before (else remembers its fingerprint). When
-    /// full, starts over: memory stays bounded.
-    pub(super) fn insert(&mut self, request: &[u8], response: &[u8]) {
+    /// `request` (whose [`Self::hash`] is `hash`) if the same request was seen before (else
+    /// remembers its fingerprint). When full, starts over: memory stays bounded.
+    pub(super) fn insert(&mut self, hash: u64, request: &[u8], response: &[u8]) {
         if self.capacity == 0
             || !self.zones.is_live()
             || !(HEADER..=MAX_REQUEST).contains(&request.len())
@@ -101,7 +111,7 @@ impl ResponseCache {
         {
             return;
         }
-        let fingerprint = self.hasher.hash_one(&request[2..]) | 1; // 0: an empty slot
+        let fingerprint = hash | 1; // 0: an empty slot
         let slot = &mut self.seen[(fingerprint >> 1) as usize % self.capacity];
         if *slot != fingerprint {
             *slot = fingerprint;
@@ -110,7 +120,25 @@ impl ResponseCache {
         if self.entries.len() >= self.capacity {
             self.entries.clear();
         }
-        self.entries.insert(request[2..].into(), response.into());
+        let key = &request[2..];
+        if self.entries.find(hash, |(k, _)| **k == *key).is_some() {
+            return;
+        }
+        let hasher = &self.hasher;
+        self.entries
+            .insert_unique(hash, (key.into(), response.into()), |(k, _)| {
+                hasher.hash_one(&**k)
+            });
+    }
+
+    #[cfg(test)]
+    fn insert_request(&mut self, request: &[u8], response: &[u8]) {
+        self.insert(self.hash(request), request, response);
+    }
+
+    #[cfg(test)]
+    fn answer_request(&self, request: &[u8], out: &mut Vec<u8>) -> bool {
+        self.answer(self.hash(request), request, out)
     }
 
     #[cfg(test)]
@@ -139,16 +167,16 @@ mod tests {
         let mut r1 = q1.clone();
         r1[2] |= 0x80;
         r1.extend_from_slice(b"answer");
-        c.insert(&q1, &r1);
+        c.insert_request(&q1, &r1);
         let mut out = Vec::new();
-        assert!(!c.answer(&q1, &mut out), "stored the second time only");
-        c.insert(&q1, &r1);
-        assert!(c.answer(&query(0xabcd, b"\x03www\x00\x00\x01\x00\x01"), &mut out));
+        assert!(!c.answer_request(&q1, &mut out), "stored the second time only");
+        c.insert_request(&q1, &r1);
+        assert!(c.answer_request(&query(0xabcd, b"\x03www\x00\x00\x01\x00\x01"), &mut out));
         assert_eq!(&out[..2], &[0xab, 0xcd]);
         assert_eq!(&out[2..], &r1[2..]);
         // Any other byte (here the case of the name) is another request.
-        assert!(!c.answer(&query(0x1234, b"\x03WWW\x00\x00\x01\x00\x01"), &mut out));
-        assert!(!c.answer(&q1[..11], &mut out), "shorter than a header");
+        assert!(!c.answer_request(&query(0x1234, b"\x03WWW\x00\x00\x01\x00\x01"), &mut out));
+        assert!(!c.answer_request(&q1[..11], &mut out), "shorter than a header");
     }
 
     #[test]
@@ -157,13 +185,13 @@ mod tests {
         let mut c = ResponseCache::new(8);
         c.follow(&a);
         let q = query(1, b"\x00\x00\x01\x00\x01");
-        c.insert(&q, &q);
-        c.insert(&q, &q);
+        c.insert_request(&q, &q);
+        c.insert_request(&q, &q);
         c.follow(&a);
         assert_eq!(c.len(), 1, "same snapshot keeps entries");
         c.follow(&b);
         let mut out = Vec::new();
-        assert!(!c.answer(&q, &mut out));
+        assert!(!c.answer_request(&q, &mut out));
         assert_eq!(c.len(), 0);
     }
 
@@ -173,14 +201,14 @@ mod tests {
         let mut c = ResponseCache::new(16);
         c.follow(&zones);
         let popular = query(1, b"popular");
-        c.insert(&popular, &popular);
-        c.insert(&popular, &popular);
+        c.insert_request(&popular, &popular);
+        c.insert_request(&popular, &popular);
         for i in 0..1000u16 {
             let q = query(2, &i.to_be_bytes());
-            c.insert(&q, &q);
+            c.insert_request(&q, &q);
         }
         assert_eq!(c.len(), 1, "only the name asked twice");
-        assert!(c.answer(&popular, &mut Vec::new()));
+        assert!(c.answer_request(&popular, &mut Vec::new()));
     }
 
     #[test]
@@ -190,23 +218,23 @@ mod tests {
         c.follow(&zones);
         for i in 0..10u8 {
             let q = query(7, &[i]);
-            c.insert(&q, &q);
-            c.insert(&q, &q);
+            c.insert_request(&q, &q);
+            c.insert_request(&q, &q);
             assert!(c.len() <= 3);
         }
         let mut off = ResponseCache::new(0);
         off.follow(&zones);
         let q = query(7, b"x");
-        off.insert(&q, &q);
-        assert!(!off.answer(&q, &mut Vec::new()));
+        off.insert_request(&q, &q);
+        assert!(!off.answer_request(&q, &mut Vec::new()));
         // Oversized requests and responses to another ID are not stored.
         let big = query(9, &[0; MAX_REQUEST]);
-        c.insert(&big, &big);
-        c.insert(&big, &big);
-        assert!(!c.answer(&big, &mut Vec::new()));
+        c.insert_request(&big, &big);
+        c.insert_request(&big, &big);
+        assert!(!c.answer_request(&big, &mut Vec::new()));
         let q = query(9, b"y");
-        c.insert(&q, &query(8, b"y"));
-        c.insert(&q, &query(8, b"y"));
-        assert!(!c.answer(&q, &mut Vec::new()));
+        c.insert_request(&q, &query(8, b"y"));
+        c.insert_request(&q, &query(8, b"y"));
+        assert!(!c.answer_request(&q, &mut Vec::new()));
     }
 }

@@ -132,12 +132,13 @@ pub(super) async fn serve(
                 Verdict::Drop => false,
                 Verdict::Slip => truncated_reply(packet, out),
                 Verdict::Send => {
-                    cache.answer(packet, out)
+                    let hash = cache.hash(packet);
+                    cache.answer(hash, packet, out)
                         || match authority.answer_udp(&zones, packet, src, out, Some(&mut rdata)) {
                             UdpAnswer::Nothing => false,
                             UdpAnswer::Send => true,
                             UdpAnswer::Reusable => {
-                                cache.insert(packet, out);
+                                cache.insert(hash, packet, out);
                                 true
                             }
                         }

@@ -251,7 +251,7 @@ fn write_owner(out: &mut Vec<u8>, name: &Name, question: &[u8], labels: &Questio
         }
         shared += 1;
     }
-    let own = name.iter().count() - shared;
+    let own = name.iter().len() - shared;
     for label in name.iter().take(own) {
         // Names hold labels of at most 63 bytes.
         out.push(label.len() as u8);

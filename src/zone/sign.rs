@@ -19,7 +19,7 @@ use super::keys::{KeySet, ZoneKey};
 use super::parse::ZoneData;
 use super::serial::{SigningState, plan};
 use super::settings::DnssecSettings;
-use super::signed::{Node, Nsec3Chain, SignedRrSet, SignedZone};
+use super::signed::{HashKey, Node, Nsec3Chain, SignedRrSet, SignedZone};
 
 /// RFC 9276: no extra iterations, empty salt.
 const NSEC3_ITERATIONS: u16 = 0;
@@ -395,9 +395,9 @@ pub fn sign_zone(
                 &[RData::DNSSEC(DNSSECRData::NSEC3(rd))],
                 reuse
                     .and_then(|p| p.nsec3.as_ref())
-                    .and_then(|c| c.by_hash.get(h)),
+                    .and_then(|c| c.by_hash.get(&HashKey::of(h))),
             )?;
-            chain.by_hash.insert(h.clone(), set);
+            chain.by_hash.insert(HashKey::of(h), set);
         }
         nsec3 = Some(chain);
     } else {
