@@ -14,7 +14,8 @@
 # its default response cache, then restarted with the cache off (each query looked up).
 # Env: SERVER_CPU_PCT=N caps each server at N % of its core (a cgroup CPU quota, v1 or v2; needs
 # root): with N=50 neither server can outrun the one dnsperf core, so qps measures the servers,
-# not the client. DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); PROFILE_DIR=DIR records
+# not the client. DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); ROUNDS=N (default
+# 1) measures both servers N times, alternating, and reports medians; PROFILE_DIR=DIR records
 # `perf record -g` of mxguard during its DO pass into DIR/perf.data (slows it down: the numbers
 # of such a run are not comparable).
 # MIX=random: the zone also has a secure and an insecure delegation and a wildcard, and the
@@ -30,6 +31,8 @@ dur=${1:-8}
 denial=${2:-nsec}
 case $denial in nsec) nsec3=false ;; nsec3) nsec3=true ;; *) echo "usage: $0 [SECONDS] [nsec|nsec3]" >&2; exit 2 ;; esac
 clients=${DNSPERF_CLIENTS:-16}     # dnsperf -c (sockets)
+rounds=${ROUNDS:-1}                # alternating rounds of both servers (medians reported)
+[[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "error: ROUNDS must be 1..99" >&2; exit 2; }
 outstanding=${DNSPERF_Q:-200}      # dnsperf -q (queries in flight)
 max_lost_pct=0.1                   # fail if dnsperf lost more than this share of its queries
 [ "$(nproc)" -ge 2 ] || { echo "error: needs 2 CPUs (server on 0, client on 1)" >&2; exit 1; }
@@ -312,28 +315,47 @@ $out"
     echo "  note: dnsperf saturated its core: $label is client-bound, its qps is a lower bound"
   fi
 }
-echo "== mxguard ($(git rev-parse --short HEAD 2>/dev/null || echo worktree)), CPU 0, $denial =="
-kill -STOP "$knot_pid"   # idle anyway; make sure it takes no CPU
-run_pass mx-plain "$mx_dns" "$mx_pid" -e
-if [ -n "${PROFILE_DIR:-}" ]; then
-  mkdir -p "$PROFILE_DIR"
-  perf record -q -g -o "$PROFILE_DIR/perf.data" -p "$mx_pid" -- sleep "$dur" 2>/dev/null &
-  perf_pid=$!
-fi
-run_pass mx-dnssec "$mx_dns" "$mx_pid" -D
-[ -z "${PROFILE_DIR:-}" ] || wait "$perf_pid"
-kill -CONT "$knot_pid"
-echo "== knotd $(knotd --version | awk '{print $NF}'), CPU 0, same signed zone =="
-kill -STOP "$mx_pid"
-run_pass kn-plain "$knot_port" "$knot_pid" -e
-run_pass kn-dnssec "$knot_port" "$knot_pid" -D
-kill -CONT "$mx_pid"
+# Each round measures mxguard, then knotd, one right after the other; with ROUNDS > 1 the rounds
+# alternate the two servers and the medians over the rounds are reported (this VM's speed drifts
+# by 10-20 % within minutes, which one run per server cannot tell from a difference between them).
+mixed() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} + ${seconds[$1-dnssec]}):.0f}')"; }
+# qps per fully used server core: fairer when one side is client-bound (knot usually is: one
+# dnsperf core cannot saturate knotd on one core).
+per_core() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} * ${server_cpu[$1-plain]} / 100 + ${seconds[$1-dnssec]} * ${server_cpu[$1-dnssec]} / 100):.0f}')"; }
+declare -A rounds_of  # label -> "plain dnssec mixed per-core" of each round, one per line
+keep_round() { rounds_of[$1]+="${qps[$1-plain]} ${qps[$1-dnssec]} $(mixed "$1") $(per_core "$1")"$'\n'; }
+median() { # label column(1-4): the median of that column over the label's rounds
+  printf '%s' "${rounds_of[$1]}" | awk -v c="$2" '{print $c}' | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : int((v[NR/2] + v[NR/2+1]) / 2)}'
+}
+measure_pair() { # mxguard label, knot label: ROUNDS rounds of both, alternating
+  local r
+  for r in $(seq "$rounds"); do
+    echo "== round $r/$rounds: mxguard ($(git rev-parse --short HEAD 2>/dev/null || echo worktree)) as $1, CPU 0, $denial =="
+    kill -STOP "$knot_pid"   # idle anyway; make sure it takes no CPU
+    run_pass "$1-plain" "$mx_dns" "$mx_pid" -e
+    if [ -n "${PROFILE_DIR:-}" ] && [ "$1" = mx ] && [ "$r" = 1 ]; then
+      mkdir -p "$PROFILE_DIR"
+      perf record -q -g -o "$PROFILE_DIR/perf.data" -p "$mx_pid" -- sleep "$dur" 2>/dev/null &
+      perf_pid=$!
+    fi
+    run_pass "$1-dnssec" "$mx_dns" "$mx_pid" -D
+    [ -z "${perf_pid:-}" ] || { wait "$perf_pid"; perf_pid=; }
+    kill -CONT "$knot_pid"
+    echo "== round $r/$rounds: knotd $(knotd --version | awk '{print $NF}') as $2, CPU 0, same signed zone =="
+    kill -STOP "$mx_pid"
+    run_pass "$2-plain" "$knot_port" "$knot_pid" -e
+    run_pass "$2-dnssec" "$knot_port" "$knot_pid" -D
+    kill -CONT "$mx_pid"
+    keep_round "$1"; keep_round "$2"
+  done
+}
+measure_pair mx kn
 kill -0 "$mx_pid" && kill -0 "$knot_pid" || die "a server died during the run"
 
 # The same again without mxguard's response cache: restarted on the same state directory
 # (same keys and zone content) with dns.response_cache = 0, so every query is looked up and
 # encoded. The benchmark's mix repeats ten queries, so with the cache nearly every answer is a
-# cache hit: this pass shows the cost of a miss.
+# cache hit: this pass shows the cost of a miss. knotd is measured again alongside (as k2).
 kill -STOP "$knot_pid"
 kill "$mx_pid"; wait "$mx_pid" 2>/dev/null || true
 sed -i 's/^rate_limit = 0$/rate_limit = 0\nresponse_cache = 0/' "$work/mx/mxguard.toml"
@@ -341,20 +363,15 @@ RUST_LOG=warn taskset -c 0 "$bin" run -c "$work/mx/mxguard.toml" 2>"$work/mxguar
 mx_pid=$!
 limit_cpu "$mx_pid" mxguard-nocache
 wait_mxguard
-echo "== mxguard, response cache off, CPU 0, $denial =="
-run_pass mc-plain "$mx_dns" "$mx_pid" -e
-run_pass mc-dnssec "$mx_dns" "$mx_pid" -D
 kill -CONT "$knot_pid"
+measure_pair mc k2
+kill -0 "$mx_pid" && kill -0 "$knot_pid" || die "a server died during the run"
 
-mixed() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} + ${seconds[$1-dnssec]}):.0f}')"; }
-mx_mixed=$(mixed mx); kn_mixed=$(mixed kn); mc_mixed=$(mixed mc)
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-echo "plain:  mxguard ${qps[mx-plain]} qps, knot ${qps[kn-plain]} qps, ratio $(ratio "${qps[mx-plain]}" "${qps[kn-plain]}")"
-echo "dnssec: mxguard ${qps[mx-dnssec]} qps, knot ${qps[kn-dnssec]} qps, ratio $(ratio "${qps[mx-dnssec]}" "${qps[kn-dnssec]}")"
-# qps per fully used server core: fairer when one side is client-bound (knot usually is: one
-# dnsperf core cannot saturate knotd on one core).
-per_core() { python3 -c "print(f'{(${responses[$1-plain]} + ${responses[$1-dnssec]}) / (${seconds[$1-plain]} * ${server_cpu[$1-plain]} / 100 + ${seconds[$1-dnssec]} * ${server_cpu[$1-dnssec]} / 100):.0f}')"; }
-mx_core=$(per_core mx); kn_core=$(per_core kn); mc_core=$(per_core mc)
-echo "per server core-second (qps / server CPU share): mxguard $mx_core, knot $kn_core, ratio $(ratio "$mx_core" "$kn_core")"
-echo "cache off: plain ${qps[mc-plain]} qps, dnssec ${qps[mc-dnssec]} qps, mixed $mc_mixed qps, ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $mc_core, ratio $(ratio "$mc_core" "$kn_core")"
-echo "result: mxguard ${mx_mixed} qps, knot ${kn_mixed} qps, ratio $(ratio "$mx_mixed" "$kn_mixed") (mixed, $denial, MIX=$mix, 1 core each${cpu_pct:+ capped at $cpu_pct %}; per-core ratio $(ratio "$mx_core" "$kn_core")); response cache off: ratio $(ratio "$mc_mixed" "$kn_mixed"), per core $(ratio "$mc_core" "$kn_core")"
+m() { median "$1" "$2"; }
+[ "$rounds" = 1 ] || echo "medians over $rounds rounds:"
+echo "plain:  mxguard $(m mx 1) qps, knot $(m kn 1) qps, ratio $(ratio "$(m mx 1)" "$(m kn 1)")"
+echo "dnssec: mxguard $(m mx 2) qps, knot $(m kn 2) qps, ratio $(ratio "$(m mx 2)" "$(m kn 2)")"
+echo "per server core-second (qps / server CPU share): mxguard $(m mx 4), knot $(m kn 4), ratio $(ratio "$(m mx 4)" "$(m kn 4)")"
+echo "cache off: plain $(m mc 1) qps, dnssec $(m mc 2) qps, mixed $(m mc 3) qps; knot alongside: plain $(m k2 1), dnssec $(m k2 2), mixed $(m k2 3); ratio $(ratio "$(m mc 3)" "$(m k2 3)"), per core $(m mc 4) vs $(m k2 4), ratio $(ratio "$(m mc 4)" "$(m k2 4)")"
+echo "result: mxguard $(m mx 3) qps, knot $(m kn 3) qps, ratio $(ratio "$(m mx 3)" "$(m kn 3)") (mixed, $denial, MIX=$mix, 1 core each${cpu_pct:+ capped at $cpu_pct %}, $rounds round(s); per-core ratio $(ratio "$(m mx 4)" "$(m kn 4)")); response cache off: ratio $(ratio "$(m mc 3)" "$(m k2 3)"), per core $(ratio "$(m mc 4)" "$(m k2 4)")"
