@@ -15,7 +15,10 @@
 # Env: SERVER_CPU_PCT=N caps each server at N % of its core (a cgroup CPU quota, v1 or v2; needs
 # root): with N=50 neither server can outrun the one dnsperf core, so qps measures the servers,
 # not the client. DNSPERF_CLIENTS (-c, default 16), DNSPERF_Q (-q, default 200); ROUNDS=N (default
-# 1) measures both servers N times, alternating, and reports medians; PROFILE_DIR=DIR records
+# 1) measures both servers N times, alternating, and reports medians; UDP_SOCKETS=N sets
+# mxguard's dns.udp_sockets (UDP_SOCKETS=1: one socket, as knotd's single UDP worker has; unset:
+# mxguard's default of 8 sockets on one core, which isolates flooding clients from the others
+# and costs some qps here, see the README); PROFILE_DIR=DIR records
 # `perf record -g` of mxguard during its DO pass into DIR/perf.data (slows it down: the numbers
 # of such a run are not comparable).
 # MIX=random: the zone also has a secure and an insecure delegation and a wildcard, and the
@@ -32,6 +35,8 @@ denial=${2:-nsec}
 case $denial in nsec) nsec3=false ;; nsec3) nsec3=true ;; *) echo "usage: $0 [SECONDS] [nsec|nsec3]" >&2; exit 2 ;; esac
 clients=${DNSPERF_CLIENTS:-16}     # dnsperf -c (sockets)
 rounds=${ROUNDS:-1}                # alternating rounds of both servers (medians reported)
+udp_sockets=${UDP_SOCKETS:-}       # mxguard's dns.udp_sockets; unset: its default
+[[ -z "$udp_sockets" || "$udp_sockets" =~ ^[1-9][0-9]?$ ]] || { echo "error: UDP_SOCKETS must be 1..64" >&2; exit 2; }
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "error: ROUNDS must be 1..99" >&2; exit 2; }
 outstanding=${DNSPERF_Q:-200}      # dnsperf -q (queries in flight)
 max_lost_pct=0.1                   # fail if dnsperf lost more than this share of its queries
@@ -103,6 +108,7 @@ directory = "local"
 [dns]
 # One dnsperf client sends far above any real resolver's rate: no response rate limiting.
 rate_limit = 0
+${udp_sockets:+udp_sockets = $udp_sockets}
 [dnssec]
 nsec3 = $nsec3
 [[domain]]
@@ -374,4 +380,4 @@ echo "plain:  mxguard $(m mx 1) qps, knot $(m kn 1) qps, ratio $(ratio "$(m mx 1
 echo "dnssec: mxguard $(m mx 2) qps, knot $(m kn 2) qps, ratio $(ratio "$(m mx 2)" "$(m kn 2)")"
 echo "per server core-second (qps / server CPU share): mxguard $(m mx 4), knot $(m kn 4), ratio $(ratio "$(m mx 4)" "$(m kn 4)")"
 echo "cache off: plain $(m mc 1) qps, dnssec $(m mc 2) qps, mixed $(m mc 3) qps; knot alongside: plain $(m k2 1), dnssec $(m k2 2), mixed $(m k2 3); ratio $(ratio "$(m mc 3)" "$(m k2 3)"), per core $(m mc 4) vs $(m k2 4), ratio $(ratio "$(m mc 4)" "$(m k2 4)")"
-echo "result: mxguard $(m mx 3) qps, knot $(m kn 3) qps, ratio $(ratio "$(m mx 3)" "$(m kn 3)") (mixed, $denial, MIX=$mix, 1 core each${cpu_pct:+ capped at $cpu_pct %}, $rounds round(s); per-core ratio $(ratio "$(m mx 4)" "$(m kn 4)")); response cache off: ratio $(ratio "$(m mc 3)" "$(m k2 3)"), per core $(ratio "$(m mc 4)" "$(m k2 4)")"
+echo "result: mxguard $(m mx 3) qps, knot $(m kn 3) qps, ratio $(ratio "$(m mx 3)" "$(m kn 3)") (mixed, $denial, MIX=$mix, 1 core each${cpu_pct:+ capped at $cpu_pct %}, $rounds round(s), mxguard udp_sockets ${udp_sockets:-default}; per-core ratio $(ratio "$(m mx 4)" "$(m kn 4)")); response cache off: ratio $(ratio "$(m mc 3)" "$(m k2 3)"), per core $(ratio "$(m mc 4)" "$(m k2 4)")"

@@ -254,6 +254,9 @@ pub(crate) struct DnsOptions {
     /// again over TCP), the others are dropped; 0: all dropped.
     #[serde(default = "default_rate_limit_slip")]
     pub rate_limit_slip: u32,
+    /// UDP sockets per DNS address (`SO_REUSEPORT`, Linux); None: one per core, at least 8.
+    #[serde(default)]
+    pub udp_sockets: Option<usize>,
 }
 
 impl Default for DnsOptions {
@@ -262,6 +265,7 @@ impl Default for DnsOptions {
             response_cache: default_response_cache(),
             rate_limit: default_rate_limit(),
             rate_limit_slip: default_rate_limit_slip(),
+            udp_sockets: None,
         }
     }
 }

@@ -74,6 +74,21 @@ fn response_cache_default_and_bound() {
 }
 
 #[test]
+fn udp_sockets_default_and_bounds() {
+    assert_eq!(parse(GOOD).unwrap().dns.udp_sockets, None);
+    let one = format!("{GOOD}[dns]\nudp_sockets = 1\n");
+    assert_eq!(parse(&one).unwrap().dns.udp_sockets, Some(1));
+    for bad in [0, 65] {
+        let text = format!("{GOOD}[dns]\nudp_sockets = {bad}\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("dns.udp_sockets") && e.contains("1 to 64"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn rua_validation() {
     assert!(validate_rua("mailto:a@example.com").is_ok());
     assert!(validate_rua("https://r.example.com/x").is_ok());

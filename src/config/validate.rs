@@ -478,6 +478,17 @@ fn dns(raw: &RawConfig, base: &Base, p: &mut Problems) {
             format!("at most {MAX_RESPONSE_CACHE} responses (0 turns the cache off)"),
         );
     }
+    match raw.dns.udp_sockets {
+        Some(n) if !(1..=crate::dns::MAX_UDP_SOCKETS).contains(&n) => problem(
+            "dns.udp_sockets".into(),
+            format!("must be 1 to {}", crate::dns::MAX_UDP_SOCKETS),
+        ),
+        Some(n) if n > 1 && !cfg!(target_os = "linux") => problem(
+            "dns.udp_sockets".into(),
+            "more than one socket per address needs SO_REUSEPORT as Linux has it: set 1".into(),
+        ),
+        _ => {}
+    }
     if raw.records.ttl == 0 || raw.records.tlsa_ttl == 0 {
         problem("records".into(), "TTLs must be at least 1 second".into());
     }

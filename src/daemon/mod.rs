@@ -362,12 +362,16 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         None
     };
     let dns_sockets = match config.listen.dns {
-        Some(a) => Some(DnsSockets::bind(&[a]).await.map_err(|e| ConfigError {
+        Some(a) => Some(
+            DnsSockets::bind(&[a], config.dns.udp_sockets.unwrap_or_else(crate::dns::default_udp_sockets))
+                .await
+                .map_err(|e| ConfigError {
             problems: vec![config.problem(
                 "listen.dns",
                 format!("cannot listen on {a} (udp+tcp): {e} (is another DNS server using it? choose another address or port)"),
             )],
-        })?),
+        })?,
+        ),
         None => None,
     };
     let https_addr = https_listener.local_addr()?;

@@ -169,14 +169,20 @@ mod tests {
         r1.extend_from_slice(b"answer");
         c.insert_request(&q1, &r1);
         let mut out = Vec::new();
-        assert!(!c.answer_request(&q1, &mut out), "stored the second time only");
+        assert!(
+            !c.answer_request(&q1, &mut out),
+            "stored the second time only"
+        );
         c.insert_request(&q1, &r1);
         assert!(c.answer_request(&query(0xabcd, b"\x03www\x00\x00\x01\x00\x01"), &mut out));
         assert_eq!(&out[..2], &[0xab, 0xcd]);
         assert_eq!(&out[2..], &r1[2..]);
         // Any other byte (here the case of the name) is another request.
         assert!(!c.answer_request(&query(0x1234, b"\x03WWW\x00\x00\x01\x00\x01"), &mut out));
-        assert!(!c.answer_request(&q1[..11], &mut out), "shorter than a header");
+        assert!(
+            !c.answer_request(&q1[..11], &mut out),
+            "shorter than a header"
+        );
     }
 
     #[test]

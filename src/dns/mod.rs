@@ -60,6 +60,15 @@ pub enum DnsError {
     Server { reason: String },
 }
 
+/// Most UDP sockets per address (`dns.udp_sockets`).
+pub const MAX_UDP_SOCKETS: usize = 64;
+
+/// UDP sockets per address unless `dns.udp_sockets` says otherwise (see
+/// [`udp::sockets_per_address`]).
+pub fn default_udp_sockets() -> usize {
+    udp::sockets_per_address()
+}
+
 /// Sockets the server answers on, bound by the caller (port 0 is fine in tests).
 #[derive(Debug, Default)]
 pub struct DnsSockets {
@@ -68,19 +77,19 @@ pub struct DnsSockets {
 }
 
 impl DnsSockets {
-    /// Binds TCP and UDP on each address: on Linux [`udp::sockets_per_address`] UDP sockets
-    /// sharing the address with `SO_REUSEPORT` (the kernel spreads clients over them by address
-    /// and port, so a flood from one source fills one socket's buffer, not everyone's), else
-    /// one. TCP is bound first and without reuse, so a second server on the same address fails
-    /// instead of sharing its UDP queries.
-    pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<DnsSockets> {
+    /// Binds TCP and UDP on each address: `udp` UDP sockets (at least one; see
+    /// [`default_udp_sockets`]) sharing the address with `SO_REUSEPORT` on Linux (the kernel
+    /// spreads clients over them by address and port, so a flood from one source fills one
+    /// socket's buffer, not everyone's). TCP is bound first and without reuse, so a second
+    /// server on the same address fails instead of sharing its UDP queries.
+    pub async fn bind(addrs: &[SocketAddr], udp: usize) -> std::io::Result<DnsSockets> {
         let mut s = DnsSockets::default();
         for a in addrs {
             let tcp = TcpListener::bind(a).await?;
             // Port 0: every UDP socket takes the port the TCP listener got.
             let a = tcp.local_addr()?;
             s.tcp.push(tcp);
-            for _ in 0..udp::sockets_per_address() {
+            for _ in 0..udp.max(1) {
                 s.udp.push(udp::bind(a)?);
             }
         }

@@ -182,17 +182,27 @@ mod tests {
     /// on that address fails (TCP is bound without reuse) instead of sharing the UDP queries.
     #[tokio::test]
     async fn sockets_share_one_address_and_a_second_server_is_refused() {
-        let s = DnsSockets::bind(&["127.0.0.1:0".parse().unwrap()])
-            .await
-            .unwrap();
+        let s = DnsSockets::bind(
+            &["127.0.0.1:0".parse().unwrap()],
+            super::sockets_per_address(),
+        )
+        .await
+        .unwrap();
         let addr = s.tcp[0].local_addr().unwrap();
         assert_eq!(s.udp.len(), super::sockets_per_address());
         for u in &s.udp {
             assert_eq!(u.local_addr().unwrap(), addr);
         }
-        let e = DnsSockets::bind(&[addr]).await.unwrap_err();
+        let e = DnsSockets::bind(&[addr], 1).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
         // Nor can a plain UDP socket (without SO_REUSEPORT) take the port.
         assert!(std::net::UdpSocket::bind(addr).is_err());
+        // As many UDP sockets as configured (`dns.udp_sockets`), at least one.
+        for (asked, got) in [(1, 1), (3, 3), (0, 1)] {
+            let s = DnsSockets::bind(&["127.0.0.1:0".parse().unwrap()], asked)
+                .await
+                .unwrap();
+            assert_eq!(s.udp.len(), got);
+        }
     }
 }

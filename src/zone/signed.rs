@@ -87,7 +87,28 @@ impl HashKey {
         let mut b = [0u8; 20];
         let n = hash.len().min(20);
         b[..n].copy_from_slice(&hash[..n]);
-        let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3] = b;
+        let [
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            b0,
+            b1,
+            b2,
+            b3,
+            b4,
+            b5,
+            b6,
+            b7,
+            c0,
+            c1,
+            c2,
+            c3,
+        ] = b;
         HashKey(
             u64::from_be_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
             u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),

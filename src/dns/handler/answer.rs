@@ -224,7 +224,14 @@ impl Authority {
         if let Some(q) = PlainQuery::parse(packet) {
             let dnssec_ok = q.edns.is_some_and(|(_, d)| d);
             let m = Self::answer_query(
-                zones, &q.metadata, &q.name, q.qtype, dnssec_ok, true, None, true,
+                zones,
+                &q.metadata,
+                &q.name,
+                q.qtype,
+                dnssec_ok,
+                true,
+                None,
+                true,
             );
             let cacheable = m.cacheable;
             let opt = q.edns.map(|_| wire::Opt {
