@@ -39,12 +39,15 @@ impl SnapshotTag {
     }
 }
 
+/// Request bytes after the ID, and the full encoded response.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 pub(super) struct ResponseCache {
     /// The snapshot the entries were answered from.
     zones: SnapshotTag,
     /// (Request bytes after the ID, the full encoded response), by the keyed hash of the
     /// former: one hash per request serves the lookup, the fingerprint and the insertion.
-    entries: HashTable<(Box<[u8]>, Box<[u8]>)>,
+    entries: HashTable<Entry>,
     capacity: usize,
     /// Fingerprints of requests answered once, one per slot (direct-mapped): a response is
     /// stored the second time its request is seen, so that a stream of names asked once (a
