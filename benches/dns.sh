@@ -36,7 +36,8 @@ case $denial in nsec) nsec3=false ;; nsec3) nsec3=true ;; *) echo "usage: $0 [SE
 clients=${DNSPERF_CLIENTS:-16}     # dnsperf -c (sockets)
 rounds=${ROUNDS:-1}                # alternating rounds of both servers (medians reported)
 udp_sockets=${UDP_SOCKETS:-}       # mxguard's dns.udp_sockets; unset: its default
-[[ -z "$udp_sockets" || "$udp_sockets" =~ ^[1-9][0-9]?$ ]] || { echo "error: UDP_SOCKETS must be 1..64" >&2; exit 2; }
+[[ -z "$udp_sockets" || ( "$udp_sockets" =~ ^[1-9][0-9]?$ && "$udp_sockets" -le 64 ) ]] \
+  || { echo "error: UDP_SOCKETS must be 1..64" >&2; exit 2; }
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "error: ROUNDS must be 1..99" >&2; exit 2; }
 outstanding=${DNSPERF_Q:-200}      # dnsperf -q (queries in flight)
 max_lost_pct=0.1                   # fail if dnsperf lost more than this share of its queries

@@ -254,7 +254,8 @@ pub(crate) struct DnsOptions {
     /// again over TCP), the others are dropped; 0: all dropped.
     #[serde(default = "default_rate_limit_slip")]
     pub rate_limit_slip: u32,
-    /// UDP sockets per DNS address (`SO_REUSEPORT`, Linux); None: one per core, at least 8.
+    /// UDP sockets per DNS address (`SO_REUSEPORT`, Linux); None: on Linux one per core, at
+    /// least 8, elsewhere 1.
     #[serde(default)]
     pub udp_sockets: Option<usize>,
 }

@@ -78,8 +78,9 @@ impl ResponseCache {
         }
     }
 
-    /// The hash of `request` for [`Self::answer`] and [`Self::insert`] (0 when it is not to
-    /// be cached at all).
+    /// The keyed hash of `request` for [`Self::answer`] and [`Self::insert`] (0, without
+    /// hashing, when the cache is off or the request's length rules it out; both check that
+    /// themselves, and keys are compared in full, so a real hash of 0 does no harm).
     pub(super) fn hash(&self, request: &[u8]) -> u64 {
         if self.capacity == 0 || !(HEADER..=MAX_REQUEST).contains(&request.len()) {
             return 0;

@@ -28,10 +28,12 @@ pub(super) fn recv(
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        // A short batch means the receive queue was empty when the call returned: tokio is
-        // told `WouldBlock` so that it clears the socket's readiness (as it does itself for a
-        // short TCP read), which saves the empty call that would find that out. A datagram
-        // arriving later raises a new edge-triggered event and so new readiness.
+        // A short batch means the receive queue was empty when the call returned (the kernel
+        // also stops early on a receive error other than EAGAIN, which these unconnected
+        // sockets without IP_RECVERR do not get): tokio is told `WouldBlock` so that it clears
+        // the socket's readiness (as it does itself for a short TCP read), which saves the
+        // empty call that would find that out. It clears only if no event came in since the
+        // call began, and every datagram queued later raises a new one.
         let want = bufs.len().min(got.len()).min(BATCH);
         let mut short = 0;
         let r = socket.try_io(tokio::io::Interest::READABLE, || {
