@@ -171,30 +171,14 @@ impl Authority {
         let mut metadata = Metadata::response_from_request(request);
         let Some(zone) = zones.find(qname) else {
             metadata.response_code = ResponseCode::Refused;
-            return Message {
-                metadata,
-                answers: Vec::new(),
-                authorities: Vec::new(),
-                additionals: Vec::new(),
-                tsig,
-                cacheable: false,
-                synthesized: 0,
-            };
+            return Message::empty(metadata, tsig, false);
         };
         if qtype == RecordType::RRSIG && udp {
             // Every signature of a name is a 20x amplifier: over UDP say "truncated" at once,
             // so that a real client asks again over TCP (RFC 7766).
             metadata.authoritative = true;
             metadata.truncation = true;
-            return Message {
-                metadata,
-                answers: Vec::new(),
-                authorities: Vec::new(),
-                additionals: Vec::new(),
-                tsig,
-                cacheable,
-                synthesized: 0,
-            };
+            return Message::empty(metadata, tsig, cacheable);
         }
         let answer = zone.lookup_ref(qname, qtype, dnssec_ok);
         metadata.response_code = answer.rcode;

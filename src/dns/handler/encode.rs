@@ -54,13 +54,18 @@ impl Message<'_> {
     pub(crate) fn error(request: &Request, code: ResponseCode, tsig: Option<ResponseTsig>) -> Self {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = code;
+        Message::empty(metadata, tsig, false)
+    }
+
+    /// A message without records.
+    pub(crate) fn empty(metadata: Metadata, tsig: Option<ResponseTsig>, cacheable: bool) -> Self {
         Message {
             metadata,
             answers: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
             tsig,
-            cacheable: false,
+            cacheable,
             synthesized: 0,
         }
     }
