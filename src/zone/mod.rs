@@ -17,6 +17,7 @@ pub mod anchors;
 pub(crate) mod canon;
 mod error;
 pub mod keys;
+mod nsec3;
 pub mod parse;
 pub mod serial;
 pub mod settings;

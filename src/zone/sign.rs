@@ -16,10 +16,11 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use super::error::ZoneError;
 use super::keys::{KeySet, ZoneKey};
+use super::nsec3::{HashKey, Nsec3Chain};
 use super::parse::ZoneData;
 use super::serial::{SigningState, plan};
 use super::settings::DnssecSettings;
-use super::signed::{HashKey, Node, Nsec3Chain, SignedRrSet, SignedZone};
+use super::signed::{Node, SignedRrSet, SignedZone};
 
 /// RFC 9276: no extra iterations, empty salt.
 const NSEC3_ITERATIONS: u16 = 0;
