@@ -121,7 +121,7 @@ pub fn dns_datagram(data: &[u8]) {
     };
     let src: SocketAddr = ([192, 0, 2, 7], 5300).into();
     let mut out = Vec::new();
-    let _ = authority.answer_udp(zones, data, src, &mut out, None);
+    let _ = authority.answer_udp(zones, data, src, &mut out);
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ impl Journal {
         if !continuous || chain.last()?.to != zone.serial() {
             return None;
         }
-        let soa: Vec<Record> = zone.soa().map(|s| s.records.clone()).unwrap_or_default();
+        let soa: Vec<Record> = zone.soa().map(|s| s.records()).unwrap_or_default();
         let mut out = soa.clone();
         for d in chain {
             out.extend(d.old_soa.iter().cloned());
@@ -204,8 +204,7 @@ fn delta(old: &SignedZone, new: &SignedZone) -> Delta {
     };
     let removed = keep(&old_body, &new_set);
     let added = keep(&new_body, &old_set);
-    let soa =
-        |z: &SignedZone| -> Vec<Record> { z.soa().map(|s| s.records.clone()).unwrap_or_default() };
+    let soa = |z: &SignedZone| -> Vec<Record> { z.soa().map(|s| s.records()).unwrap_or_default() };
     let (old_soa, new_soa) = (soa(old), soa(new));
     bytes += (old_soa.len() + new_soa.len()) * (RECORD_OVERHEAD + 128);
     Delta {

@@ -244,7 +244,7 @@ pub(crate) async fn run_notifier(
                 continue;
             }
             notified.insert(origin.clone(), serial);
-            let soa = zone.soa().and_then(|s| s.records.first().cloned());
+            let soa = zone.soa().and_then(|s| s.records().into_iter().next());
             for (i, secondary) in secondaries.iter().enumerate() {
                 if let Some(old) = pending.remove(&(origin.clone(), i)) {
                     old.abort(); // superseded by the newer serial

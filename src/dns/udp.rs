@@ -16,7 +16,6 @@ use super::cache::ResponseCache;
 use super::handler::{Authority, UdpAnswer, answerable};
 use super::mmsg;
 use super::rrl::{RateLimiter, Verdict, truncated_reply};
-use super::wire::RdataCache;
 
 /// Pause after a receive error other than "nothing to read".
 const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -67,7 +66,6 @@ pub(super) async fn serve(
     limiter: Arc<Mutex<RateLimiter>>,
 ) -> Result<(), DnsError> {
     let mut cache = ResponseCache::new(cache);
-    let mut rdata = RdataCache::new();
     let mut bufs = vec![vec![0u8; RECEIVE_BUFFER]; mmsg::BATCH];
     let mut got = vec![(0, None); mmsg::BATCH];
     let mut outs: Vec<Vec<u8>> = (0..mmsg::BATCH)
@@ -120,7 +118,6 @@ pub(super) async fn serve(
         }
         let zones = authority.snapshot();
         cache.follow(&zones);
-        rdata.follow(&zones);
         let mut replies = 0;
         for ((buf, &(len, src)), verdict) in bufs.iter().zip(&got).zip(&verdicts).take(n) {
             let (Some(src), Some(verdict)) = (src, *verdict) else {
@@ -134,7 +131,7 @@ pub(super) async fn serve(
                 Verdict::Send => {
                     let hash = cache.hash(packet);
                     cache.answer(hash, packet, out)
-                        || match authority.answer_udp(&zones, packet, src, out, Some(&mut rdata)) {
+                        || match authority.answer_udp(&zones, packet, src, out) {
                             UdpAnswer::Nothing => false,
                             UdpAnswer::Send => true,
                             UdpAnswer::Reusable => {

@@ -8,17 +8,12 @@
 //! that one; names inside RDATA are written uncompressed (always allowed, and required for
 //! RRSIG and NSEC; an SOA or MX answer is some 20 bytes longer than fully compressed).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Header, HeaderCounts, Metadata};
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::cache::SnapshotTag;
-use crate::zone::Zones;
+use crate::zone::Rr;
 
 /// Offset of the question in a message (right after the header).
 const QUESTION: usize = 12;
@@ -32,34 +27,6 @@ const OPT_LEN: usize = 11;
 pub(super) struct Opt {
     pub max_payload: u16,
     pub dnssec_ok: bool,
-}
-
-/// Encoded RDATA of the zone's records, one cache per query task, for one zone snapshot: keyed
-/// by the record's address inside that (immutable) snapshot, never dereferenced. RRSIG and
-/// NSEC RDATA are the costly part of an answer, and the same few are in many answers.
-pub(crate) struct RdataCache {
-    zones: SnapshotTag,
-    /// Keyed by address (not chosen by clients): a fast unseeded hash will do.
-    entries: HashMap<usize, Box<[u8]>, foldhash::fast::FixedState>,
-}
-
-/// Records whose RDATA one task keeps (RDATA is a few hundred bytes at most in practice).
-const RDATA_CACHE_ENTRIES: usize = 4096;
-
-impl RdataCache {
-    pub(super) fn new() -> Self {
-        RdataCache {
-            zones: SnapshotTag::default(),
-            entries: HashMap::default(),
-        }
-    }
-
-    /// Makes the cache belong to `zones`, dropping every entry of an earlier snapshot.
-    pub(super) fn follow(&mut self, zones: &Arc<Zones>) {
-        if self.zones.follow(zones) {
-            self.entries.clear();
-        }
-    }
 }
 
 /// The labels of the question name: the offset of each one's length byte within the question.
@@ -105,19 +72,17 @@ impl QuestionLabels {
 }
 
 /// Writes a complete response into `out` (cleared first) and returns true, or returns false
-/// (with `out` unfinished) as soon as it would exceed `limit` bytes. `rdata`, when given, must
-/// follow the snapshot the borrowed records come from. `synthesized`: the question's name and
-/// how many of the first answers it owns instead of their own owner (a wildcard's records).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_response<'r>(
+/// (with `out` unfinished) as soon as it would exceed `limit` bytes. `synthesized`: the
+/// question's name and how many of the first answers it owns instead of their own owner (a
+/// wildcard's records).
+pub(super) fn write_response(
     out: &mut Vec<u8>,
     metadata: Metadata,
     question: &[u8],
-    sections: [&[Cow<'r, Record>]; 3],
-    synthesized: Option<(&'r Name, usize)>,
+    sections: [&[Rr<'_>]; 3],
+    synthesized: Option<(&Name, usize)>,
     opt: Option<Opt>,
     limit: usize,
-    mut rdata: Option<&mut RdataCache>,
 ) -> Result<bool, ProtoError> {
     let opt_len = if opt.is_some() { OPT_LEN } else { 0 };
     out.clear();
@@ -125,23 +90,34 @@ pub(super) fn write_response<'r>(
     out.extend_from_slice(question);
     let labels = QuestionLabels::parse(question);
     let mut counts = [0u16; 3];
-    // The last owner written with at least one literal label, and where.
-    let mut last: Option<(&Name, u16)> = None;
     let (qname, synthesized) = match synthesized {
-        Some((name, n)) => (Some(name), n),
-        None => (None, 0),
+        Some((name, n)) if n > 0 => (wire_name(name)?, n),
+        _ => (Vec::new(), 0),
     };
+    // The owners of records made for this answer (rare: none allocates nothing).
+    let owned = sections
+        .iter()
+        .flat_map(|s| s.iter())
+        .filter_map(|r| match r {
+            Rr::Owned(r) => Some(wire_name(&r.name)),
+            Rr::Zone { .. } => None,
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut owned = owned.iter();
+    // The last owner written with at least one literal label, and where.
+    let mut last: Option<(&[u8], u16)> = None;
     for (s, (section, count)) in sections.iter().zip(counts.iter_mut()).enumerate() {
         for (i, record) in section.iter().enumerate() {
-            let cache = match record {
-                Cow::Borrowed(_) => rdata.as_deref_mut(),
-                Cow::Owned(_) => None,
+            let own = match record {
+                Rr::Owned(_) => owned.next().map(Vec::as_slice),
+                Rr::Zone { set, .. } => Some(set.owner()),
             };
-            let owner = match qname {
-                Some(q) if s == 0 && i < synthesized => q,
-                _ => &record.name,
+            let owner: &[u8] = match own {
+                _ if s == 0 && i < synthesized => &qname,
+                Some(o) => o,
+                None => return Err(ProtoError::from("owner missing")),
             };
-            write_record(out, owner, record, question, &labels, &mut last, cache)?;
+            write_record(out, owner, record, question, &labels, &mut last)?;
             if out.len() + opt_len > limit {
                 return Ok(false);
             }
@@ -179,87 +155,104 @@ pub(super) fn write_response<'r>(
     Ok(out.len() <= limit)
 }
 
-/// Writes `record` with `name` as its owner (its own, or the query name it was synthesized
-/// for).
-fn write_record<'r>(
+/// `name` in wire form, uncompressed, lowercase.
+fn wire_name(name: &Name) -> Result<Vec<u8>, ProtoError> {
+    let mut buf = Vec::with_capacity(name.len() + 1);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::UncompressedLowercase);
+    name.emit(&mut enc)?;
+    Ok(buf)
+}
+
+/// Writes `record` with `owner` (wire form, lowercase) as its owner: its own, or the query
+/// name it was synthesized for.
+fn write_record<'o>(
     out: &mut Vec<u8>,
-    name: &'r Name,
-    record: &Record,
+    owner: &'o [u8],
+    record: &Rr<'_>,
     question: &[u8],
     labels: &QuestionLabels,
-    last: &mut Option<(&'r Name, u16)>,
-    rdata: Option<&mut RdataCache>,
+    last: &mut Option<(&'o [u8], u16)>,
 ) -> Result<(), ProtoError> {
     match *last {
-        // Equal lengths first: most owners differ in length. Then the labels byte for byte
-        // from the first, where NSEC3 owners differ (the zone's names are lowercase; a name
-        // equal but for case is merely written again).
-        Some((previous, at))
-            if std::ptr::eq(previous, name)
-                || (previous.len() == name.len() && previous.iter().eq(name.iter())) =>
-        {
+        Some((previous, at)) if previous == owner => {
             out.extend_from_slice(&(0xC000 | at).to_be_bytes());
         }
         _ => {
             let start = out.len();
-            if write_owner(out, name, question, labels) {
+            if write_owner(out, owner, question, labels) {
                 // Pointers need 14 bits; the messages we write are far shorter.
                 if let Ok(at) = u16::try_from(start)
                     && at < 0x4000
                 {
-                    *last = Some((name, at));
+                    *last = Some((owner, at));
                 }
             }
         }
     }
     out.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
-    out.extend_from_slice(&u16::from(record.dns_class).to_be_bytes());
-    out.extend_from_slice(&record.ttl.to_be_bytes());
-    let key = std::ptr::from_ref(record) as usize;
-    if let Some(bytes) = rdata.as_ref().and_then(|c| c.entries.get(&key)) {
-        out.extend_from_slice(bytes);
-        return Ok(());
-    }
-    let start = out.len();
-    out.extend_from_slice(&[0, 0]);
-    {
-        let offset = u32::try_from(out.len()).map_err(|_| ProtoError::from("message too long"))?;
-        let mut enc = BinEncoder::with_offset(out, offset);
-        enc.set_name_encoding(NameEncoding::Uncompressed);
-        record.data.emit(&mut enc)?;
-    }
-    let length = u16::try_from(out.len() - start - 2)
-        .map_err(|_| ProtoError::from("rdata longer than 65535 bytes"))?;
-    out[start..start + 2].copy_from_slice(&length.to_be_bytes());
-    if let Some(cache) = rdata {
-        if cache.entries.len() >= RDATA_CACHE_ENTRIES {
-            cache.entries.clear();
+    match record {
+        Rr::Zone { rdata, .. } => {
+            out.extend_from_slice(&1u16.to_be_bytes()); // class IN
+            out.extend_from_slice(&record.ttl().to_be_bytes());
+            let length = u16::try_from(rdata.len())
+                .map_err(|_| ProtoError::from("rdata longer than 65535 bytes"))?;
+            out.extend_from_slice(&length.to_be_bytes());
+            out.extend_from_slice(rdata);
         }
-        // RDLENGTH and RDATA: position independent (no compression inside).
-        cache.entries.insert(key, out[start..].into());
+        Rr::Owned(r) => {
+            out.extend_from_slice(&u16::from(r.dns_class).to_be_bytes());
+            out.extend_from_slice(&r.ttl.to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(&[0, 0]);
+            {
+                let offset =
+                    u32::try_from(out.len()).map_err(|_| ProtoError::from("message too long"))?;
+                let mut enc = BinEncoder::with_offset(out, offset);
+                enc.set_name_encoding(NameEncoding::Uncompressed);
+                r.data.emit(&mut enc)?;
+            }
+            let length = u16::try_from(out.len() - start - 2)
+                .map_err(|_| ProtoError::from("rdata longer than 65535 bytes"))?;
+            out[start..start + 2].copy_from_slice(&length.to_be_bytes());
+        }
     }
     Ok(())
 }
 
-/// Writes `name`, its longest suffix shared with the question name as a pointer into the
-/// question. Returns whether at least one label was written literally.
-fn write_owner(out: &mut Vec<u8>, name: &Name, question: &[u8], labels: &QuestionLabels) -> bool {
+/// Writes `owner` (wire form), its longest suffix shared with the question name as a pointer
+/// into the question. Returns whether at least one label was written literally.
+fn write_owner(out: &mut Vec<u8>, owner: &[u8], question: &[u8], labels: &QuestionLabels) -> bool {
+    // Where each label of the owner starts (a valid name has at most 127 labels).
+    let mut starts = [0u8; 128];
+    let mut n = 0;
+    let mut pos = 0usize;
+    while let Some(&len) = owner.get(pos) {
+        if len == 0 || n == starts.len() {
+            break;
+        }
+        // Owners are at most 255 bytes.
+        starts[n] = pos as u8;
+        n += 1;
+        pos += 1 + usize::from(len);
+    }
+    let label = |i: usize| {
+        let at = usize::from(starts[i]);
+        let len = usize::from(owner[at]);
+        owner.get(at + 1..at + 1 + len).unwrap_or_default()
+    };
     let mut shared = 0;
-    for (mine, i) in name.iter().rev().zip((0..labels.count).rev()) {
-        if !mine.eq_ignore_ascii_case(labels.label(question, i)) {
+    for (mine, i) in (0..n).rev().zip((0..labels.count).rev()) {
+        if !label(mine).eq_ignore_ascii_case(labels.label(question, i)) {
             break;
         }
         shared += 1;
     }
-    let own = name.iter().len() - shared;
-    for label in name.iter().take(own) {
-        // Names hold labels of at most 63 bytes.
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
-    }
+    let own = n - shared;
     if shared == 0 {
-        out.push(0);
+        out.extend_from_slice(owner);
     } else {
+        out.extend_from_slice(&owner[..usize::from(starts[own])]);
         let at = QUESTION as u16 + labels.labels[labels.count - shared];
         out.extend_from_slice(&(0xC000 | at).to_be_bytes());
     }
@@ -271,7 +264,7 @@ mod tests {
     use super::*;
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
     use hickory_proto::rr::rdata::{A, TXT};
-    use hickory_proto::rr::{RData, RecordType};
+    use hickory_proto::rr::{RData, Record, RecordType};
 
     fn question(name: &str) -> Vec<u8> {
         let mut q = Vec::new();
@@ -289,7 +282,7 @@ mod tests {
         let other = Name::from_ascii("mx1.example.com.").unwrap();
         let apex = Name::from_ascii("example.com.").unwrap();
         let elsewhere = Name::from_ascii("example.net.").unwrap();
-        let rec = |n: &Name, d: RData| Cow::Owned(Record::from_rdata(n.clone(), 300, d));
+        let rec = |n: &Name, d: RData| Rr::Owned(Box::new(Record::from_rdata(n.clone(), 300, d)));
         let a = |n: &Name, last: u8| rec(n, RData::A(A::new(192, 0, 2, last)));
         let answers = vec![a(&www, 1), a(&www, 2), a(&other, 3), a(&other, 4)];
         let authorities = vec![
@@ -312,7 +305,6 @@ mod tests {
                 dnssec_ok: true,
             }),
             usize::MAX,
-            None,
         )
         .unwrap();
         let m = Message::from_vec(&out).unwrap();
@@ -321,7 +313,7 @@ mod tests {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         // The question keeps the client's case.
         assert_eq!(m.queries[0].name().to_ascii(), "WwW.Example.COM.");
-        let own = |v: &[Cow<'_, Record>]| v.iter().map(|r| r.as_ref().clone()).collect::<Vec<_>>();
+        let own = |v: &[Rr<'_>]| v.iter().map(|r| r.to_record().unwrap()).collect::<Vec<_>>();
         assert_eq!(m.answers, own(&answers));
         assert_eq!(m.authorities, own(&authorities));
         assert_eq!(m.additionals, own(&additionals));
@@ -352,11 +344,11 @@ mod tests {
         let www = Name::from_ascii("www.example.com.").unwrap();
         let answers: Vec<_> = (0..=255u8)
             .map(|i| {
-                Cow::Owned(Record::from_rdata(
+                Rr::Owned(Box::new(Record::from_rdata(
                     www.clone(),
                     60,
                     RData::A(A::new(192, 0, 2, i)),
-                ))
+                )))
             })
             .collect();
         let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
@@ -374,8 +366,7 @@ mod tests {
                 [&answers, &[], &[]],
                 None,
                 opt,
-                1232,
-                None
+                1232
             )
             .unwrap()
         );
@@ -392,8 +383,7 @@ mod tests {
                 [&answers, &[], &[]],
                 None,
                 opt,
-                4200,
-                None
+                4200
             )
             .unwrap()
         );
@@ -406,11 +396,11 @@ mod tests {
         // A question whose name is a pointer (as a client could send): no compression.
         let q = [0xC0, 0x0C, 0, 1, 0, 1];
         let www = Name::from_ascii("www.example.com.").unwrap();
-        let answers = vec![Cow::Owned(Record::from_rdata(
+        let answers = vec![Rr::Owned(Box::new(Record::from_rdata(
             www.clone(),
             60,
             RData::A(A::new(192, 0, 2, 1)),
-        ))];
+        )))];
         let mut out = Vec::new();
         let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
         assert!(
@@ -421,8 +411,7 @@ mod tests {
                 [&answers, &[], &[]],
                 None,
                 None,
-                512,
-                None
+                512
             )
             .unwrap()
         );

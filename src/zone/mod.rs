@@ -31,7 +31,7 @@ pub use parse::{ManagedRecord, ManagedRecords, ZoneData};
 pub use serial::SigningState;
 pub use settings::{DnssecAlgorithm, DnssecSettings, SettingsProblem};
 pub use sign::{build_signed_zone, content_hash, rebuild_signed_zone};
-pub use signed::{Answer, SignedZone};
+pub use signed::{Answer, Rr, SignedZone};
 pub use zones::Zones;
 
 use std::path::Path;
@@ -141,11 +141,13 @@ ns1 3600 IN A 192.0.2.9
             .find(&Name::from_ascii("example.com.").unwrap())
             .unwrap();
         for q in ["ns1.example.com.", "NS1.Example.COM.", "ns1.example.com"] {
-            let a = zone.lookup(
-                &Name::from_ascii(q).unwrap(),
-                hickory_proto::rr::RecordType::A,
-                false,
-            );
+            let a = zone
+                .lookup(
+                    &Name::from_ascii(q).unwrap(),
+                    hickory_proto::rr::RecordType::A,
+                    false,
+                )
+                .unwrap();
             assert_eq!(a.answers.len(), 1, "{q}: {a:?}");
         }
     }
@@ -167,7 +169,9 @@ ns1 3600 IN A 192.0.2.9
             let (zone, _) =
                 build_signed_zone(&data, &key.into(), None, 1_750_000_000, &settings).unwrap();
             for q in ["a.example.com.", "zzz.example.com.", "x.ns1.example.com."] {
-                let a = zone.lookup(&Name::from_ascii(q).unwrap(), RecordType::A, true);
+                let a = zone
+                    .lookup(&Name::from_ascii(q).unwrap(), RecordType::A, true)
+                    .unwrap();
                 let proofs = &a.authorities;
                 assert!(
                     proofs

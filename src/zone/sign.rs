@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hickory_proto::dnssec::rdata::sig::SigInput;
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, NSEC3, NSEC3PARAM, RRSIG};
 use hickory_proto::dnssec::{Nsec3HashAlgorithm, TBS};
-use hickory_proto::rr::{Name, RData, Record, RecordType, SerialNumber};
+use hickory_proto::rr::{Name, RData, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use super::error::ZoneError;
@@ -146,11 +146,6 @@ struct Signer<'a> {
     reuse: Option<&'a SignedZone>,
 }
 
-/// Same records, TTLs included (hickory's `Record` equality ignores the TTL).
-fn same_records(a: &[Record], b: &[Record]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y && x.ttl == y.ttl)
-}
-
 impl Signer<'_> {
     fn err(&self, name: &Name, rtype: RecordType, reason: impl ToString) -> ZoneError {
         ZoneError::Sign {
@@ -171,24 +166,19 @@ impl Signer<'_> {
         rdatas: &[RData],
         previous: Option<&SignedRrSet>,
     ) -> Result<SignedRrSet, ZoneError> {
-        let records: Vec<Record> = rdatas
-            .iter()
-            .map(|rd| Record::from_rdata(name.clone(), ttl, rd.clone()))
-            .collect();
+        let unsigned = SignedRrSet::new(name, rtype, ttl, rdatas, &[])
+            .map_err(|e| self.err(name, rtype, e))?;
         if self.reuse.is_some()
             && let Some(prev) = previous
-            && same_records(&prev.records, &records)
-            && prev.rrsigs.len() == self.keys.len()
-            && prev.rrsigs.iter().zip(&self.keys).all(|(r, k)| {
+            && prev.same_records(&unsigned)
+            && prev.rrsigs().len() == self.keys.len()
+            && prev.rrsigs().iter().zip(&self.keys).all(|(r, k)| {
                 matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(sig))
                     if sig.input().key_tag == k.key_tag()
                         && sig.input().algorithm == k.algorithm().to_hickory())
             })
         {
-            return Ok(SignedRrSet {
-                records,
-                rrsigs: prev.rrsigs.clone(),
-            });
+            return Ok(unsigned.with_rrsigs_of(prev));
         }
         let mut owner = Vec::new();
         name_wire(name, &mut owner);
@@ -225,13 +215,11 @@ impl Signer<'_> {
                 .signer()
                 .sign(&TBS::from(&tbs[..]))
                 .map_err(|e| self.err(name, rtype, e))?;
-            rrsigs.push(Record::from_rdata(
-                name.clone(),
-                ttl,
-                RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
-            ));
+            rrsigs.push(RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(
+                input, sig,
+            ))));
         }
-        Ok(SignedRrSet { records, rrsigs })
+        SignedRrSet::new(name, rtype, ttl, rdatas, &rrsigs).map_err(|e| self.err(name, rtype, e))
     }
 }
 
@@ -425,13 +413,8 @@ pub fn sign_zone(
             let unsigned_set =
                 below || (cut && !matches!(rtype, RecordType::DS | RecordType::NSEC));
             let set = if unsigned_set {
-                SignedRrSet {
-                    records: rdatas
-                        .iter()
-                        .map(|rd| Record::from_rdata(name.clone(), *ttl, rd.clone()))
-                        .collect(),
-                    rrsigs: Vec::new(),
-                }
+                SignedRrSet::new(name, *rtype, *ttl, rdatas, &[])
+                    .map_err(|e| signer.err(name, *rtype, e))?
             } else {
                 let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
                 signer.sign(name, *rtype, *ttl, rdatas, previous)?

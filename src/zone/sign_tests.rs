@@ -6,8 +6,8 @@ use crate::zone::settings::DnssecAlgorithm;
 use hickory_proto::dnssec::PublicKey;
 use hickory_proto::dnssec::rdata::DNSKEY;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::DNSClass;
 use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{DNSClass, Record};
 use std::path::Path;
 
 const T0: u64 = 1_750_000_000;
@@ -64,25 +64,25 @@ fn verify_all(zone: &SignedZone, dnskey: &DNSKEY) -> usize {
     }
     // Only a delegation's NS and glue go unsigned.
     sets.retain(|set| {
-        let signed = !set.rrsigs.is_empty();
+        let signed = !set.rrsigs().is_empty();
         if !signed {
-            let t = set.records[0].record_type();
+            let t = set.records()[0].record_type();
             assert!(
                 matches!(t, RecordType::NS | RecordType::A | RecordType::AAAA)
-                    && set.records[0].name != zone.origin,
+                    && set.records()[0].name != zone.origin,
                 "unsigned {} {t}",
-                set.records[0].name
+                set.records()[0].name
             );
         }
         signed
     });
     for set in &sets {
-        let rec = &set.rrsigs[0];
+        let rec = &set.rrsigs()[0];
         let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &rec.data else {
             panic!("not an rrsig")
         };
         let tbs =
-            TBS::from_input(&rec.name, DNSClass::IN, sig.input(), set.records.iter()).unwrap();
+            TBS::from_input(&rec.name, DNSClass::IN, sig.input(), set.records().iter()).unwrap();
         dnskey
             .public_key()
             .verify(tbs.as_ref(), sig.sig())
@@ -101,7 +101,7 @@ fn nsec_and_nsec3_zones_verify_and_match_their_ds() {
             assert_eq!(state.inception, (T0 - 3600) as u32);
             let apex = n("example.com.");
             let dnskey_set = zone.rrset(&apex, RecordType::DNSKEY).unwrap();
-            let RData::DNSSEC(DNSSECRData::DNSKEY(dnskey)) = &dnskey_set.records[0].data else {
+            let RData::DNSSEC(DNSSECRData::DNSKEY(dnskey)) = &dnskey_set.records()[0].data else {
                 panic!()
             };
             assert_eq!(dnskey.flags(), 257);
@@ -112,7 +112,7 @@ fn nsec_and_nsec3_zones_verify_and_match_their_ds() {
                 reg.ds
                     .contains(&data_encoding::HEXUPPER.encode(zone.ds()[0].digest()))
             );
-            let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records[0].data;
+            let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records()[0].data;
             assert_eq!(cds, &RData::from(zk(&k).cds().unwrap()));
             assert!(zone.rrset(&apex, RecordType::CDNSKEY).is_some());
             assert_eq!(zone.uses_nsec3(), nsec3);
@@ -128,7 +128,7 @@ fn nsec_and_nsec3_zones_verify_and_match_their_ds() {
 fn soa_serial_is_ours_and_unchanged_content_keeps_it() {
     let k = key(DnssecAlgorithm::EcdsaP256Sha256);
     let (z1, s1) = build_signed_zone(&data(), &k, None, T0, &settings(false)).unwrap();
-    let RData::SOA(soa) = &z1.soa().unwrap().records[0].data else {
+    let RData::SOA(soa) = &z1.soa().unwrap().records()[0].data else {
         panic!()
     };
     assert_eq!(soa.serial, T0 as u32);
@@ -166,14 +166,20 @@ fn lookups_answer_with_proofs() {
             RecordType::NSEC
         };
 
-        let a = z.lookup(&n("MX1.example.com."), RecordType::A, true);
+        let a = z
+            .lookup(&n("MX1.example.com."), RecordType::A, true)
+            .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert_eq!(types_in(&a.answers), [RecordType::A, RecordType::RRSIG]);
-        let a = z.lookup(&n("mx1.example.com."), RecordType::A, false);
+        let a = z
+            .lookup(&n("mx1.example.com."), RecordType::A, false)
+            .unwrap();
         assert_eq!(types_in(&a.answers), [RecordType::A]);
 
         // NODATA at a name with data.
-        let a = z.lookup(&n("mx1.example.com."), RecordType::AAAA, true);
+        let a = z
+            .lookup(&n("mx1.example.com."), RecordType::AAAA, true)
+            .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert!(a.answers.is_empty());
         assert_eq!(
@@ -183,23 +189,29 @@ fn lookups_answer_with_proofs() {
         assert!(types_in(&a.authorities).contains(&denial));
 
         // NODATA at an empty non-terminal.
-        let a = z.lookup(&n("_tcp.mx1.example.com."), RecordType::TXT, true);
+        let a = z
+            .lookup(&n("_tcp.mx1.example.com."), RecordType::TXT, true)
+            .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError, "{nsec3}");
         assert!(types_in(&a.authorities).contains(&denial));
 
         // NXDOMAIN with closest-encloser / wildcard proofs.
-        let a = z.lookup(&n("nope.example.com."), RecordType::A, true);
+        let a = z
+            .lookup(&n("nope.example.com."), RecordType::A, true)
+            .unwrap();
         assert_eq!(a.rcode, ResponseCode::NXDomain);
         let proofs = types_in(&a.authorities)
             .iter()
             .filter(|t| **t == denial)
             .count();
         assert!((1..=3).contains(&proofs), "{proofs}");
-        let a = z.lookup(&n("nope.example.com."), RecordType::A, false);
+        let a = z
+            .lookup(&n("nope.example.com."), RecordType::A, false)
+            .unwrap();
         assert_eq!(types_in(&a.authorities), [RecordType::SOA]);
         assert_eq!(a.authorities[0].ttl, 300); // negative TTL = SOA minimum
 
-        let a = z.lookup(&n("example.org."), RecordType::A, true);
+        let a = z.lookup(&n("example.org."), RecordType::A, true).unwrap();
         assert_eq!(a.rcode, ResponseCode::Refused);
     }
 }
@@ -212,7 +224,7 @@ fn signed_and_verified(data: &ZoneData, nsec3: bool) -> (SignedZone, RecordType)
     let dnskey = match &z
         .rrset(&n("example.com."), RecordType::DNSKEY)
         .unwrap()
-        .records[0]
+        .records()[0]
         .data
     {
         RData::DNSSEC(DNSSECRData::DNSKEY(d)) => d.clone(),
@@ -236,7 +248,9 @@ fn delegations_give_referrals_and_prove_their_ds() {
     for nsec3 in [false, true] {
         let (z, denial) = signed_and_verified(&data, nsec3);
         // Below a secure delegation: a referral with the DS and the glue.
-        let a = z.lookup(&n("www.sub.example.com."), RecordType::A, true);
+        let a = z
+            .lookup(&n("www.sub.example.com."), RecordType::A, true)
+            .unwrap();
         assert!(a.referral && a.answers.is_empty() && a.rcode == ResponseCode::NoError);
         assert_eq!(
             types_in(&a.authorities),
@@ -245,28 +259,37 @@ fn delegations_give_referrals_and_prove_their_ds() {
         );
         assert_eq!(types_in(&a.additionals), [RecordType::A]);
         // The DS itself is answered by the parent, authoritatively.
-        let a = z.lookup(&n("sub.example.com."), RecordType::DS, true);
+        let a = z
+            .lookup(&n("sub.example.com."), RecordType::DS, true)
+            .unwrap();
         assert!(!a.referral);
         assert_eq!(types_in(&a.answers), [RecordType::DS, RecordType::RRSIG]);
         // The glue is not answered as our data.
-        let a = z.lookup(&n("ns.sub.example.com."), RecordType::A, false);
+        let a = z
+            .lookup(&n("ns.sub.example.com."), RecordType::A, false)
+            .unwrap();
         assert!(a.referral && a.answers.is_empty());
         // An insecure delegation: the referral proves there is no DS.
-        let a = z.lookup(&n("x.ins.example.com."), RecordType::A, true);
+        let a = z
+            .lookup(&n("x.ins.example.com."), RecordType::A, true)
+            .unwrap();
         assert!(a.referral);
         assert_eq!(types_in(&a.authorities)[0], RecordType::NS);
         assert!(types_in(&a.authorities).contains(&denial), "{nsec3}");
         assert!(!types_in(&a.authorities).contains(&RecordType::DS));
-        let a = z.lookup(&n("ins.example.com."), RecordType::DS, true);
+        let a = z
+            .lookup(&n("ins.example.com."), RecordType::DS, true)
+            .unwrap();
         assert!(!a.referral && a.answers.is_empty());
         assert!(types_in(&a.authorities).contains(&denial));
         if !nsec3 {
             // The NSEC at a cut lists NS (and DS where there is one), not the glue.
-            let at =
-                |name: &str| match &z.rrset(&n(name), RecordType::NSEC).unwrap().records[0].data {
-                    RData::DNSSEC(DNSSECRData::NSEC(x)) => x.type_bit_maps().collect::<Vec<_>>(),
-                    _ => panic!(),
-                };
+            let at = |name: &str| match &z.rrset(&n(name), RecordType::NSEC).unwrap().records()[0]
+                .data
+            {
+                RData::DNSSEC(DNSSECRData::NSEC(x)) => x.type_bit_maps().collect::<Vec<_>>(),
+                _ => panic!(),
+            };
             assert!(at("sub.example.com.").contains(&RecordType::DS));
             assert!(!at("sub.example.com.").contains(&RecordType::A));
             assert!(!at("ins.example.com.").contains(&RecordType::DS));
@@ -285,7 +308,7 @@ fn wildcards_synthesize_answers_with_proofs() {
     for nsec3 in [false, true] {
         let (z, denial) = signed_and_verified(&data, nsec3);
         for q in ["foo.wild.example.com.", "a.b.wild.example.com."] {
-            let a = z.lookup(&n(q), RecordType::A, true);
+            let a = z.lookup(&n(q), RecordType::A, true).unwrap();
             assert_eq!(a.rcode, ResponseCode::NoError, "{q}");
             assert_eq!(types_in(&a.answers), [RecordType::A, RecordType::RRSIG]);
             assert!(a.answers.iter().all(|r| r.name == n(q)), "{q}");
@@ -297,7 +320,9 @@ fn wildcards_synthesize_answers_with_proofs() {
             assert!(types_in(&a.authorities).contains(&denial), "{q} {nsec3}");
         }
         // NODATA at the wildcard: SOA, the name's non-existence and the wildcard's types.
-        let a = z.lookup(&n("foo.wild.example.com."), RecordType::MX, true);
+        let a = z
+            .lookup(&n("foo.wild.example.com."), RecordType::MX, true)
+            .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert!(a.answers.is_empty());
         let proofs = types_in(&a.authorities)
@@ -311,7 +336,9 @@ fn wildcards_synthesize_answers_with_proofs() {
             types_in(&a.authorities)
         );
         // The wildcard's ancestor is an empty non-terminal, not a match.
-        let a = z.lookup(&n("wild.example.com."), RecordType::A, false);
+        let a = z
+            .lookup(&n("wild.example.com."), RecordType::A, false)
+            .unwrap();
         assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
     }
 }

@@ -8,9 +8,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use hickory_proto::ProtoError;
 use hickory_proto::dnssec::rdata::DS;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
+};
 
 use super::canon::{Key, KeySet, NodeMap, key_of};
 use super::nsec3::Nsec3Chain;
@@ -19,26 +23,282 @@ use super::serial::SigningState;
 /// Longest CNAME chain followed inside one zone.
 const MAX_CNAME_CHAIN: usize = 8;
 
-/// One RRset with its signatures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One RRset with its signatures, held in the wire form it is served in: one allocation with
+/// the owner name (uncompressed, lowercase), then the RDATA of each record and of each
+/// signature, each behind its 2-byte length (names inside RDATA uncompressed, their case
+/// kept). A tenth of the memory of hickory `Record`s (about 280 bytes each before their heap
+/// parts), and the UDP writer copies RDATA as it is. Built by [`SignedRrSet::new`], which
+/// checks that every RDATA decodes again, so [`SignedRrSet::records`] loses nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedRrSet {
-    pub records: Vec<Record>,
-    pub rrsigs: Vec<Record>,
+    data: Box<[u8]>,
+    rtype: RecordType,
+    ttl: u32,
+    owner_len: u8,
+    records: u16,
+    rrsigs: u16,
+}
+
+impl std::fmt::Debug for SignedRrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedRrSet")
+            .field("records", &self.records())
+            .field("rrsigs", &self.rrsigs())
+            .finish()
+    }
+}
+
+/// The RDATA of one record or signature in a [`SignedRrSet`].
+fn rdatas(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (rdata, tail) = tail.split_at(len);
+        rest = tail;
+        Some(rdata)
+    })
+}
+
+/// Decodes one RDATA of type `rtype` into a record owned by `name`.
+fn decode(name: &Name, rtype: RecordType, ttl: u32, rdata: &[u8]) -> Result<Record, ProtoError> {
+    let len = u16::try_from(rdata.len()).map_err(|_| ProtoError::from("rdata too long"))?;
+    let mut dec = BinDecoder::new(rdata);
+    let data = RData::read(&mut dec, rtype, Restrict::new(len))?;
+    if !dec.is_empty() {
+        return Err(ProtoError::from("rdata longer than its record"));
+    }
+    Ok(Record::from_rdata(name.clone(), ttl, data))
 }
 
 impl SignedRrSet {
-    fn append_to(&self, out: &mut Vec<Record>, dnssec_ok: bool) {
-        out.extend(self.records.iter().cloned());
-        if dnssec_ok {
-            out.extend(self.rrsigs.iter().cloned());
+    /// The RRset of `rtype` at `name` with `ttl`: `records`' data and their signatures
+    /// (RRSIG data). Fails when a name or RDATA cannot be encoded or does not decode again.
+    pub(crate) fn new(
+        name: &Name,
+        rtype: RecordType,
+        ttl: u32,
+        records: &[RData],
+        rrsigs: &[RData],
+    ) -> Result<SignedRrSet, ProtoError> {
+        let mut data = Vec::with_capacity(32 + 64 * (records.len() + 2 * rrsigs.len()));
+        {
+            let mut enc = BinEncoder::new(&mut data);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            name.to_lowercase().emit(&mut enc)?;
+        }
+        let owner_len = u8::try_from(data.len()).map_err(|_| ProtoError::from("name too long"))?;
+        for rd in records.iter().chain(rrsigs) {
+            let start = data.len();
+            data.extend_from_slice(&[0, 0]);
+            let offset =
+                u32::try_from(data.len()).map_err(|_| ProtoError::from("rrset too long"))?;
+            let mut enc = BinEncoder::with_offset(&mut data, offset);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            rd.emit(&mut enc)?;
+            let len = u16::try_from(data.len() - start - 2)
+                .map_err(|_| ProtoError::from("rdata longer than 65535 bytes"))?;
+            data[start..start + 2].copy_from_slice(&len.to_be_bytes());
+        }
+        let count = |n: usize| u16::try_from(n).map_err(|_| ProtoError::from("rrset too large"));
+        let set = SignedRrSet {
+            data: data.into_boxed_slice(),
+            rtype,
+            ttl,
+            owner_len,
+            records: count(records.len())?,
+            rrsigs: count(rrsigs.len())?,
+        };
+        let name = set.name()?;
+        for rd in set.record_data() {
+            decode(&name, rtype, ttl, rd)?;
+        }
+        for rd in set.rrsig_data() {
+            decode(&name, RecordType::RRSIG, ttl, rd)?;
+        }
+        Ok(set)
+    }
+
+    /// The owner name in wire form (uncompressed, lowercase).
+    pub(crate) fn owner(&self) -> &[u8] {
+        &self.data[..usize::from(self.owner_len)]
+    }
+
+    /// The owner name.
+    pub fn name(&self) -> Result<Name, ProtoError> {
+        Ok(Name::read(&mut BinDecoder::new(self.owner()))?)
+    }
+
+    pub fn record_type(&self) -> RecordType {
+        self.rtype
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// The number of records (signatures not counted).
+    pub fn len(&self) -> usize {
+        usize::from(self.records)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    fn all_data(&self) -> impl Iterator<Item = &[u8]> {
+        rdatas(&self.data[usize::from(self.owner_len)..])
+    }
+
+    /// Each record's RDATA.
+    pub(crate) fn record_data(&self) -> impl Iterator<Item = &[u8]> {
+        self.all_data().take(usize::from(self.records))
+    }
+
+    /// Each signature's RDATA.
+    pub(crate) fn rrsig_data(&self) -> impl Iterator<Item = &[u8]> {
+        self.all_data().skip(usize::from(self.records))
+    }
+
+    fn materialize<'a>(
+        &self,
+        rtype: RecordType,
+        data: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<Record> {
+        // `new` decoded every RDATA and the owner once: decoding again gives the same.
+        let Ok(name) = self.name() else {
+            return Vec::new();
+        };
+        data.filter_map(|rd| decode(&name, rtype, self.ttl, rd).ok())
+            .collect()
+    }
+
+    /// The records as hickory records.
+    pub fn records(&self) -> Vec<Record> {
+        self.materialize(self.rtype, self.record_data())
+    }
+
+    /// The signatures as hickory records.
+    pub fn rrsigs(&self) -> Vec<Record> {
+        self.materialize(RecordType::RRSIG, self.rrsig_data())
+    }
+
+    /// Whether `other` has the same owner, type, TTL and records (signatures aside).
+    pub(crate) fn same_records(&self, other: &SignedRrSet) -> bool {
+        self.rtype == other.rtype
+            && self.ttl == other.ttl
+            && self.owner() == other.owner()
+            && self.record_data().eq(other.record_data())
+    }
+
+    /// These records (no signatures yet) with the signatures of `signed`.
+    pub(crate) fn with_rrsigs_of(self, signed: &SignedRrSet) -> SignedRrSet {
+        let mut data = Vec::from(self.data);
+        for rd in signed.rrsig_data() {
+            // At most 65535 bytes: each was an RDATA of `signed`.
+            data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+            data.extend_from_slice(rd);
+        }
+        SignedRrSet {
+            data: data.into_boxed_slice(),
+            rrsigs: signed.rrsigs,
+            ..self
         }
     }
 
-    fn append_ref<'a>(&'a self, out: &mut Vec<Cow<'a, Record>>, dnssec_ok: bool) {
-        out.extend(self.records.iter().map(Cow::Borrowed));
-        if dnssec_ok {
-            out.extend(self.rrsigs.iter().map(Cow::Borrowed));
+    /// The same records with another TTL and no signatures (the SOA of negative answers).
+    fn unsigned_with_ttl(&self, ttl: u32) -> SignedRrSet {
+        let end = self
+            .record_data()
+            .fold(usize::from(self.owner_len), |at, rd| at + 2 + rd.len());
+        SignedRrSet {
+            data: Box::from(&self.data[..end]),
+            ttl,
+            rrsigs: 0,
+            ..self.clone()
         }
+    }
+
+    /// The records, then (`dnssec_ok`) the signatures, borrowed.
+    pub(crate) fn refs(&self, dnssec_ok: bool) -> impl Iterator<Item = Rr<'_>> {
+        let sigs = if dnssec_ok {
+            usize::from(self.rrsigs)
+        } else {
+            0
+        };
+        self.all_data()
+            .take(usize::from(self.records) + sigs)
+            .enumerate()
+            .map(move |(i, rdata)| Rr::Zone {
+                set: self,
+                sig: i >= usize::from(self.records),
+                rdata,
+            })
+    }
+
+    /// The signatures, borrowed.
+    pub(crate) fn rrsig_refs(&self) -> impl Iterator<Item = Rr<'_>> {
+        self.rrsig_data().map(move |rdata| Rr::Zone {
+            set: self,
+            sig: true,
+            rdata,
+        })
+    }
+
+    fn append_to(&self, out: &mut Vec<Record>, dnssec_ok: bool) {
+        out.extend(self.records());
+        if dnssec_ok {
+            out.extend(self.rrsigs());
+        }
+    }
+
+    fn append_ref<'a>(&'a self, out: &mut Vec<Rr<'a>>, dnssec_ok: bool) {
+        out.extend(self.refs(dnssec_ok));
+    }
+}
+
+/// One record of an answer: a record or signature of the zone, borrowed in its wire form, or
+/// a record made for this answer (renamed from a wildcard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rr<'a> {
+    Zone {
+        set: &'a SignedRrSet,
+        /// A signature of `set` (type RRSIG), not one of its records.
+        sig: bool,
+        rdata: &'a [u8],
+    },
+    Owned(Box<Record>),
+}
+
+impl Rr<'_> {
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Rr::Zone { sig: true, .. } => RecordType::RRSIG,
+            Rr::Zone { set, .. } => set.rtype,
+            Rr::Owned(r) => r.record_type(),
+        }
+    }
+
+    pub fn ttl(&self) -> u32 {
+        match self {
+            Rr::Zone { set, .. } => set.ttl,
+            Rr::Owned(r) => r.ttl,
+        }
+    }
+
+    /// The record as a hickory record.
+    pub fn to_record(&self) -> Result<Record, ProtoError> {
+        match self {
+            Rr::Zone { set, rdata, .. } => decode(&set.name()?, self.record_type(), set.ttl, rdata),
+            Rr::Owned(r) => Ok(Record::clone(r)),
+        }
+    }
+
+    /// The record as a hickory record, owned by `name`.
+    fn renamed(&self, name: &Name) -> Result<Record, ProtoError> {
+        let mut r = self.to_record()?;
+        r.name = name.clone();
+        Ok(r)
     }
 }
 
@@ -86,7 +346,7 @@ pub struct SignedZone {
     cuts: KeySet,
     /// The SOA records as negative answers carry them (RFC 2308 3: TTL is min(SOA TTL, SOA
     /// MINIMUM)); their signatures are the SOA RRset's.
-    negative_soa: Vec<Record>,
+    negative_soa: Option<SignedRrSet>,
     pub(crate) nsec3: Option<Nsec3Chain>,
     pub(crate) state: SigningState,
     /// The DS of each key in CDS (what the parent should serve).
@@ -110,9 +370,9 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerRef<'a> {
     pub rcode: ResponseCode,
-    pub answers: Vec<Cow<'a, Record>>,
-    pub authorities: Vec<Cow<'a, Record>>,
-    pub additionals: Vec<Cow<'a, Record>>,
+    pub answers: Vec<Rr<'a>>,
+    pub authorities: Vec<Rr<'a>>,
+    pub additionals: Vec<Rr<'a>>,
     /// A referral to a delegated child zone (not authoritative).
     pub referral: bool,
     /// The first this many answers are a wildcard's own records, answered with the query
@@ -135,19 +395,19 @@ impl<'a> AnswerRef<'a> {
 
     /// The same answer with its own copies of the records, the synthesized ones owned by
     /// `qname`.
-    pub fn into_owned(self, qname: &Name) -> Answer {
-        let own = |v: Vec<Cow<'a, Record>>| v.into_iter().map(Cow::into_owned).collect();
-        let mut answers: Vec<Record> = own(self.answers);
+    pub fn into_owned(self, qname: &Name) -> Result<Answer, ProtoError> {
+        let own = |v: Vec<Rr<'a>>| v.iter().map(Rr::to_record).collect::<Result<Vec<_>, _>>();
+        let mut answers: Vec<Record> = own(self.answers)?;
         for r in answers.iter_mut().take(self.synthesized) {
             r.name = qname.clone();
         }
-        Answer {
+        Ok(Answer {
             rcode: self.rcode,
             answers,
-            authorities: own(self.authorities),
-            additionals: own(self.additionals),
+            authorities: own(self.authorities)?,
+            additionals: own(self.additionals)?,
             referral: self.referral,
-        }
+        })
     }
 }
 
@@ -193,18 +453,12 @@ impl SignedZone {
             .get(&origin)
             .and_then(|n| n.get(&RecordType::SOA))
             .map(|soa| {
-                soa.records
-                    .iter()
-                    .map(|r| {
-                        let mut r = r.clone();
-                        if let RData::SOA(s) = &r.data {
-                            r.ttl = r.ttl.min(s.minimum);
-                        }
-                        r
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+                let minimum = soa.records().iter().find_map(|r| match &r.data {
+                    RData::SOA(s) => Some(s.minimum),
+                    _ => None,
+                });
+                soa.unsigned_with_ttl(soa.ttl.min(minimum.unwrap_or(soa.ttl)))
+            });
         SignedZone {
             origin_key: Box::from(key.bytes()),
             origin_labels: key.labels(),
@@ -243,7 +497,8 @@ impl SignedZone {
         let chain = self.nsec3.iter().flat_map(|c| c.by_hash.values());
         nodes
             .chain(chain)
-            .filter_map(|s| s.records.first().map(|r| r.ttl))
+            .filter(|s| !s.is_empty())
+            .map(|s| s.ttl)
             .max()
             .unwrap_or(0)
     }
@@ -270,8 +525,7 @@ impl SignedZone {
         let Some(soa) = self.soa() else {
             return out;
         };
-        out.extend(soa.records.iter().cloned());
-        out.extend(soa.rrsigs.iter().cloned());
+        soa.append_to(&mut out, true);
         for (name, sets) in self.nodes.iter() {
             for (rtype, set) in sets.iter() {
                 if *rtype == RecordType::SOA && name == &self.origin {
@@ -285,7 +539,7 @@ impl SignedZone {
                 set.append_to(&mut out, true);
             }
         }
-        out.extend(soa.records.iter().cloned());
+        out.extend(soa.records());
         out
     }
 
@@ -294,29 +548,23 @@ impl SignedZone {
     }
 
     fn negative_soa<'a>(&'a self, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
-        if let Some(soa) = self.soa() {
-            answer
-                .authorities
-                .extend(self.negative_soa.iter().map(Cow::Borrowed));
+        if let (Some(soa), Some(negative)) = (self.soa(), &self.negative_soa) {
+            answer.authorities.extend(negative.refs(false));
             if dnssec_ok {
-                answer
-                    .authorities
-                    .extend(soa.rrsigs.iter().map(Cow::Borrowed));
+                answer.authorities.extend(soa.rrsig_refs());
             }
         }
     }
 
     /// Appends `set` with its signatures unless it is already in `out` (the same RRset of this
     /// zone: compared by address, as only the zone's own records are proofs).
-    fn push_unique<'a>(out: &mut Vec<Cow<'a, Record>>, set: &'a SignedRrSet) {
-        let present = |r: &Record| {
-            out.iter()
-                .any(|o| matches!(o, Cow::Borrowed(b) if std::ptr::eq(*b, r)))
-        };
-        if set.records.iter().any(present) {
-            return;
+    fn push_unique<'a>(out: &mut Vec<Rr<'a>>, set: &'a SignedRrSet) {
+        let present = out
+            .iter()
+            .any(|o| matches!(o, Rr::Zone { set: s, .. } if std::ptr::eq(*s, set)));
+        if !present {
+            set.append_ref(out, true);
         }
-        set.append_ref(out, true);
     }
 
     /// NSEC covering a name that does not exist (its canonical predecessor in the chain;
@@ -354,25 +602,22 @@ impl SignedZone {
         let Some(ns) = node.get(&RecordType::NS) else {
             return;
         };
-        answer
-            .authorities
-            .extend(ns.records.iter().map(Cow::Borrowed));
+        answer.authorities.extend(ns.refs(false));
         if dnssec_ok {
             match node.get(&RecordType::DS) {
                 Some(ds) => ds.append_ref(&mut answer.authorities, true),
                 None => self.nodata_proof(cut_name, cut, &mut answer.authorities),
             }
         }
-        for r in &ns.records {
-            let RData::NS(target) = &r.data else {
+        for rdata in ns.record_data() {
+            // NS RDATA is the target's name, uncompressed.
+            let Ok(target) = Name::read(&mut BinDecoder::new(rdata)) else {
                 continue;
             };
-            if let Some(glue) = self.nodes.get(&target.0) {
+            if let Some(glue) = self.nodes.get(&target) {
                 for t in [RecordType::A, RecordType::AAAA] {
                     if let Some(set) = glue.get(&t) {
-                        answer
-                            .additionals
-                            .extend(set.records.iter().map(Cow::Borrowed));
+                        answer.additionals.extend(set.refs(false));
                     }
                 }
             }
@@ -380,7 +625,7 @@ impl SignedZone {
     }
 
     /// The denial record of `name` (key `key`) for a type it does not have.
-    fn nodata_proof<'a>(&'a self, name: &Name, key: &[u8], out: &mut Vec<Cow<'a, Record>>) {
+    fn nodata_proof<'a>(&'a self, name: &Name, key: &[u8], out: &mut Vec<Rr<'a>>) {
         match &self.nsec3 {
             Some(chain) => {
                 let all = name.iter().count();
@@ -402,13 +647,7 @@ impl SignedZone {
 
     /// Proof that `name` does not exist and that no wildcard at its closest encloser (`ce`
     /// labels) could have answered.
-    fn nxdomain_proof<'a>(
-        &'a self,
-        name: &Name,
-        key: &Key,
-        ce: usize,
-        out: &mut Vec<Cow<'a, Record>>,
-    ) {
+    fn nxdomain_proof<'a>(&'a self, name: &Name, key: &Key, ce: usize, out: &mut Vec<Rr<'a>>) {
         match &self.nsec3 {
             Some(chain) => {
                 let (ce_hash, wildcard_hash) = chain.encloser_hashes(name, key, ce);
@@ -440,7 +679,12 @@ impl SignedZone {
 
     /// Answers `qname`/`qtype` authoritatively. `dnssec_ok` adds RRSIGs and denial proofs.
     /// Names outside the zone get REFUSED.
-    pub fn lookup(&self, qname: &Name, qtype: RecordType, dnssec_ok: bool) -> Answer {
+    pub fn lookup(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<Answer, ProtoError> {
         let mut owner = qname.to_lowercase();
         owner.set_fqdn(true);
         self.lookup_ref(qname, qtype, dnssec_ok).into_owned(&owner)
@@ -533,7 +777,7 @@ impl SignedZone {
             }
             if qtype == RecordType::RRSIG {
                 for set in sets.values() {
-                    answer.answers.extend(set.rrsigs.iter().map(Cow::Borrowed));
+                    answer.answers.extend(set.rrsig_refs());
                 }
                 return answer;
             }
@@ -543,10 +787,12 @@ impl SignedZone {
             }
             if let Some(cname) = sets.get(&RecordType::CNAME) {
                 Self::answer_set(cname, synthesized, &name, &mut answer, dnssec_ok);
-                let target = cname.records.iter().find_map(|r| match &r.data {
-                    RData::CNAME(c) => Some(c.0.to_lowercase()),
-                    _ => None,
-                });
+                // CNAME RDATA is the target's name, uncompressed.
+                let target = cname
+                    .record_data()
+                    .next()
+                    .and_then(|rd| Name::read(&mut BinDecoder::new(rd)).ok())
+                    .map(|t| t.to_lowercase());
                 match target {
                     Some(t) if self.origin.zone_of(&t) => {
                         key = Key::of(&t);
@@ -593,15 +839,12 @@ impl SignedZone {
             }
             return;
         }
-        let rename = |r: &Record| {
-            let mut r = r.clone();
-            r.name = name.clone();
-            Cow::Owned(r)
-        };
-        out.extend(set.records.iter().map(rename));
-        if dnssec_ok {
-            out.extend(set.rrsigs.iter().map(rename));
-        }
+        // Decoding what `SignedRrSet::new` checked decodes: nothing is skipped.
+        out.extend(
+            set.refs(dnssec_ok)
+                .filter_map(|r| r.renamed(name).ok())
+                .map(|r| Rr::Owned(Box::new(r))),
+        );
     }
 
     /// The labels of the longest existing ancestor of the name of `key` (the apex always
@@ -616,13 +859,7 @@ impl SignedZone {
 
     /// Proof that `name` (whose closest encloser has `ce` labels) does not exist: the NSEC
     /// covering it, or the NSEC3 covering the next closer name.
-    fn no_such_name_proof<'a>(
-        &'a self,
-        name: &Name,
-        key: &Key,
-        ce: usize,
-        out: &mut Vec<Cow<'a, Record>>,
-    ) {
+    fn no_such_name_proof<'a>(&'a self, name: &Name, key: &Key, ce: usize, out: &mut Vec<Rr<'a>>) {
         match &self.nsec3 {
             Some(chain) => {
                 if let Some(set) = chain.covering(&chain.hash_of(name, ce + 1, None)) {
@@ -639,5 +876,129 @@ impl SignedZone {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, MX, SOA, TXT};
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// An RRSIG over `rtype` with a made-up signature ending in `last`.
+    fn rrsig(rtype: RecordType, last: u8) -> RData {
+        use hickory_proto::dnssec::Algorithm;
+        use hickory_proto::dnssec::rdata::sig::SigInput;
+        use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG};
+        use hickory_proto::rr::SerialNumber;
+        let input = SigInput {
+            type_covered: rtype,
+            algorithm: Algorithm::ECDSAP256SHA256,
+            num_labels: 2,
+            original_ttl: 300,
+            sig_expiration: SerialNumber::new(2_000_000_000),
+            sig_inception: SerialNumber::new(1_900_000_000),
+            key_tag: 4711,
+            signer_name: n("example.com."),
+        };
+        let mut sig = vec![7u8; 64];
+        sig[63] = last;
+        RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig)))
+    }
+
+    #[test]
+    fn an_rrset_gives_back_its_records_and_signatures() {
+        let owner = n("Mail.Example.COM.");
+        let records = [
+            RData::MX(MX::new(10, n("MX1.example.com."))),
+            RData::MX(MX::new(20, n("mx2.example.com."))),
+        ];
+        let sigs = [rrsig(RecordType::MX, 1)];
+        let set = SignedRrSet::new(&owner, RecordType::MX, 300, &records, &sigs).unwrap();
+        // The owner is kept lowercase, in wire form; RDATA names keep their case.
+        assert_eq!(set.owner(), b"\x04mail\x07example\x03com\x00");
+        assert_eq!(set.name().unwrap(), n("mail.example.com."));
+        assert_eq!(
+            (set.len(), set.ttl(), set.record_type()),
+            (2, 300, RecordType::MX)
+        );
+        let got = set.records();
+        assert_eq!(got.len(), 2);
+        for (r, want) in got.iter().zip(&records) {
+            assert_eq!(&r.data, want);
+            assert_eq!(
+                (r.ttl, r.name.to_ascii()),
+                (300, "mail.example.com.".into())
+            );
+        }
+        assert_eq!(set.rrsigs().len(), 1);
+        assert_eq!(set.rrsigs()[0].data, sigs[0]);
+        // Records only, then records and signatures, in order, typed.
+        let types = |dnssec_ok| {
+            set.refs(dnssec_ok)
+                .map(|r| r.record_type())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(types(false), [RecordType::MX; 2]);
+        assert_eq!(
+            types(true),
+            [RecordType::MX, RecordType::MX, RecordType::RRSIG]
+        );
+        let first = set.refs(false).next().unwrap().to_record().unwrap();
+        assert_eq!(first.data, records[0]);
+    }
+
+    #[test]
+    fn reused_signatures_and_the_negative_soa_keep_the_records() {
+        let apex = n("example.com.");
+        let soa = RData::SOA(SOA::new(
+            n("ns1.example.com."),
+            n("hostmaster.example.com."),
+            7,
+            3600,
+            600,
+            1209600,
+            300,
+        ));
+        let sigs = [rrsig(RecordType::SOA, 1), rrsig(RecordType::SOA, 2)];
+        let signed = SignedRrSet::new(
+            &apex,
+            RecordType::SOA,
+            3600,
+            std::slice::from_ref(&soa),
+            &sigs,
+        )
+        .unwrap();
+        let unsigned = SignedRrSet::new(
+            &apex,
+            RecordType::SOA,
+            3600,
+            std::slice::from_ref(&soa),
+            &[],
+        )
+        .unwrap();
+        assert!(unsigned.same_records(&signed));
+        assert_eq!(unsigned.with_rrsigs_of(&signed), signed);
+        assert_eq!(signed.rrsigs().len(), 2);
+        let other =
+            SignedRrSet::new(&apex, RecordType::SOA, 60, std::slice::from_ref(&soa), &[]).unwrap();
+        assert!(!other.same_records(&signed), "the TTL differs");
+        let negative = signed.unsigned_with_ttl(300);
+        assert_eq!(negative.ttl(), 300);
+        assert_eq!(negative.rrsig_data().count(), 0);
+        assert_eq!(negative.records()[0].data, soa);
+    }
+
+    #[test]
+    fn an_rrset_whose_rdata_does_not_fit_is_an_error() {
+        // 300 TXT strings of 250 bytes: over 65535 bytes of RDATA.
+        let long = RData::TXT(TXT::new(vec!["x".repeat(250); 300]));
+        let err = SignedRrSet::new(&n("t.example."), RecordType::TXT, 60, &[long], &[]);
+        assert!(err.is_err());
+        let a = RData::A(A::new(192, 0, 2, 1));
+        assert!(SignedRrSet::new(&n("t.example."), RecordType::A, 60, &[a], &[]).is_ok());
     }
 }

@@ -10,7 +10,6 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use tracing::{debug, warn};
 
@@ -84,7 +83,7 @@ impl Authority {
                 }
                 let soa = zone
                     .soa()
-                    .map(|s| s.records.iter().map(Cow::Borrowed).collect())
+                    .map(|s| s.refs(false).collect())
                     .unwrap_or_default();
                 return Reply::Message(Message {
                     metadata,
@@ -108,7 +107,7 @@ impl Authority {
                     Some(s) if s == zone.serial() => {
                         let soa = zone
                             .soa()
-                            .map(|s| s.records.iter().map(Cow::Borrowed).collect())
+                            .map(|s| s.refs(false).collect())
                             .unwrap_or_default();
                         return Reply::Message(Message {
                             metadata,
@@ -203,7 +202,6 @@ impl Authority {
         packet: &[u8],
         src: SocketAddr,
         out: &mut Vec<u8>,
-        rdata: Option<&mut wire::RdataCache>,
     ) -> UdpAnswer {
         if let Some(q) = PlainQuery::parse(packet) {
             let dnssec_ok = q.edns.is_some_and(|(_, d)| d);
@@ -223,7 +221,7 @@ impl Authority {
                 dnssec_ok,
             });
             let limit = q.udp_limit();
-            return match write_plain(m, opt, limit, q.question, Some(&q.name), out, rdata) {
+            return match write_plain(m, opt, limit, q.question, Some(&q.name), out) {
                 Ok(()) if cacheable => UdpAnswer::Reusable,
                 Ok(()) => UdpAnswer::Send,
                 Err(e) => {
@@ -261,7 +259,7 @@ impl Authority {
         let (result, cacheable) = match self.reply(zones, &request, now) {
             Reply::Message(m) => {
                 let cacheable = m.cacheable;
-                (encode_udp(&request, m, out, rdata), cacheable)
+                (encode_udp(&request, m, out), cacheable)
             }
             Reply::Transfer { .. } => (Err(ProtoError::from("zone transfer over udp")), false),
         };
@@ -287,13 +285,13 @@ impl Authority {
             Protocol::Udp => udp_limit(request),
             _ => usize::from(u16::MAX),
         };
-        let m = m.materialized(request);
+        let [answers, authorities, additionals] = m.sections(request)?;
         let mut scratch = Vec::new();
         let response = build_response(
             request,
             edns,
             m.metadata,
-            [&m.answers, &m.authorities, &m.additionals],
+            [&answers, &authorities, &additionals],
             m.tsig,
             limit,
             &mut scratch,

@@ -2,14 +2,13 @@
 //! reply, the UDP fast path writer. Pure over a built answer; must not look up zones.
 
 use crate::dns::wire;
-use crate::zone::SignedZone;
+use crate::zone::{Rr, SignedZone};
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{Name, Record, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
-use std::borrow::Cow;
 use std::iter;
 
 use super::*;
@@ -24,9 +23,9 @@ pub(crate) const TSIG_RESERVE: usize = 160;
 /// context to sign it with.
 pub(crate) struct Message<'z> {
     pub(crate) metadata: Metadata,
-    pub(crate) answers: Vec<Cow<'z, Record>>,
-    pub(crate) authorities: Vec<Cow<'z, Record>>,
-    pub(crate) additionals: Vec<Cow<'z, Record>>,
+    pub(crate) answers: Vec<Rr<'z>>,
+    pub(crate) authorities: Vec<Rr<'z>>,
+    pub(crate) additionals: Vec<Rr<'z>>,
     pub(crate) tsig: Option<ResponseTsig>,
     /// The encoding depends on nothing but the request bytes (ID aside) and the zones: no
     /// TSIG, no source address check. Such UDP answers may be reused (see `super::cache`).
@@ -37,18 +36,19 @@ pub(crate) struct Message<'z> {
 }
 
 impl Message<'_> {
-    /// The message with the synthesized answers copied and owned by the query name, for the
-    /// encoders that take every record's owner as it is.
-    pub(crate) fn materialized(mut self, request: &Request) -> Self {
+    /// The sections (answers, authorities, additionals) as hickory records, for hickory's
+    /// encoder: the zone's records decoded, the synthesized answers owned by the query name.
+    pub(crate) fn sections(&self, request: &Request) -> Result<[Vec<Record>; 3], ProtoError> {
+        let own = |v: &[Rr<'_>]| v.iter().map(Rr::to_record).collect::<Result<Vec<_>, _>>();
+        let mut answers = own(&self.answers)?;
         if self.synthesized > 0
             && let Some(q) = request.queries.queries().first()
         {
-            for r in self.answers.iter_mut().take(self.synthesized) {
-                r.to_mut().name = Name::from(q.name().clone());
+            for r in answers.iter_mut().take(self.synthesized) {
+                r.name = Name::from(q.name().clone());
             }
         }
-        self.synthesized = 0;
-        self
+        Ok([answers, own(&self.authorities)?, own(&self.additionals)?])
     }
 
     pub(crate) fn error(request: &Request, code: ResponseCode, tsig: Option<ResponseTsig>) -> Self {
@@ -104,10 +104,8 @@ pub(crate) fn servfail_info(request: &Request) -> ResponseInfo {
     })
 }
 
-pub(crate) fn records<'a>(
-    v: &'a [Cow<'_, Record>],
-) -> impl Iterator<Item = &'a Record> + Send + 'a {
-    v.iter().map(|r| r.as_ref())
+pub(crate) fn records(v: &[Record]) -> impl Iterator<Item = &Record> + Send + '_ {
+    v.iter()
 }
 
 /// The response's EDNS (present iff the request had EDNS).
@@ -225,7 +223,7 @@ pub(crate) fn build_response<'q, 'a>(
     request: &'q Request,
     edns: Option<&'q Edns>,
     mut metadata: Metadata,
-    sections: [&'a [Cow<'a, Record>]; 3],
+    sections: [&'a [Record]; 3],
     tsig: Option<ResponseTsig>,
     limit: usize,
     scratch: &mut Vec<u8>,
@@ -292,20 +290,19 @@ pub(crate) fn encode_udp(
     request: &Request,
     m: Message<'_>,
     out: &mut Vec<u8>,
-    rdata: Option<&mut wire::RdataCache>,
 ) -> Result<(), ProtoError> {
     // The direct writer's OPT carries no options: a cookie goes the general way.
     if m.tsig.is_none() && request.queries.len() == 1 && client_cookie(request).is_none() {
-        return write_udp(request, m, out, rdata);
+        return write_udp(request, m, out);
     }
-    let m = m.materialized(request);
+    let [answers, authorities, additionals] = m.sections(request)?;
     let edns = response_edns(request);
     let mut scratch = Vec::new();
     let response = build_response(
         request,
         edns.as_ref(),
         m.metadata,
-        [&m.answers, &m.authorities, &m.additionals],
+        [&answers, &authorities, &additionals],
         m.tsig,
         udp_limit(request),
         &mut scratch,
@@ -320,7 +317,6 @@ pub(crate) fn write_udp(
     request: &Request,
     m: Message<'_>,
     out: &mut Vec<u8>,
-    rdata: Option<&mut wire::RdataCache>,
 ) -> Result<(), ProtoError> {
     let opt = request.edns.as_ref().map(|e| wire::Opt {
         max_payload: UDP_PAYLOAD_MAX,
@@ -328,7 +324,7 @@ pub(crate) fn write_udp(
     });
     let qname: Option<&Name> = request.queries.queries().first().map(|q| &**q.name());
     let question = request.queries.as_bytes();
-    write_plain(m, opt, udp_limit(request), question, qname, out, rdata)
+    write_plain(m, opt, udp_limit(request), question, qname, out)
 }
 
 /// [`write_udp`] given what it takes from the request: the response's OPT, the client's size
@@ -340,7 +336,6 @@ pub(crate) fn write_plain(
     question: &[u8],
     qname: Option<&Name>,
     out: &mut Vec<u8>,
-    rdata: Option<&mut wire::RdataCache>,
 ) -> Result<(), ProtoError> {
     let Message {
         mut metadata,
@@ -352,29 +347,10 @@ pub(crate) fn write_plain(
     } = m;
     let sections = [&answers[..], &authorities[..], &additionals[..]];
     let synthesized = qname.map(|n| (n, synthesized));
-    if wire::write_response(
-        out,
-        metadata,
-        question,
-        sections,
-        synthesized,
-        opt,
-        limit,
-        rdata,
-    )? {
+    if wire::write_response(out, metadata, question, sections, synthesized, opt, limit)? {
         return Ok(());
     }
     metadata.truncation = true;
     // Header, question (at most 259 bytes) and OPT always fit in 512.
-    wire::write_response(
-        out,
-        metadata,
-        question,
-        [&[]; 3],
-        None,
-        opt,
-        usize::MAX,
-        None,
-    )
-    .map(|_| ())
+    wire::write_response(out, metadata, question, [&[]; 3], None, opt, usize::MAX).map(|_| ())
 }

@@ -118,7 +118,6 @@ mod tests {
     use hickory_server::net::xfer::Protocol;
 
     use crate::dns::settings::Secondary;
-    use crate::dns::wire;
     use crate::zone::{DnssecSettings, ZoneData, ZoneKey, build_signed_zone, keys};
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
@@ -307,10 +306,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
     fn handle_udp(bytes: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
         let mut out = Vec::new();
         let zones = authority().snapshot();
-        // With an RDATA cache of this snapshot: the second answer below reuses its entries.
-        let mut rdata = wire::RdataCache::new();
-        rdata.follow(&zones);
-        let answer = authority().answer_udp(&zones, &bytes, src(), &mut out, Some(&mut rdata));
+        let answer = authority().answer_udp(&zones, &bytes, src(), &mut out);
         let sent = answer != UdpAnswer::Nothing;
         if answer == UdpAnswer::Reusable {
             // What the response cache relies on: the same bytes with another ID, from another
@@ -319,7 +315,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
             again[0] ^= 0xff;
             let other: SocketAddr = "192.0.2.7:5300".parse().unwrap();
             let mut out2 = Vec::new();
-            let a2 = authority().answer_udp(&zones, &again, other, &mut out2, Some(&mut rdata));
+            let a2 = authority().answer_udp(&zones, &again, other, &mut out2);
             if a2 != UdpAnswer::Reusable || out2[..2] != again[..2] || out2[2..] != out[2..] {
                 return Err("a reusable answer depends on more than the request bytes".into());
             }

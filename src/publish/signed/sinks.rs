@@ -191,8 +191,7 @@ impl crate::dnssec::KeyedZones for SignedZonePublisher {
             max: z.max_ttl(),
             dnskey: z
                 .rrset(z.origin(), hickory_proto::rr::RecordType::DNSKEY)
-                .and_then(|s| s.records.first())
-                .map_or(0, |r| r.ttl),
+                .map_or(0, |s| s.ttl()),
         })
     }
 

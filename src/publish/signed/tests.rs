@@ -64,7 +64,7 @@ fn tlsa(byte: u8) -> Change {
 
 fn sigs(zone: &SignedZone, name: &str, t: RecordType) -> Vec<Record> {
     zone.rrset(&n(name), t)
-        .map(|s| s.rrsigs.clone())
+        .map(|s| s.rrsigs().clone())
         .unwrap_or_default()
 }
 
@@ -108,6 +108,7 @@ async fn a_change_resigns_only_its_zone_and_only_what_changed() {
         );
         assert!(
             a1.lookup(&n("_25._tcp.mx1.a.example."), RecordType::TLSA, true)
+                .unwrap()
                 .answers
                 .len()
                 == 2
@@ -172,7 +173,10 @@ async fn zone_files_are_read_at_start_and_reload_only() {
     // A managed change rebuilds the zone from the file as it was read.
     assert!(p.apply(vec![tlsa(2)]).await.unwrap().changed);
     let a = p.served().get(&n("a.example.")).unwrap().clone();
-    assert_eq!(a.lookup(&www, RecordType::A, false).answers.len(), 0);
+    assert_eq!(
+        a.lookup(&www, RecordType::A, false).unwrap().answers.len(),
+        0
+    );
     // The reload reads it, keeps the managed records and leaves the other zone alone.
     let b0 = p.served().get(&n("b.example.")).unwrap().clone();
     let zones = lab
@@ -190,9 +194,13 @@ async fn zone_files_are_read_at_start_and_reload_only() {
         .unwrap();
     assert!(applied.changed);
     let a = p.served().get(&n("a.example.")).unwrap().clone();
-    assert_eq!(a.lookup(&www, RecordType::A, false).answers.len(), 1);
+    assert_eq!(
+        a.lookup(&www, RecordType::A, false).unwrap().answers.len(),
+        1
+    );
     assert_eq!(
         a.lookup(&n("_25._tcp.mx1.a.example."), RecordType::TLSA, false)
+            .unwrap()
             .answers
             .len(),
         1
