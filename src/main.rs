@@ -159,6 +159,18 @@ fn restore_sigpipe() {
     }
 }
 
+/// The daemon's threads share one heap arena. glibc gives threads their own (up to eight per
+/// core), each keeping its free memory: with 1,000 domains in `benches/scale.sh` one arena
+/// held 3 MiB less, and 7 MiB less at the peak. The threads seldom allocate at the same time:
+/// the UDP path allocates next to nothing per query, and zones are built on one thread.
+fn one_heap_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any thread is started; mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every rustls user (HTTPS listener, ACME client).
@@ -171,7 +183,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if matches!(cli.command, Command::Run { .. }) {
+        one_heap_arena();
+    } else {
         restore_sigpipe();
     }
     let result = match cli.command {

@@ -155,7 +155,10 @@ impl From<BTreeMap<Name, Node>> for NodeMap {
         type Entry = (Box<[u8]>, (Name, Node));
         let mut entries: Vec<Entry> = map
             .into_iter()
-            .map(|(n, node)| (key_of(&n), (n, node)))
+            .map(|(n, mut node)| {
+                node.shrink_to_fit();
+                (key_of(&n), (n, node))
+            })
             .collect();
         // hickory's order is canonical too; sorting by key makes lookups exact whatever it does.
         entries.sort_by(|a, b| a.0.cmp(&b.0));

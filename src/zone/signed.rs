@@ -327,6 +327,11 @@ impl Node {
         self.0.iter().map(|(_, s)| s)
     }
 
+    /// Gives back the room kept for more RRsets (a built node no longer changes).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&RecordType, &SignedRrSet)> {
         self.0.iter().map(|(t, s)| (t, s))
     }
