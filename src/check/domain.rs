@@ -89,7 +89,10 @@ pub async fn check(env: &Env, t: &Target) -> DomainReport {
     ds_at_parent(env, &apex, d, t.expect.dnssec, &mut f).await;
 
     for host in mx_hosts.iter().take(MAX_MX) {
-        let endpoint = t.endpoints.get(host).copied();
+        let endpoint = t
+            .endpoints
+            .iter()
+            .find_map(|(h, a)| (h == host).then_some(*a));
         let m = super::mx::check(
             env,
             host,

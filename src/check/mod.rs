@@ -25,7 +25,6 @@ pub mod resolve;
 pub mod targets;
 pub mod tlsa;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,8 +64,9 @@ pub struct Target {
     pub domain: String,
     pub expect: Expect,
     /// Where to connect for an MX host instead of its address and port 25 (the config's
-    /// `[[mx]] verify`).
-    pub endpoints: BTreeMap<String, SocketAddr>,
+    /// `[[mx]] verify`): a few per domain at most, so a list (a map's node would keep room
+    /// for eleven, per domain).
+    pub endpoints: Vec<(String, SocketAddr)>,
     /// The port of `mta-sts.<domain>` (443 for senders; the config's `listen.https` port).
     pub https_port: u16,
 }

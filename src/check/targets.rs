@@ -5,8 +5,6 @@
 //!
 //! Reads the config and, for `"zone-keys"` and the ACME account URL, the state directory.
 
-use std::collections::BTreeMap;
-
 use hickory_proto::dnssec::{PublicKey, PublicKeyBuf};
 use hickory_proto::rr::Name;
 
@@ -65,7 +63,7 @@ pub(crate) fn from_config(
                 endpoints: mx
                     .iter()
                     .filter_map(|m| m.verify.map(|a| (m.host.clone(), a)))
-                    .collect::<BTreeMap<_, _>>(),
+                    .collect(),
                 https_port: https_port.unwrap_or(config.listen.https.port()),
             }
         })

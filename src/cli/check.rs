@@ -2,7 +2,6 @@
 //! outside auditor), as a sender sees it. Builds the targets from the config, runs
 //! [`crate::check`], prints text or JSON.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::check::{Expect, Options, Report, ResolverSettings, Target};
@@ -97,7 +96,7 @@ pub async fn check(opts: &CheckOptions) -> anyhow::Result<bool> {
                 .map(|d| Target {
                     domain: d.clone(),
                     expect: Expect::default(),
-                    endpoints: BTreeMap::new(),
+                    endpoints: Vec::new(),
                     https_port: opts.https_port.unwrap_or(443),
                 })
                 .collect();

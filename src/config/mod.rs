@@ -247,18 +247,15 @@ impl Config {
 
     /// The certificates mxguard keeps: `mta-sts.<domain>` for each domain, then each `[[mx]]`.
     pub(crate) fn cert_specs(&self) -> Vec<CertSpec> {
-        let mut v: Vec<CertSpec> = self
-            .domains
-            .iter()
-            .map(|d| CertSpec {
-                name: d.mta_sts_host(),
-                sans: vec![d.mta_sts_host()],
-                challenge: d.challenge,
-                role: Role::Https {
-                    host: d.mta_sts_host(),
-                },
-            })
-            .collect();
+        let mut v = Vec::with_capacity(self.domains.len() + self.mx.len());
+        v.extend(self.domains.iter().map(|d| CertSpec {
+            name: d.mta_sts_host(),
+            sans: vec![d.mta_sts_host()],
+            challenge: d.challenge,
+            role: Role::Https {
+                host: d.mta_sts_host(),
+            },
+        }));
         v.extend(self.mx.iter().map(|m| CertSpec {
             name: m.host.clone(),
             sans: vec![m.host.clone()],

@@ -82,7 +82,8 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
         );
     }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut domains = Vec::new();
+    // Exactly as many as configured: the daemon keeps these for its lifetime.
+    let mut domains = Vec::with_capacity(raw.domain.len());
     for (i, d) in raw.domain.iter().enumerate() {
         let name = match policy::normalize_hostname(&d.name) {
             Ok(n) => n,
@@ -178,7 +179,7 @@ fn no_tlsa_provider(d: &Domain) -> Option<&str> {
 fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) -> Vec<MxCert> {
     let mut problem = |key: String, message: String| p.push(key, message);
     let resolve = |f: &Path| base.resolve(f);
-    let mut mx_certs = Vec::new();
+    let mut mx_certs = Vec::with_capacity(raw.mx.len());
     let mut seen_mx: BTreeMap<String, usize> = BTreeMap::new();
     for (i, m) in raw.mx.iter().enumerate() {
         let host = match policy::normalize_hostname(&m.host) {
