@@ -162,11 +162,42 @@ pub(crate) fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<rustls::Ser
     Arc::new(cfg)
 }
 
-/// Builds a rustls `CertifiedKey` from a DER chain (leaf first) and a PKCS#8 key.
+/// Distinct issuer certificates kept once for every served chain that carries them.
+const MAX_SHARED_ISSUERS: usize = 32;
+
+/// `der` (an issuer certificate of a served chain) as the one copy kept for every chain: each
+/// chain from one CA carries the same intermediates (some 1.3 KiB each from a public CA), and
+/// a host with thousands of domains held them thousands of times. At most
+/// [`MAX_SHARED_ISSUERS`] distinct ones are kept, for the life of the process (a CA uses a
+/// few at a time); past that a chain keeps its own copy.
+fn shared_issuer(der: CertificateDer<'static>) -> CertificateDer<'static> {
+    static SHARED: std::sync::Mutex<Vec<&'static [u8]>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut shared) = SHARED.lock() else {
+        return der;
+    };
+    if let Some(kept) = shared.iter().find(|k| **k == der.as_ref()) {
+        return CertificateDer::from(*kept);
+    }
+    if shared.len() >= MAX_SHARED_ISSUERS {
+        return der;
+    }
+    // Leaked on purpose, bounded above: these live as long as the process serves chains.
+    let kept: &'static [u8] = Box::leak(Box::from(der.as_ref()));
+    shared.push(kept);
+    CertificateDer::from(kept)
+}
+
+/// Builds a rustls `CertifiedKey` from a DER chain (leaf first) and a PKCS#8 key; the issuer
+/// certificates are shared with the other chains ([`shared_issuer`]).
 pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: &[u8],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = chain
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { c } else { shared_issuer(c) })
+        .collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
     let signing =
         rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Rustls {
@@ -298,6 +329,16 @@ impl LocalCa {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_certificates_are_kept_once() {
+        let a = shared_issuer(CertificateDer::from(vec![0x30, 3, 1, 2, 3]));
+        let b = shared_issuer(CertificateDer::from(vec![0x30, 3, 1, 2, 3]));
+        let other = shared_issuer(CertificateDer::from(vec![0x30, 3, 9, 9, 9]));
+        assert_eq!(a.as_ref(), b.as_ref());
+        assert_eq!(a.as_ref().as_ptr(), b.as_ref().as_ptr(), "one copy");
+        assert_ne!(a.as_ref(), other.as_ref());
+    }
 
     #[test]
     fn local_ca_persists_and_issues_chains() {
