@@ -112,22 +112,23 @@ pub(crate) fn key_of(name: &Name) -> Box<[u8]> {
     Box::from(Key::of(name).bytes())
 }
 
-/// A zone's nodes in canonical order, found by key.
+/// A zone's nodes in canonical order, found by key. The names are not kept apart: each
+/// node's RRsets carry it ([`Node::name`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMap {
     keys: Vec<Box<[u8]>>,
-    nodes: Vec<(Name, Node)>,
+    nodes: Vec<Node>,
 }
 
 impl NodeMap {
-    pub(crate) fn get_key(&self, key: &[u8]) -> Option<&(Name, Node)> {
+    pub(crate) fn get_key(&self, key: &[u8]) -> Option<&Node> {
         let i = self.keys.binary_search_by(|k| (**k).cmp(key)).ok()?;
         Some(&self.nodes[i])
     }
 
     /// The node of `name` (any case).
     pub fn get(&self, name: &Name) -> Option<&Node> {
-        self.get_key(Key::of(name).bytes()).map(|(_, n)| n)
+        self.get_key(Key::of(name).bytes())
     }
 
     pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
@@ -135,29 +136,24 @@ impl NodeMap {
     }
 
     /// The nodes before `key` in canonical order, nearest first.
-    pub(crate) fn before(&self, key: &[u8]) -> impl Iterator<Item = &(Name, Node)> {
+    pub(crate) fn before(&self, key: &[u8]) -> impl Iterator<Item = &Node> {
         let end = self.keys.partition_point(|k| **k < *key);
         self.nodes[..end].iter().rev()
     }
 
     /// Every node in canonical order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Name, &Node)> {
-        self.nodes.iter().map(|(n, node)| (n, node))
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().map(|(_, n)| n)
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Node> {
+        self.nodes.iter()
     }
 }
 
 impl From<BTreeMap<Name, Node>> for NodeMap {
     fn from(map: BTreeMap<Name, Node>) -> Self {
-        type Entry = (Box<[u8]>, (Name, Node));
-        let mut entries: Vec<Entry> = map
+        let mut entries: Vec<(Box<[u8]>, Node)> = map
             .into_iter()
             .map(|(n, mut node)| {
                 node.shrink_to_fit();
-                (key_of(&n), (n, node))
+                (key_of(&n), node)
             })
             .collect();
         // hickory's order is canonical too; sorting by key makes lookups exact whatever it does.
@@ -252,15 +248,28 @@ mod tests {
 
     #[test]
     fn the_node_map_finds_by_any_case_and_lists_predecessors() {
+        use crate::zone::signed::SignedRrSet;
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, RecordType};
         let mut m = BTreeMap::new();
         for n in ["example.", "a.example.", "c.example."] {
-            m.insert(Name::from_ascii(n).unwrap(), Node::default());
+            let name = Name::from_ascii(n).unwrap();
+            let a = RData::A(A::new(192, 0, 2, 1));
+            let mut node = Node::default();
+            node.insert(
+                RecordType::A,
+                SignedRrSet::new(&name, RecordType::A, 60, &[a], &[]).unwrap(),
+            );
+            m.insert(name, node);
         }
         let map = NodeMap::from(m);
         assert!(map.get(&Name::from_ascii("A.Example.").unwrap()).is_some());
         assert!(map.get(&Name::from_ascii("b.example.").unwrap()).is_none());
         let b = Key::of(&Name::from_ascii("b.example.").unwrap());
-        let before: Vec<String> = map.before(b.bytes()).map(|(n, _)| n.to_string()).collect();
+        let before: Vec<String> = map
+            .before(b.bytes())
+            .map(|n| n.name().unwrap().to_string())
+            .collect();
         assert_eq!(before, ["a.example.", "example."]);
         let a = Key::of(&Name::from_ascii("a.example.").unwrap());
         assert_eq!(map.before(a.bytes()).count(), 1, "strictly before");

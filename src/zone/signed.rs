@@ -335,6 +335,11 @@ impl Node {
     pub fn iter(&self) -> impl Iterator<Item = (&RecordType, &SignedRrSet)> {
         self.0.iter().map(|(t, s)| (t, s))
     }
+
+    /// The owner name (of its RRsets; none for a node without any).
+    pub fn name(&self) -> Option<Name> {
+        self.0.first()?.1.name().ok()
+    }
 }
 
 /// A complete, signed zone. Built whole by [`super::build_signed_zone`], never edited.
@@ -436,9 +441,10 @@ impl SignedZone {
             let mut enclosers = vec![origin.clone()];
             enclosers.extend(
                 nodes
-                    .iter()
-                    .filter(|(n, _)| n.iter().next() == Some(b"*".as_slice()))
-                    .map(|(n, _)| n.base_name()),
+                    .values()
+                    .filter_map(Node::name)
+                    .filter(|n| n.iter().next() == Some(b"*".as_slice()))
+                    .map(|n| n.base_name()),
             );
             chain.enclosers = enclosers
                 .iter()
@@ -531,11 +537,9 @@ impl SignedZone {
             return out;
         };
         soa.append_to(&mut out, true);
-        for (name, sets) in self.nodes.iter() {
-            for (rtype, set) in sets.iter() {
-                if *rtype == RecordType::SOA && name == &self.origin {
-                    continue;
-                }
+        // Every RRset but the apex SOA (the same one, by address), which opens and closes.
+        for set in self.nodes.values().flat_map(Node::values) {
+            if !std::ptr::eq(set, soa) {
                 set.append_to(&mut out, true);
             }
         }
@@ -577,12 +581,12 @@ impl SignedZone {
     fn nsec_covering(&self, key: &[u8]) -> Option<&SignedRrSet> {
         self.nodes
             .before(key)
-            .find_map(|(_, sets)| sets.get(&RecordType::NSEC))
+            .find_map(|sets| sets.get(&RecordType::NSEC))
             .or_else(|| {
                 self.nodes
-                    .iter()
+                    .values()
                     .rev()
-                    .find_map(|(_, sets)| sets.get(&RecordType::NSEC))
+                    .find_map(|sets| sets.get(&RecordType::NSEC))
             })
     }
 
@@ -601,7 +605,7 @@ impl SignedZone {
     /// that there is none, and the glue.
     fn referral<'a>(&'a self, cut: &[u8], answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
         answer.referral = true;
-        let Some((cut_name, node)) = self.nodes.get_key(cut) else {
+        let Some(node) = self.nodes.get_key(cut) else {
             return;
         };
         let Some(ns) = node.get(&RecordType::NS) else {
@@ -611,7 +615,11 @@ impl SignedZone {
         if dnssec_ok {
             match node.get(&RecordType::DS) {
                 Some(ds) => ds.append_ref(&mut answer.authorities, true),
-                None => self.nodata_proof(cut_name, cut, &mut answer.authorities),
+                None => {
+                    if let Some(cut_name) = node.name() {
+                        self.nodata_proof(&cut_name, cut, &mut answer.authorities);
+                    }
+                }
             }
         }
         for rdata in ns.record_data() {
@@ -640,7 +648,7 @@ impl SignedZone {
             }
             None => {
                 let set = match self.nodes.get_key(key) {
-                    Some((_, sets)) => sets.get(&RecordType::NSEC),
+                    Some(sets) => sets.get(&RecordType::NSEC),
                     None => self.nsec_covering(key), // empty non-terminal
                 };
                 if let Some(set) = set {
@@ -750,7 +758,7 @@ impl SignedZone {
                 self.no_such_name_proof(&name, &key, *ce, &mut answer.authorities);
             }
             let synthesized = wildcard.is_some();
-            let Some((node_name, sets)) = found else {
+            let Some(sets) = found else {
                 match nxdomain_ce {
                     None => {
                         // An empty non-terminal: NODATA.
@@ -813,7 +821,9 @@ impl SignedZone {
                     // NODATA at a wildcard: the wildcard's own denial record (no such type)
                     // besides the proof above that the name does not exist.
                     Some((w, _)) => {
-                        self.nodata_proof(node_name, w.bytes(), &mut answer.authorities)
+                        if let Some(wildcard_name) = sets.name() {
+                            self.nodata_proof(&wildcard_name, w.bytes(), &mut answer.authorities);
+                        }
                     }
                     None => self.nodata_proof(&name, key.bytes(), &mut answer.authorities),
                 }
