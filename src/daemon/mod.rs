@@ -72,7 +72,8 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// The running daemon's view of what it publishes.
 struct Daemon {
-    config: Config,
+    /// The config in effect; the same one the status page reads (`status_config`).
+    config: Arc<Config>,
     policies: HashMap<String, Published>,
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
@@ -199,13 +200,14 @@ impl Daemon {
         self.key_roll.store(Arc::new(key_roll_settings(&config)));
         self.checks
             .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
-        self.status_config.store(Arc::new(config.clone()));
         self.policies = loaded.policies.into_iter().collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
             self.cert_specs.store(Arc::new(specs));
             self.cert_wake.notify_one();
         }
+        let config = Arc::new(config);
+        self.status_config.store(config.clone());
         self.config = config;
         Ok(())
     }
@@ -507,6 +509,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let monitor = Arc::new(crate::check::monitor::Monitor::new(changes.wake()));
     let (checks, check_inputs) =
         tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
+    let config = Arc::new(config);
     let mut daemon = Daemon {
         config: config.clone(),
         policies: HashMap::new(),
@@ -522,11 +525,14 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         caa: caa.clone(),
         state: state.clone(),
         changes: changes.clone(),
-        status_config: Arc::new(ArcSwap::from_pointee(config.clone())),
+        status_config: Arc::new(ArcSwap::new(config.clone())),
         checks,
         key_roll: Arc::new(ArcSwap::from_pointee(key_roll_settings(&config))),
     };
-    daemon.apply(config, loaded).await?;
+    // `apply` takes its own copy and shares it with the status page; this one goes.
+    let startup = Config::clone(&config);
+    drop(config);
+    daemon.apply(startup, loaded).await?;
     let manager = Manager {
         state: state.clone(),
         backend,
