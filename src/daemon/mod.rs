@@ -641,7 +641,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     if let (Some((server, sockets, secondaries)), Some(publisher)) = (dns_task, &daemon.zones) {
         let tok = shutdown.clone();
         spawn_critical(&tracker, &died_tx, &shutdown, "dns server", async move {
-            if let Err(e) = server.run(sockets, secondaries, tok).await {
+            if let Err(e) = server.run_on_own_threads(sockets, secondaries, tok).await {
                 tracing::error!(err = %e, "dns server failed");
             }
         });

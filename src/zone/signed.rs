@@ -2,8 +2,10 @@
 //!
 //! Owns how a query is answered from one [`SignedZone`]: positive answers, CNAME chains inside the
 //! zone, NODATA and NXDOMAIN with NSEC or NSEC3 proofs (RFC 4035 3.1.3, RFC 5155 7.2), and the
-//! record order of a zone transfer. Pure: no sockets, no clock. Must not build or sign zones
-//! ([`super::sign`] does) and must not know about wire formats or transports (`crate::dns` does).
+//! record order of a zone transfer. Each RRset is held in the wire form it is served in
+//! ([`SignedRrSet`]); answers borrow those bytes ([`Rr`]). Pure: no sockets, no clock. Must not
+//! build or sign zones ([`super::sign`] does) and must not know about messages or transports
+//! (`crate::dns` does).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
