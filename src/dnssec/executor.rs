@@ -354,8 +354,10 @@ impl KeyRoller {
         loop {
             let settings = self.settings.load_full();
             let zones = self.zones.zones();
-            states.retain(|o, _| zones.contains(o));
-            wake.retain(|o, _| zones.contains(o));
+            // A set: with 10,000 zones a scan of the list per zone took a second per pass.
+            let served: std::collections::BTreeSet<&Name> = zones.iter().collect();
+            states.retain(|o, _| served.contains(o));
+            wake.retain(|o, _| served.contains(o));
             let requests = std::fs::read_dir(key_dir(self.root()).join("requests"))
                 .map(|d| {
                     d.filter_map(|e| e.ok())
@@ -367,7 +369,7 @@ impl KeyRoller {
                 .unwrap_or_default();
             // Requests for zones that are not served: removed (a zone added later must not
             // start with a surprise roll).
-            for r in requests.iter().filter(|r| !zones.contains(r)) {
+            for r in requests.iter().filter(|r| !served.contains(r)) {
                 let path = request_path(self.root(), r);
                 if std::fs::remove_file(&path).is_ok() {
                     tracing::warn!(zone = %r, "dnssec-roll request for a zone mxguard does not serve removed");
