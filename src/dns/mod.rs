@@ -179,18 +179,8 @@ impl DnsServer {
     ) -> Result<(), DnsError> {
         let server_error = |reason: String| DnsError::Server { reason };
         let to_std = |e: std::io::Error| server_error(format!("moving a dns socket: {e}"));
-        let udp = sockets
-            .udp
-            .into_iter()
-            .map(|s| s.into_std())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(to_std)?;
-        let tcp = sockets
-            .tcp
-            .into_iter()
-            .map(|s| s.into_std())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(to_std)?;
+        let udp = each(sockets.udp, UdpSocket::into_std).map_err(to_std)?;
+        let tcp = each(sockets.tcp, TcpListener::into_std).map_err(to_std)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("dns")
             .enable_all()
@@ -203,14 +193,8 @@ impl DnsServer {
             .spawn(move || {
                 let r = runtime.block_on(async move {
                     let sockets = DnsSockets {
-                        udp: udp
-                            .into_iter()
-                            .map(UdpSocket::from_std)
-                            .collect::<Result<_, _>>()?,
-                        tcp: tcp
-                            .into_iter()
-                            .map(TcpListener::from_std)
-                            .collect::<Result<_, _>>()?,
+                        udp: each(udp, UdpSocket::from_std)?,
+                        tcp: each(tcp, TcpListener::from_std)?,
                     };
                     Ok::<_, std::io::Error>(server.run(sockets, secondaries, shutdown).await)
                 });
@@ -340,6 +324,11 @@ impl DnsServer {
         }
         result
     }
+}
+
+/// `f` applied to every socket of `v` (moving sockets between runtimes), or the first error.
+fn each<T, U>(v: Vec<T>, f: impl Fn(T) -> std::io::Result<U>) -> std::io::Result<Vec<U>> {
+    v.into_iter().map(f).collect()
 }
 
 /// Prometheus text for the zones being served: per zone the SOA serial and when the current

@@ -19,6 +19,7 @@ mod error;
 pub mod keys;
 mod nsec3;
 pub mod parse;
+pub mod rrset;
 pub mod serial;
 pub mod settings;
 pub mod sign;
