@@ -171,8 +171,9 @@ impl Signer<'_> {
         if self.reuse.is_some()
             && let Some(prev) = previous
             && prev.same_records(&unsigned)
-            && prev.rrsigs().len() == self.keys.len()
-            && prev.rrsigs().iter().zip(&self.keys).all(|(r, k)| {
+            && let sigs = prev.rrsigs()
+            && sigs.len() == self.keys.len()
+            && sigs.iter().zip(&self.keys).all(|(r, k)| {
                 matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(sig))
                     if sig.input().key_tag == k.key_tag()
                         && sig.input().algorithm == k.algorithm().to_hickory())
