@@ -332,6 +332,19 @@ fn build_one(
     Ok(Some(zone))
 }
 
+/// The served zone set with `built` in place of the zones of the same origins, without
+/// `removed`.
+fn swap_zones(server: &DnsServer, built: Vec<Arc<SignedZone>>, removed: &[Name]) {
+    let mut zones = Zones::clone(&server.zones().load());
+    for o in removed {
+        zones.remove(o);
+    }
+    for z in built {
+        zones.insert_arc(z);
+    }
+    server.publish(zones);
+}
+
 /// The single writer of the served zones.
 pub(crate) struct SignedZonePublisher {
     signer: SignerThread,
@@ -422,19 +435,22 @@ impl SignedZonePublisher {
             .map_err(|e| vec![e])?
     }
 
-    /// Serves `built` in place of the zones with the same origins and removes `removed`.
-    fn swap(&self, built: Vec<Arc<SignedZone>>, removed: &[Name]) {
+    /// Serves `built` in place of the zones with the same origins and removes `removed`, on
+    /// the signer thread: the new zone set is a copy of the served one (O(number of zones)),
+    /// and with secondaries the IXFR journal takes each changed zone's differences
+    /// (O(zone size)); a reload that re-signs 10,000 zones would hold an async worker for that.
+    async fn swap(&self, built: Vec<Arc<SignedZone>>, removed: Vec<Name>) {
         if built.is_empty() && removed.is_empty() {
             return;
         }
-        let mut zones = Zones::clone(&self.server.zones().load());
-        for o in removed {
-            zones.remove(o);
+        let server = self.server.clone();
+        if let Err(e) = self
+            .signer
+            .run(move || swap_zones(&server, built, &removed))
+            .await
+        {
+            tracing::error!(err = %e, "cannot serve the new zones");
         }
-        for z in built {
-            zones.insert_arc(z);
-        }
-        self.server.publish(zones);
     }
 
     /// Reload: parses every zone file again, adds and removes zones, takes new DNSSEC
@@ -524,13 +540,10 @@ impl SignedZonePublisher {
             .iter()
             .map(|z| (z.origin().clone(), z.serial()))
             .collect();
-        self.swap(built, &removed);
+        let n_removed = removed.len();
+        self.swap(built, removed).await;
         if changed {
-            tracing::info!(
-                zones = slots.len(),
-                removed = removed.len(),
-                "zones reloaded"
-            );
+            tracing::info!(zones = slots.len(), removed = n_removed, "zones reloaded");
         }
         inner.slots = slots;
         inner.settings = settings;
@@ -559,7 +572,7 @@ impl SignedZonePublisher {
             .collect();
         let built = self.run_build(&inner.settings, jobs).await?;
         let n = built.len();
-        self.swap(built, &[]);
+        self.swap(built, Vec::new()).await;
         Ok(n)
     }
 
@@ -622,7 +635,7 @@ impl SignedZonePublisher {
         match self.run_build(&inner.settings, jobs).await {
             Ok(built) => {
                 let n = built.len();
-                self.swap(built, &[]);
+                self.swap(built, Vec::new()).await;
                 n
             }
             Err(e) => {
