@@ -131,7 +131,8 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
         let push = d
             .push
             .as_ref()
-            .and_then(|push| push_settings(push, &format!("domain[{i}]"), base, &mut problem));
+            .and_then(|push| push_settings(push, &format!("domain[{i}]"), base, &mut problem))
+            .map(Box::new);
         if push.is_some() && d.zone.is_some() {
             problem(
                 format!("domain[{i}].zone"),

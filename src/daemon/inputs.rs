@@ -90,7 +90,7 @@ pub(super) fn push_zones(
         .domains
         .iter()
         .filter_map(|d| {
-            let p = d.push.clone()?;
+            let p = crate::publish::push::PushSettings::clone(d.push.as_deref()?);
             Some((publish::signed::origin(&d.name).ok()?, p))
         })
         .collect()

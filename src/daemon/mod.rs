@@ -40,7 +40,6 @@ use crate::acme::tls::{self, CertResolver, LocalCa};
 use crate::config::{AcmeDirectory, Config, ConfigError, LoadedPolicies};
 use crate::dns::{DnsServer, DnsSockets};
 use crate::mtasts::http::{self, Served};
-use crate::mtasts::policy::Published;
 use crate::publish::records::{self as rec};
 use crate::publish::{Change, RecordSink, RrsetKey, SignedZonePublisher};
 use crate::state_dir::StateDir;
@@ -74,7 +73,8 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 struct Daemon {
     /// The config in effect; the same one the status page reads (`status_config`).
     config: Arc<Config>,
-    policies: HashMap<String, Published>,
+    /// The policy id published for each domain (its text is in `served`).
+    policy_ids: HashMap<String, String>,
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
     local_ca: Arc<LocalCa>,
@@ -134,11 +134,11 @@ impl Daemon {
         // 2. Announce them: the ids below are published only after the texts are served.
         for d in &config.domains {
             let new = &loaded.policies[&d.name];
-            match self.policies.get(&d.name) {
-                Some(old) if old.id == new.id => {}
+            match self.policy_ids.get(&d.name) {
+                Some(old) if *old == new.id => {}
                 Some(old) => {
                     tracing::info!(
-                        domain = %d.name, old_id = %old.id, id = %new.id,
+                        domain = %d.name, old_id = %old, id = %new.id,
                         "policy changed; new id published"
                     );
                     self.changes.record(
@@ -200,7 +200,11 @@ impl Daemon {
         self.key_roll.store(Arc::new(key_roll_settings(&config)));
         self.checks
             .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
-        self.policies = loaded.policies.into_iter().collect();
+        self.policy_ids = loaded
+            .policies
+            .into_iter()
+            .map(|(d, p)| (d, p.id))
+            .collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
             self.cert_specs.store(Arc::new(specs));
@@ -512,7 +516,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let mut daemon = Daemon {
         config: config.clone(),
-        policies: HashMap::new(),
+        policy_ids: HashMap::new(),
         served: served.clone(),
         resolver: resolver.clone(),
         local_ca,

@@ -244,6 +244,14 @@ impl KeyRoller {
                     {
                         return Some(from_unix(d));
                     }
+                    // A finished roll with no next one scheduled: nothing to ask at all (with
+                    // 10,000 zones rolled, each poll asked every secondary for each of them).
+                    if s.served_at.is_some()
+                        && deadline.is_none()
+                        && matches!(s.phase, Phase::Stable)
+                    {
+                        return None;
+                    }
                     // The parent: asked at growing intervals while its DS is awaited, and
                     // once more when the wait after it ends (the swap needs that answer).
                     let ask_parent = parent && s.served_at.is_some() && {
@@ -349,10 +357,25 @@ impl KeyRoller {
         for f in super::sweep_orphan_keys(self.root()) {
             tracing::warn!(file = %f.display(), "dnssec key file that no key state lists (a roll start interrupted, or a state restored from an older backup) moved aside");
         }
+        // The state of each zone that has something ahead (a roll under way, a scheduled
+        // one); an idle zone's is read from its file again when it is looked at (about half a
+        // kilobyte per zone, most of them idle for months).
         let mut states: BTreeMap<Name, RollState> = BTreeMap::new();
+        // When to look at each zone again (`None`: only for a request or new settings); a zone
+        // without an entry is looked at in the next pass.
         let mut wake: BTreeMap<Name, Option<SystemTime>> = BTreeMap::new();
+        let mut last_settings: Option<Arc<RollSettings>> = None;
         loop {
             let settings = self.settings.load_full();
+            // A new algorithm or key lifetime takes effect at a reload: idle zones, whose
+            // states are not kept, are looked at again.
+            if !last_settings
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, &settings))
+            {
+                wake.retain(|_, w| w.is_some());
+                last_settings = Some(settings.clone());
+            }
             let zones = self.zones.zones();
             // A set: with 10,000 zones a scan of the list per zone took a second per pass.
             let served: std::collections::BTreeSet<&Name> = zones.iter().collect();
@@ -406,7 +429,9 @@ impl KeyRoller {
                     },
                 };
                 let next = self.drive(origin, &mut s).await;
-                states.insert(origin.clone(), s);
+                if next.is_some() {
+                    states.insert(origin.clone(), s);
+                }
                 wake.insert(origin.clone(), next);
             }
             let next = wake
@@ -458,4 +483,89 @@ pub(crate) fn describe(s: &RollState) -> Vec<String> {
         out.push(format!("waiting: {why}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::KeySet;
+    use crate::zone::keys::{KeyEntry, KeyRoles};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Zones that count how often the roller asks whether a serial is served.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl KeyedZones for Counting {
+        fn zones(&self) -> Vec<Name> {
+            vec![Name::from_ascii("example.test.").unwrap()]
+        }
+        async fn use_keys(&self, _: &Name, _: KeySet) -> Result<u32, String> {
+            Err("not in this test".into())
+        }
+        fn ttls(&self, _: &Name) -> Option<Ttls> {
+            Some(Ttls {
+                max: 300,
+                dnskey: 300,
+            })
+        }
+        async fn served_everywhere(&self, _: &Name, _: u32) -> Result<(), String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn roller(dir: &Path, zones: Arc<Counting>) -> KeyRoller {
+        KeyRoller {
+            state: Arc::new(StateDir::open_locked(dir).unwrap()),
+            zones,
+            settings: Arc::new(ArcSwap::from_pointee(RollSettings {
+                algorithm: DnssecAlgorithm::EcdsaP256Sha256,
+                key_lifetime: None,
+                propagation_delay: Duration::from_secs(5),
+                parent: super::super::ParentSource::Unknown,
+                poll: Duration::from_secs(10),
+            })),
+            changes: Arc::new(crate::changelog::ChangeLog::open(dir)),
+            parent_next: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_roll_is_not_looked_at_again_until_a_request_or_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = Arc::new(Counting::default());
+        let r = roller(dir.path(), zones.clone());
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let now = unix(SystemTime::now());
+        let mut s = machine::initial(
+            KeyEntry {
+                file: "k1".into(),
+                algorithm: DnssecAlgorithm::EcdsaP256Sha256,
+                key_tag: 1,
+                roles: KeyRoles::default(),
+                created: now,
+            },
+            now,
+        );
+        s.config_algorithm = Some(DnssecAlgorithm::EcdsaP256Sha256);
+        // The roll has just ended: its last serial not yet seen everywhere.
+        s.serial = Some(7);
+        assert_eq!(r.drive(&origin, &mut s).await, None);
+        assert_eq!(zones.0.load(Ordering::SeqCst), 1, "asked once");
+        assert!(s.served_at.is_some(), "{s:?}");
+        // Seen served: nothing left to ask, however often it is driven.
+        for _ in 0..3 {
+            assert_eq!(r.drive(&origin, &mut s).await, None);
+        }
+        assert_eq!(zones.0.load(Ordering::SeqCst), 1);
+        // With a key lifetime the next roll's time is the wake-up, still without asking.
+        r.settings.store(Arc::new(RollSettings {
+            key_lifetime: Some(Duration::from_secs(86400)),
+            ..RollSettings::clone(&r.settings.load())
+        }));
+        assert_eq!(r.drive(&origin, &mut s).await, Some(from_unix(now + 86400)));
+        assert_eq!(zones.0.load(Ordering::SeqCst), 1);
+    }
 }
