@@ -23,23 +23,32 @@ pub(crate) fn from_config(
         }
     }
     let account = crate::acme::client::account_url(&config.state_dir);
-    let specs = config.cert_specs();
     let serves_zones = config.listen.dns.is_some();
+    // The `[[mx]]` tables by host: a domain's are found by name, not by a scan of all of them
+    // (with 10,000 domains the scans took seconds at every reload).
+    let mx_by_host: std::collections::HashMap<&str, (usize, &crate::config::MxCert)> = config
+        .mx
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.host.as_str(), (i, m)))
+        .collect();
     Ok(config
         .domains
         .iter()
         .filter(|d| wanted.is_empty() || wanted.contains(&d.name))
         .map(|d| {
-            let mx: Vec<_> = config
-                .mx
-                .iter()
-                .filter(|m| d.mx.contains(&m.host))
-                .collect();
+            // In the order of the `[[mx]]` tables.
+            let mut mx: Vec<(usize, &crate::config::MxCert)> =
+                d.mx.iter()
+                    .filter_map(|h| mx_by_host.get(h.as_str()).copied())
+                    .collect();
+            mx.sort_unstable_by_key(|(i, _)| *i);
+            mx.dedup_by_key(|(i, _)| *i);
+            let mx: Vec<&crate::config::MxCert> = mx.into_iter().map(|(_, m)| m).collect();
             // The challenge types of this domain's certificates (its policy host, its MXs).
-            let mut methods: Vec<String> = specs
-                .iter()
-                .filter(|s| s.name == d.mta_sts_host() || d.mx.contains(&s.name))
-                .map(|s| s.challenge.as_str().to_string())
+            let mut methods: Vec<String> = std::iter::once(d.challenge)
+                .chain(mx.iter().map(|m| m.challenge))
+                .map(|c| c.as_str().to_string())
                 .collect();
             methods.sort();
             methods.dedup();
@@ -144,14 +153,11 @@ pub(crate) fn zone_key_anchors(config: &Config) -> Result<Vec<(Name, PublicKeyBu
     ZoneKeyAnchors::of(config).read()
 }
 
-/// The monitor's inputs from a config: targets, `[check]` settings, the alert webhook. A
-/// problem (e.g. zone keys missing) is kept in `error` and reported by every run.
-pub(crate) fn monitor_inputs(config: &Config) -> super::monitor::Inputs {
+/// The monitor's inputs from a config: the config (its targets are taken at each run),
+/// `[check]` settings, the alert webhook. A problem (e.g. zone keys missing) is kept in `error`
+/// and reported by every run.
+pub(crate) fn monitor_inputs(config: &std::sync::Arc<Config>) -> super::monitor::Inputs {
     let mut error = None;
-    let targets = from_config(config, &[], None).unwrap_or_else(|e| {
-        error = Some(e);
-        Vec::new()
-    });
     let resolver = resolver_settings(config).unwrap_or_else(|e| {
         error.get_or_insert(e);
         ResolverSettings::default()
@@ -163,7 +169,7 @@ pub(crate) fn monitor_inputs(config: &Config) -> super::monitor::Inputs {
         .as_deref()
         .and_then(|u| crate::tlsrpt::alert::WebhookUrl::parse(u).ok());
     super::monitor::Inputs {
-        targets,
+        config: config.clone(),
         opts: super::Options {
             resolver,
             ca_file: ca_file(config),

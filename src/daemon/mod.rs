@@ -198,8 +198,6 @@ impl Daemon {
         self.base_keys = keys;
         self.caa.store(Arc::new(caa_policy(&config)));
         self.key_roll.store(Arc::new(key_roll_settings(&config)));
-        self.checks
-            .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
         self.policy_ids = loaded
             .policies
             .into_iter()
@@ -211,6 +209,8 @@ impl Daemon {
             self.cert_wake.notify_one();
         }
         let config = Arc::new(config);
+        self.checks
+            .send_replace(Arc::new(crate::check::targets::monitor_inputs(&config)));
         self.status_config.store(config.clone());
         self.config = config;
         Ok(())
@@ -511,9 +511,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }) as Arc<dyn RecordSink>
         });
     let monitor = Arc::new(crate::check::monitor::Monitor::new(changes.wake()));
+    let config = Arc::new(config);
     let (checks, check_inputs) =
         tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
-    let config = Arc::new(config);
     let mut daemon = Daemon {
         config: config.clone(),
         policy_ids: HashMap::new(),
