@@ -182,6 +182,11 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
     let resolve = |f: &Path| base.resolve(f);
     let mut mx_certs = Vec::with_capacity(raw.mx.len());
     let mut seen_mx: BTreeMap<String, usize> = BTreeMap::new();
+    // Looked up per `[[mx]]` (a scan of every domain for each was O(N²) with N domains).
+    let domain_mx: std::collections::HashSet<&str> = domains
+        .iter()
+        .flat_map(|d| d.mx.iter().map(String::as_str))
+        .collect();
     for (i, m) in raw.mx.iter().enumerate() {
         let host = match policy::normalize_hostname(&m.host) {
             Ok(h) => h,
@@ -190,7 +195,7 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
                 continue;
             }
         };
-        if !domains.iter().any(|d| d.mx.contains(&host)) {
+        if !domain_mx.contains(host.as_str()) {
             problem(
                 format!("mx[{i}].host"),
                 format!(

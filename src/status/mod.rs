@@ -8,6 +8,7 @@
 pub(crate) mod html;
 pub(crate) mod svg;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -87,6 +88,26 @@ impl StatusPage {
         let tlsrpt = self.tlsrpt(&config, now_s).await;
         let timing = config.roll_timing();
         let push_failures = self.push.failures().await;
+        // Each domain's rows are looked up by name (scans of every certificate, MX and report
+        // for each domain made a page with 10,000 domains cost O(N²)).
+        let push_failures: HashMap<String, String> = push_failures
+            .into_iter()
+            .map(|(z, e)| (z.to_ascii().trim_end_matches('.').to_string(), e))
+            .collect();
+        let report_of: HashMap<&str, &crate::check::report::DomainReport> = reports
+            .map(|r| r.domains.iter().map(|x| (x.domain.as_str(), x)).collect())
+            .unwrap_or_default();
+        let cert_at: HashMap<&str, usize> = certs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let mx_at: HashMap<&str, usize> = config
+            .mx
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.host.as_str(), i))
+            .collect();
 
         let domains =
             config
@@ -122,34 +143,32 @@ impl StatusPage {
                     events.truncate(EVENTS);
                     DomainData {
                         name: d.name.clone(),
-                        push: d.push.as_ref().map(|p| {
-                            let failure = push_failures
-                                .iter()
-                                .find(|(z, _)| z.to_ascii().trim_end_matches('.') == d.name)
-                                .map(|(_, e)| e.clone());
-                            (p.target(), failure)
-                        }),
-                        report: reports
-                            .and_then(|r| r.domains.iter().find(|x| x.domain == d.name).cloned()),
-                        certs: certs
-                            .iter()
-                            .filter(|c| ours(&c.name))
-                            .map(|c| CertRow {
-                                name: c.name.clone(),
-                                key: c.key.clone(),
-                                not_after: c.not_after.clone(),
-                                next_renewal: c.next_renewal.clone(),
-                                problem: c
-                                    .last_error
-                                    .clone()
-                                    .or_else(|| c.deploy_error.clone())
-                                    .or_else(|| c.near_expiry.then(|| "expires soon".to_string())),
-                            })
-                            .collect(),
-                        rolls: config
-                            .mx
-                            .iter()
-                            .filter(|m| d.mx.contains(&m.host))
+                        push: d
+                            .push
+                            .as_ref()
+                            .map(|p| (p.target(), push_failures.get(&d.name).cloned())),
+                        report: report_of.get(d.name.as_str()).map(|x| (*x).clone()),
+                        certs: in_order(
+                            &cert_at,
+                            [d.name.as_str(), mta_sts.as_str()]
+                                .into_iter()
+                                .chain(d.mx.iter().map(String::as_str)),
+                        )
+                        .map(|i| &certs[i])
+                        .map(|c| CertRow {
+                            name: c.name.clone(),
+                            key: c.key.clone(),
+                            not_after: c.not_after.clone(),
+                            next_renewal: c.next_renewal.clone(),
+                            problem: c
+                                .last_error
+                                .clone()
+                                .or_else(|| c.deploy_error.clone())
+                                .or_else(|| c.near_expiry.then(|| "expires soon".to_string())),
+                        })
+                        .collect(),
+                        rolls: in_order(&mx_at, d.mx.iter().map(String::as_str))
+                            .map(|i| &config.mx[i])
                             .map(|m| {
                                 (
                                     m.host.clone(),
@@ -261,4 +280,16 @@ impl crate::mtasts::http::AdminPage for StatusPage {
     async fn page(&self) -> String {
         self.render().await
     }
+}
+
+/// The positions that `names` have in `at`, ascending and each once: a domain's rows in the
+/// order of the whole list, as a filter over it gave them.
+fn in_order<'a>(
+    at: &HashMap<&str, usize>,
+    names: impl Iterator<Item = &'a str>,
+) -> std::vec::IntoIter<usize> {
+    let mut v: Vec<usize> = names.filter_map(|n| at.get(n).copied()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into_iter()
 }
