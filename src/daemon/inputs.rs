@@ -98,11 +98,13 @@ pub(super) fn push_zones(
 
 /// Splits `changes` into those for mxguard's own zones and those for pushed zones.
 pub(super) fn split_pushed(config: &Config, changes: Vec<Change>) -> (Vec<Change>, Vec<Change>) {
-    let pushed: Vec<hickory_proto::rr::Name> =
-        push_zones(config).into_iter().map(|(n, _)| n).collect();
+    let pushed: std::collections::BTreeMap<hickory_proto::rr::Name, ()> = push_zones(config)
+        .into_iter()
+        .map(|(n, _)| (n, ()))
+        .collect();
     changes
         .into_iter()
-        .partition(|c| !pushed.iter().any(|z| z.zone_of(&c.key().owner)))
+        .partition(|c| publish::zone_for(&pushed, &c.key().owner).is_none())
 }
 
 /// The CAA records of `config` (none unless `acme.caa`): the issuer, the challenge types in

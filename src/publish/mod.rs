@@ -25,6 +25,21 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 pub(crate) use signed::{DomainZone, SignedZonePublisher};
 
+/// The most specific origin in `origins` that contains `owner`: one lookup per label of
+/// `owner`, whatever the number of zones.
+pub(crate) fn zone_for<'a, V>(origins: &'a BTreeMap<Name, V>, owner: &Name) -> Option<&'a Name> {
+    let mut n = owner.clone();
+    loop {
+        if let Some((o, _)) = origins.get_key_value(&n) {
+            return Some(o);
+        }
+        if n.is_root() {
+            return None;
+        }
+        n = n.base_name();
+    }
+}
+
 /// Who produces an RRset. Several producers may contribute records to one owner and type
 /// (e.g. DANE-EE records from the rollover and DANE-TA records from the config at the same
 /// TLSA owner); the sink serves their union, and each producer replaces only its own part.

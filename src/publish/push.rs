@@ -256,11 +256,7 @@ impl PushSink {
     /// The pushed zone holding `owner`.
     fn zone_name(&self, owner: &Name) -> Option<Name> {
         let index = self.index.read().ok()?;
-        index
-            .keys()
-            .filter(|z| z.zone_of(owner))
-            .max_by_key(|z| z.num_labels())
-            .cloned()
+        super::zone_for(&index, owner).cloned()
     }
 
     /// Pushes every zone whose last push failed and whose retry time has come.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 mod signer;
 mod sinks;
 
-use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError};
+use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError, zone_for};
 use crate::dns::{DnsServer, Secondary};
 use crate::state_dir::StateDir;
 use crate::zone::keys::KeySet;
@@ -152,20 +152,6 @@ fn managed_of(slot: &Slot) -> ManagedRecords {
 /// The unsigned zone: the zone file plus the managed records.
 fn merged(origin: &Name, slot: &Slot) -> Result<ZoneData, ZoneError> {
     slot.source.data(origin)?.with_managed(&managed_of(slot))
-}
-
-/// The most specific origin in `origins` that contains `owner`.
-fn zone_for<'a, V>(origins: &'a BTreeMap<Name, V>, owner: &Name) -> Option<&'a Name> {
-    let mut n = owner.clone();
-    loop {
-        if let Some((o, _)) = origins.get_key_value(&n) {
-            return Some(o);
-        }
-        if n.is_root() {
-            return None;
-        }
-        n = n.base_name();
-    }
 }
 
 /// Parses every zone file and loads (or creates) every zone key: blocking.
