@@ -27,8 +27,8 @@ use crate::state_dir::{self as store, StateDir};
 /// Where a certificate goes once issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// Served by the HTTPS listener for this host.
-    Https { host: String },
+    /// Served by the HTTPS listener for the certificate's host (its `name`).
+    Https,
     /// Written for the MTA, then its reload command is run.
     Mx(MxRole),
     /// Kept by another tool in `file`; mxguard only publishes TLSA for its key (and for the
@@ -64,11 +64,18 @@ pub(crate) struct Deploy {
 /// One certificate mxguard keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CertSpec {
-    /// Directory name under `certs/` (the first SAN).
+    /// The host the certificate is for (its one SAN) and its directory under `certs/`.
     pub name: String,
-    pub sans: Vec<String>,
     pub challenge: ChallengeKind,
     pub role: Role,
+}
+
+impl CertSpec {
+    /// The names the certificate is for: each of mxguard's certificates names one host (kept
+    /// once, not also as a list and a role: with 10,000 domains that was 3.5 MB).
+    pub(crate) fn sans(&self) -> &[String] {
+        std::slice::from_ref(&self.name)
+    }
 }
 
 /// Persisted per-certificate state (`certs/<name>/state.json`).
@@ -241,11 +248,11 @@ fn stored_chain(
 /// is served, so that no stand-in certificate is needed for them).
 pub(crate) fn install_stored(state: &StateDir, specs: &[CertSpec], resolver: &CertResolver) {
     for spec in specs {
-        if let Role::Https { host } = &spec.role
+        if let Role::Https = spec.role
             && let Some((chain, key)) = stored_chain(state, spec)
         {
             match crate::acme::tls::certified_key(chain, key.serialized_der()) {
-                Ok(ck) => resolver.set(host, ck),
+                Ok(ck) => resolver.set(&spec.name, ck),
                 Err(e) => {
                     tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
                 }
@@ -482,7 +489,7 @@ impl<R: Responder> Manager<R> {
         tracing::info!(cert = %spec.name, issuer = %self.backend.label(), challenge = spec.challenge.as_str(), "ordering certificate");
         let chain_pem = match &self.backend {
             Backend::Local(ca) => {
-                ca.issue_pem(&spec.sans, key, SystemTime::now())
+                ca.issue_pem(spec.sans(), key, SystemTime::now())
                     .map_err(|e| {
                         transient(CertError::Bad {
                             path: self.state.path(crate::acme::tls::LOCAL_CA_CERT),
@@ -491,7 +498,7 @@ impl<R: Responder> Manager<R> {
                     })?
             }
             Backend::Acme { settings, client } => {
-                let csr = acme::csr(&spec.sans, key).map_err(acme::AcmeError::permanent)?;
+                let csr = acme::csr(spec.sans(), key).map_err(acme::AcmeError::permanent)?;
                 let c = acme_login(&self.state, settings, client).await?;
                 self.refresh_caa().await;
                 let ari = match previous {
@@ -500,7 +507,7 @@ impl<R: Responder> Manager<R> {
                 };
                 let replaces = if ari.is_some() { previous } else { None };
                 let ordered = c
-                    .order(&spec.sans, &csr, spec.challenge, &self.responder, replaces)
+                    .order(spec.sans(), &csr, spec.challenge, &self.responder, replaces)
                     .await;
                 let (_, chain_pem) = match ordered {
                     Err(e) if e.account_does_not_exist() => {
@@ -510,7 +517,7 @@ impl<R: Responder> Manager<R> {
                         self.refresh_caa().await;
                         // `replaces` names a certificate of the old account: order afresh.
                         let pem = c
-                            .order(&spec.sans, &csr, spec.challenge, &self.responder, None)
+                            .order(spec.sans(), &csr, spec.challenge, &self.responder, None)
                             .await?;
                         (c, pem)
                     }
@@ -564,7 +571,8 @@ impl<R: Responder> Manager<R> {
             store::PUBLIC_MODE,
         )
         .map_err(|e| transient(e.into()))?;
-        if let Role::Https { host } = &spec.role {
+        if let Role::Https = spec.role {
+            let host = &spec.name;
             let ck = crate::acme::tls::certified_key(chain.clone(), key.serialized_der()).map_err(
                 |e| {
                     transient(CertError::Bad {

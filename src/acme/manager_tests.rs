@@ -4,18 +4,14 @@ use super::*;
 fn https_spec() -> CertSpec {
     CertSpec {
         name: "mta-sts.example.com".into(),
-        sans: vec!["mta-sts.example.com".into()],
         challenge: ChallengeKind::Http01,
-        role: Role::Https {
-            host: "mta-sts.example.com".into(),
-        },
+        role: Role::Https,
     }
 }
 
 fn mx_spec(dir: &Path) -> CertSpec {
     CertSpec {
         name: "mx1.example.com".into(),
-        sans: vec!["mx1.example.com".into()],
         challenge: ChallengeKind::Http01,
         role: Role::Mx(MxRole {
             deploy: Deploy {

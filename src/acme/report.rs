@@ -49,7 +49,7 @@ pub(crate) fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> 
                 let validity = leaf.as_ref().and_then(|c| validity(c));
                 return CertReport {
                     name: spec.name.clone(),
-                    sans: spec.sans.clone(),
+                    sans: spec.sans().to_vec(),
                     challenge: "external",
                     key,
                     issuer: Some(format!("external: {}", file.display())),
@@ -82,7 +82,7 @@ pub(crate) fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> 
             };
             CertReport {
                 name: spec.name.clone(),
-                sans: spec.sans.clone(),
+                sans: spec.sans().to_vec(),
                 challenge: spec.challenge.as_str(),
                 key,
                 issuer: st.issuer.clone(),

@@ -251,15 +251,11 @@ impl Config {
         let mut v = Vec::with_capacity(self.domains.len() + self.mx.len());
         v.extend(self.domains.iter().map(|d| CertSpec {
             name: d.mta_sts_host(),
-            sans: vec![d.mta_sts_host()],
             challenge: d.challenge,
-            role: Role::Https {
-                host: d.mta_sts_host(),
-            },
+            role: Role::Https,
         }));
         v.extend(self.mx.iter().map(|m| CertSpec {
             name: m.host.clone(),
-            sans: vec![m.host.clone()],
             challenge: m.challenge,
             role: match &m.external {
                 Some(file) => Role::ExternalMx {
