@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -38,10 +38,12 @@ pub(crate) enum TlsError {
     },
 }
 
-/// Certificates by host name, swapped whole at runtime; the HTTPS listener's rustls resolver.
+/// Certificates by host name; the HTTPS listener's rustls resolver.
 #[derive(Default)]
 pub(crate) struct CertResolver {
-    certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// Behind a lock that handshakes share (held for a lookup or an insert): a map copied
+    /// for every change cost O(N) per certificate, O(N²) for the N of a start.
+    certs: RwLock<HashMap<String, Arc<CertifiedKey>>>,
     /// tls-alpn-01 challenge certificates (RFC 8737), presented only to clients that offer
     /// ALPN `acme-tls/1`.
     alpn_challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
@@ -52,7 +54,7 @@ pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let certs = self.certs.load();
+        let certs = self.read();
         let mut names: Vec<_> = certs.keys().collect();
         names.sort();
         f.debug_struct("CertResolver")
@@ -65,24 +67,28 @@ impl CertResolver {
     /// Installs (or replaces) the certificate for `host`; used from the next handshake on.
     pub(crate) fn set(&self, host: &str, key: Arc<CertifiedKey>) {
         let host = host.to_ascii_lowercase();
-        self.certs.rcu(|old| {
-            let mut m = HashMap::clone(old);
-            m.insert(host.clone(), key.clone());
-            m
-        });
+        self.certs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(host, key);
     }
 
     /// Removes hosts not in `keep`.
     pub(crate) fn retain(&self, keep: &[String]) {
-        self.certs.rcu(|old| {
-            let mut m = HashMap::clone(old);
-            m.retain(|h, _| keep.contains(h));
-            m
-        });
+        let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
+        self.certs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|h, _| keep.contains(h.as_str()));
     }
 
     pub(crate) fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.certs.load().get(&host.to_ascii_lowercase()).cloned()
+        let host = host.to_ascii_lowercase();
+        self.read().get(&host).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
+        self.certs.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Presents `key` to tls-alpn-01 validators for `host` (None: stop).
@@ -143,10 +149,12 @@ impl ResolvesServerCert for AnyHostResolver {
         if let Some(ck) = hello.server_name().and_then(|n| self.0.get(n)) {
             return Some(ck);
         }
-        let certs = self.0.certs.load();
-        let mut names: Vec<&String> = certs.keys().collect();
-        names.sort();
-        names.first().and_then(|n| certs.get(*n).cloned())
+        // The first host by name, found without sorting them all.
+        self.0
+            .read()
+            .iter()
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, ck)| ck.clone())
     }
 }
 
