@@ -25,10 +25,12 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 pub(crate) use signed::{DomainZone, SignedZonePublisher};
 
-/// The most specific origin in `origins` that contains `owner`: one lookup per label of
-/// `owner`, whatever the number of zones.
+/// The most specific origin in `origins` (fully qualified names) that contains `owner`: one
+/// lookup per label of `owner`, whatever the number of zones. Names compare without regard to
+/// case; `owner` counts as fully qualified.
 pub(crate) fn zone_for<'a, V>(origins: &'a BTreeMap<Name, V>, owner: &Name) -> Option<&'a Name> {
     let mut n = owner.clone();
+    n.set_fqdn(true);
     loop {
         if let Some((o, _)) = origins.get_key_value(&n) {
             return Some(o);

@@ -102,6 +102,12 @@ impl StatusPage {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
+        let mut tlsrpt_of: HashMap<&str, &TlsRpt> = HashMap::new();
+        if let Some(Ok(per)) = &tlsrpt {
+            for (n, t) in per {
+                tlsrpt_of.entry(n.as_str()).or_insert(t);
+            }
+        }
         let mx_at: HashMap<&str, usize> = config
             .mx
             .iter()
@@ -192,10 +198,9 @@ impl StatusPage {
                             .collect(),
                         events,
                         tlsrpt: tlsrpt.as_ref().map(|all| match all {
-                            Ok(per) => per
-                                .iter()
-                                .find(|(n, _)| n == &d.name)
-                                .map(|(_, t)| t.clone())
+                            Ok(_) => tlsrpt_of
+                                .get(d.name.as_str())
+                                .map(|t| (*t).clone())
                                 .unwrap_or_default(),
                             Err(e) => TlsRpt {
                                 error: Some(e.clone()),

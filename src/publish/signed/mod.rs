@@ -424,18 +424,17 @@ impl SignedZonePublisher {
     /// the signer thread: the new zone set is a copy of the served one (O(number of zones)),
     /// and with secondaries the IXFR journal takes each changed zone's differences
     /// (O(zone size)); a reload that re-signs 10,000 zones would hold an async worker for that.
-    async fn swap(&self, built: Vec<Arc<SignedZone>>, removed: Vec<Name>) {
+    /// An error (the signer thread stopped or the swap panicked) leaves the served zones as
+    /// they were; callers return it before they record the new state.
+    async fn swap(&self, built: Vec<Arc<SignedZone>>, removed: Vec<Name>) -> Result<(), String> {
         if built.is_empty() && removed.is_empty() {
-            return;
+            return Ok(());
         }
         let server = self.server.clone();
-        if let Err(e) = self
-            .signer
+        self.signer
             .run(move || swap_zones(&server, built, &removed))
             .await
-        {
-            tracing::error!(err = %e, "cannot serve the new zones");
-        }
+            .map_err(|e| format!("serving the new zones: {e}"))
     }
 
     /// Reload: parses every zone file again, adds and removes zones, takes new DNSSEC
@@ -526,7 +525,9 @@ impl SignedZonePublisher {
             .map(|z| (z.origin().clone(), z.serial()))
             .collect();
         let n_removed = removed.len();
-        self.swap(built, removed).await;
+        self.swap(built, removed)
+            .await
+            .map_err(|e| LoadError { problems: vec![e] })?;
         if changed {
             tracing::info!(zones = slots.len(), removed = n_removed, "zones reloaded");
         }
@@ -557,7 +558,7 @@ impl SignedZonePublisher {
             .collect();
         let built = self.run_build(&inner.settings, jobs).await?;
         let n = built.len();
-        self.swap(built, Vec::new()).await;
+        self.swap(built, Vec::new()).await.map_err(|e| vec![e])?;
         Ok(n)
     }
 
@@ -620,8 +621,13 @@ impl SignedZonePublisher {
         match self.run_build(&inner.settings, jobs).await {
             Ok(built) => {
                 let n = built.len();
-                self.swap(built, Vec::new()).await;
-                n
+                match self.swap(built, Vec::new()).await {
+                    Ok(()) => n,
+                    Err(e) => {
+                        tracing::error!(err = %e, "cannot move the serials above the secondaries'");
+                        0
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(err = %e.join("; "), "cannot move the serials above the secondaries'");

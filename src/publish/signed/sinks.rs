@@ -75,7 +75,9 @@ impl RecordSink for SignedZonePublisher {
             }
         }
         let changed = !built.is_empty();
-        self.swap(built, Vec::new()).await;
+        self.swap(built, Vec::new())
+            .await
+            .map_err(SinkError::Task)?;
         for (o, slot) in touched {
             inner.slots.insert(o, slot);
         }
@@ -179,7 +181,7 @@ impl crate::dnssec::KeyedZones for SignedZonePublisher {
             .map(|z| z.serial())
             .or_else(|| served.get(zone).map(|z| z.serial()))
             .ok_or_else(|| format!("zone {zone} is not served"))?;
-        self.swap(built, Vec::new()).await;
+        self.swap(built, Vec::new()).await?;
         inner.slots.insert(zone.clone(), slot);
         Ok(serial)
     }
