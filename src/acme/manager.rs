@@ -29,8 +29,9 @@ use crate::state_dir::{self as store, StateDir};
 pub(crate) enum Role {
     /// Served by the HTTPS listener for the certificate's host (its `name`).
     Https,
-    /// Written for the MTA, then its reload command is run.
-    Mx(MxRole),
+    /// Written for the MTA, then its reload command is run. Boxed: inline, every certificate's
+    /// spec had the size of its deployment settings.
+    Mx(Box<MxRole>),
     /// Kept by another tool in `file`; mxguard only publishes TLSA for its key (and for the
     /// `prepublish` digests).
     ExternalMx {

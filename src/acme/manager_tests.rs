@@ -13,7 +13,7 @@ fn mx_spec(dir: &Path) -> CertSpec {
     CertSpec {
         name: "mx1.example.com".into(),
         challenge: ChallengeKind::Http01,
-        role: Role::Mx(MxRole {
+        role: Role::Mx(Box::new(MxRole {
             deploy: Deploy {
                 cert_file: dir.join("mx1.crt"),
                 key_file: dir.join("mx1.key"),
@@ -25,7 +25,7 @@ fn mx_spec(dir: &Path) -> CertSpec {
             },
             verify: None,
             rollover: false,
-        }),
+        })),
     }
 }
 
@@ -103,10 +103,10 @@ fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
         ..d.clone()
     };
     let moved_spec = CertSpec {
-        role: Role::Mx(MxRole {
+        role: Role::Mx(Box::new(MxRole {
             deploy: moved,
-            ..mx.clone()
-        }),
+            ..MxRole::clone(mx)
+        })),
         ..spec.clone()
     };
     assert_eq!(

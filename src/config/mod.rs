@@ -262,11 +262,11 @@ impl Config {
                     file: file.clone(),
                     prepublish: m.prepublish.clone(),
                 },
-                None => Role::Mx(crate::acme::manager::MxRole {
+                None => Role::Mx(Box::new(crate::acme::manager::MxRole {
                     deploy: m.deploy.clone(),
                     verify: m.verify,
                     rollover: m.rollover,
-                }),
+                })),
             },
         }));
         v
