@@ -24,27 +24,13 @@ pub(crate) fn from_config(
     }
     let account = crate::acme::client::account_url(&config.state_dir);
     let serves_zones = config.listen.dns.is_some();
-    // The `[[mx]]` tables by host: a domain's are found by name, not by a scan of all of them
-    // (with 10,000 domains the scans took seconds at every reload).
-    let mx_by_host: std::collections::HashMap<&str, (usize, &crate::config::MxCert)> = config
-        .mx
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.host.as_str(), (i, m)))
-        .collect();
+    let mx_index = config.mx_index();
     Ok(config
         .domains
         .iter()
         .filter(|d| wanted.is_empty() || wanted.contains(&d.name))
         .map(|d| {
-            // In the order of the `[[mx]]` tables.
-            let mut mx: Vec<(usize, &crate::config::MxCert)> =
-                d.mx.iter()
-                    .filter_map(|h| mx_by_host.get(h.as_str()).copied())
-                    .collect();
-            mx.sort_unstable_by_key(|(i, _)| *i);
-            mx.dedup_by_key(|(i, _)| *i);
-            let mx: Vec<&crate::config::MxCert> = mx.into_iter().map(|(_, m)| m).collect();
+            let mx = mx_index.of(d);
             // The challenge types of this domain's certificates (its policy host, its MXs).
             let mut methods: Vec<String> = std::iter::once(d.challenge)
                 .chain(mx.iter().map(|m| m.challenge))

@@ -148,6 +148,26 @@ impl Domain {
     }
 }
 
+/// The `[[mx]]` tables by host, so that a domain's are found without a scan of all of them
+/// (a scan per domain is O(N²) with N domains).
+pub(crate) struct MxIndex<'a> {
+    mx: &'a [MxCert],
+    at: std::collections::HashMap<&'a str, usize>,
+}
+
+impl<'a> MxIndex<'a> {
+    /// The `[[mx]]` tables of `d`'s MX hosts, each once, in the order of the config.
+    pub(crate) fn of(&self, d: &Domain) -> Vec<&'a MxCert> {
+        let mut at: Vec<usize> =
+            d.mx.iter()
+                .filter_map(|h| self.at.get(h.as_str()).copied())
+                .collect();
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().map(|i| &self.mx[i]).collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Listen {
     pub https: SocketAddr,
@@ -243,6 +263,19 @@ impl Config {
             position: None,
             key: key.into(),
             message: message.into(),
+        }
+    }
+
+    /// The `[[mx]]` tables, to be found by host.
+    pub(crate) fn mx_index(&self) -> MxIndex<'_> {
+        MxIndex {
+            mx: &self.mx,
+            at: self
+                .mx
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.host.as_str(), i))
+                .collect(),
         }
     }
 

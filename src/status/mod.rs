@@ -108,12 +108,7 @@ impl StatusPage {
                 tlsrpt_of.entry(n.as_str()).or_insert(t);
             }
         }
-        let mx_at: HashMap<&str, usize> = config
-            .mx
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.host.as_str(), i))
-            .collect();
+        let mx_index = config.mx_index();
 
         let domains =
             config
@@ -173,8 +168,9 @@ impl StatusPage {
                                 .or_else(|| c.near_expiry.then(|| "expires soon".to_string())),
                         })
                         .collect(),
-                        rolls: in_order(&mx_at, d.mx.iter().map(String::as_str))
-                            .map(|i| &config.mx[i])
+                        rolls: mx_index
+                            .of(d)
+                            .into_iter()
                             .map(|m| {
                                 (
                                     m.host.clone(),
