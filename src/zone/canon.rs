@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hickory_proto::rr::Name;
 
-use super::signed::Node;
+use super::signed::{Node, NodeRef, SignedRrSet};
 
 /// Longest key: a name has at most 254 octets of labels and length bytes; each label byte takes
 /// at most two key bytes and each length byte's label two more for its end mark.
@@ -112,38 +112,75 @@ pub(crate) fn key_of(name: &Name) -> Box<[u8]> {
     Box::from(Key::of(name).bytes())
 }
 
-/// A zone's nodes in canonical order, found by key. The names are not kept apart: each
-/// node's RRsets carry it ([`Node::name`]).
+/// A zone's nodes in canonical order, found by key. Flat: every key in one buffer and every
+/// RRset in one slice, node after node, each with where its node ends (a vector and a boxed key
+/// per node took about a third of a small zone's memory). The names are not kept apart: each
+/// node's RRsets carry it ([`NodeRef::name`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMap {
-    keys: Vec<Box<[u8]>>,
-    nodes: Vec<Node>,
+    keys: Box<[u8]>,
+    /// `key_ends[i]`: where the key of node `i` ends in `keys`.
+    key_ends: Box<[u32]>,
+    sets: Box<[SignedRrSet]>,
+    /// `set_ends[i]`: where the RRsets of node `i` end in `sets`.
+    set_ends: Box<[u32]>,
 }
 
 impl NodeMap {
-    pub(crate) fn get_key(&self, key: &[u8]) -> Option<&Node> {
-        let i = self.keys.binary_search_by(|k| (**k).cmp(key)).ok()?;
-        Some(&self.nodes[i])
+    fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    fn start(ends: &[u32], i: usize) -> usize {
+        if i == 0 { 0 } else { ends[i - 1] as usize }
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        &self.keys[Self::start(&self.key_ends, i)..self.key_ends[i] as usize]
+    }
+
+    fn node(&self, i: usize) -> NodeRef<'_> {
+        NodeRef(&self.sets[Self::start(&self.set_ends, i)..self.set_ends[i] as usize])
+    }
+
+    /// The index of `key`, or where it would be.
+    fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    pub(crate) fn get_key(&self, key: &[u8]) -> Option<NodeRef<'_>> {
+        self.search(key).ok().map(|i| self.node(i))
     }
 
     /// The node of `name` (any case).
-    pub fn get(&self, name: &Name) -> Option<&Node> {
+    pub fn get(&self, name: &Name) -> Option<NodeRef<'_>> {
         self.get_key(Key::of(name).bytes())
     }
 
     pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
-        self.keys.binary_search_by(|k| (**k).cmp(key)).is_ok()
+        self.search(key).is_ok()
     }
 
     /// The nodes before `key` in canonical order, nearest first.
-    pub(crate) fn before(&self, key: &[u8]) -> impl Iterator<Item = &Node> {
-        let end = self.keys.partition_point(|k| **k < *key);
-        self.nodes[..end].iter().rev()
+    pub(crate) fn before(&self, key: &[u8]) -> impl Iterator<Item = NodeRef<'_>> {
+        let end = match self.search(key) {
+            Ok(i) | Err(i) => i,
+        };
+        (0..end).rev().map(|i| self.node(i))
     }
 
     /// Every node in canonical order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Node> {
-        self.nodes.iter()
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = NodeRef<'_>> {
+        (0..self.len()).map(|i| self.node(i))
     }
 }
 
@@ -151,15 +188,27 @@ impl From<BTreeMap<Name, Node>> for NodeMap {
     fn from(map: BTreeMap<Name, Node>) -> Self {
         let mut entries: Vec<(Box<[u8]>, Node)> = map
             .into_iter()
-            .map(|(n, mut node)| {
-                node.shrink_to_fit();
-                (key_of(&n), node)
-            })
+            .map(|(n, node)| (key_of(&n), node))
             .collect();
         // hickory's order is canonical too; sorting by key makes lookups exact whatever it does.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let (keys, nodes) = entries.into_iter().unzip();
-        NodeMap { keys, nodes }
+        let mut keys = Vec::with_capacity(entries.iter().map(|e| e.0.len()).sum());
+        let mut sets = Vec::with_capacity(entries.iter().map(|e| e.1.len()).sum());
+        let mut key_ends = Vec::with_capacity(entries.len());
+        let mut set_ends = Vec::with_capacity(entries.len());
+        for (key, node) in entries {
+            keys.extend_from_slice(&key);
+            sets.extend(node.into_sets());
+            // A zone is far below 4 GiB of keys or 4 G RRsets (it is built in memory).
+            key_ends.push(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+            set_ends.push(u32::try_from(sets.len()).unwrap_or(u32::MAX));
+        }
+        NodeMap {
+            keys: keys.into_boxed_slice(),
+            key_ends: key_ends.into_boxed_slice(),
+            sets: sets.into_boxed_slice(),
+            set_ends: set_ends.into_boxed_slice(),
+        }
     }
 }
 
@@ -256,10 +305,7 @@ mod tests {
             let name = Name::from_ascii(n).unwrap();
             let a = RData::A(A::new(192, 0, 2, 1));
             let mut node = Node::default();
-            node.insert(
-                RecordType::A,
-                SignedRrSet::new(&name, RecordType::A, 60, &[a], &[]).unwrap(),
-            );
+            node.insert(SignedRrSet::new(&name, RecordType::A, 60, &[a], &[]).unwrap());
             m.insert(name, node);
         }
         let map = NodeMap::from(m);

@@ -420,7 +420,7 @@ pub fn sign_zone(
                 let previous = reuse.and_then(|p| p.nodes.get(name)?.get(rtype));
                 signer.sign(name, *rtype, *ttl, rdatas, previous)?
             };
-            node.insert(*rtype, set);
+            node.insert(set);
         }
         nodes.insert(name.clone(), node);
     }

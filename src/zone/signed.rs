@@ -25,43 +25,51 @@ use super::serial::SigningState;
 /// Longest CNAME chain followed inside one zone.
 const MAX_CNAME_CHAIN: usize = 8;
 
-/// The RRsets of one owner name, sorted by type. A small vector: a name has a handful of
-/// types, and a map per name would allocate room for eleven (most of a zone's memory).
+/// The RRsets of one owner name, sorted by type, while a zone is built; a built zone keeps
+/// them in its [`NodeMap`] and lends them as [`NodeRef`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Node(Vec<(RecordType, SignedRrSet)>);
+pub struct Node(Vec<SignedRrSet>);
 
 impl Node {
-    pub fn get(&self, rtype: &RecordType) -> Option<&SignedRrSet> {
-        self.0
-            .binary_search_by(|(t, _)| t.cmp(rtype))
-            .ok()
-            .map(|i| &self.0[i].1)
-    }
-
-    /// Adds or replaces the RRset of `rtype`.
-    pub fn insert(&mut self, rtype: RecordType, set: SignedRrSet) {
-        match self.0.binary_search_by(|(t, _)| t.cmp(&rtype)) {
-            Ok(i) => self.0[i].1 = set,
-            Err(i) => self.0.insert(i, (rtype, set)),
+    /// Adds or replaces the RRset of its type.
+    pub fn insert(&mut self, set: SignedRrSet) {
+        match self
+            .0
+            .binary_search_by(|s| s.record_type().cmp(&set.record_type()))
+        {
+            Ok(i) => self.0[i] = set,
+            Err(i) => self.0.insert(i, set),
         }
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &SignedRrSet> {
-        self.0.iter().map(|(_, s)| s)
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 
-    /// Gives back the room kept for more RRsets (a built node no longer changes).
-    pub(crate) fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit();
+    pub(crate) fn into_sets(self) -> Vec<SignedRrSet> {
+        self.0
+    }
+}
+
+/// The RRsets of one owner name in a built zone, sorted by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRef<'a>(pub(crate) &'a [SignedRrSet]);
+
+impl<'a> NodeRef<'a> {
+    pub fn get(self, rtype: &RecordType) -> Option<&'a SignedRrSet> {
+        self.0
+            .binary_search_by(|s| s.record_type().cmp(rtype))
+            .ok()
+            .map(|i| &self.0[i])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&RecordType, &SignedRrSet)> {
-        self.0.iter().map(|(t, s)| (t, s))
+    pub fn values(self) -> impl DoubleEndedIterator<Item = &'a SignedRrSet> {
+        self.0.iter()
     }
 
     /// The owner name (of its RRsets; none for a node without any).
-    pub fn name(&self) -> Option<Name> {
-        self.0.first()?.1.name().ok()
+    pub fn name(self) -> Option<Name> {
+        self.0.first()?.name().ok()
     }
 }
 
@@ -165,7 +173,7 @@ impl SignedZone {
             enclosers.extend(
                 nodes
                     .values()
-                    .filter_map(Node::name)
+                    .filter_map(NodeRef::name)
                     .filter(|n| n.iter().next() == Some(b"*".as_slice()))
                     .map(|n| n.base_name()),
             );
@@ -261,7 +269,7 @@ impl SignedZone {
         };
         soa.append_to(&mut out, true);
         // Every RRset but the apex SOA (the same one, by address), which opens and closes.
-        for set in self.nodes.values().flat_map(Node::values) {
+        for set in self.nodes.values().flat_map(NodeRef::values) {
             if !std::ptr::eq(set, soa) {
                 set.append_to(&mut out, true);
             }
@@ -503,9 +511,9 @@ impl SignedZone {
             if qtype == RecordType::ANY {
                 // RFC 8482 4.1: one RRset of the name, not all of them (an ANY query is a cheap
                 // amplifier otherwise). The first by type that is not a DNSSEC proof.
-                if let Some((_, set)) = sets
-                    .iter()
-                    .find(|(t, _)| !matches!(t, RecordType::NSEC | RecordType::NSEC3))
+                if let Some(set) = sets
+                    .values()
+                    .find(|s| !matches!(s.record_type(), RecordType::NSEC | RecordType::NSEC3))
                 {
                     Self::answer_set(set, synthesized, &name, &mut answer, dnssec_ok);
                 }
