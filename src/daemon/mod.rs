@@ -84,7 +84,7 @@ struct Daemon {
     /// The pushed zones (domains whose DNS is elsewhere).
     push: Arc<crate::publish::push::PushSink>,
     /// The records the daemon set last (so a reload withdraws what the config no longer has).
-    base_keys: std::collections::BTreeSet<RrsetKey>,
+    base_keys: Box<[RrsetKey]>,
     /// False until the first apply: zone files are (re)read only from the second on.
     zones_reloadable: bool,
     caa: Arc<ArcSwap<rec::CaaPolicy>>,
@@ -159,11 +159,15 @@ impl Daemon {
             }
         }
         let mut changes = base_changes(&config, &loaded, self.state.root())?;
-        let keys: std::collections::BTreeSet<RrsetKey> =
-            changes.iter().map(|c| c.key().clone()).collect();
+        // Sorted, without duplicates, and exactly as long as needed: kept until the next reload.
+        let mut keys: Vec<RrsetKey> = changes.iter().map(|c| c.key().clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let keys = keys.into_boxed_slice();
         changes.extend(
             self.base_keys
-                .difference(&keys)
+                .iter()
+                .filter(|k| keys.binary_search(k).is_err())
                 .map(|k| Change::Withdraw(k.clone())),
         );
         let (changes, pushed) = split_pushed(&config, changes);

@@ -126,6 +126,9 @@ pub(crate) enum SinkError {
     /// The new zone content is invalid (a collision with a record of the zone file, ...).
     #[error(transparent)]
     Zone(#[from] crate::zone::ZoneError),
+    /// A record that cannot be put in wire form (e.g. a TXT string longer than 255 bytes).
+    #[error("{what}: {reason}")]
+    Record { what: String, reason: String },
     /// The signing task failed (a panic or a runtime shutting down).
     #[error("zone signing task failed: {0}")]
     Task(String),

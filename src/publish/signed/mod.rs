@@ -26,6 +26,7 @@ use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError, 
 use crate::dns::{DnsServer, Secondary};
 use crate::state_dir::StateDir;
 use crate::zone::keys::KeySet;
+use crate::zone::signed::SignedRrSet;
 use crate::zone::{self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, Zones};
 use signer::SignerThread;
 
@@ -82,30 +83,53 @@ struct Slot {
 }
 
 /// The managed RRsets of one zone, sorted by key, in a vector of exactly their number: a zone
-/// has a handful, and a `BTreeMap` node keeps room for eleven (1.6 KiB per zone).
+/// has a handful, and a `BTreeMap` node keeps room for eleven (1.6 KiB per zone). Each RRset is
+/// kept in wire form ([`SignedRrSet`] without signatures: one allocation instead of a vector of
+/// hickory `RData` with the heap parts of each), with what produced it for error messages.
 #[derive(Clone, Default, PartialEq, Eq)]
-struct Managed(Vec<(RrsetKey, Rrset)>);
+struct Managed(Vec<(RrsetKey, SignedRrSet, Box<str>)>);
 
 impl Managed {
-    fn insert(&mut self, key: RrsetKey, set: Rrset) {
-        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.0[i].1 = set,
+    /// Adds or replaces the RRset of `key`; fails when a record cannot be encoded.
+    fn insert(&mut self, key: RrsetKey, set: Rrset) -> Result<(), SinkError> {
+        let stored =
+            SignedRrSet::new(&key.owner, key.rtype, set.ttl, &set.data, &[]).map_err(|e| {
+                SinkError::Record {
+                    what: set.what.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let what = set.what.into_boxed_str();
+        match self.0.binary_search_by(|(k, _, _)| k.cmp(&key)) {
+            Ok(i) => self.0[i] = (key, stored, what),
             Err(i) => {
-                self.0.insert(i, (key, set));
+                self.0.insert(i, (key, stored, what));
                 self.0.shrink_to_fit();
             }
         }
+        Ok(())
     }
 
     fn remove(&mut self, key: &RrsetKey) {
-        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.cmp(key)) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _, _)| k.cmp(key)) {
             self.0.remove(i);
             self.0.shrink_to_fit();
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&RrsetKey, &Rrset)> {
-        self.0.iter().map(|(k, s)| (k, s))
+    /// Each RRset with its key, decoded again.
+    fn iter(&self) -> impl Iterator<Item = (&RrsetKey, Rrset)> {
+        self.0.iter().map(|(k, set, what)| {
+            let data = set.records().into_iter().map(|r| r.data).collect();
+            (
+                k,
+                Rrset {
+                    ttl: set.ttl(),
+                    data,
+                    what: what.to_string(),
+                },
+            )
+        })
     }
 }
 
@@ -142,8 +166,8 @@ pub(crate) fn origin(domain: &str) -> Result<Name, super::records::BadName> {
 fn managed_of(slot: &Slot) -> ManagedRecords {
     let mut m = ManagedRecords::new();
     for (k, set) in slot.managed.iter() {
-        for d in &set.data {
-            m.push(k.owner.clone(), set.ttl, d.clone(), set.what.clone());
+        for d in set.data {
+            m.push(k.owner.clone(), set.ttl, d, set.what.clone());
         }
     }
     m
@@ -466,7 +490,7 @@ impl SignedZonePublisher {
         let mut carried = Vec::new();
         for slot in inner.slots.values() {
             for (k, set) in slot.managed.iter() {
-                carried.push(Change::Set(k.clone(), set.clone()));
+                carried.push(Change::Set(k.clone(), set));
             }
         }
         let mut dropped = 0usize;
@@ -704,7 +728,7 @@ fn assign(
         };
         match c {
             Change::Set(k, set) if !set.data.is_empty() => {
-                slot.managed.insert(k, set);
+                slot.managed.insert(k, set)?;
             }
             Change::Set(k, _) | Change::Withdraw(k) => {
                 slot.managed.remove(&k);

@@ -249,3 +249,23 @@ async fn a_bad_change_changes_nothing_and_names_itself() {
     assert!(Arc::ptr_eq(&snapshot, &p.served()));
     assert!(!e.is_temporary());
 }
+
+#[tokio::test]
+async fn a_record_that_has_no_wire_form_changes_nothing_and_names_itself() {
+    let lab = lab(false).await;
+    let p = &lab.publisher;
+    let snapshot = p.served();
+    // A TXT character-string holds at most 255 bytes (RFC 1035 3.3).
+    let long = records::policy_id("b.example", &"x".repeat(300), 300, "the long TXT".into());
+    let e = p.apply(vec![tlsa(4), long.unwrap()]).await.unwrap_err();
+    assert!(matches!(e, SinkError::Record { .. }), "{e}");
+    assert!(e.to_string().starts_with("the long TXT: "), "{e}");
+    assert!(!e.is_temporary());
+    assert!(
+        Arc::ptr_eq(&snapshot, &p.served()),
+        "nothing of the batch applied"
+    );
+    // The managed records kept are still those of before: a change already in place does nothing.
+    let first = records::policy_id("a.example", "v=STSv1; id=1", 300, "test".into()).unwrap();
+    assert!(!p.apply(vec![first]).await.unwrap().changed);
+}
