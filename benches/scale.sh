@@ -16,7 +16,9 @@
 #     once at the end by `mxguard certs --json` (every certificate issued, no error) and by
 #     `dig +nocookie SOA` for every zone (one `dig -f` batch).
 #   - idle CPU over SCALE_IDLE seconds (default 60) after that (utime+stime of the process from
-#     /proc/PID/stat, % of one core); RSS (VmRSS) and peak RSS (VmHWM) from /proc/PID/status.
+#     /proc/PID/stat, % of one core); RSS (VmRSS) and peak RSS (VmHWM) from /proc/PID/status,
+#     and how the RSS splits (RssAnon: heap and stacks, what grows with the zones; RssFile: pages
+#     of the executable and libraries mapped from disk, shared and reclaimable).
 #   - one certificate change: `mxguard rotate mx.d00001.test`, until its rollover state is back
 #     to "stable" with a new current key and a new pre-published next key (the daemon ordered a
 #     certificate for the next key, deployed it, saw a stand-in MX (STARTTLS, this script's
@@ -359,7 +361,8 @@ echo "  certificates: $((2 * n)) issued (mxguard certs --json); zones: $n SOA an
 echo "  idle for $idle_secs s ..."
 mx_idle=$(idle_cpu "$mx_pid")
 mx_rss=$(mib "$(status_kib "$mx_pid" VmRSS)"); mx_hwm=$(mib "$(status_kib "$mx_pid" VmHWM)")
-echo "  idle CPU $mx_idle % of one core; RSS $mx_rss MiB, peak $mx_hwm MiB"
+mx_anon=$(mib "$(status_kib "$mx_pid" RssAnon)"); mx_file=$(mib "$(status_kib "$mx_pid" RssFile)")
+echo "  idle CPU $mx_idle % of one core; RSS $mx_rss MiB (anonymous $mx_anon, file $mx_file), peak $mx_hwm MiB"
 
 # --- mxguard: one certificate change ------------------------------------------------------------
 host=mx.$first
@@ -460,7 +463,8 @@ echo "  every zone answers its SOA after $kn_load s"
 echo "  idle for $idle_secs s ..."
 kn_idle=$(idle_cpu "$knot_pid")
 kn_rss=$(mib "$(status_kib "$knot_pid" VmRSS)"); kn_hwm=$(mib "$(status_kib "$knot_pid" VmHWM)")
-echo "  idle CPU $kn_idle % of one core; RSS $kn_rss MiB, peak $kn_hwm MiB"
+kn_anon=$(mib "$(status_kib "$knot_pid" RssAnon)"); kn_file=$(mib "$(status_kib "$knot_pid" RssFile)")
+echo "  idle CPU $kn_idle % of one core; RSS $kn_rss MiB (anonymous $kn_anon, file $kn_file), peak $kn_hwm MiB"
 echo "  dnsperf -D, same query file, $qps_secs s:"
 run_qps knotd "$knot_port" "$knot_pid"
 kn_qps=$qps_r kn_srv=$srv_cpu_r kn_cli=$cli_cpu_r
@@ -498,6 +502,7 @@ cat <<TABLE
 | s from start until every MX rollover state is stable (±2 s) | $roll_s | – |
 | idle CPU over $idle_secs s, % of one core | $mx_idle | $kn_idle |
 | RSS after convergence + idle, MiB | $mx_rss | $kn_rss |
+| of which anonymous (RssAnon) / file-backed (RssFile), MiB | $mx_anon / $mx_file | $kn_anon / $kn_file |
 | peak RSS (VmHWM), MiB | $mx_hwm | $kn_hwm |
 | one MX key roll (rotate $host): wall s | $roll_wall | – |
 | one MX key roll: daemon CPU s, minus idle rate (raw) | $roll_cpu ($roll_cpu_raw) | – |

@@ -9,7 +9,6 @@
 //! It decides *when* a certificate is renewed (ARI or the one-third rule, backoff on failure);
 //! it does not change keys (the TLSA rollover does) and does not serve anything itself.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -334,27 +333,29 @@ impl<R: Responder> Manager<R> {
     /// works on every due one.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         self.install_stored();
-        // When each certificate (by name) next needs a look: kept in memory, so a wake-up
-        // costs nothing for the certificates that are not due.
-        let mut schedule: HashMap<String, SystemTime> = HashMap::new();
+        // When each certificate (by its place in `specs`) next needs a look, UNIX_EPOCH for
+        // now: kept in memory, so a wake-up costs nothing for the certificates that are not due.
         let mut specs = self.specs.load_full();
+        let mut schedule: Vec<SystemTime> = vec![UNIX_EPOCH; specs.len()];
         let mut requests = crate::dane::executor::RotateRequests::default();
         loop {
             let now = SystemTime::now();
             let current = self.specs.load_full();
             if !Arc::ptr_eq(&current, &specs) {
                 specs = current; // reload: look at every certificate again
-                schedule.clear();
+                schedule = vec![UNIX_EPOCH; specs.len()];
             }
             for host in requests.poll(self.state.root()) {
-                schedule.insert(host, now);
+                for (spec, at) in specs.iter().zip(schedule.iter_mut()) {
+                    if spec.name == host {
+                        *at = now;
+                    }
+                }
             }
             let mut next = now + Duration::from_secs(3600);
-            for spec in specs.iter() {
-                if let Some(t) = schedule.get(&spec.name)
-                    && *t > now
-                {
-                    next = next.min(*t);
+            for (spec, at) in specs.iter().zip(schedule.iter_mut()) {
+                if *at > now {
+                    next = next.min(*at);
                     continue;
                 }
                 if shutdown.is_cancelled() {
@@ -363,7 +364,7 @@ impl<R: Responder> Manager<R> {
                 let Some(t) = self.pass(spec, now, &shutdown).await else {
                     return;
                 };
-                schedule.insert(spec.name.clone(), t);
+                *at = t;
                 next = next.min(t);
             }
             // Roll requests (`mxguard rotate`) are looked for at least every poll interval.
@@ -373,7 +374,7 @@ impl<R: Responder> Manager<R> {
                 .unwrap_or(Duration::from_millis(100));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => schedule.clear(),
+                _ = self.wake.notified() => schedule.fill(UNIX_EPOCH),
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
