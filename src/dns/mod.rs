@@ -337,7 +337,7 @@ fn each<T, U>(v: Vec<T>, f: impl Fn(T) -> std::io::Result<U>) -> std::io::Result
 pub fn render_metrics(zones: &Zones) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let zones: Vec<_> = zones.iter().collect();
+    let zones = zones.sorted();
     let mut family = |name: &str, help: &str, value: &dyn Fn(&crate::zone::SignedZone) -> u64| {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");

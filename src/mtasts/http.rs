@@ -161,7 +161,7 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        for z in zones.load().iter() {
+        for z in zones.load().sorted() {
             let st = z.signing_state();
             let expires = u64::from(st.expiration);
             let due = expires.saturating_sub(state.refresh.as_secs());

@@ -1,6 +1,6 @@
 //! The set of zones a server answers for, and finding the zone of a query name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_proto::rr::Name;
@@ -9,13 +9,13 @@ use super::signed::SignedZone;
 
 /// The set of zones a server answers for, swapped whole.
 ///
-/// Zones by origin, plus an index by lowercase wire-format origin so that finding the zone of
-/// a query costs a few hash lookups (one per label of the query name) at any number of zones.
-/// Cloning the set (to replace one zone) copies pointers, not zones.
+/// Zones by lowercase wire-format origin, so that finding the zone of a query costs a few hash
+/// lookups (one per label of the query name) at any number of zones. One map: a second one by
+/// hickory `Name` took about 170 bytes per zone. Cloning the set (to replace one zone) copies
+/// pointers, not zones.
 #[derive(Debug, Clone, Default)]
 pub struct Zones {
-    zones: BTreeMap<Name, Arc<SignedZone>>,
-    by_wire: HashMap<Arc<[u8]>, Arc<SignedZone>>,
+    by_wire: HashMap<Box<[u8]>, Arc<SignedZone>>,
 }
 
 /// Up to this many zones, [`Zones::find`] scans the origins (faster than hashing the labels).
@@ -45,11 +45,12 @@ pub(super) fn wire_suffixes(
     Some((len + 1, n))
 }
 
-fn wire_key(origin: &Name) -> Arc<[u8]> {
-    let mut buf = [0u8; 256];
+/// The lowercase wire form of `origin` into `buf`, returned as a slice of it (the root for a
+/// name too long to be an origin).
+fn wire_key<'b>(origin: &Name, buf: &'b mut [u8; 256]) -> &'b [u8] {
     let mut offsets = [0usize; 128];
-    let len = wire_suffixes(origin, &mut buf, &mut offsets).map_or(1, |(len, _)| len);
-    Arc::from(&buf[..len])
+    let len = wire_suffixes(origin, buf, &mut offsets).map_or(1, |(len, _)| len);
+    &buf[..len]
 }
 
 impl Zones {
@@ -64,16 +65,15 @@ impl Zones {
 
     /// Adds or replaces the zone with the same origin (already shared).
     pub fn insert_arc(&mut self, zone: Arc<SignedZone>) {
-        self.by_wire.insert(wire_key(&zone.origin), zone.clone());
-        self.zones.insert(zone.origin.clone(), zone);
+        let mut buf = [0u8; 256];
+        let key = Box::from(wire_key(&zone.origin, &mut buf));
+        self.by_wire.insert(key, zone);
     }
 
-    /// Removes the zone with exactly this origin.
+    /// Removes the zone with exactly this origin (any case).
     pub fn remove(&mut self, origin: &Name) -> Option<Arc<SignedZone>> {
-        let mut o = origin.to_lowercase();
-        o.set_fqdn(true);
-        self.by_wire.remove(&wire_key(&o));
-        self.zones.remove(&o)
+        let mut buf = [0u8; 256];
+        self.by_wire.remove(wire_key(origin, &mut buf))
     }
 
     /// Builder-style [`Zones::insert`].
@@ -82,26 +82,21 @@ impl Zones {
         self
     }
 
-    /// The zone with exactly this origin.
+    /// The zone with exactly this origin (any case).
     pub fn get(&self, origin: &Name) -> Option<&Arc<SignedZone>> {
-        if origin.is_fqdn() && !origin.iter().flatten().any(u8::is_ascii_uppercase) {
-            return self.zones.get(origin);
-        }
-        let mut o = origin.to_lowercase();
-        o.set_fqdn(true);
-        self.zones.get(&o)
+        let mut buf = [0u8; 256];
+        self.by_wire.get(wire_key(origin, &mut buf))
     }
 
     /// The most specific zone containing `qname` (any case), without allocating: a scan of
     /// the origins for a handful of zones, else one hash lookup per label of `qname`.
     pub fn find(&self, qname: &Name) -> Option<&Arc<SignedZone>> {
-        if self.zones.len() <= SCAN_UP_TO {
+        if self.by_wire.len() <= SCAN_UP_TO {
             return self
-                .zones
-                .iter()
-                .filter(|(origin, _)| origin.zone_of(qname))
-                .max_by_key(|(origin, _)| origin.num_labels())
-                .map(|(_, zone)| zone);
+                .by_wire
+                .values()
+                .filter(|zone| zone.origin.zone_of(qname))
+                .max_by_key(|zone| zone.origin.num_labels());
         }
         let mut buf = [0u8; 256];
         let mut offsets = [0usize; 128];
@@ -112,15 +107,23 @@ impl Zones {
             .find_map(|&off| self.by_wire.get(&buf[off..len]))
     }
 
+    /// Every zone, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<SignedZone>> {
-        self.zones.values()
+        self.by_wire.values()
+    }
+
+    /// Every zone, by origin in canonical order (a sort: for listings, not per query).
+    pub fn sorted(&self) -> Vec<&Arc<SignedZone>> {
+        let mut v: Vec<&Arc<SignedZone>> = self.by_wire.values().collect();
+        v.sort_by(|a, b| a.origin.cmp(&b.origin));
+        v
     }
 
     pub fn len(&self) -> usize {
-        self.zones.len()
+        self.by_wire.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.zones.is_empty()
+        self.by_wire.is_empty()
     }
 }

@@ -147,7 +147,11 @@ impl RecordSink for SignedZonePublisher {
 #[async_trait::async_trait]
 impl crate::dnssec::KeyedZones for SignedZonePublisher {
     fn zones(&self) -> Vec<Name> {
-        self.served().iter().map(|z| z.origin().clone()).collect()
+        self.served()
+            .sorted()
+            .iter()
+            .map(|z| z.origin().clone())
+            .collect()
     }
 
     async fn use_keys(&self, zone: &Name, keys: KeySet) -> Result<u32, String> {
