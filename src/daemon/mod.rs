@@ -84,7 +84,8 @@ struct Daemon {
     /// The pushed zones (domains whose DNS is elsewhere).
     push: Arc<crate::publish::push::PushSink>,
     /// The records the daemon set last (so a reload withdraws what the config no longer has).
-    base_keys: Box<[RrsetKey]>,
+    /// Packed: kept until the next reload, and there are several per domain.
+    base_keys: crate::publish::PackedKeys,
     /// False until the first apply: zone files are (re)read only from the second on.
     zones_reloadable: bool,
     caa: Arc<ArcSwap<rec::CaaPolicy>>,
@@ -159,17 +160,16 @@ impl Daemon {
             }
         }
         let mut changes = base_changes(&config, &loaded, self.state.root())?;
-        // Sorted, without duplicates, and exactly as long as needed: kept until the next reload.
         let mut keys: Vec<RrsetKey> = changes.iter().map(|c| c.key().clone()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let keys = keys.into_boxed_slice();
         changes.extend(
             self.base_keys
-                .iter()
+                .unpack()
                 .filter(|k| keys.binary_search(k).is_err())
-                .map(|k| Change::Withdraw(k.clone())),
+                .map(Change::Withdraw),
         );
+        let keys = crate::publish::PackedKeys::pack(&keys);
         let (changes, pushed) = split_pushed(&config, changes);
         // Pushed zones: a primary that is down or refuses does not stop the daemon; the push is
         // retried (with backoff) and the previous records stay there meanwhile.

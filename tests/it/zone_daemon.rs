@@ -337,6 +337,25 @@ fn optional_https_tlsa_and_dane_ta_records_are_published() {
         https_tlsa.replace(' ', "").contains(&format!("311{id}")),
         "{https_tlsa}"
     );
+    // Both options off again: at SIGHUP the daemon withdraws what it set and no longer sets
+    // (the policy host's TLSA; the DANE-TA record, the rollover's DANE-EE record staying).
+    let cfg = fs::read_to_string(p.config())
+        .unwrap()
+        .replace("tlsa_https = true\n", "")
+        .replace(&format!("dane_ta = [\"{}\"]\n", ca_file.display()), "");
+    fs::write(p.config(), cfg).unwrap();
+    d.reload();
+    let after = wait_for(
+        "the policy host's TLSA and the DANE-TA record withdrawn",
+        Duration::from_secs(15),
+        || {
+            let mx = ask(d.dns, "_25._tcp.mx1.example.com.", "TLSA").to_ascii_lowercase();
+            (ask(d.dns, "_443._tcp.mta-sts.example.com.", "TLSA").is_empty()
+                && !mx.replace(' ', "").contains(&format!("211{ta}")))
+            .then_some(mx)
+        },
+    );
+    assert!(after.contains("3 1 1 "), "{after}");
 }
 
 #[test]
