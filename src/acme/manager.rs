@@ -42,7 +42,8 @@ pub(crate) enum Role {
 /// An MX certificate: deployment, live check, key rollover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MxRole {
-    pub deploy: Deploy,
+    /// Shared with the config's `[[mx]]` table (the spec is rebuilt from it at each reload).
+    pub deploy: Arc<Deploy>,
     /// STARTTLS address for the live key check; `None`: `<host>:25`.
     pub verify: Option<std::net::SocketAddr>,
     /// Keys roll with TLSA pre-publication (see `rollover`).

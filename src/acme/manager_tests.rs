@@ -14,7 +14,7 @@ fn mx_spec(dir: &Path) -> CertSpec {
         name: "mx1.example.com".into(),
         challenge: ChallengeKind::Http01,
         role: Role::Mx(Box::new(MxRole {
-            deploy: Deploy {
+            deploy: Arc::new(Deploy {
                 cert_file: dir.join("mx1.crt"),
                 key_file: dir.join("mx1.key"),
                 owner: None,
@@ -22,7 +22,7 @@ fn mx_spec(dir: &Path) -> CertSpec {
                 key_mode: 0o600,
                 reload: vec![],
                 reload_timeout: Duration::from_secs(5),
-            },
+            }),
             verify: None,
             rollover: false,
         })),
@@ -100,11 +100,11 @@ fn changed_mx_deployment_target_is_deployed_at_once_not_at_next_renewal() {
     // The config now names another file: deploy now.
     let moved = Deploy {
         cert_file: dir.path().join("new.crt"),
-        ..d.clone()
+        ..Deploy::clone(d)
     };
     let moved_spec = CertSpec {
         role: Role::Mx(Box::new(MxRole {
-            deploy: moved,
+            deploy: Arc::new(moved),
             ..MxRole::clone(mx)
         })),
         ..spec.clone()

@@ -117,7 +117,8 @@ pub(crate) struct MxCert {
     pub dane_ta: Vec<PathBuf>,
     pub host: String,
     pub challenge: ChallengeKind,
-    pub deploy: Deploy,
+    /// Shared with the MX's certificate spec.
+    pub deploy: std::sync::Arc<Deploy>,
 }
 
 #[derive(Debug, Clone)]

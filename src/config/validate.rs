@@ -332,7 +332,7 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
             dane_ta: m.dane_ta.iter().map(|f| resolve(f)).collect(),
             host,
             challenge: m.challenge.unwrap_or(raw.acme.challenge),
-            deploy: Deploy {
+            deploy: std::sync::Arc::new(Deploy {
                 cert_file: m.cert_file.as_deref().map(resolve).unwrap_or_default(),
                 key_file: m.key_file.as_deref().map(resolve).unwrap_or_default(),
                 owner,
@@ -340,7 +340,7 @@ fn mx_certs(raw: &RawConfig, base: &Base, domains: &[Domain], p: &mut Problems) 
                 key_mode,
                 reload: m.reload.clone(),
                 reload_timeout: std::time::Duration::from_secs(m.reload_timeout),
-            },
+            }),
         });
     }
     mx_certs

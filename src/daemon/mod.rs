@@ -73,8 +73,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 struct Daemon {
     /// The config in effect; the same one the status page reads (`status_config`).
     config: Arc<Config>,
-    /// The policy id published for each domain (its text is in `served`).
-    policy_ids: HashMap<String, String>,
     served: Arc<Served>,
     resolver: Arc<CertResolver>,
     local_ca: Arc<LocalCa>,
@@ -130,13 +128,18 @@ impl Daemon {
                 )
             })
             .collect();
-        self.served.policies.store(Arc::new(texts));
+        // The ids served until now follow from the texts served until now (an id is a hash
+        // of its text): no map of them is kept.
+        let old_texts = self.served.policies.swap(Arc::new(texts));
         self.resolver.retain(&hosts);
         // 2. Announce them: the ids below are published only after the texts are served.
         for d in &config.domains {
             let new = &loaded.policies[&d.name];
-            match self.policy_ids.get(&d.name) {
-                Some(old) if *old == new.id => {}
+            let old = old_texts
+                .get(&d.mta_sts_host())
+                .map(|t| crate::mtasts::policy::policy_id(t));
+            match old {
+                Some(old) if old == new.id => {}
                 Some(old) => {
                     tracing::info!(
                         domain = %d.name, old_id = %old, id = %new.id,
@@ -202,11 +205,6 @@ impl Daemon {
         self.base_keys = keys;
         self.caa.store(Arc::new(caa_policy(&config)));
         self.key_roll.store(Arc::new(key_roll_settings(&config)));
-        self.policy_ids = loaded
-            .policies
-            .into_iter()
-            .map(|(d, p)| (d, p.id))
-            .collect();
         let specs = config.cert_specs();
         if **self.cert_specs.load() != specs {
             self.cert_specs.store(Arc::new(specs));
@@ -520,7 +518,6 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         tokio::sync::watch::channel(Arc::new(crate::check::targets::monitor_inputs(&config)));
     let mut daemon = Daemon {
         config: config.clone(),
-        policy_ids: HashMap::new(),
         served: served.clone(),
         resolver: resolver.clone(),
         local_ca,
