@@ -83,14 +83,29 @@ impl RrsetKey {
 }
 
 impl Source {
-    const ALL: [Source; 6] = [
-        Source::Policy,
-        Source::TlsRpt,
-        Source::DaneEe,
-        Source::DaneTa,
-        Source::AcmeChallenge,
-        Source::Caa,
-    ];
+    /// Its byte in [`PackedKeys`]. A match, so that a new producer cannot be left out.
+    fn byte(self) -> u8 {
+        match self {
+            Source::Policy => 0,
+            Source::TlsRpt => 1,
+            Source::DaneEe => 2,
+            Source::DaneTa => 3,
+            Source::AcmeChallenge => 4,
+            Source::Caa => 5,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Source> {
+        Some(match b {
+            0 => Source::Policy,
+            1 => Source::TlsRpt,
+            2 => Source::DaneEe,
+            3 => Source::DaneTa,
+            4 => Source::AcmeChallenge,
+            5 => Source::Caa,
+            _ => return None,
+        })
+    }
 }
 
 /// A set of [`RrsetKey`]s packed into one buffer, for keeping many of them long: each key is
@@ -110,8 +125,7 @@ impl PackedKeys {
             }
             buf.push(0);
             buf.extend(u16::from(k.rtype).to_be_bytes());
-            let source = Source::ALL.iter().position(|s| *s == k.source);
-            buf.push(source.unwrap_or_default() as u8);
+            buf.push(k.source.byte());
         }
         PackedKeys(buf.into_boxed_slice())
     }
@@ -138,7 +152,7 @@ impl PackedKeys {
             Some(RrsetKey {
                 owner,
                 rtype: RecordType::from(u16::from_be_bytes([meta[0], meta[1]])),
-                source: *Source::ALL.get(usize::from(meta[2]))?,
+                source: Source::from_byte(meta[2])?,
             })
         })
     }
@@ -322,7 +336,19 @@ mod tests {
 
     #[test]
     fn packed_keys_give_back_every_key_in_order() {
-        let keys: Vec<RrsetKey> = Source::ALL
+        let all = [
+            Source::Policy,
+            Source::TlsRpt,
+            Source::DaneEe,
+            Source::DaneTa,
+            Source::AcmeChallenge,
+            Source::Caa,
+        ];
+        for s in all {
+            assert_eq!(Source::from_byte(s.byte()), Some(s));
+        }
+        assert_eq!(Source::from_byte(all.len() as u8), None);
+        let keys: Vec<RrsetKey> = all
             .iter()
             .enumerate()
             .map(|(i, s)| {
