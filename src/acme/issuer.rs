@@ -49,7 +49,7 @@ impl<R: Responder> Issuer for Manager<R> {
             store::SECRET_MODE,
         )?;
         let mut st = read_state(&self.state, host);
-        self.commit_chain(&spec, &mut st, key, chain_pem)
+        self.commit_chain(&spec, &mut st, chain_pem)
             .await
             .map_err(|e| RollError::Deploy(e.message))?;
         let pid_file = acme::cert_path(self.state.root(), host, "reload.pid");

@@ -245,15 +245,15 @@ fn stored_chain(
     (leaf_spki == rcgen::PublicKeyData::subject_public_key_info(&key)).then_some((chain, key))
 }
 
-/// Puts the stored chains of the HTTPS certificates into `resolver` (at start, before anything
-/// is served, so that no stand-in certificate is needed for them).
+/// Makes `resolver` serve the stored HTTPS certificates that are usable (at start, before
+/// anything is served, so that no stand-in certificate is needed for them). Each is read and
+/// checked here, then dropped: the resolver reads it again when a handshake asks for it.
 pub(crate) fn install_stored(state: &StateDir, specs: &[CertSpec], resolver: &CertResolver) {
     for spec in specs {
-        if let Role::Https = spec.role
-            && let Some((chain, key)) = stored_chain(state, spec)
-        {
-            match crate::acme::tls::certified_key(chain, key.serialized_der()) {
-                Ok(ck) => resolver.set(&spec.name, ck),
+        if let Role::Https = spec.role {
+            match crate::acme::tls::load_stored(state.root(), &spec.name) {
+                Ok(Some(_)) => resolver.set_stored(&spec.name),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(cert = %spec.name, err = %e, "stored certificate unusable")
                 }
@@ -478,7 +478,7 @@ impl<R: Responder> Manager<R> {
         let key = load_or_create_key(&self.state, &spec.name).map_err(transient)?;
         let previous = self.stored_chain(spec).map(|(c, _)| c[0].to_vec());
         let chain_pem = self.order_chain(spec, &key, previous.as_deref()).await?;
-        self.commit_chain(spec, st, &key, &chain_pem).await
+        self.commit_chain(spec, st, &chain_pem).await
     }
 
     /// Orders a certificate for `spec`'s names with `key` (ACME or the local CA) and checks
@@ -552,13 +552,12 @@ impl<R: Responder> Manager<R> {
         }
     }
 
-    /// Makes `chain_pem` (for `key`, which is already `certs/<name>/key.pem`) the current
-    /// certificate: stores it, installs it (HTTPS role), schedules its renewal.
+    /// Makes `chain_pem` (issued for the key that is already `certs/<name>/key.pem`) the
+    /// current certificate: stores it, installs it (HTTPS role), schedules its renewal.
     pub(crate) async fn commit_chain(
         &self,
         spec: &CertSpec,
         st: &mut CertState,
-        key: &rcgen::KeyPair,
         chain_pem: &str,
     ) -> Result<(), acme::AcmeError> {
         let chain = parse_chain(chain_pem);
@@ -576,15 +575,22 @@ impl<R: Responder> Manager<R> {
         .map_err(|e| transient(e.into()))?;
         if let Role::Https = spec.role {
             let host = &spec.name;
-            let ck = crate::acme::tls::certified_key(chain.clone(), key.serialized_der()).map_err(
-                |e| {
-                    transient(CertError::Bad {
+            // Checked as the resolver will read it (chain.pem with key.pem), then served.
+            match crate::acme::tls::load_stored(self.state.root(), host) {
+                Ok(Some(_)) => self.resolver.set_stored(host),
+                Ok(None) => {
+                    return Err(transient(CertError::Bad {
+                        path: PathBuf::from(&spec.name),
+                        message: "chain.pem or key.pem vanished as it was stored".into(),
+                    }));
+                }
+                Err(e) => {
+                    return Err(transient(CertError::Bad {
                         path: PathBuf::from(&spec.name),
                         message: e.to_string(),
-                    })
-                },
-            )?;
-            self.resolver.set(host, ck);
+                    }));
+                }
+            }
         }
         let now = SystemTime::now();
         let jitter: f64 = rand::random();

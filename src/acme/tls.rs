@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -30,6 +32,8 @@ pub(crate) enum TlsError {
         #[source]
         source: rcgen::Error,
     },
+    #[error("{}: {reason}", .path.display())]
+    Unusable { path: PathBuf, reason: String },
     #[error("{what}: {source}")]
     Rustls {
         what: String,
@@ -39,14 +43,78 @@ pub(crate) enum TlsError {
 }
 
 /// Certificates by host name; the HTTPS listener's rustls resolver.
-#[derive(Default)]
+///
+/// A host's certificate is either *held* in memory (the local CA's stand-ins, served until
+/// the first real certificate exists) or *stored*: `certs/<host>/chain.pem` and `key.pem` in
+/// the state directory, read when a handshake asks for it and kept in a cache of the
+/// [`CACHE_HOSTS`] most recently used. Held for every host, a chain and its parsed key cost
+/// about 0.9 KB per domain; policy fetches are rare (a sender caches a policy for its
+/// `max_age`), so most hosts need none most of the time.
 pub(crate) struct CertResolver {
-    /// Behind a lock that handshakes share (held for a lookup or an insert): a map copied
-    /// for every change cost O(N) per certificate, O(N²) for the N of a start.
-    certs: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// The state directory the stored certificates are read from.
+    state_root: PathBuf,
+    /// Every host served, behind a lock that handshakes share (held for a lookup or an
+    /// insert): a map copied for every change cost O(N) per certificate, O(N²) for a start.
+    hosts: RwLock<HashMap<Box<str>, Source>>,
+    cache: Mutex<Cache>,
     /// tls-alpn-01 challenge certificates (RFC 8737), presented only to clients that offer
     /// ALPN `acme-tls/1`.
     alpn_challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+/// Where a host's certificate comes from.
+enum Source {
+    /// In the state directory, checked when it was installed.
+    Stored,
+    Held(Arc<CertifiedKey>),
+}
+
+/// Most stored certificates kept parsed at once (about 1 KB each).
+pub(crate) const CACHE_HOSTS: usize = 1024;
+
+/// The stored certificates used last, at most [`CACHE_HOSTS`].
+#[derive(Default)]
+struct Cache {
+    /// Each with the `clock` of its last use.
+    keys: HashMap<Box<str>, (Arc<CertifiedKey>, u64)>,
+    /// Counts lookups and inserts.
+    clock: u64,
+    /// Changes whenever a host's certificate may have changed: a certificate read before
+    /// that is not kept.
+    generation: u64,
+}
+
+impl Cache {
+    fn get(&mut self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.clock += 1;
+        let (key, used) = self.keys.get_mut(host)?;
+        *used = self.clock;
+        Some(key.clone())
+    }
+
+    /// Keeps `key` unless the certificates changed since `generation`; the entry used
+    /// longest ago makes room.
+    fn insert(&mut self, host: &str, key: Arc<CertifiedKey>, generation: u64) {
+        if generation != self.generation {
+            return;
+        }
+        if self.keys.len() >= CACHE_HOSTS
+            && let Some(oldest) = self
+                .keys
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(h, _)| h.clone())
+        {
+            self.keys.remove(&oldest);
+        }
+        self.clock += 1;
+        self.keys.insert(host.into(), (key, self.clock));
+    }
+
+    fn forget(&mut self, keep: impl Fn(&str) -> bool) {
+        self.generation += 1;
+        self.keys.retain(|h, _| keep(h));
+    }
 }
 
 /// The ALPN protocol of tls-alpn-01 validation.
@@ -54,8 +122,8 @@ pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let certs = self.read();
-        let mut names: Vec<_> = certs.keys().collect();
+        let hosts = self.read();
+        let mut names: Vec<_> = hosts.keys().collect();
         names.sort();
         f.debug_struct("CertResolver")
             .field("hosts", &names)
@@ -64,31 +132,99 @@ impl fmt::Debug for CertResolver {
 }
 
 impl CertResolver {
-    /// Installs (or replaces) the certificate for `host`; used from the next handshake on.
+    /// A resolver with no hosts that reads stored certificates from `state_root`.
+    pub(crate) fn new(state_root: &Path) -> CertResolver {
+        CertResolver {
+            state_root: state_root.to_path_buf(),
+            hosts: RwLock::default(),
+            cache: Mutex::default(),
+            alpn_challenges: ArcSwap::default(),
+        }
+    }
+
+    /// Serves `key` for `host` (held in memory) from the next handshake on.
     pub(crate) fn set(&self, host: &str, key: Arc<CertifiedKey>) {
+        self.install(host, Source::Held(key));
+    }
+
+    /// Serves the stored certificate of `host` from the next handshake on: the caller has
+    /// checked it ([`load_stored`]).
+    pub(crate) fn set_stored(&self, host: &str) {
+        self.install(host, Source::Stored);
+    }
+
+    fn install(&self, host: &str, source: Source) {
         let host = host.to_ascii_lowercase();
-        self.certs
+        self.cache_lock().forget(|h| h != host);
+        self.hosts
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(host, key);
+            .insert(host.into(), source);
     }
 
     /// Removes hosts not in `keep`.
     pub(crate) fn retain(&self, keep: &[String]) {
         let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
-        self.certs
+        self.cache_lock().forget(|h| keep.contains(h));
+        self.hosts
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|h, _| keep.contains(h.as_str()));
+            .retain(|h, _| keep.contains(&**h));
     }
 
+    /// Whether `host` has a certificate (held or stored), without reading it.
+    pub(crate) fn has(&self, host: &str) -> bool {
+        self.read().contains_key(host.to_ascii_lowercase().as_str())
+    }
+
+    /// The certificate of `host`: held, cached, or read from the state directory. A stored
+    /// certificate that cannot be read any more is not served (a warning says why).
     pub(crate) fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let host = host.to_ascii_lowercase();
-        self.read().get(&host).cloned()
+        match self.read().get(host.as_str())? {
+            Source::Held(key) => return Some(key.clone()),
+            Source::Stored => {}
+        }
+        let generation = {
+            let mut cache = self.cache_lock();
+            if let Some(key) = cache.get(&host) {
+                return Some(key);
+            }
+            cache.generation
+        };
+        match load_stored(&self.state_root, &host) {
+            Ok(Some(key)) => {
+                self.cache_lock().insert(&host, key.clone(), generation);
+                Some(key)
+            }
+            Ok(None) => {
+                if let Some(skipped) = crate::logfield::throttle("https: stored certificate gone") {
+                    tracing::warn!(host = %host, skipped, "stored certificate or key is missing: not served");
+                }
+                None
+            }
+            Err(e) => {
+                if let Some(skipped) =
+                    crate::logfield::throttle("https: stored certificate unusable")
+                {
+                    tracing::warn!(host = %host, err = %e, skipped, "stored certificate unusable: not served");
+                }
+                None
+            }
+        }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
-        self.certs.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Source>> {
+        self.hosts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The host that sorts first (without sorting them all).
+    fn first_host(&self) -> Option<String> {
+        self.read().keys().min().map(|h| h.to_string())
     }
 
     /// Presents `key` to tls-alpn-01 validators for `host` (None: stop).
@@ -103,6 +239,40 @@ impl CertResolver {
             m
         });
     }
+}
+
+/// The stored certificate of `host` (`certs/<host>/chain.pem` and `key.pem` under
+/// `state_root`), checked to carry that key; `None` when either file does not exist.
+pub(crate) fn load_stored(
+    state_root: &Path,
+    host: &str,
+) -> Result<Option<Arc<CertifiedKey>>, TlsError> {
+    let chain_path = crate::acme::cert_path(state_root, host, "chain.pem");
+    let key_path = crate::acme::cert_path(state_root, host, "key.pem");
+    let (Some(chain), Some(key)) = (
+        store::read_optional(&chain_path)?,
+        store::read_optional(&key_path)?,
+    ) else {
+        return Ok(None);
+    };
+    let unusable = |path: &Path, reason: &str| TlsError::Unusable {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let chain = crate::x509::parse_chain(&String::from_utf8_lossy(&chain));
+    if chain.is_empty() {
+        return Err(unusable(&chain_path, "no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|_| unusable(&key_path, "no private key in it"))?;
+    let ck = certified_key_der(chain, &key).map_err(|e| unusable(&key_path, &e.to_string()))?;
+    ck.keys_match().map_err(|_| {
+        unusable(
+            &chain_path,
+            "its certificate does not carry the key of key.pem",
+        )
+    })?;
+    Ok(Some(ck))
 }
 
 impl ResolvesServerCert for CertResolver {
@@ -149,12 +319,7 @@ impl ResolvesServerCert for AnyHostResolver {
         if let Some(ck) = hello.server_name().and_then(|n| self.0.get(n)) {
             return Some(ck);
         }
-        // The first host by name, found without sorting them all.
-        self.0
-            .read()
-            .iter()
-            .min_by(|a, b| a.0.cmp(b.0))
-            .map(|(_, ck)| ck.clone())
+        self.0.get(&self.0.first_host()?)
     }
 }
 
@@ -201,14 +366,23 @@ pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: &[u8],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
+    certified_key_der(
+        chain,
+        &PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
+    )
+}
+
+fn certified_key_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = chain
         .into_iter()
         .enumerate()
         .map(|(i, c)| if i == 0 { c } else { shared_issuer(c) })
         .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
     let signing =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Rustls {
+        rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| TlsError::Rustls {
             what: "loading certificate key".into(),
             source: e,
         })?;
@@ -371,11 +545,101 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open_locked(dir.path()).unwrap();
         let ca = LocalCa::load_or_create(&state).unwrap();
-        let r = CertResolver::default();
+        let r = CertResolver::new(dir.path());
         let a = ca.issue("mta-sts.a.example", SystemTime::now()).unwrap();
         r.set("MTA-STS.A.example", a.clone());
         assert!(Arc::ptr_eq(&r.get("mta-sts.a.example").unwrap(), &a));
         r.retain(&[]);
         assert!(r.get("mta-sts.a.example").is_none());
+    }
+
+    /// Stores a chain from `ca` for `host` with a fresh key, as the certificate manager does.
+    fn store(state: &StateDir, ca: &LocalCa, host: &str) -> String {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = ca
+            .issue_pem(&[host.to_string()], &key, SystemTime::now())
+            .unwrap();
+        store::ensure_dir(&state.root().join("certs").join(host)).unwrap();
+        let path = |f| crate::acme::cert_path(state.root(), host, f);
+        store::write_atomic(&path("key.pem"), key.serialize_pem().as_bytes(), 0o600).unwrap();
+        store::write_atomic(&path("chain.pem"), pem.as_bytes(), 0o644).unwrap();
+        pem
+    }
+
+    fn leaf(ck: &CertifiedKey) -> Vec<u8> {
+        ck.cert[0].to_vec()
+    }
+
+    #[test]
+    fn stored_certificates_are_read_when_asked_for_and_again_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_locked(dir.path()).unwrap();
+        let ca = LocalCa::load_or_create(&state).unwrap();
+        let r = CertResolver::new(dir.path());
+        let host = "mta-sts.a.example";
+        assert!(
+            load_stored(dir.path(), host).unwrap().is_none(),
+            "nothing stored yet"
+        );
+        let first = crate::x509::parse_chain(&store(&state, &ca, host));
+        r.set_stored(host);
+        assert!(r.has("MTA-STS.a.example"));
+        let got = r.get(host).expect("read from the state directory");
+        assert_eq!(leaf(&got), first[0].to_vec());
+        assert!(Arc::ptr_eq(&got, &r.get(host).unwrap()), "cached");
+        // A renewal writes a new chain, then installs it: the next handshake gets the new one.
+        let second = crate::x509::parse_chain(&store(&state, &ca, host));
+        r.set_stored(host);
+        assert_eq!(leaf(&r.get(host).unwrap()), second[0].to_vec());
+        // Files that vanish are not served; nor is a host that was removed.
+        std::fs::remove_file(crate::acme::cert_path(dir.path(), host, "chain.pem")).unwrap();
+        r.set_stored(host);
+        assert!(r.get(host).is_none());
+        r.retain(&[]);
+        assert!(!r.has(host));
+    }
+
+    #[test]
+    fn a_stored_chain_without_its_key_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_locked(dir.path()).unwrap();
+        let ca = LocalCa::load_or_create(&state).unwrap();
+        let host = "mta-sts.b.example";
+        store(&state, &ca, host);
+        let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key_path = crate::acme::cert_path(dir.path(), host, "key.pem");
+        store::write_atomic(&key_path, other.serialize_pem().as_bytes(), 0o600).unwrap();
+        let err = load_stored(dir.path(), host).unwrap_err().to_string();
+        assert!(
+            err.contains("chain.pem") && err.contains("does not carry"),
+            "{err}"
+        );
+        store::write_atomic(&key_path, b"not a key", 0o600).unwrap();
+        let err = load_stored(dir.path(), host).unwrap_err().to_string();
+        assert!(
+            err.contains("key.pem") && err.contains("no private key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_and_nothing_read_before_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open_locked(dir.path()).unwrap();
+        let ca = LocalCa::load_or_create(&state).unwrap();
+        let ck = ca.issue("mta-sts.c.example", SystemTime::now()).unwrap();
+        let mut cache = Cache::default();
+        for i in 0..CACHE_HOSTS {
+            cache.insert(&format!("h{i}"), ck.clone(), 0);
+        }
+        assert!(cache.get("h0").is_some(), "h0 used last, h1 longest ago");
+        cache.insert("new", ck.clone(), 0);
+        assert_eq!(cache.keys.len(), CACHE_HOSTS);
+        assert!(cache.get("h1").is_none() && cache.get("h0").is_some());
+        assert!(cache.get("new").is_some());
+        // Read before a change (generation 0), kept after it: not cached.
+        cache.forget(|_| true);
+        cache.insert("late", ck, 0);
+        assert!(cache.get("late").is_none());
     }
 }

@@ -105,7 +105,7 @@ impl Daemon {
         let now = SystemTime::now();
         let hosts: Vec<String> = config.domains.iter().map(|d| d.mta_sts_host()).collect();
         for host in &hosts {
-            if self.resolver.get(host).is_none() {
+            if !self.resolver.has(host) {
                 let ck = self
                     .local_ca
                     .issue(host, now)
@@ -391,7 +391,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     )?;
 
     let served = Arc::new(Served::default());
-    let resolver = Arc::new(CertResolver::default());
+    let resolver = Arc::new(CertResolver::new(state.root()));
     // Stored certificates first: the listeners never serve a stand-in for a host that has one.
     crate::acme::manager::install_stored(&state, &config.cert_specs(), &resolver);
     let cert_specs = Arc::new(ArcSwap::from_pointee(Vec::new()));
