@@ -276,9 +276,7 @@ pub fn sign_zone(
     );
     let mut cds = Vec::new();
     let mut cdnskey = Vec::new();
-    let mut ds = Vec::new();
     for k in keys.submitted() {
-        ds.push(k.ds()?);
         cds.push(RData::from(k.cds()?));
         cdnskey.push(RData::from(k.cdnskey()));
     }
@@ -432,7 +430,6 @@ pub fn sign_zone(
         cuts,
         nsec3,
         state.clone(),
-        ds,
     ))
 }
 

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hickory_proto::ProtoError;
-use hickory_proto::dnssec::rdata::DS;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -91,8 +90,6 @@ pub struct SignedZone {
     /// Boxed: most zones use NSEC, and inline the chain took about 80 bytes of each.
     pub(crate) nsec3: Option<Box<Nsec3Chain>>,
     pub(crate) state: SigningState,
-    /// The DS of each key in CDS (what the parent should serve).
-    pub(crate) ds: Vec<DS>,
 }
 
 /// The sections of an authoritative answer.
@@ -163,7 +160,6 @@ impl SignedZone {
         cuts: BTreeSet<Name>,
         nsec3: Option<Nsec3Chain>,
         state: SigningState,
-        ds: Vec<DS>,
     ) -> SignedZone {
         let key = Key::of(&origin);
         let nodes = NodeMap::from(nodes);
@@ -212,7 +208,6 @@ impl SignedZone {
             cuts: KeySet::from(cuts),
             nsec3: nsec3.map(Box::new),
             state,
-            ds,
         }
     }
 
@@ -227,11 +222,6 @@ impl SignedZone {
     /// The serial, content hash and signature window this zone was signed with.
     pub fn signing_state(&self) -> &SigningState {
         &self.state
-    }
-
-    /// The SHA-256 DS of each key the parent should serve (one between key rolls).
-    pub fn ds(&self) -> &[DS] {
-        &self.ds
     }
 
     /// The largest TTL of any RRset (denial records included).

@@ -85,9 +85,34 @@ struct Slot {
 /// The managed RRsets of one zone, sorted by key, in a vector of exactly their number: a zone
 /// has a handful, and a `BTreeMap` node keeps room for eleven (1.6 KiB per zone). Each RRset is
 /// kept in wire form ([`SignedRrSet`] without signatures: one allocation instead of a vector of
-/// hickory `RData` with the heap parts of each), with what produced it for error messages.
+/// hickory `RData` with the heap parts of each), which holds its owner and type, so the key
+/// adds only its producer (an [`RrsetKey`] with its hickory `Name` inline is 88 bytes); with
+/// what produced it, for error messages.
 #[derive(Clone, Default, PartialEq, Eq)]
-struct Managed(Vec<(RrsetKey, SignedRrSet, Box<str>)>);
+struct Managed(Vec<ManagedSet>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct ManagedSet {
+    set: SignedRrSet,
+    source: super::Source,
+    what: Box<str>,
+}
+
+impl ManagedSet {
+    /// The sort key: owner (wire form, lowercase), type, producer.
+    fn order(&self) -> (&[u8], u16, super::Source) {
+        (
+            self.set.owner(),
+            u16::from(self.set.record_type()),
+            self.source,
+        )
+    }
+
+    fn key(&self) -> Option<RrsetKey> {
+        let owner = self.set.name().ok()?;
+        Some(RrsetKey::new(owner, self.set.record_type(), self.source))
+    }
+}
 
 impl Managed {
     /// Adds or replaces the RRset of `key`; fails when a record cannot be encoded.
@@ -99,11 +124,15 @@ impl Managed {
                     reason: e.to_string(),
                 }
             })?;
-        let what = set.what.into_boxed_str();
-        match self.0.binary_search_by(|(k, _, _)| k.cmp(&key)) {
-            Ok(i) => self.0[i] = (key, stored, what),
+        let new = ManagedSet {
+            set: stored,
+            source: key.source,
+            what: set.what.into_boxed_str(),
+        };
+        match self.0.binary_search_by(|m| m.order().cmp(&new.order())) {
+            Ok(i) => self.0[i] = new,
             Err(i) => {
-                self.0.insert(i, (key, stored, what));
+                self.0.insert(i, new);
                 self.0.shrink_to_fit();
             }
         }
@@ -111,24 +140,28 @@ impl Managed {
     }
 
     fn remove(&mut self, key: &RrsetKey) {
-        if let Ok(i) = self.0.binary_search_by(|(k, _, _)| k.cmp(key)) {
+        let Ok(owner) = SignedRrSet::new(&key.owner, key.rtype, 0, &[], &[]) else {
+            return; // a name that cannot be encoded was never stored
+        };
+        let order = (owner.owner(), u16::from(key.rtype), key.source);
+        if let Ok(i) = self.0.binary_search_by(|m| m.order().cmp(&order)) {
             self.0.remove(i);
             self.0.shrink_to_fit();
         }
     }
 
     /// Each RRset with its key, decoded again.
-    fn iter(&self) -> impl Iterator<Item = (&RrsetKey, Rrset)> {
-        self.0.iter().map(|(k, set, what)| {
-            let data = set.records().into_iter().map(|r| r.data).collect();
-            (
-                k,
+    fn iter(&self) -> impl Iterator<Item = (RrsetKey, Rrset)> {
+        self.0.iter().filter_map(|m| {
+            let data = m.set.records().into_iter().map(|r| r.data).collect();
+            Some((
+                m.key()?,
                 Rrset {
-                    ttl: set.ttl(),
+                    ttl: m.set.ttl(),
                     data,
-                    what: what.to_string(),
+                    what: m.what.to_string(),
                 },
-            )
+            ))
         })
     }
 }
@@ -490,7 +523,7 @@ impl SignedZonePublisher {
         let mut carried = Vec::new();
         for slot in inner.slots.values() {
             for (k, set) in slot.managed.iter() {
-                carried.push(Change::Set(k.clone(), set));
+                carried.push(Change::Set(k, set));
             }
         }
         let mut dropped = 0usize;
