@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hickory_proto::rr::Name;
 
-use super::signed::{Node, NodeRef, SignedRrSet};
+use super::rrset::Shape;
+use super::signed::{Node, NodeRef};
 
 /// Longest key: a name has at most 254 octets of labels and length bytes; each label byte takes
 /// at most two key bytes and each length byte's label two more for its end mark.
@@ -112,16 +113,20 @@ pub(crate) fn key_of(name: &Name) -> Box<[u8]> {
     Box::from(Key::of(name).bytes())
 }
 
-/// A zone's nodes in canonical order, found by key. Flat: every key in one buffer and every
-/// RRset in one slice, node after node, each with where its node ends (a vector and a boxed key
-/// per node took about a third of a small zone's memory). The names are not kept apart: each
-/// node's RRsets carry it ([`NodeRef::name`]).
+/// A zone's nodes in canonical order, found by key. Flat: every key in one buffer, the bytes
+/// of every RRset in another, node after node, with where each key, RRset and node ends (a
+/// vector and a boxed key per node, and an allocation per RRset, took about a third of a small
+/// zone's memory). The names are not kept apart: each node's RRsets carry it
+/// ([`NodeRef::name`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMap {
     keys: Box<[u8]>,
     /// `key_ends[i]`: where the key of node `i` ends in `keys`.
     key_ends: Box<[u32]>,
-    sets: Box<[SignedRrSet]>,
+    /// The bytes of every RRset ([`RrsetRef::bytes`]).
+    data: Box<[u8]>,
+    /// Each RRset's shape and where its bytes end in `data`.
+    sets: Box<[(u32, Shape)]>,
     /// `set_ends[i]`: where the RRsets of node `i` end in `sets`.
     set_ends: Box<[u32]>,
 }
@@ -140,7 +145,16 @@ impl NodeMap {
     }
 
     fn node(&self, i: usize) -> NodeRef<'_> {
-        NodeRef(&self.sets[Self::start(&self.set_ends, i)..self.set_ends[i] as usize])
+        let first = Self::start(&self.set_ends, i);
+        NodeRef {
+            data: &self.data,
+            start: if first == 0 {
+                0
+            } else {
+                self.sets[first - 1].0
+            },
+            sets: &self.sets[first..self.set_ends[i] as usize],
+        }
     }
 
     /// The index of `key`, or where it would be.
@@ -192,20 +206,27 @@ impl From<BTreeMap<Name, Node>> for NodeMap {
             .collect();
         // hickory's order is canonical too; sorting by key makes lookups exact whatever it does.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let all = || entries.iter().flat_map(|e| e.1.sets());
         let mut keys = Vec::with_capacity(entries.iter().map(|e| e.0.len()).sum());
-        let mut sets = Vec::with_capacity(entries.iter().map(|e| e.1.len()).sum());
+        let mut data = Vec::with_capacity(all().map(|s| s.view().bytes().len()).sum());
+        let mut sets = Vec::with_capacity(all().count());
         let mut key_ends = Vec::with_capacity(entries.len());
         let mut set_ends = Vec::with_capacity(entries.len());
-        for (key, node) in entries {
-            keys.extend_from_slice(&key);
-            sets.extend(node.into_sets());
-            // A zone is far below 4 GiB of keys or 4 G RRsets (it is built in memory).
-            key_ends.push(u32::try_from(keys.len()).unwrap_or(u32::MAX));
-            set_ends.push(u32::try_from(sets.len()).unwrap_or(u32::MAX));
+        // A zone is far below 4 GiB of keys or bytes, or 4 G RRsets (it is built in memory).
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        for (key, node) in &entries {
+            keys.extend_from_slice(key);
+            for set in node.sets() {
+                data.extend_from_slice(set.view().bytes());
+                sets.push((at(data.len()), set.view().shape()));
+            }
+            key_ends.push(at(keys.len()));
+            set_ends.push(at(sets.len()));
         }
         NodeMap {
             keys: keys.into_boxed_slice(),
             key_ends: key_ends.into_boxed_slice(),
+            data: data.into_boxed_slice(),
             sets: sets.into_boxed_slice(),
             set_ends: set_ends.into_boxed_slice(),
         }
@@ -319,5 +340,62 @@ mod tests {
         assert_eq!(before, ["a.example.", "example."]);
         let a = Key::of(&Name::from_ascii("a.example.").unwrap());
         assert_eq!(map.before(a.bytes()).count(), 1, "strictly before");
+    }
+
+    #[test]
+    fn each_node_lends_exactly_its_own_rrsets_from_the_shared_buffer() {
+        use crate::zone::signed::SignedRrSet;
+        use hickory_proto::rr::rdata::{A, AAAA, TXT};
+        use hickory_proto::rr::{RData, RecordType};
+        let mut m = BTreeMap::new();
+        let mut want = Vec::new();
+        for (i, n) in ["example.", "a.example.", "b.a.example.", "c.example."]
+            .into_iter()
+            .enumerate()
+        {
+            let name = Name::from_ascii(n).unwrap();
+            let mut node = Node::default();
+            // Inserted out of type order, with RRsets of different lengths.
+            let sets = [
+                (
+                    RecordType::TXT,
+                    RData::TXT(TXT::new(vec!["t".repeat(i * 7)])),
+                ),
+                (
+                    RecordType::AAAA,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16)),
+                ),
+                (RecordType::A, RData::A(A::new(192, 0, 2, i as u8))),
+            ];
+            for (t, rd) in sets.into_iter().take(i + 1) {
+                let set = SignedRrSet::new(&name, t, 60 + i as u32, &[rd], &[]).unwrap();
+                want.push((name.clone(), set.clone()));
+                node.insert(set);
+            }
+            m.insert(name, node);
+        }
+        let map = NodeMap::from(m);
+        for (name, set) in &want {
+            let got = map.get(name).unwrap().get(&set.record_type()).unwrap();
+            assert_eq!(got, set.view(), "{name} {}", set.record_type());
+        }
+        // In type order within a node; every RRset once.
+        let listed: Vec<(String, u16)> = map
+            .values()
+            .flat_map(|n| n.values())
+            .map(|s| (s.name().unwrap().to_string(), u16::from(s.record_type())))
+            .collect();
+        assert_eq!(listed.len(), want.len());
+        for w in listed.windows(2) {
+            assert!(w[0].0 != w[1].0 || w[0].1 < w[1].1, "{w:?}");
+        }
+        assert!(
+            map.get(&Name::from_ascii("example.").unwrap())
+                .unwrap()
+                .get(&RecordType::A)
+                .is_none()
+        );
+        // An entry of the RRset index is 16 bytes (its end and its shape).
+        assert_eq!(std::mem::size_of::<(u32, Shape)>(), 16);
     }
 }

@@ -9,7 +9,7 @@ use std::ops::Bound;
 use hickory_proto::rr::Name;
 
 use super::canon::Key;
-use super::signed::SignedRrSet;
+use super::signed::{RrsetRef, SignedRrSet};
 use super::zones::wire_suffixes;
 
 /// An NSEC3 owner hash (SHA-1).
@@ -121,16 +121,16 @@ impl Nsec3Chain {
         }
     }
 
-    pub(super) fn matching(&self, hash: &[u8]) -> Option<&SignedRrSet> {
-        self.by_hash.get(&HashKey::of(hash))
+    pub(super) fn matching(&self, hash: &[u8]) -> Option<RrsetRef<'_>> {
+        self.by_hash.get(&HashKey::of(hash)).map(SignedRrSet::view)
     }
 
-    pub(super) fn covering(&self, hash: &[u8]) -> Option<&SignedRrSet> {
+    pub(super) fn covering(&self, hash: &[u8]) -> Option<RrsetRef<'_>> {
         self.by_hash
             .range((Bound::Unbounded, Bound::Excluded(HashKey::of(hash))))
             .next_back()
             .or_else(|| self.by_hash.iter().next_back())
-            .map(|(_, set)| set)
+            .map(|(_, set)| set.view())
     }
 }
 

@@ -13,18 +13,51 @@ use hickory_proto::serialize::binary::{
 /// signature, each behind its 2-byte length (names inside RDATA uncompressed, their case
 /// kept). A tenth of the memory of hickory `Record`s (about 280 bytes each before their heap
 /// parts), and the UDP writer copies RDATA as it is. Built by [`SignedRrSet::new`], which
-/// checks that every RDATA decodes again, so [`SignedRrSet::records`] loses nothing.
+/// checks that every RDATA decodes again, so [`RrsetRef::records`] loses nothing. A built zone
+/// keeps the bytes of all its RRsets in one buffer and lends each as an [`RrsetRef`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedRrSet {
     data: Box<[u8]>,
-    rtype: RecordType,
+    shape: Shape,
+}
+
+/// What an RRset is besides its bytes: type, TTL, where its owner ends, how many records and
+/// signatures its bytes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
     ttl: u32,
-    owner_len: u8,
+    /// The type's number: 12 bytes in all, not the 16 of a hickory `RecordType` here.
+    rtype: u16,
     records: u16,
     rrsigs: u16,
+    owner_len: u8,
+}
+
+impl Shape {
+    pub(crate) fn record_type(&self) -> RecordType {
+        RecordType::from(self.rtype)
+    }
+
+    /// The type's number (the order of types in a node).
+    pub(crate) fn type_code(&self) -> u16 {
+        self.rtype
+    }
+}
+
+/// An RRset borrowed in its wire form: from a [`SignedRrSet`] or from a zone's buffer of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RrsetRef<'a> {
+    data: &'a [u8],
+    shape: Shape,
 }
 
 impl std::fmt::Debug for SignedRrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.view().fmt(f)
+    }
+}
+
+impl std::fmt::Debug for RrsetRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignedRrSet")
             .field("records", &self.records())
@@ -33,7 +66,7 @@ impl std::fmt::Debug for SignedRrSet {
     }
 }
 
-/// The RDATA of one record or signature in a [`SignedRrSet`].
+/// The RDATA of one record or signature in an RRset's bytes.
 fn rdatas(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = data;
     std::iter::from_fn(move || {
@@ -88,96 +121,35 @@ impl SignedRrSet {
         let count = |n: usize| u16::try_from(n).map_err(|_| ProtoError::from("rrset too large"));
         let set = SignedRrSet {
             data: data.into_boxed_slice(),
-            rtype,
-            ttl,
-            owner_len,
-            records: count(records.len())?,
-            rrsigs: count(rrsigs.len())?,
+            shape: Shape {
+                rtype: u16::from(rtype),
+                ttl,
+                owner_len,
+                records: count(records.len())?,
+                rrsigs: count(rrsigs.len())?,
+            },
         };
-        let name = set.name()?;
-        for rd in set.record_data() {
+        let view = set.view();
+        let name = view.name()?;
+        for rd in view.record_data() {
             decode(&name, rtype, ttl, rd)?;
         }
-        for rd in set.rrsig_data() {
+        for rd in view.rrsig_data() {
             decode(&name, RecordType::RRSIG, ttl, rd)?;
         }
         Ok(set)
     }
 
-    /// The owner name in wire form (uncompressed, lowercase).
-    pub(crate) fn owner(&self) -> &[u8] {
-        &self.data[..usize::from(self.owner_len)]
-    }
-
-    /// The owner name.
-    pub fn name(&self) -> Result<Name, ProtoError> {
-        Ok(Name::read(&mut BinDecoder::new(self.owner()))?)
-    }
-
-    pub fn record_type(&self) -> RecordType {
-        self.rtype
-    }
-
-    pub fn ttl(&self) -> u32 {
-        self.ttl
-    }
-
-    /// The number of records (signatures not counted).
-    pub fn len(&self) -> usize {
-        usize::from(self.records)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    fn all_data(&self) -> impl Iterator<Item = &[u8]> {
-        rdatas(&self.data[usize::from(self.owner_len)..])
-    }
-
-    /// Each record's RDATA.
-    pub(crate) fn record_data(&self) -> impl Iterator<Item = &[u8]> {
-        self.all_data().take(usize::from(self.records))
-    }
-
-    /// Each signature's RDATA.
-    pub(crate) fn rrsig_data(&self) -> impl Iterator<Item = &[u8]> {
-        self.all_data().skip(usize::from(self.records))
-    }
-
-    fn materialize<'a>(
-        &self,
-        rtype: RecordType,
-        data: impl Iterator<Item = &'a [u8]>,
-    ) -> Vec<Record> {
-        // `new` decoded every RDATA and the owner once: decoding again gives the same.
-        let Ok(name) = self.name() else {
-            return Vec::new();
-        };
-        data.filter_map(|rd| decode(&name, rtype, self.ttl, rd).ok())
-            .collect()
-    }
-
-    /// The records as hickory records.
-    pub fn records(&self) -> Vec<Record> {
-        self.materialize(self.rtype, self.record_data())
-    }
-
-    /// The signatures as hickory records.
-    pub fn rrsigs(&self) -> Vec<Record> {
-        self.materialize(RecordType::RRSIG, self.rrsig_data())
-    }
-
-    /// Whether `other` has the same owner, type, TTL and records (signatures aside).
-    pub(crate) fn same_records(&self, other: &SignedRrSet) -> bool {
-        self.rtype == other.rtype
-            && self.ttl == other.ttl
-            && self.owner() == other.owner()
-            && self.record_data().eq(other.record_data())
+    /// The RRset, borrowed.
+    pub fn view(&self) -> RrsetRef<'_> {
+        RrsetRef {
+            data: &self.data,
+            shape: self.shape,
+        }
     }
 
     /// These records (no signatures yet) with the signatures of `signed`.
-    pub(crate) fn with_rrsigs_of(self, signed: &SignedRrSet) -> SignedRrSet {
+    pub(crate) fn with_rrsigs_of(self, signed: RrsetRef<'_>) -> SignedRrSet {
         let mut data = Vec::from(self.data);
         for rd in signed.rrsig_data() {
             // At most 65535 bytes: each was an RDATA of `signed`.
@@ -186,43 +158,183 @@ impl SignedRrSet {
         }
         SignedRrSet {
             data: data.into_boxed_slice(),
-            rrsigs: signed.rrsigs,
-            ..self
+            shape: Shape {
+                rrsigs: signed.shape.rrsigs,
+                ..self.shape
+            },
         }
     }
 
+    pub(crate) fn owner(&self) -> &[u8] {
+        self.view().owner()
+    }
+
+    pub fn name(&self) -> Result<Name, ProtoError> {
+        self.view().name()
+    }
+
+    pub fn record_type(&self) -> RecordType {
+        self.shape.record_type()
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.shape.ttl
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.shape.records)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shape.records == 0
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.view().records()
+    }
+
+    pub fn rrsigs(&self) -> Vec<Record> {
+        self.view().rrsigs()
+    }
+
+    pub(crate) fn refs(&self, dnssec_ok: bool) -> impl Iterator<Item = Rr<'_>> {
+        self.view().refs(dnssec_ok)
+    }
+}
+
+impl<'a> RrsetRef<'a> {
+    /// An RRset of `shape` whose bytes are `data` (as [`RrsetRef::bytes`] gave them).
+    pub(crate) fn from_parts(data: &'a [u8], shape: Shape) -> RrsetRef<'a> {
+        RrsetRef { data, shape }
+    }
+
+    /// Its bytes and shape, for keeping it in a zone's buffer.
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        self.data
+    }
+
+    pub(crate) fn shape(self) -> Shape {
+        self.shape
+    }
+
+    /// An owned copy.
+    pub fn to_owned(self) -> SignedRrSet {
+        SignedRrSet {
+            data: Box::from(self.data),
+            shape: self.shape,
+        }
+    }
+
+    /// Whether `other` is this very RRset (the same bytes in memory), not only an equal one.
+    pub(crate) fn is(self, other: RrsetRef<'_>) -> bool {
+        std::ptr::eq(self.data, other.data)
+    }
+
+    /// The owner name in wire form (uncompressed, lowercase).
+    pub(crate) fn owner(self) -> &'a [u8] {
+        &self.data[..usize::from(self.shape.owner_len)]
+    }
+
+    /// The owner name.
+    pub fn name(self) -> Result<Name, ProtoError> {
+        Ok(Name::read(&mut BinDecoder::new(self.owner()))?)
+    }
+
+    pub fn record_type(self) -> RecordType {
+        self.shape.record_type()
+    }
+
+    pub fn ttl(self) -> u32 {
+        self.shape.ttl
+    }
+
+    /// The number of records (signatures not counted).
+    pub fn len(self) -> usize {
+        usize::from(self.shape.records)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.shape.records == 0
+    }
+
+    fn all_data(self) -> impl Iterator<Item = &'a [u8]> {
+        rdatas(&self.data[usize::from(self.shape.owner_len)..])
+    }
+
+    /// Each record's RDATA.
+    pub(crate) fn record_data(self) -> impl Iterator<Item = &'a [u8]> {
+        self.all_data().take(usize::from(self.shape.records))
+    }
+
+    /// Each signature's RDATA.
+    pub(crate) fn rrsig_data(self) -> impl Iterator<Item = &'a [u8]> {
+        self.all_data().skip(usize::from(self.shape.records))
+    }
+
+    fn materialize(self, rtype: RecordType, data: impl Iterator<Item = &'a [u8]>) -> Vec<Record> {
+        // `new` decoded every RDATA and the owner once: decoding again gives the same.
+        let Ok(name) = self.name() else {
+            return Vec::new();
+        };
+        data.filter_map(|rd| decode(&name, rtype, self.shape.ttl, rd).ok())
+            .collect()
+    }
+
+    /// The records as hickory records.
+    pub fn records(self) -> Vec<Record> {
+        self.materialize(self.shape.record_type(), self.record_data())
+    }
+
+    /// The signatures as hickory records.
+    pub fn rrsigs(self) -> Vec<Record> {
+        self.materialize(RecordType::RRSIG, self.rrsig_data())
+    }
+
+    /// Whether `other` has the same owner, type, TTL and records (signatures aside).
+    pub(crate) fn same_records(self, other: RrsetRef<'_>) -> bool {
+        self.shape.rtype == other.shape.rtype
+            && self.shape.ttl == other.shape.ttl
+            && self.owner() == other.owner()
+            && self.record_data().eq(other.record_data())
+    }
+
     /// The same records with another TTL and no signatures (the SOA of negative answers).
-    pub(crate) fn unsigned_with_ttl(&self, ttl: u32) -> SignedRrSet {
+    pub(crate) fn unsigned_with_ttl(self, ttl: u32) -> SignedRrSet {
         let end = self
             .record_data()
-            .fold(usize::from(self.owner_len), |at, rd| at + 2 + rd.len());
+            .fold(usize::from(self.shape.owner_len), |at, rd| {
+                at + 2 + rd.len()
+            });
         SignedRrSet {
             data: Box::from(&self.data[..end]),
-            ttl,
-            rrsigs: 0,
-            ..self.clone()
+            shape: Shape {
+                ttl,
+                rrsigs: 0,
+                ..self.shape
+            },
         }
     }
 
     /// The records, then (`dnssec_ok`) the signatures, borrowed.
-    pub(crate) fn refs(&self, dnssec_ok: bool) -> impl Iterator<Item = Rr<'_>> {
+    pub(crate) fn refs(self, dnssec_ok: bool) -> impl Iterator<Item = Rr<'a>> {
         let sigs = if dnssec_ok {
-            usize::from(self.rrsigs)
+            usize::from(self.shape.rrsigs)
         } else {
             0
         };
+        let records = usize::from(self.shape.records);
         self.all_data()
-            .take(usize::from(self.records) + sigs)
+            .take(records + sigs)
             .enumerate()
             .map(move |(i, rdata)| Rr::Zone {
                 set: self,
-                sig: i >= usize::from(self.records),
+                sig: i >= records,
                 rdata,
             })
     }
 
     /// The signatures, borrowed.
-    pub(crate) fn rrsig_refs(&self) -> impl Iterator<Item = Rr<'_>> {
+    pub(crate) fn rrsig_refs(self) -> impl Iterator<Item = Rr<'a>> {
         self.rrsig_data().map(move |rdata| Rr::Zone {
             set: self,
             sig: true,
@@ -230,14 +342,14 @@ impl SignedRrSet {
         })
     }
 
-    pub(crate) fn append_to(&self, out: &mut Vec<Record>, dnssec_ok: bool) {
+    pub(crate) fn append_to(self, out: &mut Vec<Record>, dnssec_ok: bool) {
         out.extend(self.records());
         if dnssec_ok {
             out.extend(self.rrsigs());
         }
     }
 
-    pub(crate) fn append_ref<'a>(&'a self, out: &mut Vec<Rr<'a>>, dnssec_ok: bool) {
+    pub(crate) fn append_ref(self, out: &mut Vec<Rr<'a>>, dnssec_ok: bool) {
         out.extend(self.refs(dnssec_ok));
     }
 }
@@ -247,7 +359,7 @@ impl SignedRrSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rr<'a> {
     Zone {
-        set: &'a SignedRrSet,
+        set: RrsetRef<'a>,
         /// A signature of `set` (type RRSIG), not one of its records.
         sig: bool,
         rdata: &'a [u8],
@@ -259,14 +371,14 @@ impl Rr<'_> {
     pub fn record_type(&self) -> RecordType {
         match self {
             Rr::Zone { sig: true, .. } => RecordType::RRSIG,
-            Rr::Zone { set, .. } => set.rtype,
+            Rr::Zone { set, .. } => set.shape.record_type(),
             Rr::Owned(r) => r.record_type(),
         }
     }
 
     pub fn ttl(&self) -> u32 {
         match self {
-            Rr::Zone { set, .. } => set.ttl,
+            Rr::Zone { set, .. } => set.shape.ttl,
             Rr::Owned(r) => r.ttl,
         }
     }
@@ -274,7 +386,9 @@ impl Rr<'_> {
     /// The record as a hickory record.
     pub fn to_record(&self) -> Result<Record, ProtoError> {
         match self {
-            Rr::Zone { set, rdata, .. } => decode(&set.name()?, self.record_type(), set.ttl, rdata),
+            Rr::Zone { set, rdata, .. } => {
+                decode(&set.name()?, self.record_type(), set.shape.ttl, rdata)
+            }
             Rr::Owned(r) => Ok(Record::clone(r)),
         }
     }
@@ -388,15 +502,15 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(unsigned.same_records(&signed));
-        assert_eq!(unsigned.with_rrsigs_of(&signed), signed);
+        assert!(unsigned.view().same_records(signed.view()));
+        assert_eq!(unsigned.clone().with_rrsigs_of(signed.view()), signed);
         assert_eq!(signed.rrsigs().len(), 2);
         let other =
             SignedRrSet::new(&apex, RecordType::SOA, 60, std::slice::from_ref(&soa), &[]).unwrap();
-        assert!(!other.same_records(&signed), "the TTL differs");
-        let negative = signed.unsigned_with_ttl(300);
+        assert!(!other.view().same_records(signed.view()), "the TTL differs");
+        let negative = signed.view().unsigned_with_ttl(300);
         assert_eq!(negative.ttl(), 300);
-        assert_eq!(negative.rrsig_data().count(), 0);
+        assert_eq!(negative.view().rrsig_data().count(), 0);
         assert_eq!(negative.records()[0].data, soa);
     }
 

@@ -20,7 +20,7 @@ use super::nsec3::{HashKey, Nsec3Chain};
 use super::parse::ZoneData;
 use super::serial::{SigningState, plan};
 use super::settings::DnssecSettings;
-use super::signed::{Node, SignedRrSet, SignedZone};
+use super::signed::{Node, RrsetRef, SignedRrSet, SignedZone};
 
 /// RFC 9276: no extra iterations, empty salt.
 const NSEC3_ITERATIONS: u16 = 0;
@@ -164,13 +164,13 @@ impl Signer<'_> {
         rtype: RecordType,
         ttl: u32,
         rdatas: &[RData],
-        previous: Option<&SignedRrSet>,
+        previous: Option<RrsetRef<'_>>,
     ) -> Result<SignedRrSet, ZoneError> {
         let unsigned = SignedRrSet::new(name, rtype, ttl, rdatas, &[])
             .map_err(|e| self.err(name, rtype, e))?;
         if self.reuse.is_some()
             && let Some(prev) = previous
-            && prev.same_records(&unsigned)
+            && prev.same_records(unsigned.view())
             && let sigs = prev.rrsigs()
             && sigs.len() == self.keys.len()
             && sigs.iter().zip(&self.keys).all(|(r, k)| {
@@ -383,7 +383,8 @@ pub fn sign_zone(
                 &[RData::DNSSEC(DNSSECRData::NSEC3(rd))],
                 reuse
                     .and_then(|p| p.nsec3.as_ref())
-                    .and_then(|c| c.by_hash.get(&HashKey::of(h))),
+                    .and_then(|c| c.by_hash.get(&HashKey::of(h)))
+                    .map(SignedRrSet::view),
             )?;
             chain.by_hash.insert(HashKey::of(h), set);
         }

@@ -58,9 +58,9 @@ fn settings(nsec3: bool) -> DnssecSettings {
 
 /// Verifies every RRSIG with hickory's own TBS builder, an implementation independent of ours.
 fn verify_all(zone: &SignedZone, dnskey: &DNSKEY) -> usize {
-    let mut sets: Vec<&SignedRrSet> = zone.nodes.values().flat_map(|s| s.values()).collect();
+    let mut sets: Vec<RrsetRef<'_>> = zone.nodes.values().flat_map(|s| s.values()).collect();
     if let Some(c) = &zone.nsec3 {
-        sets.extend(c.by_hash.values());
+        sets.extend(c.by_hash.values().map(SignedRrSet::view));
     }
     // Only a delegation's NS and glue go unsigned.
     sets.retain(|set| {

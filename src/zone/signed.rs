@@ -15,7 +15,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-pub use super::rrset::{Rr, SignedRrSet};
+use super::rrset::Shape;
+pub use super::rrset::{Rr, RrsetRef, SignedRrSet};
 
 use super::canon::{Key, KeySet, NodeMap, key_of};
 use super::nsec3::Nsec3Chain;
@@ -41,34 +42,48 @@ impl Node {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(crate) fn into_sets(self) -> Vec<SignedRrSet> {
-        self.0
+    pub(crate) fn sets(&self) -> &[SignedRrSet] {
+        &self.0
     }
 }
 
-/// The RRsets of one owner name in a built zone, sorted by type.
+/// The RRsets of one owner name in a built zone, sorted by type: borrowed from the zone's
+/// [`NodeMap`], whose buffer holds their bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeRef<'a>(pub(crate) &'a [SignedRrSet]);
+pub struct NodeRef<'a> {
+    /// The zone's buffer of RRset bytes.
+    pub(crate) data: &'a [u8],
+    /// Where this node's first RRset starts in `data`.
+    pub(crate) start: u32,
+    /// Each RRset's end in `data` and its shape.
+    pub(crate) sets: &'a [(u32, Shape)],
+}
 
 impl<'a> NodeRef<'a> {
-    pub fn get(self, rtype: &RecordType) -> Option<&'a SignedRrSet> {
-        self.0
-            .binary_search_by(|s| s.record_type().cmp(rtype))
-            .ok()
-            .map(|i| &self.0[i])
+    fn set(self, i: usize) -> RrsetRef<'a> {
+        let begin = if i == 0 {
+            self.start
+        } else {
+            self.sets[i - 1].0
+        };
+        let (end, shape) = self.sets[i];
+        RrsetRef::from_parts(&self.data[begin as usize..end as usize], shape)
     }
 
-    pub fn values(self) -> impl DoubleEndedIterator<Item = &'a SignedRrSet> {
-        self.0.iter()
+    pub fn get(self, rtype: &RecordType) -> Option<RrsetRef<'a>> {
+        self.sets
+            .binary_search_by(|(_, s)| s.type_code().cmp(&u16::from(*rtype)))
+            .ok()
+            .map(|i| self.set(i))
+    }
+
+    pub fn values(self) -> impl DoubleEndedIterator<Item = RrsetRef<'a>> {
+        (0..self.sets.len()).map(move |i| self.set(i))
     }
 
     /// The owner name (of its RRsets; none for a node without any).
     pub fn name(self) -> Option<Name> {
-        self.0.first()?.name().ok()
+        self.values().next()?.name().ok()
     }
 }
 
@@ -227,7 +242,10 @@ impl SignedZone {
     /// The largest TTL of any RRset (denial records included).
     pub fn max_ttl(&self) -> u32 {
         let nodes = self.nodes.values().flat_map(|n| n.values());
-        let chain = self.nsec3.iter().flat_map(|c| c.by_hash.values());
+        let chain = self
+            .nsec3
+            .iter()
+            .flat_map(|c| c.by_hash.values().map(SignedRrSet::view));
         nodes
             .chain(chain)
             .filter(|s| !s.is_empty())
@@ -242,12 +260,12 @@ impl SignedZone {
     }
 
     /// The RRset of `name` and `rtype`, if present.
-    pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<&SignedRrSet> {
+    pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<RrsetRef<'_>> {
         self.nodes.get(name)?.get(&rtype)
     }
 
     /// The apex SOA RRset.
-    pub fn soa(&self) -> Option<&SignedRrSet> {
+    pub fn soa(&self) -> Option<RrsetRef<'_>> {
         self.rrset(&self.origin, RecordType::SOA)
     }
 
@@ -261,13 +279,13 @@ impl SignedZone {
         soa.append_to(&mut out, true);
         // Every RRset but the apex SOA (the same one, by address), which opens and closes.
         for set in self.nodes.values().flat_map(NodeRef::values) {
-            if !std::ptr::eq(set, soa) {
+            if !set.is(soa) {
                 set.append_to(&mut out, true);
             }
         }
         if let Some(chain) = &self.nsec3 {
             for set in chain.by_hash.values() {
-                set.append_to(&mut out, true);
+                set.view().append_to(&mut out, true);
             }
         }
         out.extend(soa.records());
@@ -289,10 +307,10 @@ impl SignedZone {
 
     /// Appends `set` with its signatures unless it is already in `out` (the same RRset of this
     /// zone: compared by address, as only the zone's own records are proofs).
-    fn push_unique<'a>(out: &mut Vec<Rr<'a>>, set: &'a SignedRrSet) {
+    fn push_unique<'a>(out: &mut Vec<Rr<'a>>, set: RrsetRef<'a>) {
         let present = out
             .iter()
-            .any(|o| matches!(o, Rr::Zone { set: s, .. } if std::ptr::eq(*s, set)));
+            .any(|o| matches!(o, Rr::Zone { set: s, .. } if s.is(set)));
         if !present {
             set.append_ref(out, true);
         }
@@ -300,7 +318,7 @@ impl SignedZone {
 
     /// NSEC covering a name that does not exist (its canonical predecessor in the chain;
     /// glue below a delegation has none and is skipped).
-    fn nsec_covering(&self, key: &[u8]) -> Option<&SignedRrSet> {
+    fn nsec_covering(&self, key: &[u8]) -> Option<RrsetRef<'_>> {
         self.nodes
             .before(key)
             .find_map(|sets| sets.get(&RecordType::NSEC))
@@ -560,7 +578,7 @@ impl SignedZone {
     /// copied when it is a CNAME's target); the signatures keep their label count, which tells
     /// validators.
     fn answer_set<'a>(
-        set: &'a SignedRrSet,
+        set: RrsetRef<'a>,
         synthesized: bool,
         name: &Name,
         answer: &mut AnswerRef<'a>,
