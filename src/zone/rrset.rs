@@ -196,10 +196,6 @@ impl SignedRrSet {
     pub fn rrsigs(&self) -> Vec<Record> {
         self.view().rrsigs()
     }
-
-    pub(crate) fn refs(&self, dnssec_ok: bool) -> impl Iterator<Item = Rr<'_>> {
-        self.view().refs(dnssec_ok)
-    }
 }
 
 impl<'a> RrsetRef<'a> {
@@ -298,15 +294,16 @@ impl<'a> RrsetRef<'a> {
             && self.record_data().eq(other.record_data())
     }
 
-    /// The same records with another TTL and no signatures (the SOA of negative answers).
-    pub(crate) fn unsigned_with_ttl(self, ttl: u32) -> SignedRrSet {
+    /// The same records with another TTL and no signatures (the SOA of negative answers),
+    /// borrowing the same bytes.
+    pub(crate) fn unsigned_with_ttl(self, ttl: u32) -> RrsetRef<'a> {
         let end = self
             .record_data()
             .fold(usize::from(self.shape.owner_len), |at, rd| {
                 at + 2 + rd.len()
             });
-        SignedRrSet {
-            data: Box::from(&self.data[..end]),
+        RrsetRef {
+            data: &self.data[..end],
             shape: Shape {
                 ttl,
                 rrsigs: 0,
@@ -460,7 +457,8 @@ mod tests {
         assert_eq!(set.rrsigs()[0].data, sigs[0]);
         // Records only, then records and signatures, in order, typed.
         let types = |dnssec_ok| {
-            set.refs(dnssec_ok)
+            set.view()
+                .refs(dnssec_ok)
                 .map(|r| r.record_type())
                 .collect::<Vec<_>>()
         };
@@ -469,7 +467,7 @@ mod tests {
             types(true),
             [RecordType::MX, RecordType::MX, RecordType::RRSIG]
         );
-        let first = set.refs(false).next().unwrap().to_record().unwrap();
+        let first = set.view().refs(false).next().unwrap().to_record().unwrap();
         assert_eq!(first.data, records[0]);
     }
 
@@ -510,7 +508,7 @@ mod tests {
         assert!(!other.view().same_records(signed.view()), "the TTL differs");
         let negative = signed.view().unsigned_with_ttl(300);
         assert_eq!(negative.ttl(), 300);
-        assert_eq!(negative.view().rrsig_data().count(), 0);
+        assert_eq!(negative.rrsig_data().count(), 0);
         assert_eq!(negative.records()[0].data, soa);
     }
 

@@ -99,9 +99,9 @@ pub struct SignedZone {
     ents: KeySet,
     /// Delegation points: names below the apex with NS records.
     cuts: KeySet,
-    /// The SOA records as negative answers carry them (RFC 2308 3: TTL is min(SOA TTL, SOA
+    /// The TTL of the SOA records in negative answers (RFC 2308 3: min(SOA TTL, SOA
     /// MINIMUM)); their signatures are the SOA RRset's.
-    negative_soa: Option<SignedRrSet>,
+    negative_ttl: u32,
     /// Boxed: most zones use NSEC, and inline the chain took about 80 bytes of each.
     pub(crate) nsec3: Option<Box<Nsec3Chain>>,
     pub(crate) state: SigningState,
@@ -203,21 +203,21 @@ impl SignedZone {
             chain.enclosers.sort_by(|a, b| a.0.cmp(&b.0));
             chain.enclosers.dedup_by(|a, b| a.0 == b.0);
         }
-        let negative_soa = nodes
+        let negative_ttl = nodes
             .get(&origin)
             .and_then(|n| n.get(&RecordType::SOA))
-            .map(|soa| {
+            .map_or(0, |soa| {
                 let minimum = soa.records().iter().find_map(|r| match &r.data {
                     RData::SOA(s) => Some(s.minimum),
                     _ => None,
                 });
-                soa.unsigned_with_ttl(soa.ttl().min(minimum.unwrap_or(soa.ttl())))
+                soa.ttl().min(minimum.unwrap_or(soa.ttl()))
             });
         SignedZone {
             origin_key: Box::from(key.bytes()),
             origin_labels: key.labels(),
             origin,
-            negative_soa,
+            negative_ttl,
             nodes,
             ents: KeySet::from(ents),
             cuts: KeySet::from(cuts),
@@ -297,7 +297,8 @@ impl SignedZone {
     }
 
     fn negative_soa<'a>(&'a self, answer: &mut AnswerRef<'a>, dnssec_ok: bool) {
-        if let (Some(soa), Some(negative)) = (self.soa(), &self.negative_soa) {
+        if let Some(soa) = self.soa() {
+            let negative = soa.unsigned_with_ttl(self.negative_ttl);
             answer.authorities.extend(negative.refs(false));
             if dnssec_ok {
                 answer.authorities.extend(soa.rrsig_refs());
