@@ -28,17 +28,29 @@ pub(crate) use signed::{DomainZone, SignedZonePublisher};
 /// The most specific origin in `origins` (fully qualified names) that contains `owner`: one
 /// lookup per label of `owner`, whatever the number of zones. Names compare without regard to
 /// case; `owner` counts as fully qualified.
-pub(crate) fn zone_for<'a, V>(origins: &'a BTreeMap<Name, V>, owner: &Name) -> Option<&'a Name> {
+pub(crate) fn zone_for<'a>(origins: &'a impl Origins, owner: &Name) -> Option<&'a Name> {
     let mut n = owner.clone();
     n.set_fqdn(true);
     loop {
-        if let Some((o, _)) = origins.get_key_value(&n) {
+        if let Some(o) = origins.origin(&n) {
             return Some(o);
         }
         if n.is_root() {
             return None;
         }
         n = n.base_name();
+    }
+}
+
+/// A set of zone origins that [`zone_for`] searches.
+pub(crate) trait Origins {
+    /// `name` as the set holds it, when it is one of its origins (an exact match).
+    fn origin(&self, name: &Name) -> Option<&Name>;
+}
+
+impl<V> Origins for BTreeMap<Name, V> {
+    fn origin(&self, name: &Name) -> Option<&Name> {
+        self.get_key_value(name).map(|(o, _)| o)
     }
 }
 

@@ -256,7 +256,7 @@ impl PushSink {
     /// The pushed zone holding `owner`.
     fn zone_name(&self, owner: &Name) -> Option<Name> {
         let index = self.index.read().ok()?;
-        super::zone_for(&index, owner).cloned()
+        super::zone_for(&*index, owner).cloned()
     }
 
     /// Pushes every zone whose last push failed and whose retry time has come.

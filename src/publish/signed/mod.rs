@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 mod signer;
 mod sinks;
+mod slots;
 
 use super::{Applied, Change, NotServed, RecordSink, Rrset, RrsetKey, SinkError, zone_for};
 use crate::dns::{DnsServer, Secondary};
@@ -29,6 +30,7 @@ use crate::zone::keys::KeySet;
 use crate::zone::signed::SignedRrSet;
 use crate::zone::{self, DnssecSettings, ManagedRecords, SignedZone, ZoneData, ZoneError, Zones};
 use signer::SignerThread;
+use slots::Slots;
 
 /// One zone to serve: the mail domain and its zone file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +170,7 @@ impl Managed {
 
 struct Inner {
     settings: DnssecSettings,
-    slots: BTreeMap<Name, Slot>,
+    slots: Slots,
 }
 
 /// A zone to (re)build: everything the blocking signer needs, owned.
@@ -217,9 +219,9 @@ fn load_slots(
     zones: &[DomainZone],
     settings: &DnssecSettings,
     keep_keys: &BTreeMap<Name, Arc<KeySet>>,
-) -> Result<BTreeMap<Name, Slot>, LoadError> {
+) -> Result<Slots, LoadError> {
     let mut problems = Vec::new();
-    let mut slots = BTreeMap::new();
+    let mut slots = Vec::with_capacity(zones.len());
     for z in zones {
         let origin = match origin(&z.domain) {
             Ok(o) => o,
@@ -246,17 +248,17 @@ fn load_slots(
                 }
             },
         };
-        slots.insert(
+        slots.push((
             origin,
             Slot {
                 source,
                 managed: Managed::default(),
                 keys,
             },
-        );
+        ));
     }
     if problems.is_empty() {
-        Ok(slots)
+        Ok(slots.into_iter().collect())
     } else {
         Err(LoadError { problems })
     }
@@ -545,7 +547,7 @@ impl SignedZonePublisher {
         let served = self.server.zones().load_full();
         let settings_changed = !settings.same_signing(&inner.settings);
         let mut jobs = Vec::new();
-        for (o, slot) in &slots {
+        for (o, slot) in slots.iter() {
             let old = inner.slots.get(o);
             let unchanged = !settings_changed
                 && old.is_some_and(|old| {
@@ -569,7 +571,7 @@ impl SignedZonePublisher {
         let removed: Vec<Name> = inner
             .slots
             .keys()
-            .filter(|o| !slots.contains_key(*o))
+            .filter(|o| !slots.contains_key(o))
             .cloned()
             .collect();
         let built = self
@@ -740,10 +742,7 @@ impl SignedZonePublisher {
 }
 
 /// Puts `changes` into the slots of the zones holding their owners.
-fn assign(
-    slots: &mut BTreeMap<Name, Slot>,
-    changes: Vec<Change>,
-) -> Result<BTreeSet<Name>, SinkError> {
+fn assign(slots: &mut Slots, changes: Vec<Change>) -> Result<BTreeSet<Name>, SinkError> {
     let mut touched = BTreeSet::new();
     for c in changes {
         let origin = match (zone_for(slots, &c.key().owner), &c) {

@@ -13,9 +13,10 @@ impl RecordSink for SignedZonePublisher {
             let Some(origin) = zone_for(&inner.slots, &c.key().owner).cloned() else {
                 continue; // `assign` refuses a set outside the zones, skips a withdrawal
             };
-            if let std::collections::btree_map::Entry::Vacant(e) = touched.entry(origin) {
-                let slot = inner.slots[e.key()].clone();
-                e.insert(slot);
+            if let std::collections::btree_map::Entry::Vacant(e) = touched.entry(origin)
+                && let Some(slot) = inner.slots.get(e.key())
+            {
+                e.insert(slot.clone());
             }
         }
         for c in &changes {
@@ -27,11 +28,12 @@ impl RecordSink for SignedZonePublisher {
                 });
             }
         }
+        let mut touched: Slots = touched.into_iter().collect();
         assign(&mut touched, changes)?;
         let served = self.served();
         let mut serials = BTreeMap::new();
         let mut jobs = Vec::new();
-        for (o, slot) in &touched {
+        for (o, slot) in touched.iter() {
             if inner
                 .slots
                 .get(o)
@@ -79,7 +81,7 @@ impl RecordSink for SignedZonePublisher {
             .await
             .map_err(SinkError::Task)?;
         for (o, slot) in touched {
-            inner.slots.insert(o, slot);
+            inner.slots.replace(&o, slot);
         }
         Ok(Applied { serials, changed })
     }
@@ -186,7 +188,7 @@ impl crate::dnssec::KeyedZones for SignedZonePublisher {
             .or_else(|| served.get(zone).map(|z| z.serial()))
             .ok_or_else(|| format!("zone {zone} is not served"))?;
         self.swap(built, Vec::new()).await?;
-        inner.slots.insert(zone.clone(), slot);
+        inner.slots.replace(zone, slot);
         Ok(serial)
     }
 
