@@ -26,11 +26,13 @@ use data_encoding::{BASE64, HEXUPPER};
 /// DNSKEY flags of a CSK: Zone Key (256) + Secure Entry Point (1).
 pub const CSK_FLAGS: u16 = 257;
 
-/// A loaded signing key with its public records.
+/// A loaded signing key with its public records. The private key is kept as its PKCS#8 DER
+/// (138 bytes for P-256) and made into a signer only while a zone is signed ([`ZoneKey::signer`]):
+/// a parsed ring key pair takes 248 bytes, held for every zone for the months between changes.
 pub struct ZoneKey {
     origin: Name,
     algorithm: DnssecAlgorithm,
-    signer: Box<dyn SigningKey>,
+    pkcs8: Box<[u8]>,
     dnskey: DNSKEY,
     key_tag: u16,
     path: PathBuf,
@@ -302,6 +304,34 @@ pub fn generate_pkcs8(algorithm: DnssecAlgorithm) -> Result<Vec<u8>, String> {
     Ok(der.secret_pkcs8_der().to_vec())
 }
 
+/// The signer of a PKCS#8 key of `algorithm`; `path` names the key in errors.
+fn signer_of(
+    algorithm: DnssecAlgorithm,
+    der: &[u8],
+    path: &Path,
+) -> Result<Box<dyn SigningKey>, ZoneError> {
+    let err = |reason: String| ZoneError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    Ok(match algorithm {
+        DnssecAlgorithm::EcdsaP256Sha256 => {
+            let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                der,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|e| err(format!("not a PKCS#8 ECDSA P-256 key: {e}")))?;
+            Box::new(EcdsaSigningKey::from_ecdsa(pair, algorithm.to_hickory()))
+        }
+        DnssecAlgorithm::Ed25519 => {
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(der)
+                .map_err(|e| err(format!("not a PKCS#8 v2 Ed25519 key: {e}")))?;
+            Box::new(Ed25519SigningKey::from_ed25519(pair))
+        }
+    })
+}
+
 impl ZoneKey {
     /// Builds a key from PKCS#8 DER; `path` only names the source in errors.
     pub fn from_pkcs8(
@@ -310,25 +340,10 @@ impl ZoneKey {
         der: &[u8],
         path: &Path,
     ) -> Result<ZoneKey, ZoneError> {
+        let signer = signer_of(algorithm, der, path)?;
         let err = |reason: String| ZoneError::Key {
             path: path.to_path_buf(),
             reason,
-        };
-        let signer: Box<dyn SigningKey> = match algorithm {
-            DnssecAlgorithm::EcdsaP256Sha256 => {
-                let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
-                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    der,
-                    &ring::rand::SystemRandom::new(),
-                )
-                .map_err(|e| err(format!("not a PKCS#8 ECDSA P-256 key: {e}")))?;
-                Box::new(EcdsaSigningKey::from_ecdsa(pair, algorithm.to_hickory()))
-            }
-            DnssecAlgorithm::Ed25519 => {
-                let pair = ring::signature::Ed25519KeyPair::from_pkcs8(der)
-                    .map_err(|e| err(format!("not a PKCS#8 v2 Ed25519 key: {e}")))?;
-                Box::new(Ed25519SigningKey::from_ed25519(pair))
-            }
         };
         let public = signer.to_public_key().map_err(|e| err(e.to_string()))?;
         let dnskey = DNSKEY::with_flags(CSK_FLAGS, public);
@@ -338,11 +353,16 @@ impl ZoneKey {
         Ok(ZoneKey {
             origin,
             algorithm,
-            signer,
+            pkcs8: Box::from(der),
             dnskey,
             key_tag,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The signer of this key, made from its PKCS#8 DER (checked when the key was loaded).
+    pub(crate) fn signer(&self) -> Result<Box<dyn SigningKey>, ZoneError> {
+        signer_of(self.algorithm, &self.pkcs8, &self.path)
     }
 
     pub fn origin(&self) -> &Name {
@@ -364,10 +384,6 @@ impl ZoneKey {
     /// The key file this key was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub(crate) fn signer(&self) -> &dyn SigningKey {
-        self.signer.as_ref()
     }
 
     /// The SHA-256 DS record of this key.

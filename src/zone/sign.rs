@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hickory_proto::dnssec::rdata::sig::SigInput;
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, NSEC3, NSEC3PARAM, RRSIG};
-use hickory_proto::dnssec::{Nsec3HashAlgorithm, TBS};
+use hickory_proto::dnssec::{Nsec3HashAlgorithm, SigningKey, TBS};
 use hickory_proto::rr::{Name, RData, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
@@ -144,9 +144,24 @@ struct Signer<'a> {
     /// The zone being replaced, when its signatures are still valid for this one (same
     /// window): unchanged RRsets signed by the same keys take their RRSIGs from it.
     reuse: Option<&'a SignedZone>,
+    /// The signer of each of `keys`, made at the first new signature (a zone whose RRsets all
+    /// keep their signatures needs none).
+    signers: std::cell::OnceCell<Vec<Box<dyn SigningKey>>>,
 }
 
 impl Signer<'_> {
+    fn signers(&self) -> Result<&[Box<dyn SigningKey>], ZoneError> {
+        if let Some(s) = self.signers.get() {
+            return Ok(s);
+        }
+        let made = self
+            .keys
+            .iter()
+            .map(|k| k.signer())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.signers.get_or_init(|| made))
+    }
+
     fn err(&self, name: &Name, rtype: RecordType, reason: impl ToString) -> ZoneError {
         ZoneError::Sign {
             origin: self.origin.to_string(),
@@ -185,7 +200,7 @@ impl Signer<'_> {
         name_wire(name, &mut owner);
         let canonical = canonical_rdatas(rdatas).map_err(|e| self.err(name, rtype, e))?;
         let mut rrsigs = Vec::with_capacity(self.keys.len());
-        for key in &self.keys {
+        for (key, signer) in self.keys.iter().zip(self.signers()?) {
             let input = SigInput {
                 type_covered: rtype,
                 algorithm: key.algorithm().to_hickory(),
@@ -212,8 +227,7 @@ impl Signer<'_> {
                 tbs.extend(len.to_be_bytes());
                 tbs.extend(rd);
             }
-            let sig = key
-                .signer()
+            let sig = signer
                 .sign(&TBS::from(&tbs[..]))
                 .map_err(|e| self.err(name, rtype, e))?;
             rrsigs.push(RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(
@@ -243,6 +257,7 @@ pub fn sign_zone(
         origin: &origin,
         state,
         reuse,
+        signers: std::cell::OnceCell::new(),
     };
     let (soa_ttl, soa_min) = data
         .soa()
