@@ -18,6 +18,44 @@ use super::error::ZoneError;
 use super::settings::DnssecSettings;
 use crate::state_dir::{PUBLIC_MODE, read_optional, write_atomic};
 
+/// The SHA-256 of a zone's unsigned content, keys and denial settings
+/// ([`super::content_hash`]): 32 bytes in memory (a hex `String` took 88 with its heap part, in
+/// every zone), lowercase hex in the state file. All zeros stands for "unknown": it matches
+/// no content, so the next plan gives a new serial.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    pub(crate) fn new(digest: [u8; 32]) -> ContentHash {
+        ContentHash(digest)
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    /// A value that is not 64 hex digits is read as unknown: the state is mxguard's own, and
+    /// the worst an unknown hash does is a new serial.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ContentHash, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        Ok(bytes.map_or_else(ContentHash::default, ContentHash))
+    }
+}
+
 /// `a > b` in RFC 1982 serial number arithmetic (SERIAL_BITS = 32).
 pub fn serial_gt(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000_0000
@@ -39,8 +77,8 @@ pub fn next_serial(previous: Option<u32>, now_unix: u64) -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct SigningState {
     pub serial: u32,
-    /// Hex SHA-256 over the unsigned content (SOA serial excluded), the key and denial mode.
-    pub content_hash: String,
+    /// SHA-256 over the unsigned content (SOA serial excluded), the key and denial mode.
+    pub content_hash: ContentHash,
     /// RRSIG inception, seconds since the epoch (mod 2^32).
     pub inception: u32,
     /// RRSIG expiration, seconds since the epoch (mod 2^32).
@@ -71,26 +109,26 @@ impl SigningState {
 /// `now - inception_offset` to `now + signature_validity`.
 pub fn plan(
     previous: Option<&SigningState>,
-    content_hash: &str,
+    content_hash: &ContentHash,
     now_unix: u64,
     settings: &DnssecSettings,
 ) -> SigningState {
     if let Some(prev) = previous
         && !prev.resign_due(now_unix, settings)
     {
-        if prev.content_hash == content_hash {
+        if prev.content_hash == *content_hash {
             return prev.clone();
         }
         return SigningState {
             serial: next_serial(Some(prev.serial), now_unix),
-            content_hash: content_hash.to_string(),
+            content_hash: *content_hash,
             inception: prev.inception,
             expiration: prev.expiration,
         };
     }
     SigningState {
         serial: next_serial(previous.map(|p| p.serial), now_unix),
-        content_hash: content_hash.to_string(),
+        content_hash: *content_hash,
         inception: now_unix.saturating_sub(settings.inception_offset.as_secs()) as u32,
         expiration: now_unix.saturating_add(settings.signature_validity.as_secs()) as u32,
     }
@@ -126,6 +164,32 @@ mod tests {
     use proptest::prelude::*;
 
     const T0: u64 = 1_750_000_000;
+
+    /// A content hash standing for `content`.
+    fn h(content: &str) -> ContentHash {
+        let d = ring::digest::digest(&ring::digest::SHA256, content.as_bytes());
+        ContentHash::new(d.as_ref().try_into().unwrap())
+    }
+
+    #[test]
+    fn content_hashes_are_hex_in_the_state_file_and_unknown_when_unreadable() {
+        let st = plan(None, &h("x"), T0, &DnssecSettings::default());
+        let json = serde_json::to_string(&st).unwrap();
+        let hex = data_encoding::HEXLOWER.encode(&h("x").0);
+        assert!(
+            json.contains(&format!("\"content_hash\":\"{hex}\"")),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<SigningState>(&json).unwrap(), st);
+        let odd = json.replace(&hex, "not hex");
+        let read: SigningState = serde_json::from_str(&odd).unwrap();
+        assert_eq!(read.content_hash, ContentHash::default());
+        // Unknown matches no content: a new serial.
+        assert!(serial_gt(
+            plan(Some(&read), &h("x"), T0 + 1, &DnssecSettings::default()).serial,
+            st.serial
+        ));
+    }
 
     #[test]
     fn rfc1982_comparison() {
@@ -169,30 +233,30 @@ mod tests {
     #[test]
     fn unchanged_content_keeps_serial_and_window() {
         let s = DnssecSettings::default();
-        let a = plan(None, "h1", T0, &s);
+        let a = plan(None, &h("h1"), T0, &s);
         assert_eq!(a.serial, T0 as u32);
         assert_eq!(a.inception, (T0 - 3600) as u32);
         assert_eq!(a.expiration, (T0 + 14 * 86400) as u32);
-        let b = plan(Some(&a), "h1", T0 + 86400, &s);
+        let b = plan(Some(&a), &h("h1"), T0 + 86400, &s);
         assert_eq!(a, b);
-        let c = plan(Some(&b), "h2", T0 + 86400, &s);
+        let c = plan(Some(&b), &h("h2"), T0 + 86400, &s);
         assert!(serial_gt(c.serial, b.serial));
-        assert_eq!(c.content_hash, "h2");
+        assert_eq!(c.content_hash, h("h2"));
         // A change inside a window that is not due keeps the window (signatures are reused).
         assert_eq!((c.inception, c.expiration), (b.inception, b.expiration));
         // Two changes within the same second still get distinct, increasing serials.
-        let d = plan(Some(&c), "h3", T0 + 86400, &s);
+        let d = plan(Some(&c), &h("h3"), T0 + 86400, &s);
         assert!(serial_gt(d.serial, c.serial));
     }
 
     #[test]
     fn resign_is_due_when_refresh_window_reached() {
         let s = DnssecSettings::default();
-        let a = plan(None, "h", T0, &s);
+        let a = plan(None, &h("h"), T0, &s);
         assert_eq!(a.resign_at(&s), T0 + 7 * 86400);
         assert!(!a.resign_due(T0 + 7 * 86400 - 1, &s));
         assert!(a.resign_due(T0 + 7 * 86400, &s));
-        let b = plan(Some(&a), "h", a.resign_at(&s), &s);
+        let b = plan(Some(&a), &h("h"), a.resign_at(&s), &s);
         assert!(serial_gt(b.serial, a.serial));
         assert_eq!(b.expiration, (T0 + 21 * 86400) as u32);
     }
@@ -202,7 +266,7 @@ mod tests {
         // Simulate a daemon that wakes up at each resign_at (with jitter) over two years.
         let s = DnssecSettings::default();
         let mut now = T0;
-        let mut state = plan(None, "h", now, &s);
+        let mut state = plan(None, &h("h"), now, &s);
         for step in 0..200u64 {
             let wake = state.resign_at(&s) + (step * 37) % 3600;
             // Every instant until the wake-up is covered by the current window.
@@ -214,7 +278,7 @@ mod tests {
                 );
             }
             now = wake;
-            let next = plan(Some(&state), "h", now, &s);
+            let next = plan(Some(&state), &h("h"), now, &s);
             assert!(serial_gt(next.serial, state.serial));
             state = next;
         }
@@ -225,7 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("example.com.state.json");
         assert!(load_state(&p).unwrap().is_none());
-        let st = plan(None, "abc", T0, &DnssecSettings::default());
+        let st = plan(None, &h("abc"), T0, &DnssecSettings::default());
         save_state(&p, &st).unwrap();
         assert_eq!(load_state(&p).unwrap(), Some(st));
         std::fs::write(&p, "{").unwrap();

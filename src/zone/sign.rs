@@ -18,7 +18,7 @@ use super::error::ZoneError;
 use super::keys::{KeySet, ZoneKey};
 use super::nsec3::{HashKey, Nsec3Chain};
 use super::parse::ZoneData;
-use super::serial::{SigningState, plan};
+use super::serial::{ContentHash, SigningState, plan};
 use super::settings::DnssecSettings;
 use super::signed::{Node, RrsetRef, SignedRrSet, SignedZone};
 
@@ -57,9 +57,9 @@ fn canonical_rdatas(data: &[RData]) -> Result<Vec<Vec<u8>>, String> {
     Ok(all)
 }
 
-/// Hex SHA-256 over the unsigned content (SOA serial zeroed), the key and denial settings; a
+/// SHA-256 over the unsigned content (SOA serial zeroed), the key and denial settings; a
 /// change of any of them means the served zone changes and needs a new serial.
-pub fn content_hash(data: &ZoneData, keys: &KeySet, settings: &DnssecSettings) -> String {
+pub fn content_hash(data: &ZoneData, keys: &KeySet, settings: &DnssecSettings) -> ContentHash {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = Vec::new();
     name_wire(data.origin(), &mut buf);
@@ -99,7 +99,9 @@ pub fn content_hash(data: &ZoneData, keys: &KeySet, settings: &DnssecSettings) -
     }
     ctx.update(&[u8::from(settings.nsec3)]);
     ctx.update(&settings.dnskey_ttl.to_be_bytes());
-    data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ctx.finish().as_ref());
+    ContentHash::new(digest)
 }
 
 /// Plans the serial/window from `previous` and `now_unix`, then builds and signs the zone.

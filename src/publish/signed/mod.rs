@@ -348,7 +348,7 @@ fn build_one(
         (Some(prev), Some(above)) => {
             let mut z = SignedZone::clone(prev);
             z.state.serial = above;
-            z.state.content_hash = String::new();
+            z.state.content_hash = zone::serial::ContentHash::default();
             Some(Arc::new(z))
         }
         _ => None,
