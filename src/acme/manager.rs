@@ -31,12 +31,17 @@ pub(crate) enum Role {
     /// Written for the MTA, then its reload command is run. Boxed: inline, every certificate's
     /// spec had the size of its deployment settings.
     Mx(Box<MxRole>),
-    /// Kept by another tool in `file`; mxguard only publishes TLSA for its key (and for the
-    /// `prepublish` digests).
-    ExternalMx {
-        file: PathBuf,
-        prepublish: Vec<String>,
-    },
+    /// Kept by another tool; mxguard only publishes TLSA for its key. Boxed, like `Mx`.
+    ExternalMx(Box<ExternalRole>),
+}
+
+/// An MX certificate another tool keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExternalRole {
+    /// The certificate file.
+    pub file: PathBuf,
+    /// TLSA digests published besides its key's.
+    pub prepublish: Vec<String>,
 }
 
 /// An MX certificate: deployment, live check, key rollover.
@@ -390,7 +395,8 @@ impl<R: Responder> Manager<R> {
         shutdown: &CancellationToken,
     ) -> Option<SystemTime> {
         let mut next = now + Duration::from_secs(3600);
-        if let Role::ExternalMx { file, prepublish } = &spec.role {
+        if let Role::ExternalMx(ext) = &spec.role {
+            let ExternalRole { file, prepublish } = &**ext;
             if let Some(roll) = &self.roll {
                 next = roll.external_pass(&spec.name, file, prepublish).await;
             }

@@ -37,7 +37,8 @@ pub(crate) fn report(state_root: &Path, specs: &[CertSpec], now: SystemTime) -> 
     specs
         .iter()
         .map(|spec| {
-            if let Role::ExternalMx { file, .. } = &spec.role {
+            if let Role::ExternalMx(ext) = &spec.role {
+                let file = &ext.file;
                 let leaf = std::fs::read_to_string(file)
                     .ok()
                     .and_then(|pem| parse_chain(&pem).into_iter().next());

@@ -292,10 +292,10 @@ impl Config {
             name: m.host.clone(),
             challenge: m.challenge,
             role: match &m.external {
-                Some(file) => Role::ExternalMx {
+                Some(file) => Role::ExternalMx(Box::new(crate::acme::manager::ExternalRole {
                     file: file.clone(),
                     prepublish: m.prepublish.clone(),
-                },
+                })),
                 None => Role::Mx(Box::new(crate::acme::manager::MxRole {
                     deploy: m.deploy.clone(),
                     verify: m.verify,
