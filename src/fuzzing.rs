@@ -94,7 +94,7 @@ fn authority() -> Option<&'static (Authority, Arc<Zones>)> {
         let data = ZoneData::parse(ZONE, Path::new("fuzz.zone"), &origin).ok()?;
         let alg = crate::zone::DnssecAlgorithm::EcdsaP256Sha256;
         let der = keys::generate_pkcs8(alg).ok()?;
-        let key = ZoneKey::from_pkcs8(&origin, alg, &der, Path::new("mem")).ok()?;
+        let key = ZoneKey::from_pkcs8(alg, &der, Path::new("mem")).ok()?;
         let (zone, _) = build_signed_zone(
             &data,
             &key.into(),

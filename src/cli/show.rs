@@ -81,7 +81,7 @@ pub fn print_ds(path: &Path, domain: Option<&str>) -> anyhow::Result<()> {
         let keys = crate::dnssec::zone_keys(&config.state_dir, &origin, config.dnssec.algorithm)?;
         for key in keys.submitted() {
             let r = key
-                .registrar_records()
+                .registrar_records(&origin)
                 .map_err(|e| anyhow::anyhow!(e.to_string()))?;
             println!(
                 "; {} — key tag {}, algorithm {}",

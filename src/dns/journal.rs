@@ -240,7 +240,7 @@ mod tests {
     fn versions(texts: &[&str]) -> Vec<Zones> {
         let origin = Name::from_ascii("example.com.").unwrap();
         let der = keys::generate_pkcs8(DnssecAlgorithm::Ed25519).unwrap();
-        let key = ZoneKey::from_pkcs8(&origin, DnssecAlgorithm::Ed25519, &der, Path::new("mem"))
+        let key = ZoneKey::from_pkcs8(DnssecAlgorithm::Ed25519, &der, Path::new("mem"))
             .unwrap()
             .into();
         let settings = DnssecSettings::default();

@@ -204,7 +204,7 @@ impl KeyRoller {
                     }
                 }
                 Action::Apply => {
-                    let result = match KeySet::load(&key_dir(self.root()), origin, &s.keys) {
+                    let result = match KeySet::load(&key_dir(self.root()), &s.keys) {
                         Ok(set) => self.zones.use_keys(origin, set).await,
                         Err(e) => Err(e.to_string()),
                     };
@@ -313,7 +313,7 @@ impl KeyRoller {
         settings: &RollSettings,
     ) -> machine::ParentView {
         let now = unix(SystemTime::now());
-        let set = match KeySet::load(&key_dir(self.root()), origin, &s.keys) {
+        let set = match KeySet::load(&key_dir(self.root()), &s.keys) {
             Ok(k) => k,
             Err(e) => {
                 return machine::ParentView {

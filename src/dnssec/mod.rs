@@ -190,7 +190,7 @@ pub(crate) fn zone_keys(
 ) -> Result<KeySet, ZoneError> {
     let dir = key_dir(state_root);
     match load_state(state_root, origin) {
-        Ok(Some(s)) => return KeySet::load(&dir, origin, &s.keys),
+        Ok(Some(s)) => return KeySet::load(&dir, &s.keys),
         Ok(None) => {}
         Err(reason) => {
             return Err(ZoneError::Key {
@@ -213,7 +213,7 @@ pub(crate) fn existing_keys(
 ) -> Result<Option<KeySet>, String> {
     let dir = key_dir(state_root);
     if let Some(s) = load_state(state_root, origin)? {
-        return KeySet::load(&dir, origin, &s.keys)
+        return KeySet::load(&dir, &s.keys)
             .map(Some)
             .map_err(|e| e.to_string());
     }
@@ -304,7 +304,7 @@ pub(crate) async fn report(
             .filter(|s| matches!(s.phase, machine::Phase::SwapDs { .. }))
             .map(|s| format!("; waiting since {}", executor::rfc3339(s.since)))
             .unwrap_or_default();
-        match new.registrar_records() {
+        match new.registrar_records(origin) {
             Ok(r) => out.push(format!(
                 "give the registrar this DS (unless it reads CDS){since}: {}",
                 r.ds

@@ -652,8 +652,7 @@ mod tests {
             let data = ZoneData::parse(&text, std::path::Path::new("z"), &name).unwrap();
             let s = DnssecSettings::default();
             let der = keys::generate_pkcs8(s.algorithm).unwrap();
-            let key =
-                ZoneKey::from_pkcs8(&name, s.algorithm, &der, std::path::Path::new("k")).unwrap();
+            let key = ZoneKey::from_pkcs8(s.algorithm, &der, std::path::Path::new("k")).unwrap();
             crate::zone::build_signed_zone(&data, &key.into(), None, signed_at, &s)
                 .unwrap()
                 .0

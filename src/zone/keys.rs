@@ -30,7 +30,6 @@ pub const CSK_FLAGS: u16 = 257;
 /// (138 bytes for P-256) and made into a signer only while a zone is signed ([`ZoneKey::signer`]):
 /// a parsed ring key pair takes 248 bytes, held for every zone for the months between changes.
 pub struct ZoneKey {
-    origin: Name,
     algorithm: DnssecAlgorithm,
     pkcs8: Box<[u8]>,
     dnskey: DNSKEY,
@@ -41,7 +40,6 @@ pub struct ZoneKey {
 impl fmt::Debug for ZoneKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZoneKey")
-            .field("origin", &self.origin.to_string())
             .field("algorithm", &self.algorithm)
             .field("key_tag", &self.key_tag)
             .field("path", &self.path)
@@ -78,7 +76,7 @@ pub fn load(
 ) -> Result<Option<ZoneKey>, ZoneError> {
     let path = key_path(key_dir, origin, algorithm);
     match read_optional(&path)? {
-        Some(der) => ZoneKey::from_pkcs8(origin, algorithm, &der, &path).map(Some),
+        Some(der) => ZoneKey::from_pkcs8(algorithm, &der, &path).map(Some),
         None => Ok(None),
     }
 }
@@ -91,7 +89,7 @@ pub fn load_or_generate(
 ) -> Result<ZoneKey, ZoneError> {
     let path = key_path(key_dir, origin, algorithm);
     if let Some(der) = read_optional(&path)? {
-        return ZoneKey::from_pkcs8(origin, algorithm, &der, &path);
+        return ZoneKey::from_pkcs8(algorithm, &der, &path);
     }
     ensure_dir(key_dir)?;
     let der = generate_pkcs8(algorithm).map_err(|reason| ZoneError::Key {
@@ -99,7 +97,7 @@ pub fn load_or_generate(
         reason,
     })?;
     write_atomic(&path, &der, SECRET_MODE)?;
-    let key = ZoneKey::from_pkcs8(origin, algorithm, &der, &path)?;
+    let key = ZoneKey::from_pkcs8(algorithm, &der, &path)?;
     tracing::info!(
         zone = %origin,
         key_tag = key.key_tag(),
@@ -182,7 +180,7 @@ impl KeySet {
     }
 
     /// Loads the keys of `entries` from `key_dir`; a missing or broken file is an error naming it.
-    pub fn load(key_dir: &Path, origin: &Name, entries: &[KeyEntry]) -> Result<KeySet, ZoneError> {
+    pub fn load(key_dir: &Path, entries: &[KeyEntry]) -> Result<KeySet, ZoneError> {
         let mut keys = Vec::new();
         for e in entries.iter().filter(|e| e.roles != KeyRoles::default()) {
             let path = key_dir.join(&e.file);
@@ -190,7 +188,7 @@ impl KeySet {
                 path: path.clone(),
                 reason: "the key roll state names this key file but it does not exist".into(),
             })?;
-            let key = ZoneKey::from_pkcs8(origin, e.algorithm, &der, &path)?;
+            let key = ZoneKey::from_pkcs8(e.algorithm, &der, &path)?;
             if key.key_tag() != e.key_tag {
                 return Err(ZoneError::Key {
                     path,
@@ -255,7 +253,7 @@ pub fn generate_entry(
             path: tmp.clone(),
             reason,
         })?;
-        let key = ZoneKey::from_pkcs8(origin, algorithm, &der, &tmp)?;
+        let key = ZoneKey::from_pkcs8(algorithm, &der, &tmp)?;
         if avoid_tags.contains(&key.key_tag()) {
             continue; // RFC 6781 §3.4.3 (only one key per tag, so a tag names a key)
         }
@@ -335,7 +333,6 @@ fn signer_of(
 impl ZoneKey {
     /// Builds a key from PKCS#8 DER; `path` only names the source in errors.
     pub fn from_pkcs8(
-        origin: &Name,
         algorithm: DnssecAlgorithm,
         der: &[u8],
         path: &Path,
@@ -348,10 +345,7 @@ impl ZoneKey {
         let public = signer.to_public_key().map_err(|e| err(e.to_string()))?;
         let dnskey = DNSKEY::with_flags(CSK_FLAGS, public);
         let key_tag = dnskey.calculate_key_tag().map_err(|e| err(e.to_string()))?;
-        let mut origin = origin.to_lowercase();
-        origin.set_fqdn(true);
         Ok(ZoneKey {
-            origin,
             algorithm,
             pkcs8: Box::from(der),
             dnskey,
@@ -363,10 +357,6 @@ impl ZoneKey {
     /// The signer of this key, made from its PKCS#8 DER (checked when the key was loaded).
     pub(crate) fn signer(&self) -> Result<Box<dyn SigningKey>, ZoneError> {
         signer_of(self.algorithm, &self.pkcs8, &self.path)
-    }
-
-    pub fn origin(&self) -> &Name {
-        &self.origin
     }
 
     pub fn algorithm(&self) -> DnssecAlgorithm {
@@ -386,11 +376,13 @@ impl ZoneKey {
         &self.path
     }
 
-    /// The SHA-256 DS record of this key.
-    pub fn ds(&self) -> Result<DS, ZoneError> {
+    /// The SHA-256 DS record of this key as the key of zone `origin`.
+    pub fn ds(&self, origin: &Name) -> Result<DS, ZoneError> {
+        let mut origin = origin.to_lowercase();
+        origin.set_fqdn(true);
         let digest = self
             .dnskey
-            .to_digest(&self.origin, DigestType::SHA256)
+            .to_digest(&origin, DigestType::SHA256)
             .map_err(|e| ZoneError::Key {
                 path: self.path.clone(),
                 reason: e.to_string(),
@@ -404,8 +396,8 @@ impl ZoneKey {
     }
 
     /// CDS (RFC 7344) matching [`ZoneKey::ds`].
-    pub fn cds(&self) -> Result<CDS, ZoneError> {
-        let ds = self.ds()?;
+    pub fn cds(&self, origin: &Name) -> Result<CDS, ZoneError> {
+        let ds = self.ds(origin)?;
         Ok(CDS::new(
             ds.key_tag(),
             Some(ds.algorithm()),
@@ -423,20 +415,22 @@ impl ZoneKey {
         )
     }
 
-    /// The DS and DNSKEY in presentation format, for the registrar.
-    pub fn registrar_records(&self) -> Result<RegistrarRecords, ZoneError> {
-        let ds = self.ds()?;
+    /// The DS and DNSKEY in presentation format, for the registrar of zone `origin`.
+    pub fn registrar_records(&self, origin: &Name) -> Result<RegistrarRecords, ZoneError> {
+        let ds = self.ds(origin)?;
+        let mut origin = origin.to_lowercase();
+        origin.set_fqdn(true);
         let algorithm = u8::from(self.algorithm.to_hickory());
         let digest_type = u8::from(DigestType::SHA256);
         let digest_hex = HEXUPPER.encode(ds.digest());
         Ok(RegistrarRecords {
             ds: format!(
                 "{} IN DS {} {algorithm} {digest_type} {digest_hex}",
-                self.origin, self.key_tag
+                origin, self.key_tag
             ),
             dnskey: format!(
                 "{} IN DNSKEY {} 3 {algorithm} {}",
-                self.origin,
+                origin,
                 CSK_FLAGS,
                 BASE64.encode(self.dnskey.public_key().public_bytes())
             ),
@@ -466,7 +460,7 @@ mod tests {
             let b = load_or_generate(dir.path(), &origin, alg).unwrap();
             assert_eq!(a.dnskey(), b.dnskey());
             assert_eq!(a.dnskey().flags(), 257);
-            let r = a.registrar_records().unwrap();
+            let r = a.registrar_records(&origin).unwrap();
             assert!(
                 r.ds.starts_with(&format!("example.com. IN DS {} ", a.key_tag())),
                 "{}",

@@ -78,7 +78,7 @@ ns1 3600 IN A 192.0.2.1
         let data = ZoneData::parse(text, Path::new("z"), &origin).unwrap();
         let settings = DnssecSettings::default();
         let der = keys::generate_pkcs8(settings.algorithm).unwrap();
-        let key = ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
+        let key = ZoneKey::from_pkcs8(settings.algorithm, &der, Path::new("k")).unwrap();
         build_signed_zone(&data, &key.into(), None, 1_750_000_000, &settings)
             .unwrap()
             .0
@@ -165,8 +165,7 @@ ns1 3600 IN A 192.0.2.9
                 ..DnssecSettings::default()
             };
             let der = keys::generate_pkcs8(settings.algorithm).unwrap();
-            let key =
-                ZoneKey::from_pkcs8(&origin, settings.algorithm, &der, Path::new("k")).unwrap();
+            let key = ZoneKey::from_pkcs8(settings.algorithm, &der, Path::new("k")).unwrap();
             let (zone, _) =
                 build_signed_zone(&data, &key.into(), None, 1_750_000_000, &settings).unwrap();
             for q in ["a.example.com.", "zzz.example.com.", "x.ns1.example.com."] {

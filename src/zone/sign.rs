@@ -294,7 +294,7 @@ pub fn sign_zone(
     let mut cds = Vec::new();
     let mut cdnskey = Vec::new();
     for k in keys.submitted() {
-        cds.push(RData::from(k.cds()?));
+        cds.push(RData::from(k.cds(&origin)?));
         cdnskey.push(RData::from(k.cdnskey()));
     }
     if !cds.is_empty() {

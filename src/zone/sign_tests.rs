@@ -39,7 +39,7 @@ fn data() -> ZoneData {
 
 fn key(alg: DnssecAlgorithm) -> KeySet {
     let der = generate_pkcs8(alg).unwrap();
-    ZoneKey::from_pkcs8(&n("example.com."), alg, &der, Path::new("mem"))
+    ZoneKey::from_pkcs8(alg, &der, Path::new("mem"))
         .unwrap()
         .into()
 }
@@ -106,15 +106,15 @@ fn nsec_and_nsec3_zones_verify_and_match_their_ds() {
             };
             assert_eq!(dnskey.flags(), 257);
             // DS given to the registrar matches the served DNSKEY; CDS/CDNSKEY match too.
-            let ds = zk(&k).ds().unwrap();
+            let ds = zk(&k).ds(&apex).unwrap();
             assert!(ds.covers(&apex, dnskey).unwrap());
-            let reg = zk(&k).registrar_records().unwrap();
+            let reg = zk(&k).registrar_records(&apex).unwrap();
             assert!(
                 reg.ds
                     .contains(&data_encoding::HEXUPPER.encode(ds.digest()))
             );
             let cds = &zone.rrset(&apex, RecordType::CDS).unwrap().records()[0].data;
-            assert_eq!(cds, &RData::from(zk(&k).cds().unwrap()));
+            assert_eq!(cds, &RData::from(zk(&k).cds(&apex).unwrap()));
             assert!(zone.rrset(&apex, RecordType::CDNSKEY).is_some());
             assert_eq!(zone.uses_nsec3(), nsec3);
             assert_eq!(zone.rrset(&apex, RecordType::NSEC3PARAM).is_some(), nsec3);

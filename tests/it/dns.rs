@@ -218,7 +218,7 @@ impl Fixture {
 
     fn ds_line(&self) -> String {
         let (key, _) = self.key.keys().next().unwrap();
-        key.registrar_records().unwrap().ds
+        key.registrar_records(&n("example.com.")).unwrap().ds
     }
 
     pub(crate) fn dig(&self, args: &[&str]) -> String {
@@ -435,7 +435,14 @@ fn unbound_with_wrong_ds_servfails() {
 fn delv_validates(nsec3: bool) {
     let delv = tool("delv", "bind9-dnsutils");
     let fx = Fixture::start(nsec3, vec![], "");
-    let reg = fx.key.keys().next().unwrap().0.registrar_records().unwrap();
+    let reg = fx
+        .key
+        .keys()
+        .next()
+        .unwrap()
+        .0
+        .registrar_records(&n("example.com."))
+        .unwrap();
     let anchors = fx.dir.path().join("anchors.conf");
     std::fs::write(
         &anchors,
@@ -895,7 +902,14 @@ fn wildcard_answers_validate_in_unbound_and_delv() {
         // Outside the wildcard's reach, still NXDOMAIN.
         assert_validated(&u.dig(&["nope.example.com.", "A"]), "NXDOMAIN");
 
-        let reg = fx.key.keys().next().unwrap().0.registrar_records().unwrap();
+        let reg = fx
+            .key
+            .keys()
+            .next()
+            .unwrap()
+            .0
+            .registrar_records(&n("example.com."))
+            .unwrap();
         let anchors = fx.dir.path().join("anchors.conf");
         std::fs::write(
             &anchors,

@@ -185,7 +185,7 @@ _25._tcp.mx1 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef01234
         let data = ZoneData::parse(text, Path::new("fuzz.zone"), &origin).unwrap();
         let alg = crate::zone::DnssecAlgorithm::EcdsaP256Sha256;
         let der = keys::generate_pkcs8(alg).unwrap();
-        let key = ZoneKey::from_pkcs8(&origin, alg, &der, Path::new("mem")).unwrap();
+        let key = ZoneKey::from_pkcs8(alg, &der, Path::new("mem")).unwrap();
         let settings = DnssecSettings {
             nsec3: true,
             ..DnssecSettings::default()
