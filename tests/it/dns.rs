@@ -17,7 +17,8 @@ use hickory_proto::rr::rdata::{TLSA, TXT};
 use hickory_proto::rr::{Name, RData};
 use mxguard::dns::{DnsServer, DnsSockets, Secondary, query_soa_serial};
 use mxguard::zone::{
-    DnssecSettings, KeySet, ManagedRecords, SigningState, ZoneData, Zones, build_signed_zone, keys,
+    DnssecSettings, KeySet, ManagedRecords, RegistrarRecords, SigningState, ZoneData, Zones,
+    build_signed_zone, keys,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -216,9 +217,14 @@ impl Fixture {
         serial
     }
 
-    fn ds_line(&self) -> String {
+    /// The DS and DNSKEY of the zone's (first) key, as the registrar gets them.
+    fn registrar(&self) -> RegistrarRecords {
         let (key, _) = self.key.keys().next().unwrap();
-        key.registrar_records(&n("example.com.")).unwrap().ds
+        key.registrar_records(&n("example.com.")).unwrap()
+    }
+
+    fn ds_line(&self) -> String {
+        self.registrar().ds
     }
 
     pub(crate) fn dig(&self, args: &[&str]) -> String {
@@ -435,14 +441,7 @@ fn unbound_with_wrong_ds_servfails() {
 fn delv_validates(nsec3: bool) {
     let delv = tool("delv", "bind9-dnsutils");
     let fx = Fixture::start(nsec3, vec![], "");
-    let reg = fx
-        .key
-        .keys()
-        .next()
-        .unwrap()
-        .0
-        .registrar_records(&n("example.com."))
-        .unwrap();
+    let reg = fx.registrar();
     let anchors = fx.dir.path().join("anchors.conf");
     std::fs::write(
         &anchors,
@@ -902,14 +901,7 @@ fn wildcard_answers_validate_in_unbound_and_delv() {
         // Outside the wildcard's reach, still NXDOMAIN.
         assert_validated(&u.dig(&["nope.example.com.", "A"]), "NXDOMAIN");
 
-        let reg = fx
-            .key
-            .keys()
-            .next()
-            .unwrap()
-            .0
-            .registrar_records(&n("example.com."))
-            .unwrap();
+        let reg = fx.registrar();
         let anchors = fx.dir.path().join("anchors.conf");
         std::fs::write(
             &anchors,
