@@ -294,11 +294,6 @@ pub(crate) struct Manager<R: Responder> {
 }
 
 impl<R: Responder> Manager<R> {
-    /// Installs stored chains (HTTPS role) so the listener serves them from the start.
-    pub(crate) fn install_stored(&self) {
-        install_stored(&self.state, &self.specs.load(), &self.resolver);
-    }
-
     pub(crate) fn stored_chain(
         &self,
         spec: &CertSpec,
@@ -338,7 +333,7 @@ impl<R: Responder> Manager<R> {
     /// Runs until `shutdown`: sleeps until the earliest due certificate (or a wake-up), then
     /// works on every due one.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        self.install_stored();
+        // The stored certificates were installed by the daemon before anything was served.
         // When each certificate (by its place in `specs`) next needs a look, UNIX_EPOCH for
         // now: kept in memory, so a wake-up costs nothing for the certificates that are not due.
         let mut specs = self.specs.load_full();
