@@ -128,7 +128,8 @@ pub(crate) struct Domain {
     /// Lowercase, no trailing dot.
     pub mx: Vec<String>,
     pub policy_file: PathBuf,
-    pub zone_file: PathBuf,
+    /// Shared with the zone publisher, which names the file in messages.
+    pub zone_file: std::sync::Arc<std::path::Path>,
     pub tls_rpt: Vec<String>,
     pub challenge: ChallengeKind,
     pub tlsa_https: bool,

@@ -157,7 +157,7 @@ fn domains(raw: &RawConfig, base: &Base, p: &mut Problems) -> Vec<Domain> {
             name,
             mx,
             policy_file,
-            zone_file,
+            zone_file: zone_file.into(),
             tls_rpt: d.tls_rpt.clone(),
             challenge: d.challenge.unwrap_or(raw.acme.challenge),
             tlsa_https: d.tlsa_https,

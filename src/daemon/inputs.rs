@@ -36,7 +36,7 @@ pub(super) fn served_zones(config: &Config) -> Vec<DomainZone> {
     if let Some(catalog) = &config.catalog {
         zones.push(DomainZone {
             domain: catalog.clone(),
-            zone_file: config.state_dir.join(CATALOG_FILE),
+            zone_file: config.state_dir.join(CATALOG_FILE).into(),
         });
     }
     zones
@@ -120,7 +120,13 @@ pub(super) fn caa_policy(config: &Config) -> rec::CaaPolicy {
     rec::CaaPolicy {
         issuer: config.acme.caa_issuer.clone(),
         methods,
-        apexes: config.domains.iter().map(|d| d.name.clone()).collect(),
+        // Without an issuer there is nothing to publish, and nothing to withdraw at start;
+        // records published before a reload turned CAA off are withdrawn as base records that
+        // are no longer produced (`Daemon::apply`). So no list of every apex is kept for it.
+        apexes: match &config.acme.caa_issuer {
+            Some(_) => config.domains.iter().map(|d| d.name.clone()).collect(),
+            None => Vec::new(),
+        },
         ttl: config.records.ttl,
         what: format!("{}: acme.caa", config.file.display()),
     }

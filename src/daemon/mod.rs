@@ -20,7 +20,6 @@ use inputs::{
 pub(crate) use inputs::{load, load_all};
 use responder::DaemonResponder;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -118,16 +117,12 @@ impl Daemon {
             }
         }
         // 1. Serve the new policy texts.
-        let texts: HashMap<String, Arc<str>> = config
-            .domains
-            .iter()
-            .map(|d| {
-                (
-                    d.mta_sts_host(),
-                    Arc::<str>::from(loaded.policies[&d.name].text.as_str()),
-                )
-            })
-            .collect();
+        let texts = crate::mtasts::texts::PolicyTexts::new(
+            config
+                .domains
+                .iter()
+                .map(|d| (d.mta_sts_host(), loaded.policies[&d.name].text.as_str())),
+        )?;
         // The ids served until now follow from the texts served until now (an id is a hash
         // of its text): no map of them is kept.
         let old_texts = self.served.policies.swap(Arc::new(texts));
@@ -137,7 +132,7 @@ impl Daemon {
             let new = &loaded.policies[&d.name];
             let old = old_texts
                 .get(&d.mta_sts_host())
-                .map(|t| crate::mtasts::policy::policy_id(t));
+                .map(crate::mtasts::policy::policy_id);
             match old {
                 Some(old) if old == new.id => {}
                 Some(old) => {

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 #[derive(Debug, Default)]
 pub(crate) struct Served {
     /// Policy text by HTTPS host (`mta-sts.<domain>`, lowercase).
-    pub policies: ArcSwap<HashMap<String, Arc<str>>>,
+    pub policies: ArcSwap<super::texts::PolicyTexts>,
     /// ACME http-01 key authorizations by token.
     pub challenges: ArcSwap<HashMap<String, Arc<str>>>,
 }
@@ -586,12 +586,10 @@ mod tests {
 
     fn served() -> Arc<Served> {
         let s = Served::default();
-        let mut m = HashMap::new();
-        m.insert(
-            "mta-sts.example.com".to_string(),
-            Arc::<str>::from("version: STSv1\r\n"),
-        );
-        s.policies.store(Arc::new(m));
+        let texts =
+            super::super::texts::PolicyTexts::new([("mta-sts.example.com", "version: STSv1\r\n")])
+                .unwrap();
+        s.policies.store(Arc::new(texts));
         Arc::new(s)
     }
 

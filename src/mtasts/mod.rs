@@ -8,3 +8,4 @@
 
 pub(crate) mod http;
 pub(crate) mod policy;
+pub(crate) mod texts;

@@ -95,6 +95,18 @@ impl RrsetKey {
 }
 
 impl Source {
+    /// What produces its records, for messages about a record kept since its change.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Source::Policy => "the MTA-STS policy id (_mta-sts TXT)",
+            Source::TlsRpt => "the TLS-RPT record (domain.tls_rpt)",
+            Source::DaneEe => "the TLSA records of the MX key rollover (3 1 1)",
+            Source::DaneTa => "the DANE-TA records (mx.dane_ta)",
+            Source::AcmeChallenge => "an ACME dns-01 challenge",
+            Source::Caa => "the CAA records (acme.caa)",
+        }
+    }
+
     /// Its byte in [`PackedKeys`]. A match, so that a new producer cannot be left out.
     fn byte(self) -> u8 {
         match self {

@@ -794,6 +794,21 @@ fn caa_names_the_account_once_it_exists() {
             && text.contains(&format!("accounturi={url}")))
         .then_some(())
     });
+    // Turned off by a reload: the records are withdrawn.
+    fs::write(p.config(), cfg).unwrap();
+    d.reload();
+    wait_for("CAA withdrawn", Duration::from_secs(10), || {
+        let out = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+norec"])
+            .args(["+nocookie", "example.com.", "CAA"])
+            .output()
+            .expect("dig is installed (bind9-dnsutils)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("status: NOERROR")
+            && text.contains("ANSWER: 0,")
+            && !text.contains("pebble.test"))
+        .then_some(())
+    });
 }
 
 /// dns-01 while a secondary is down: each order times out waiting for it, and every failed

@@ -12,7 +12,7 @@
 //! file: the daemon hands in the zone list and DNSSEC settings.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +36,7 @@ use slots::Slots;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DomainZone {
     pub domain: String,
-    pub zone_file: PathBuf,
+    pub zone_file: Arc<Path>,
 }
 
 /// A zone file as read at start or the last reload. Kept as text (a zone file's text is a
@@ -49,7 +49,7 @@ enum ZoneSource {
 }
 
 impl ZoneSource {
-    fn read(path: &Path, origin: &Name) -> Result<ZoneSource, ZoneError> {
+    fn read(path: &Arc<Path>, origin: &Name) -> Result<ZoneSource, ZoneError> {
         let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Read {
             path: path.to_path_buf(),
             source,
@@ -60,7 +60,7 @@ impl ZoneSource {
         } else {
             ZoneSource::Text {
                 text: text.into(),
-                path: path.into(),
+                path: path.clone(),
             }
         })
     }
@@ -88,8 +88,10 @@ struct Slot {
 /// has a handful, and a `BTreeMap` node keeps room for eleven (1.6 KiB per zone). Each RRset is
 /// kept in wire form ([`SignedRrSet`] without signatures: one allocation instead of a vector of
 /// hickory `RData` with the heap parts of each), which holds its owner and type, so the key
-/// adds only its producer (an [`RrsetKey`] with its hickory `Name` inline is 88 bytes); with
-/// what produced it, for error messages.
+/// adds only its producer (an [`RrsetKey`] with its hickory `Name` inline is 88 bytes). What
+/// produced it is named by the producer ([`super::Source::label`]) in later messages: the
+/// change's own description (a config key with the file's path) is used while the change is
+/// applied and not kept (it took about a tenth of a small zone's memory).
 #[derive(Clone, Default, PartialEq, Eq)]
 struct Managed(Vec<ManagedSet>);
 
@@ -97,7 +99,6 @@ struct Managed(Vec<ManagedSet>);
 struct ManagedSet {
     set: SignedRrSet,
     source: super::Source,
-    what: Box<str>,
 }
 
 impl ManagedSet {
@@ -118,7 +119,7 @@ impl ManagedSet {
 
 impl Managed {
     /// Adds or replaces the RRset of `key`; fails when a record cannot be encoded.
-    fn insert(&mut self, key: RrsetKey, set: Rrset) -> Result<(), SinkError> {
+    fn insert(&mut self, key: &RrsetKey, set: &Rrset) -> Result<(), SinkError> {
         let stored =
             SignedRrSet::new(&key.owner, key.rtype, set.ttl, &set.data, &[]).map_err(|e| {
                 SinkError::Record {
@@ -129,7 +130,6 @@ impl Managed {
         let new = ManagedSet {
             set: stored,
             source: key.source,
-            what: set.what.into_boxed_str(),
         };
         match self.0.binary_search_by(|m| m.order().cmp(&new.order())) {
             Ok(i) => self.0[i] = new,
@@ -161,7 +161,7 @@ impl Managed {
                 Rrset {
                     ttl: m.set.ttl(),
                     data,
-                    what: m.what.to_string(),
+                    what: m.source.label().to_string(),
                 },
             ))
         })
@@ -198,19 +198,30 @@ pub(crate) fn origin(domain: &str) -> Result<Name, super::records::BadName> {
     super::records::fqdn(domain)
 }
 
-fn managed_of(slot: &Slot) -> ManagedRecords {
+/// The managed records of `slot`, each named by what produced it: by the description of the
+/// change in `naming` that set it, if any (the changes being applied), else by its producer.
+fn managed_of(slot: &Slot, naming: &[Change]) -> ManagedRecords {
     let mut m = ManagedRecords::new();
     for (k, set) in slot.managed.iter() {
+        let what = naming
+            .iter()
+            .find_map(|c| match c {
+                Change::Set(n, named) if *n == k => Some(named.what.clone()),
+                _ => None,
+            })
+            .unwrap_or(set.what);
         for d in set.data {
-            m.push(k.owner.clone(), set.ttl, d, set.what.clone());
+            m.push(k.owner.clone(), set.ttl, d, what.clone());
         }
     }
     m
 }
 
-/// The unsigned zone: the zone file plus the managed records.
-fn merged(origin: &Name, slot: &Slot) -> Result<ZoneData, ZoneError> {
-    slot.source.data(origin)?.with_managed(&managed_of(slot))
+/// The unsigned zone: the zone file plus the managed records (named as in [`managed_of`]).
+fn merged(origin: &Name, slot: &Slot, naming: &[Change]) -> Result<ZoneData, ZoneError> {
+    slot.source
+        .data(origin)?
+        .with_managed(&managed_of(slot, naming))
 }
 
 /// Parses every zone file and loads (or creates) every zone key: blocking.
@@ -340,7 +351,7 @@ fn build_one(
     job: &Job,
     now: u64,
 ) -> Result<Option<SignedZone>, ZoneError> {
-    let data = merged(&job.origin, &job.slot)?;
+    let data = merged(&job.origin, &job.slot, &[])?;
     let state_file = state.path(&format!("zones/{}signing.json", job.origin.to_ascii()));
     // To get above a secondary's serial, plan from that serial as if the content had changed:
     // a new serial above it, the same window, every unchanged signature kept.
@@ -435,7 +446,7 @@ impl SignedZonePublisher {
         {
             let mut inner = p.inner.lock().await;
             let mut slots = inner.slots.clone();
-            assign(&mut slots, changes).map_err(|e| LoadError {
+            assign(&mut slots, &changes).map_err(|e| LoadError {
                 problems: vec![e.to_string()],
             })?;
             let jobs = slots
@@ -531,7 +542,7 @@ impl SignedZonePublisher {
         let mut dropped = 0usize;
         for c in carried {
             if zone_for(&slots, &c.key().owner).is_some() {
-                assign(&mut slots, vec![c]).map_err(|e| LoadError {
+                assign(&mut slots, std::slice::from_ref(&c)).map_err(|e| LoadError {
                     problems: vec![e.to_string()],
                 })?;
             } else {
@@ -541,7 +552,7 @@ impl SignedZonePublisher {
         if dropped > 0 {
             tracing::debug!(dropped, "managed records of removed zones dropped");
         }
-        assign(&mut slots, changes).map_err(|e| LoadError {
+        assign(&mut slots, &changes).map_err(|e| LoadError {
             problems: vec![e.to_string()],
         })?;
         let served = self.server.zones().load_full();
@@ -742,10 +753,10 @@ impl SignedZonePublisher {
 }
 
 /// Puts `changes` into the slots of the zones holding their owners.
-fn assign(slots: &mut Slots, changes: Vec<Change>) -> Result<BTreeSet<Name>, SinkError> {
+fn assign(slots: &mut Slots, changes: &[Change]) -> Result<BTreeSet<Name>, SinkError> {
     let mut touched = BTreeSet::new();
     for c in changes {
-        let origin = match (zone_for(slots, &c.key().owner), &c) {
+        let origin = match (zone_for(slots, &c.key().owner), c) {
             (Some(o), _) => o.clone(),
             // Nothing to withdraw where no zone is.
             (None, Change::Withdraw(_)) => continue,
@@ -763,7 +774,7 @@ fn assign(slots: &mut Slots, changes: Vec<Change>) -> Result<BTreeSet<Name>, Sin
                 slot.managed.insert(k, set)?;
             }
             Change::Set(k, _) | Change::Withdraw(k) => {
-                slot.managed.remove(&k);
+                slot.managed.remove(k);
             }
         }
         touched.insert(origin);

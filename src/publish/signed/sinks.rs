@@ -29,7 +29,7 @@ impl RecordSink for SignedZonePublisher {
             }
         }
         let mut touched: Slots = touched.into_iter().collect();
-        assign(&mut touched, changes)?;
+        assign(&mut touched, &changes)?;
         let served = self.served();
         let mut serials = BTreeMap::new();
         let mut jobs = Vec::new();
@@ -44,8 +44,12 @@ impl RecordSink for SignedZonePublisher {
                 }
                 continue;
             }
-            // Validate before signing, so a bad record names itself and changes nothing.
-            merged(o, slot)?;
+            // Validate before signing, so a bad record names itself and changes nothing: a
+            // record is named by its change's own description (the zone keeps only its
+            // producer), looked up only when the zone is refused.
+            if let Err(e) = merged(o, slot, &[]) {
+                return Err(merged(o, slot, &changes).err().unwrap_or(e).into());
+            }
             jobs.push(Job {
                 origin: o.clone(),
                 slot: slot.clone(),
@@ -67,8 +71,8 @@ impl RecordSink for SignedZonePublisher {
         for z in &built {
             serials.insert(z.origin().clone(), z.serial());
         }
-        // A zone whose managed records changed only in who set them (the same records) is not
-        // rebuilt: it keeps the serial it is served with.
+        // A zone whose build left its content and signing window as they were is not
+        // replaced: it keeps the serial it is served with.
         for o in touched.keys() {
             if !serials.contains_key(o)
                 && let Some(z) = served.get(o)

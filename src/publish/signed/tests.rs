@@ -2,6 +2,7 @@ use super::*;
 use crate::publish::records;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{RData, Record, RecordType};
+use std::path::PathBuf;
 
 const ZONE: &str = "$ORIGIN @O@.
 $TTL 3600
@@ -34,7 +35,7 @@ async fn lab(nsec3: bool) -> Lab {
         files.push(f.clone());
         zones.push(DomainZone {
             domain: d.into(),
-            zone_file: f,
+            zone_file: f.into(),
         });
     }
     let state = Arc::new(StateDir::open_locked(&root.join("state")).unwrap());
@@ -185,7 +186,7 @@ async fn zone_files_are_read_at_start_and_reload_only() {
         .zip(["a.example", "b.example"])
         .map(|(f, d)| DomainZone {
             domain: d.into(),
-            zone_file: f.clone(),
+            zone_file: f.clone().into(),
         })
         .collect();
     let applied = p
