@@ -121,31 +121,38 @@ pub(crate) fn key_of(name: &Name) -> Box<[u8]> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMap {
     keys: Box<[u8]>,
-    /// `key_ends[i]`: where the key of node `i` ends in `keys`.
-    key_ends: Box<[u32]>,
+    /// `ends[i]`: where the key of node `i` ends in `keys`, and where its RRsets end in `sets`.
+    ends: Box<[(u32, u32)]>,
     /// The bytes of every RRset ([`RrsetRef::bytes`]).
     data: Box<[u8]>,
     /// Each RRset's shape and where its bytes end in `data`.
     sets: Box<[(u32, Shape)]>,
-    /// `set_ends[i]`: where the RRsets of node `i` end in `sets`.
-    set_ends: Box<[u32]>,
 }
 
 impl NodeMap {
     fn len(&self) -> usize {
-        self.key_ends.len()
+        self.ends.len()
     }
 
-    fn start(ends: &[u32], i: usize) -> usize {
-        if i == 0 { 0 } else { ends[i - 1] as usize }
+    /// Where node `i`'s key and RRsets start: where node `i - 1`'s end.
+    fn starts(&self, i: usize) -> (usize, usize) {
+        match i {
+            0 => (0, 0),
+            _ => (self.ends[i - 1].0 as usize, self.ends[i - 1].1 as usize),
+        }
     }
 
     fn key(&self, i: usize) -> &[u8] {
-        &self.keys[Self::start(&self.key_ends, i)..self.key_ends[i] as usize]
+        &self.keys[self.starts(i).0..self.ends[i].0 as usize]
+    }
+
+    /// The key of the first node in canonical order (a zone's apex), if there is any node.
+    pub(crate) fn first_key(&self) -> Option<&[u8]> {
+        (self.len() > 0).then(|| self.key(0))
     }
 
     fn node(&self, i: usize) -> NodeRef<'_> {
-        let first = Self::start(&self.set_ends, i);
+        let first = self.starts(i).1;
         NodeRef {
             data: &self.data,
             start: if first == 0 {
@@ -153,7 +160,7 @@ impl NodeMap {
             } else {
                 self.sets[first - 1].0
             },
-            sets: &self.sets[first..self.set_ends[i] as usize],
+            sets: &self.sets[first..self.ends[i].1 as usize],
         }
     }
 
@@ -210,8 +217,7 @@ impl From<BTreeMap<Name, Node>> for NodeMap {
         let mut keys = Vec::with_capacity(entries.iter().map(|e| e.0.len()).sum());
         let mut data = Vec::with_capacity(all().map(|s| s.view().bytes().len()).sum());
         let mut sets = Vec::with_capacity(all().count());
-        let mut key_ends = Vec::with_capacity(entries.len());
-        let mut set_ends = Vec::with_capacity(entries.len());
+        let mut ends = Vec::with_capacity(entries.len());
         // A zone is far below 4 GiB of keys or bytes, or 4 G RRsets (it is built in memory).
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         for (key, node) in &entries {
@@ -220,15 +226,13 @@ impl From<BTreeMap<Name, Node>> for NodeMap {
                 data.extend_from_slice(set.view().bytes());
                 sets.push((at(data.len()), set.view().shape()));
             }
-            key_ends.push(at(keys.len()));
-            set_ends.push(at(sets.len()));
+            ends.push((at(keys.len()), at(sets.len())));
         }
         NodeMap {
             keys: keys.into_boxed_slice(),
-            key_ends: key_ends.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
             data: data.into_boxed_slice(),
             sets: sets.into_boxed_slice(),
-            set_ends: set_ends.into_boxed_slice(),
         }
     }
 }

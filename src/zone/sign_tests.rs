@@ -214,6 +214,15 @@ fn lookups_answer_with_proofs() {
 
         let a = z.lookup(&n("example.org."), RecordType::A, true).unwrap();
         assert_eq!(a.rcode, ResponseCode::Refused);
+        // Outside the zone also: its parent, and a name whose last labels only start like it.
+        for outside in ["com.", "xexample.com.", "www.xexample.com.", "."] {
+            let a = z.lookup(&n(outside), RecordType::A, true).unwrap();
+            assert_eq!(a.rcode, ResponseCode::Refused, "{outside}");
+        }
+        let a = z
+            .lookup(&n("NOPE.Example.COM."), RecordType::A, false)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
     }
 }
 

@@ -91,8 +91,8 @@ impl<'a> NodeRef<'a> {
 #[derive(Debug, Clone)]
 pub struct SignedZone {
     pub(crate) origin: Name,
-    /// The origin's canonical key and its number of labels.
-    origin_key: Box<[u8]>,
+    /// The origin's number of labels. Its canonical key is the first node's: the apex sorts
+    /// before every name below it, and a built zone always has its SOA there.
     origin_labels: usize,
     pub(crate) nodes: NodeMap,
     /// Empty non-terminals.
@@ -214,7 +214,6 @@ impl SignedZone {
                 soa.ttl().min(minimum.unwrap_or(soa.ttl()))
             });
         SignedZone {
-            origin_key: Box::from(key.bytes()),
             origin_labels: key.labels(),
             origin,
             negative_ttl,
@@ -455,8 +454,10 @@ impl SignedZone {
             Cow::Owned(n)
         };
         let mut key = Key::of(&name);
-        if !key.bytes().starts_with(&self.origin_key) {
-            return AnswerRef::new(ResponseCode::Refused);
+        // Without an apex node (not a built zone) nothing is answered.
+        match self.nodes.first_key() {
+            Some(origin) if key.bytes().starts_with(origin) => {}
+            _ => return AnswerRef::new(ResponseCode::Refused),
         }
         let mut answer = AnswerRef::new(ResponseCode::NoError);
         for _ in 0..MAX_CNAME_CHAIN {
