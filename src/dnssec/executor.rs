@@ -83,11 +83,11 @@ impl KeyRoller {
             .next()
             .ok_or_else(|| format!("zone {origin} has no key"))?;
         let dir = key_dir(self.root());
-        let created = std::fs::metadata(key.path())
+        let created = std::fs::metadata(keys::key_path(&dir, origin, key.algorithm()))
             .and_then(|m| m.modified())
             .map_or(unix(SystemTime::now()), unix);
         Ok(machine::initial(
-            keys::first_entry(&dir, key, created),
+            keys::first_entry(origin, key, created),
             created,
         ))
     }

@@ -119,7 +119,7 @@ fn first_key(
     let mut found = Vec::new();
     for a in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
         if let Some(k) = keys::load(dir, origin, a)? {
-            let modified = std::fs::metadata(k.path())
+            let modified = std::fs::metadata(keys::key_path(dir, origin, a))
                 .and_then(|m| m.modified())
                 .unwrap_or(std::time::UNIX_EPOCH);
             found.push((modified, k.algorithm() == algorithm, k));

@@ -93,6 +93,13 @@ pub enum ZoneError {
     },
     #[error("{path}: invalid DNSSEC key: {reason}")]
     Key { path: PathBuf, reason: String },
+    /// A loaded key (checked when it was read) failed in use; named by its tag.
+    #[error("DNSSEC key {key_tag} ({algorithm}): {reason}")]
+    KeyInUse {
+        key_tag: u16,
+        algorithm: &'static str,
+        reason: String,
+    },
     #[error("{path}: invalid signing state: {reason}; delete it to start a new serial sequence")]
     State { path: PathBuf, reason: String },
     #[error("zone {origin}: cannot sign {name} {rtype}: {reason}")]

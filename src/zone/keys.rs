@@ -34,7 +34,6 @@ pub struct ZoneKey {
     pkcs8: Box<[u8]>,
     dnskey: DNSKEY,
     key_tag: u16,
-    path: PathBuf,
 }
 
 impl fmt::Debug for ZoneKey {
@@ -42,7 +41,6 @@ impl fmt::Debug for ZoneKey {
         f.debug_struct("ZoneKey")
             .field("algorithm", &self.algorithm)
             .field("key_tag", &self.key_tag)
-            .field("path", &self.path)
             .field("private_key", &"<redacted>")
             .finish()
     }
@@ -273,15 +271,11 @@ pub fn generate_entry(
     })
 }
 
-/// The entry of a zone's first key (the file [`load_or_generate`] uses), active.
-pub fn first_entry(key_dir: &Path, key: &ZoneKey, created: u64) -> KeyEntry {
+/// The entry of `origin`'s first key (the file [`load_or_generate`] uses), active.
+pub fn first_entry(origin: &Name, key: &ZoneKey, created: u64) -> KeyEntry {
+    let path = key_path(Path::new(""), origin, key.algorithm());
     KeyEntry {
-        file: key
-            .path()
-            .strip_prefix(key_dir)
-            .unwrap_or(key.path())
-            .to_string_lossy()
-            .into_owned(),
+        file: path.to_string_lossy().into_owned(),
         algorithm: key.algorithm(),
         key_tag: key.key_tag(),
         roles: KeyRoles::ACTIVE,
@@ -350,13 +344,15 @@ impl ZoneKey {
             pkcs8: Box::from(der),
             dnskey,
             key_tag,
-            path: path.to_path_buf(),
         })
     }
 
     /// The signer of this key, made from its PKCS#8 DER (checked when the key was loaded).
     pub(crate) fn signer(&self) -> Result<Box<dyn SigningKey>, ZoneError> {
-        signer_of(self.algorithm, &self.pkcs8, &self.path)
+        signer_of(self.algorithm, &self.pkcs8, Path::new("")).map_err(|e| match e {
+            ZoneError::Key { reason, .. } => self.in_use(reason),
+            e => e,
+        })
     }
 
     pub fn algorithm(&self) -> DnssecAlgorithm {
@@ -371,9 +367,14 @@ impl ZoneKey {
         &self.dnskey
     }
 
-    /// The key file this key was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// An error of this key in use. Named by its tag, not its file: the path is not kept (a
+    /// path per zone, held for months, for errors that a key checked when read does not cause).
+    fn in_use(&self, reason: String) -> ZoneError {
+        ZoneError::KeyInUse {
+            key_tag: self.key_tag,
+            algorithm: self.algorithm.as_str(),
+            reason,
+        }
     }
 
     /// The SHA-256 DS record of this key as the key of zone `origin`.
@@ -383,10 +384,7 @@ impl ZoneKey {
         let digest = self
             .dnskey
             .to_digest(&origin, DigestType::SHA256)
-            .map_err(|e| ZoneError::Key {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.in_use(e.to_string()))?;
         Ok(DS::new(
             self.key_tag,
             self.algorithm.to_hickory(),
