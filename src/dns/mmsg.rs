@@ -20,9 +20,9 @@ pub(super) const BATCH: usize = 1;
 /// Receives up to `min(bufs.len(), got.len(), BATCH)` datagrams: datagram `i` goes to
 /// `bufs[i]` (cut to its length, as `recv_from` does) and its length and source to `got[i]`
 /// (no source if the kernel gave an address that is not IPv4 or IPv6). Returns how many.
-pub(super) fn recv(
+pub(super) fn recv<B: AsMut<[u8]>>(
     socket: &UdpSocket,
-    bufs: &mut [Vec<u8>],
+    bufs: &mut [B],
     got: &mut [(usize, Option<SocketAddr>)],
 ) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
@@ -54,7 +54,7 @@ pub(super) fn recv(
         let (Some(buf), Some(slot)) = (bufs.first_mut(), got.first_mut()) else {
             return Ok(0);
         };
-        let (len, src) = socket.try_recv_from(buf)?;
+        let (len, src) = socket.try_recv_from(buf.as_mut())?;
         *slot = (len, Some(src));
         Ok(1)
     }
@@ -114,9 +114,9 @@ mod linux {
         }
     }
 
-    pub(super) fn recv(
+    pub(super) fn recv<B: AsMut<[u8]>>(
         fd: RawFd,
-        bufs: &mut [Vec<u8>],
+        bufs: &mut [B],
         got: &mut [(usize, Option<SocketAddr>)],
     ) -> io::Result<usize> {
         let n = bufs.len().min(got.len()).min(BATCH);
@@ -125,6 +125,7 @@ mod linux {
         }
         let mut h = Headers::zeroed();
         for (i, buf) in bufs.iter_mut().take(n).enumerate() {
+            let buf = buf.as_mut();
             h.iovs[i] = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
                 iov_len: buf.len(),
@@ -146,7 +147,7 @@ mod linux {
         };
         let count = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
         for (i, slot) in got.iter_mut().take(count.min(n)).enumerate() {
-            let len = (h.hdrs[i].msg_len as usize).min(bufs[i].len());
+            let len = (h.hdrs[i].msg_len as usize).min(bufs[i].as_mut().len());
             *slot = (len, from_raw(&h.names[i], h.hdrs[i].msg_hdr.msg_namelen));
         }
         Ok(count.min(n))
