@@ -782,13 +782,17 @@ fn caa_names_the_account_once_it_exists() {
     let account: Value =
         serde_json::from_slice(&fs::read(p.path("state/acme/account.json")).unwrap()).unwrap();
     let url = account["credentials"]["id"].as_str().unwrap().to_string();
-    wait_for("CAA with accounturi", Duration::from_secs(10), || {
+    // The full answer of mxguard to `example.com. CAA` (header and sections).
+    let caa = || {
         let out = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+short", "+norec"])
+            .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+norec"])
             .args(["+nocookie", "example.com.", "CAA"])
             .output()
             .expect("dig is installed (bind9-dnsutils)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("CAA with accounturi", Duration::from_secs(10), || {
+        let text = caa();
         (text.contains("pebble.test")
             && text.contains("validationmethods=http-01")
             && text.contains(&format!("accounturi={url}")))
@@ -798,12 +802,7 @@ fn caa_names_the_account_once_it_exists() {
     fs::write(p.config(), cfg).unwrap();
     d.reload();
     wait_for("CAA withdrawn", Duration::from_secs(10), || {
-        let out = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &p.dns.to_string(), "+norec"])
-            .args(["+nocookie", "example.com.", "CAA"])
-            .output()
-            .expect("dig is installed (bind9-dnsutils)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = caa();
         (text.contains("status: NOERROR")
             && text.contains("ANSWER: 0,")
             && !text.contains("pebble.test"))
