@@ -100,7 +100,7 @@ impl Source {
         match self {
             Source::Policy => "the MTA-STS policy id (_mta-sts TXT)",
             Source::TlsRpt => "the TLS-RPT record (domain.tls_rpt)",
-            Source::DaneEe => "the TLSA records of the MX key rollover (3 1 1)",
+            Source::DaneEe => "the DANE-EE TLSA records (3 1 1) of a key mxguard keeps or watches",
             Source::DaneTa => "the DANE-TA records (mx.dane_ta)",
             Source::AcmeChallenge => "an ACME dns-01 challenge",
             Source::Caa => "the CAA records (acme.caa)",
