@@ -64,16 +64,15 @@ impl PolicyTexts {
         entries: impl IntoIterator<Item = (H, T)>,
     ) -> Result<PolicyTexts, TooLarge> {
         let mut entries: Vec<(H, T)> = entries.into_iter().collect();
-        // Stable: of equal hosts the last stays last, and the dedup below keeps it.
+        // Stable: of equal hosts the last stays last; the dedup moves it into the kept slot.
         entries.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-        let mut i = 0;
-        while i + 1 < entries.len() {
-            if entries[i].0.as_ref() == entries[i + 1].0.as_ref() {
-                entries.remove(i);
-            } else {
-                i += 1;
+        entries.dedup_by(|later, kept| {
+            let same = later.0.as_ref() == kept.0.as_ref();
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
+            same
+        });
         let total: usize = entries
             .iter()
             .map(|(h, t)| h.as_ref().len() + t.as_ref().len())
