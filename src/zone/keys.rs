@@ -61,9 +61,14 @@ pub struct RegistrarRecords {
 
 /// Path of the key file for `origin` and `algorithm` inside `key_dir`.
 pub fn key_path(key_dir: &Path, origin: &Name, algorithm: DnssecAlgorithm) -> PathBuf {
+    key_dir.join(key_file_name(origin, algorithm))
+}
+
+/// Name of the key file for `origin` and `algorithm` (see [`key_path`]).
+fn key_file_name(origin: &Name, algorithm: DnssecAlgorithm) -> String {
     let zone = origin.to_lowercase().to_ascii();
     let zone = zone.trim_end_matches('.');
-    key_dir.join(format!("{zone}.{}.csk.pk8", algorithm.as_str()))
+    format!("{zone}.{}.csk.pk8", algorithm.as_str())
 }
 
 /// Loads the key of `origin` from `key_dir`; `None` when it does not exist yet.
@@ -273,9 +278,8 @@ pub fn generate_entry(
 
 /// The entry of `origin`'s first key (the file [`load_or_generate`] uses), active.
 pub fn first_entry(origin: &Name, key: &ZoneKey, created: u64) -> KeyEntry {
-    let path = key_path(Path::new(""), origin, key.algorithm());
     KeyEntry {
-        file: path.to_string_lossy().into_owned(),
+        file: key_file_name(origin, key.algorithm()),
         algorithm: key.algorithm(),
         key_tag: key.key_tag(),
         roles: KeyRoles::ACTIVE,
