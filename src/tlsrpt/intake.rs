@@ -205,6 +205,11 @@ pub struct Intake {
     decode_slots: tokio::sync::Semaphore,
     /// How long a report waits for a decode slot before 503 (Retry-After).
     decode_wait: Duration,
+    /// Bytes of decoded reports waiting for their commit (one permit per byte of report JSON):
+    /// [`DECODE_SLOTS`] × `max_decompressed`. A report takes its share before its decode slot
+    /// is freed, so the decoded reports in memory stay bounded while the writer commits many
+    /// at once.
+    commit_budget: tokio::sync::Semaphore,
     /// Reports that ended more than this many days ago are not stored (`tlsrpt.retention_days`).
     retention_days: Option<u32>,
     /// The last storage failure, until a report is stored again (for `/healthz`).
@@ -216,8 +221,17 @@ pub const DECODE_SLOTS: usize = 2;
 /// How long a report waits for a decode slot.
 const DECODE_WAIT: Duration = Duration::from_secs(10);
 
+/// Permits of [`Intake::commit_budget`]: as many bytes as [`DECODE_SLOTS`] reports of the
+/// largest size take.
+fn commit_budget(settings: &IntakeSettings) -> usize {
+    DECODE_SLOTS
+        .saturating_mul(settings.max_decompressed.max(1))
+        .min(u32::MAX as usize)
+}
+
 impl Intake {
     pub fn new(store: ReportsHandle, settings: IntakeSettings) -> Intake {
+        let budget = commit_budget(&settings);
         Intake {
             store,
             settings,
@@ -225,6 +239,7 @@ impl Intake {
             alerter: None,
             decode_slots: tokio::sync::Semaphore::new(DECODE_SLOTS),
             decode_wait: DECODE_WAIT,
+            commit_budget: tokio::sync::Semaphore::new(budget),
             retention_days: None,
             storage_failure: std::sync::Mutex::new(None),
         }
@@ -312,17 +327,16 @@ impl Intake {
         let prepare = move |body: &[u8], ct: Option<&str>, ce: Option<&str>| {
             let json = tlsrpt::decode_body(body, ct, ce, max_c, max_d)?;
             let report = tlsrpt::parse_report(&json)?;
-            Ok::<_, IntakeError>(NewReport::new(report, &json, received_at))
+            Ok::<_, IntakeError>((NewReport::new(report, &json, received_at), json.len()))
         };
-        let _slot = tokio::time::timeout(self.decode_wait, self.decode_slots.acquire())
+        let busy = || IntakeError::Busy {
+            waited: self.decode_wait,
+        };
+        let slot = tokio::time::timeout(self.decode_wait, self.decode_slots.acquire())
             .await
-            .map_err(|_| IntakeError::Busy {
-                waited: self.decode_wait,
-            })?
-            .map_err(|_| IntakeError::Busy {
-                waited: self.decode_wait,
-            })?;
-        let new = if body.len() <= INLINE_DECODE_MAX {
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        let (new, size) = if body.len() <= INLINE_DECODE_MAX {
             prepare(&body, content_type, content_encoding)?
         } else {
             let (ct, ce) = (
@@ -335,6 +349,15 @@ impl Intake {
                     reason: format!("decode task failed: {e}"),
                 })??
         };
+        // The decode slot is held until the report has its share of the commit budget, then
+        // freed: the commit (a durable write, batched with the others waiting) needs no slot.
+        let share = u32::try_from(size.clamp(1, commit_budget(&self.settings))).unwrap_or(u32::MAX);
+        let _queued =
+            tokio::time::timeout(self.decode_wait, self.commit_budget.acquire_many(share))
+                .await
+                .map_err(|_| busy())?
+                .map_err(|_| busy())?;
+        drop(slot);
         if let Some(days) = self.retention_days {
             let end = new.report.date_range.end_datetime;
             if end < received_at - time::Duration::days(i64::from(days)) {
