@@ -68,6 +68,12 @@ fn key_roll_settings(config: &Config) -> crate::dnssec::RollSettings {
 /// How long in-flight requests may finish after SIGTERM.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+/// How many MXes' first key checks (a STARTTLS connection each) run at once at the first
+/// start. Many `[[mx]]` hosts are often one server: thousands of connections at once would be a
+/// flood of its own, beyond its listen queue and process limits, and each waiting check would
+/// hold its connection state.
+const FIRST_CHECKS_AT_ONCE: usize = 64;
+
 /// The running daemon's view of what it publishes.
 struct Daemon {
     /// The config in effect; the same one the status page reads (`status_config`).
@@ -441,6 +447,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         let key = crate::acme::manager::load_or_create_key(&state, &m.host)?;
         if m.rollover && crate::dane::executor::load(state.root(), &m.host).is_none() {
             let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
+            if beginning.len() >= FIRST_CHECKS_AT_ONCE {
+                beginning.join_next().await;
+            }
             beginning.spawn(async move {
                 if let Err(e) = crate::dane::executor::begin(&state, &host, &key, verify).await {
                     tracing::error!(mx = %host, err = %e, "cannot begin the rollover");
