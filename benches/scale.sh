@@ -14,7 +14,8 @@
 #     until every MX's rollover state (state_dir/rollover/<mx>.json) is "stable" (the next key's
 #     TLSA record public for the hold time). Polled every 2 s: the times are ±2 s. Confirmed
 #     once at the end by `mxguard certs --json` (every certificate issued, no error) and by
-#     `dig +nocookie SOA` for every zone (one `dig -f` batch).
+#     `dig +nocookie SOA` for every zone (one `dig -f` batch). Each poll also prints the RSS so
+#     far and its peak, which shows when in the start-up the peak RSS is reached.
 #   - idle CPU over SCALE_IDLE seconds (default 60) after that (utime+stime of the process from
 #     /proc/PID/stat, % of one core); RSS (VmRSS) and peak RSS (VmHWM) from /proc/PID/status,
 #     and how the RSS splits (RssAnon: heap and stacks, what grows with the zones; RssFile: pages
@@ -337,7 +338,8 @@ while [ -z "$certs_s" ] || [ -z "$zones_s" ] || [ -z "$roll_s" ]; do
   fi
   el=$(calc "$(now) - $t_start" 0)
   echo "  ${el} s: certificates $(progress "$certs_s" "$https_n https + $crt_n mx of $n + $n");" \
-    "zones $(progress "$zones_s" "$((n - zones_left)) of $n"); rollover stable $(progress "$roll_s" "$stable_n of $n")"
+    "zones $(progress "$zones_s" "$((n - zones_left)) of $n"); rollover stable $(progress "$roll_s" "$stable_n of $n");" \
+    "RSS $(mib "$(status_kib "$mx_pid" VmRSS)") MiB, peak $(mib "$(status_kib "$mx_pid" VmHWM)")"
   [ "$el" -le "$timeout" ] || { tail -20 "$work/mxguard.log" >&2; die "not converged after $timeout s"; }
   sleep "$(calc "2 - ($(now) - $t)" 2 | sed 's/^-.*/0/')"
 done
