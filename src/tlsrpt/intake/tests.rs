@@ -653,57 +653,50 @@ async fn a_report_older_than_the_retention_is_answered_200_and_not_stored() {
 /// database, more reports than there are slots are decoded and wait to be committed together
 /// (with the slot held through the commit, two reports at a time reached the writer and each
 /// commit held one).
-#[test]
-fn reports_waiting_for_their_commit_hold_no_decode_slot() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let app = app();
-        let n = DECODE_SLOTS + 3;
-        // Another connection holds the write lock: the writer waits (its busy timeout is 10 s).
-        let db = app._dir.path().join("tlsrpt.sqlite3");
-        let lock = rusqlite::Connection::open(&db).unwrap();
-        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut posts = tokio::task::JoinSet::new();
-        let mut least = usize::MAX;
-        for i in 0..n {
-            let body = fresh(i);
-            least = least.min(body.len());
-            let router = app.router.clone();
-            posts.spawn(async move {
-                let req = axum::http::Request::post("/tlsrpt")
-                    .header(header::CONTENT_TYPE, JSON)
-                    .body(Body::from(body))
-                    .unwrap();
-                router.oneshot(req).await.unwrap().status()
-            });
-        }
-        let budget = commit_budget(&IntakeSettings::default());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let waiting = budget - app.intake.commit_budget.available_permits();
-            let free = app.intake.decode_slots.available_permits();
-            if free == DECODE_SLOTS && waiting >= n * least {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "after 5 s: {free} of {DECODE_SLOTS} decode slots free, {waiting} bytes waiting for the commit"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_waiting_for_their_commit_hold_no_decode_slot() {
+    let app = app();
+    let n = DECODE_SLOTS + 3;
+    // Another connection holds the write lock: the writer waits (its busy timeout is 10 s).
+    let db = app._dir.path().join("tlsrpt.sqlite3");
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut posts = tokio::task::JoinSet::new();
+    let mut least = usize::MAX;
+    for i in 0..n {
+        let body = fresh(i);
+        least = least.min(body.len());
+        let router = app.router.clone();
+        posts.spawn(async move {
+            let req = axum::http::Request::post("/tlsrpt")
+                .header(header::CONTENT_TYPE, JSON)
+                .body(Body::from(body))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        });
+    }
+    let budget = commit_budget(&IntakeSettings::default());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting = budget - app.intake.commit_budget.available_permits();
+        let free = app.intake.decode_slots.available_permits();
+        if free == DECODE_SLOTS && waiting >= n * least {
+            break;
         }
         assert!(
-            posts.try_join_next().is_none(),
-            "a report was answered before its commit"
+            Instant::now() < deadline,
+            "after 5 s: {free} of {DECODE_SLOTS} decode slots free, {waiting} bytes waiting for the commit"
         );
-        lock.execute_batch("ROLLBACK").unwrap();
-        while let Some(status) = posts.join_next().await {
-            assert_eq!(status.unwrap(), StatusCode::CREATED);
-        }
-        assert_eq!(app.count().await, n as u64);
-        assert_eq!(app.intake.commit_budget.available_permits(), budget);
-    });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        posts.try_join_next().is_none(),
+        "a report was answered before its commit"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::CREATED);
+    }
+    assert_eq!(app.count().await, n as u64);
+    assert_eq!(app.intake.commit_budget.available_permits(), budget);
 }
