@@ -442,25 +442,38 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     // before any certificate for them is ordered.
     // A rollover begins before the first zone is built: a key the MX presents already (a
     // certificate from before mxguard) is published alongside mxguard's own from the start.
+    // Each MX's key files are written on the blocking pool, many MXes at once: a first start
+    // writes four files per MX, each synced with its directory, and one MX after the other
+    // the syncs add up with thousands of MXes.
     let mut beginning = tokio::task::JoinSet::new();
     for m in config.mx.iter().filter(|m| m.external.is_none()) {
-        let key = crate::acme::manager::load_or_create_key(&state, &m.host)?;
-        if m.rollover && crate::dane::executor::load(state.root(), &m.host).is_none() {
-            let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
-            if beginning.len() >= FIRST_CHECKS_AT_ONCE {
-                beginning.join_next().await;
-            }
-            beginning.spawn(async move {
-                if let Err(e) = crate::dane::executor::begin(&state, &host, &key, verify).await {
-                    tracing::error!(mx = %host, err = %e, "cannot begin the rollover");
-                }
-            });
+        if beginning.len() >= FIRST_CHECKS_AT_ONCE
+            && let Some(done) = beginning.join_next().await
+        {
+            done??;
         }
+        let begins = m.rollover && crate::dane::executor::load(state.root(), &m.host).is_none();
+        let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
+        beginning.spawn(async move {
+            let (s, h) = (state.clone(), host.clone());
+            let key = tokio::task::spawn_blocking(move || {
+                crate::acme::manager::load_or_create_key(&s, &h)
+            })
+            .await??;
+            if begins
+                && let Err(e) = crate::dane::executor::begin(&state, &host, &key, verify).await
+            {
+                tracing::error!(mx = %host, err = %e, "cannot begin the rollover");
+            }
+            anyhow::Ok(())
+        });
         if !m.dane_ta.is_empty() {
             tracing::warn!(mx = %m.host, "DANE-TA (2 1 1) pins the CA's intermediates, which CAs rotate: list every current intermediate and keep the list up to date");
         }
     }
-    beginning.join_all().await;
+    while let Some(done) = beginning.join_next().await {
+        done??;
+    }
     for d in config.domains.iter().filter(|d| d.tlsa_https) {
         crate::acme::manager::load_or_create_key(&state, &d.mta_sts_host())?;
     }

@@ -155,12 +155,36 @@ fn save(state: &StateDir, host: &str, s: &RollState) -> Result<(), RollError> {
 
 fn save_key(state: &StateDir, host: &str, key: &rcgen::KeyPair) -> Result<KeyId, RollError> {
     let id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(key));
-    let path = key_path(state.root(), host, &id);
+    save_key_pem(state, host, &id, &key.serialize_pem())?;
+    Ok(id)
+}
+
+/// Writes the key `id` of `host` (PEM) unless its file exists.
+fn save_key_pem(state: &StateDir, host: &str, id: &KeyId, pem: &str) -> Result<(), RollError> {
+    let path = key_path(state.root(), host, id);
     store::ensure_dir(path.parent().unwrap_or(state.root()))?;
     if !path.exists() {
-        store::write_atomic(&path, key.serialize_pem().as_bytes(), store::SECRET_MODE)?;
+        store::write_atomic(&path, pem.as_bytes(), store::SECRET_MODE)?;
     }
-    Ok(id)
+    Ok(())
+}
+
+/// Runs `f`, file writes of `host`'s roll that wait for the disk, on tokio's blocking pool: no
+/// async worker waits, and the writes of MXes beginning together overlap (the file system
+/// commits concurrent syncs at once; at a first start there are four synced writes per MX).
+async fn on_disk<T: Send + 'static>(
+    state: &Arc<StateDir>,
+    host: &str,
+    f: impl FnOnce(&StateDir, &str) -> Result<T, RollError> + Send + 'static,
+) -> Result<T, RollError> {
+    let (state, host) = (Arc::clone(state), host.to_string());
+    let dir = state.root().join("mx-keys").join(&host);
+    tokio::task::spawn_blocking(move || f(&state, &host))
+        .await
+        .map_err(|e| RollError::File {
+            path: dir,
+            reason: format!("the task writing the files failed: {e}"),
+        })?
 }
 
 fn load_key(root: &Path, host: &str, id: &str) -> Result<rcgen::KeyPair, RollError> {
@@ -217,15 +241,20 @@ const FIRST_PROBE: Duration = Duration::from_secs(5);
 /// record published until mxguard's own is seen live. Persists the state before returning,
 /// so the first zone built after it carries every record.
 pub(crate) async fn begin(
-    state: &StateDir,
+    state: &Arc<StateDir>,
     host: &str,
     current: &rcgen::KeyPair,
     verify: Option<SocketAddr>,
 ) -> Result<RollState, RollError> {
-    let current_id = save_key(state, host, current)?;
-    let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| RollError::Generate(e.to_string()))?;
-    let next_id = save_key(state, host, &next)?;
+    let current_id = probe::key_id(&rcgen::PublicKeyData::subject_public_key_info(current));
+    let (id, pem) = (current_id.clone(), current.serialize_pem());
+    let next_id = on_disk(state, host, move |state, host| {
+        save_key_pem(state, host, &id, &pem)?;
+        let next = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| RollError::Generate(e.to_string()))?;
+        save_key(state, host, &next)
+    })
+    .await?;
     // The configured `verify` address is trusted as it is; an address found through the
     // system's resolver is not, so a key seen there is published only when its certificate
     // is valid for the host under WebPKI (else an attacker on that path could get a record).
@@ -283,7 +312,11 @@ pub(crate) async fn begin(
     }
     let mut s = rollover::initial(current_id, next_id, prior, unix(SystemTime::now()));
     s.hold_first_deploy = hold;
-    save(state, host, &s)?;
+    let s = on_disk(state, host, move |state, host| {
+        save(state, host, &s)?;
+        Ok(s)
+    })
+    .await?;
     tracing::info!(mx = host, current = %s.current, next = %s.next, "rollover started: next key generated");
     Ok(s)
 }
