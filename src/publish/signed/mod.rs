@@ -224,14 +224,7 @@ fn merged(origin: &Name, slot: &Slot, naming: &[Change]) -> Result<ZoneData, Zon
         .with_managed(&managed_of(slot, naming))
 }
 
-/// Threads that load or create zone keys at once. Creating a key writes a file and syncs it
-/// with its directory: one zone after the other, a first start with 10,000 zones waits for
-/// 20,000 syncs, while the file system commits concurrent syncs together.
-const KEY_THREADS: usize = 32;
-
-/// Parses every zone file and loads (or creates) every zone key: blocking. The zone files are
-/// read one at a time (parsing is CPU, and a reload shares the cores with the DNS server); the
-/// keys of zones without one in `keep_keys` on [`KEY_THREADS`] threads.
+/// Parses every zone file and loads (or creates) every zone key: blocking.
 fn load_slots(
     state: &StateDir,
     zones: &[DomainZone],
@@ -239,7 +232,7 @@ fn load_slots(
     keep_keys: &BTreeMap<Name, Arc<KeySet>>,
 ) -> Result<Slots, LoadError> {
     let mut problems = Vec::new();
-    let mut parsed = Vec::with_capacity(zones.len());
+    let mut slots = Vec::with_capacity(zones.len());
     for z in zones {
         let origin = match origin(&z.domain) {
             Ok(o) => o,
@@ -248,69 +241,23 @@ fn load_slots(
                 continue;
             }
         };
-        match ZoneSource::read(&z.zone_file, &origin) {
-            Ok(source) => parsed.push((origin, source)),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    // A zone's keys stay as they are across reloads; a new algorithm is rolled to.
-    let missing: Vec<Name> = parsed
-        .iter()
-        .map(|(o, _)| o)
-        .filter(|o| !keep_keys.contains_key(*o))
-        .cloned()
-        .collect();
-    let per_thread = missing.len().div_ceil(KEY_THREADS).max(1);
-    let loaded: Vec<Result<KeySet, ZoneError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = missing
-            .chunks(per_thread)
-            .map(|chunk| {
-                let worker = scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|o| crate::dnssec::zone_keys(state.root(), o, settings.algorithm))
-                        .collect::<Vec<_>>()
-                });
-                (chunk.len(), worker)
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|(n, worker)| {
-                worker.join().unwrap_or_else(|_| {
-                    (0..n)
-                        .map(|_| {
-                            Err(ZoneError::Key {
-                                path: state.root().join("keys"),
-                                reason: "the thread loading this zone's key panicked".into(),
-                            })
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    });
-    let loaded: BTreeMap<Name, Result<Arc<KeySet>, String>> = missing
-        .into_iter()
-        .zip(loaded)
-        .map(|(o, k)| (o, k.map(Arc::new).map_err(|e| e.to_string())))
-        .collect();
-    let mut slots = Vec::with_capacity(parsed.len());
-    for (origin, source) in parsed {
-        let keys = match keep_keys
-            .get(&origin)
-            .map(Ok)
-            .or_else(|| loaded.get(&origin).map(Result::as_ref))
-        {
-            Some(Ok(k)) => k.clone(),
-            Some(Err(e)) => {
-                problems.push(format!("zone {origin}: {e}"));
+        let source = match ZoneSource::read(&z.zone_file, &origin) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(e.to_string());
                 continue;
             }
-            None => {
-                problems.push(format!("zone {origin}: its key was not loaded"));
-                continue;
-            }
+        };
+        // A zone's keys stay as they are across reloads; a new algorithm is rolled to.
+        let keys = match keep_keys.get(&origin) {
+            Some(k) => k.clone(),
+            None => match crate::dnssec::zone_keys(state.root(), &origin, settings.algorithm) {
+                Ok(k) => Arc::new(k),
+                Err(e) => {
+                    problems.push(format!("zone {origin}: {e}"));
+                    continue;
+                }
+            },
         };
         slots.push((
             origin,
