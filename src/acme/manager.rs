@@ -338,7 +338,7 @@ impl<R: Responder> Manager<R> {
         // now: kept in memory, so a wake-up costs nothing for the certificates that are not due.
         let mut specs = self.specs.load_full();
         let mut schedule: Vec<SystemTime> = vec![UNIX_EPOCH; specs.len()];
-        let mut requests = crate::dane::executor::RotateRequests::default();
+        let mut requests = crate::dane::files::RotateRequests::default();
         loop {
             let now = SystemTime::now();
             let current = self.specs.load_full();

@@ -183,7 +183,7 @@ pub(super) fn base_changes(
                 .collect()
         } else {
             m.rollover
-                .then(|| crate::dane::executor::rolled_digests(state_root, &m.host))
+                .then(|| crate::dane::files::rolled_digests(state_root, &m.host))
                 .flatten()
                 .or_else(|| {
                     crate::acme::manager::current_key_digest(state_root, &m.host).map(|d| vec![d])

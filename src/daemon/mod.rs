@@ -452,7 +452,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         {
             done??;
         }
-        let begins = m.rollover && crate::dane::executor::load(state.root(), &m.host).is_none();
+        let begins = m.rollover && crate::dane::files::load(state.root(), &m.host).is_none();
         let (state, host, verify) = (state.clone(), m.host.clone(), m.verify);
         beginning.spawn(async move {
             let (s, h) = (state.clone(), host.clone());

@@ -8,11 +8,12 @@
 //!
 //! - `machine`: the rollover state machine (pure): the one place that decides *when*.
 //! - `executor`: runs the machine per MX, persisting each state before acting on it; also the
-//!   external-certificate mode.
+//!   external-certificate mode. `files`: the roll state, key and request files it keeps.
 //! - `tlsa`: TLSA record data (pure). [`probe`]: which key a live MX presents.
 //! - `view`: what `mxguard tlsa` and the status page show of an MX's keys (read only).
 
 pub(crate) mod executor;
+pub(crate) mod files;
 pub(crate) mod machine;
 pub mod probe;
 pub(crate) mod tlsa;

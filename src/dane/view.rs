@@ -57,7 +57,7 @@ pub(crate) fn view(root: &Path, mx: &MxKeys<'_>, timing: &Timing, now: u64) -> R
         v.state = "rollover off: one key".into();
         return v;
     }
-    let Some(s) = super::executor::load(root, mx.host) else {
+    let Some(s) = super::files::load(root, mx.host) else {
         v.state = "rollover not started yet (the daemon starts it)".into();
         return v;
     };
