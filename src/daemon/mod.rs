@@ -474,8 +474,18 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     while let Some(done) = beginning.join_next().await {
         done??;
     }
-    for d in config.domains.iter().filter(|d| d.tlsa_https) {
-        crate::acme::manager::load_or_create_key(&state, &d.mta_sts_host())?;
+    // The policy hosts' keys for their `_443` TLSA records, on the blocking pool as well.
+    let hosts: Vec<String> = (config.domains.iter())
+        .filter(|d| d.tlsa_https)
+        .map(|d| d.mta_sts_host())
+        .collect();
+    if !hosts.is_empty() {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || {
+            (hosts.iter())
+                .try_for_each(|h| crate::acme::manager::load_or_create_key(&s, h).map(drop))
+        })
+        .await??;
     }
     let mut dns_task = None;
     let zones = match dns_sockets {

@@ -210,6 +210,8 @@ pub struct Intake {
     /// is freed, so the decoded reports in memory stay bounded while the writer commits many
     /// at once.
     commit_budget: tokio::sync::Semaphore,
+    /// The permits of `commit_budget` in all: the most one report takes.
+    commit_budget_total: u32,
     /// Reports that ended more than this many days ago are not stored (`tlsrpt.retention_days`).
     retention_days: Option<u32>,
     /// The last storage failure, until a report is stored again (for `/healthz`).
@@ -223,10 +225,9 @@ const DECODE_WAIT: Duration = Duration::from_secs(10);
 
 /// Permits of [`Intake::commit_budget`]: as many bytes as [`DECODE_SLOTS`] reports of the
 /// largest size take.
-fn commit_budget(settings: &IntakeSettings) -> usize {
-    DECODE_SLOTS
-        .saturating_mul(settings.max_decompressed.max(1))
-        .min(u32::MAX as usize)
+fn commit_budget(settings: &IntakeSettings) -> u32 {
+    let bytes = DECODE_SLOTS.saturating_mul(settings.max_decompressed.max(1));
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl Intake {
@@ -239,7 +240,8 @@ impl Intake {
             alerter: None,
             decode_slots: tokio::sync::Semaphore::new(DECODE_SLOTS),
             decode_wait: DECODE_WAIT,
-            commit_budget: tokio::sync::Semaphore::new(budget),
+            commit_budget: tokio::sync::Semaphore::new(budget as usize),
+            commit_budget_total: budget,
             retention_days: None,
             storage_failure: std::sync::Mutex::new(None),
         }
@@ -316,6 +318,21 @@ impl Intake {
         result
     }
 
+    /// A decode slot or a share of the commit budget, waited for at most `decode_wait`
+    /// (503 with Retry-After beyond that).
+    async fn within_wait<P>(
+        &self,
+        permit: impl Future<Output = Result<P, tokio::sync::AcquireError>>,
+    ) -> Result<P, IntakeError> {
+        let busy = || IntakeError::Busy {
+            waited: self.decode_wait,
+        };
+        tokio::time::timeout(self.decode_wait, permit)
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())
+    }
+
     async fn ingest_inner(
         &self,
         body: Bytes,
@@ -329,13 +346,7 @@ impl Intake {
             let report = tlsrpt::parse_report(&json)?;
             Ok::<_, IntakeError>((NewReport::new(report, &json, received_at), json.len()))
         };
-        let busy = || IntakeError::Busy {
-            waited: self.decode_wait,
-        };
-        let slot = tokio::time::timeout(self.decode_wait, self.decode_slots.acquire())
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| busy())?;
+        let slot = self.within_wait(self.decode_slots.acquire()).await?;
         let (new, size) = if body.len() <= INLINE_DECODE_MAX {
             prepare(&body, content_type, content_encoding)?
         } else {
@@ -351,12 +362,11 @@ impl Intake {
         };
         // The decode slot is held until the report has its share of the commit budget, then
         // freed: the commit (a durable write, batched with the others waiting) needs no slot.
-        let share = u32::try_from(size.clamp(1, commit_budget(&self.settings))).unwrap_or(u32::MAX);
-        let _queued =
-            tokio::time::timeout(self.decode_wait, self.commit_budget.acquire_many(share))
-                .await
-                .map_err(|_| busy())?
-                .map_err(|_| busy())?;
+        let total = self.commit_budget_total;
+        let share = u32::try_from(size).map_or(total, |s| s.clamp(1, total));
+        let _queued = self
+            .within_wait(self.commit_budget.acquire_many(share))
+            .await?;
         drop(slot);
         if let Some(days) = self.retention_days {
             let end = new.report.date_range.end_datetime;

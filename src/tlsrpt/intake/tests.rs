@@ -675,7 +675,7 @@ async fn reports_waiting_for_their_commit_hold_no_decode_slot() {
             router.oneshot(req).await.unwrap().status()
         });
     }
-    let budget = commit_budget(&IntakeSettings::default());
+    let budget = app.intake.commit_budget_total as usize;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let waiting = budget - app.intake.commit_budget.available_permits();
