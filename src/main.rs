@@ -176,11 +176,18 @@ static HEAP: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read at its first allocation (before `main`): the documented way to
 /// set them in the program is this symbol (`malloc_conf`, with the crate's `_rjem_` prefix).
 /// `_RJEM_MALLOC_CONF` in the environment (the prefixed `MALLOC_CONF`) overrides them.
+/// Each thread's cache of freed blocks is kept small (blocks up to 4 KiB, 20 of each small
+/// size, 4 of each larger): with jemalloc's defaults the caches held 0.75 MiB of a 100-domain
+/// daemon's 3.2 MiB of heap and stacks, with these 0.4 MiB, and neither `benches/dns.sh` nor
+/// `benches/tlsrpt.sh` changed beyond the noise (no caches at all cost the TLS-RPT intake a
+/// fifth of its reports per second).
 #[cfg(target_os = "linux")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static JEMALLOC_OPTIONS: Option<&'static std::ffi::c_char> =
     // SAFETY: a pointer to the first byte of a static NUL-terminated string, valid forever.
-    Some(unsafe { &*c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr() });
+    Some(unsafe {
+        &*c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0,tcache_max:4096,tcache_nslots_small_max:20,tcache_nslots_large:4".as_ptr()
+    });
 
 /// C code in the process (SQLite for the report store) allocates from glibc's malloc: one
 /// arena there too, not one per thread that touches it.
