@@ -164,16 +164,20 @@ impl Daemon {
             }
         }
         let mut changes = base_changes(&config, &loaded, self.state.root())?;
-        let mut keys: Vec<RrsetKey> = changes.iter().map(|c| c.key().clone()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        changes.extend(
-            self.base_keys
-                .unpack()
-                .filter(|k| keys.binary_search(k).is_err())
-                .map(Change::Withdraw),
-        );
-        let keys = crate::publish::PackedKeys::pack(&keys);
+        // The keys unpacked are freed before the zones take the changes: with 10,000 domains
+        // they were 4.5 MB of the first start's peak.
+        let keys = {
+            let mut keys: Vec<RrsetKey> = changes.iter().map(|c| c.key().clone()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            changes.extend(
+                self.base_keys
+                    .unpack()
+                    .filter(|k| keys.binary_search(k).is_err())
+                    .map(Change::Withdraw),
+            );
+            crate::publish::PackedKeys::pack(&keys)
+        };
         let (changes, pushed) = split_pushed(&config, changes);
         // Pushed zones: a primary that is down or refuses does not stop the daemon; the push is
         // retried (with backoff) and the previous records stay there meanwhile.
