@@ -41,6 +41,15 @@ fn gz(data: &[u8]) -> Vec<u8> {
 const GZIP: &str = "application/tlsrpt+gzip";
 const JSON: &str = "application/tlsrpt+json";
 
+/// A POST of `body` to the default intake path, for posts made from spawned tasks or with a
+/// body of their own making.
+fn report_request(content_type: &str, body: Body) -> axum::http::Request<Body> {
+    axum::http::Request::post("/tlsrpt")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .unwrap()
+}
+
 impl App {
     async fn post_with(
         &self,
@@ -356,12 +365,7 @@ async fn storage_failure_is_503_and_recovers() {
     let resp = app
         .router
         .clone()
-        .oneshot(
-            axum::http::Request::post("/tlsrpt")
-                .header(header::CONTENT_TYPE, JSON)
-                .body(Body::from(fixtures::RFC8460))
-                .unwrap(),
-        )
+        .oneshot(report_request(JSON, Body::from(fixtures::RFC8460)))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -391,10 +395,7 @@ async fn only_post_on_the_configured_path() {
         .unwrap();
     let resp = app.router.clone().oneshot(get).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let other = axum::http::Request::post("/tlsrpt")
-        .header(header::CONTENT_TYPE, JSON)
-        .body(Body::from(fixtures::GOOGLE))
-        .unwrap();
+    let other = report_request(JSON, Body::from(fixtures::GOOGLE));
     let resp = app.router.clone().oneshot(other).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
@@ -448,10 +449,7 @@ fn a_thousand_concurrent_posts_are_all_stored() {
         for (id, ct, body) in bodies {
             let router = app.router.clone();
             tasks.spawn(async move {
-                let req = axum::http::Request::post("/tlsrpt")
-                    .header(header::CONTENT_TYPE, ct)
-                    .body(Body::from(body))
-                    .unwrap();
+                let req = report_request(ct, Body::from(body));
                 let status = router.oneshot(req).await.unwrap().status();
                 (id, status)
             });
@@ -527,12 +525,12 @@ async fn a_body_that_stalls_is_408_after_the_read_timeout() {
         ..IntakeSettings::default()
     });
     let start = Instant::now();
-    let req = axum::http::Request::post("/tlsrpt")
-        .header(header::CONTENT_TYPE, JSON)
-        .body(Body::new(Stalled {
+    let req = report_request(
+        JSON,
+        Body::new(Stalled {
             first: Some(Bytes::from_static(&fixtures::GOOGLE[..100])),
-        }))
-        .unwrap();
+        }),
+    );
     let resp = app.router.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
     assert!(start.elapsed() >= Duration::from_secs(1));
@@ -596,24 +594,14 @@ async fn reports_wait_for_a_decode_slot_then_get_503() {
         .unwrap();
     let resp = router
         .clone()
-        .oneshot(
-            axum::http::Request::post("/tlsrpt")
-                .header(header::CONTENT_TYPE, JSON)
-                .body(Body::from(fixtures::RFC8460))
-                .unwrap(),
-        )
+        .oneshot(report_request(JSON, Body::from(fixtures::RFC8460)))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()[header::RETRY_AFTER], "60");
     drop(_held);
     let resp = router
-        .oneshot(
-            axum::http::Request::post("/tlsrpt")
-                .header(header::CONTENT_TYPE, JSON)
-                .body(Body::from(fixtures::RFC8460))
-                .unwrap(),
-        )
+        .oneshot(report_request(JSON, Body::from(fixtures::RFC8460)))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -629,12 +617,7 @@ async fn a_report_older_than_the_retention_is_answered_200_and_not_stored() {
     for _ in 0..2 {
         let resp = router
             .clone()
-            .oneshot(
-                axum::http::Request::post("/tlsrpt")
-                    .header(header::CONTENT_TYPE, JSON)
-                    .body(Body::from(fixtures::RFC8460))
-                    .unwrap(),
-            )
+            .oneshot(report_request(JSON, Body::from(fixtures::RFC8460)))
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -668,10 +651,7 @@ async fn reports_waiting_for_their_commit_hold_no_decode_slot() {
         least = least.min(body.len());
         let router = app.router.clone();
         posts.spawn(async move {
-            let req = axum::http::Request::post("/tlsrpt")
-                .header(header::CONTENT_TYPE, JSON)
-                .body(Body::from(body))
-                .unwrap();
+            let req = report_request(JSON, Body::from(body));
             router.oneshot(req).await.unwrap().status()
         });
     }
